@@ -1,0 +1,69 @@
+"""model-bundle: signed, portable, pickle-free ML model bundles.
+
+The pipeline, end to end::
+
+    save:   model --convert--> ONNX graph + tensors        (bundle.convert.*, lazily)
+                  --split-----> model.onnx + weights.safetensors (one copy, aligned)
+                  --describe--> manifest.json (files + SHA-256, I/O, parity)
+                  --sign------> signatures/<key id>.sig (DSSE + in-toto, OMS v1.0)
+                  --pack------> one deterministic zip, written atomically
+
+    load:   zip --check directory--> --verify signature--> --hash every entry-->
+                --parse safetensors header + ONNX graph (checked)--> onnxruntime
+
+Nothing on the load path unpickles, evals, or imports a training framework.
+
+    >>> import bundle
+    >>> bundle.save(clf, "iris.mbundle", sample_input=X[:20], signing_key="me.key")
+    >>> m = bundle.load("iris.mbundle", trusted_keys="me.pub")
+    >>> m.predict(X)
+"""
+
+from ._verify import Signer, VerifyReport
+from ._version import __version__
+from .api import Inspection, inspect, load, save, sign, verify
+from .errors import (
+    BundleError,
+    ConversionError,
+    DeviceError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    KeyFileError,
+    LimitError,
+    SignatureError,
+    UntrustedContentError,
+)
+from .manifest import Manifest
+from .runtime import Model
+from .signing import PrivateKey, PublicKey, TrustStore, generate_key, load_private_key, load_public_key
+
+__all__ = [
+    "BundleError",
+    "ConversionError",
+    "DeviceError",
+    "FormatError",
+    "InputError",
+    "Inspection",
+    "IntegrityError",
+    "KeyFileError",
+    "LimitError",
+    "Manifest",
+    "Model",
+    "PrivateKey",
+    "PublicKey",
+    "SignatureError",
+    "Signer",
+    "TrustStore",
+    "UntrustedContentError",
+    "VerifyReport",
+    "__version__",
+    "generate_key",
+    "inspect",
+    "load",
+    "load_private_key",
+    "load_public_key",
+    "save",
+    "sign",
+    "verify",
+]

@@ -1,0 +1,530 @@
+"""The zip container: a deterministic, aligned writer and a defensive reader.
+
+Both are written here rather than taken from :mod:`zipfile` because the format
+needs what ``zipfile`` does not give: entries stored at 4096-byte aligned data
+offsets (so onnxruntime can read weights straight out of the bundle), byte-exact
+output for the same input, and a reader that refuses every ambiguity a zip can
+carry -- local headers that disagree with the central directory, overlapping or
+interleaved entries, data before, between or after entries, symlinks, encrypted
+or data-descriptor entries, unknown extra fields, non-canonical names, and
+deflate bombs -- before a single entry is decompressed.
+
+Layout rules the reader enforces (see spec/FORMAT.md, "Container"):
+entries are contiguous from offset 0, the central directory follows the last
+entry immediately, the end-of-central-directory record ends the file (no
+comment), methods are STORED or DEFLATE only, general purpose flags are 0 or
+0x0800 (UTF-8 names).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .errors import FormatError, IntegrityError, LimitError
+
+__all__ = [
+    "ALIGNMENT",
+    "Entry",
+    "EntryData",
+    "ZipReader",
+    "ZipWriter",
+    "check_entry_name",
+]
+
+ALIGNMENT = 4096
+"""Data offset alignment of STORED entries that ask for it (the weights)."""
+
+MAX_ENTRIES = 256
+MAX_CENTRAL_DIRECTORY = 1 << 20
+MAX_NAME_BYTES = 255
+MAX_DEFLATE_RATIO = 200
+"""Largest inflated/compressed ratio allowed for entries over 1 MiB inflated."""
+
+_STORED, _DEFLATED = 0, 8
+_FLAG_UTF8 = 0x0800
+_DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1  # 1980-01-01
+_DOS_TIME_0 = 0
+_VERSION_MADE_BY = (3 << 8) | 20  # Unix, zip 2.0
+_EXTERNAL_ATTR = (0o100644 << 16)  # regular file, rw-r--r--
+_EXTRA_ZIP64 = 0x0001
+_EXTRA_ALIGN = 0xD935  # the padding record Android's zipalign uses
+_ALLOWED_EXTRA = {_EXTRA_ZIP64, _EXTRA_ALIGN}
+_U32 = 0xFFFFFFFF
+_U16 = 0xFFFF
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_EOCD = struct.Struct("<IHHHHIIH")
+_EOCD64 = struct.Struct("<IQHHIIQQQQ")
+_LOCATOR64 = struct.Struct("<IIQI")
+_SIG_LOCAL, _SIG_CENTRAL, _SIG_EOCD = 0x04034B50, 0x02014B50, 0x06054B50
+_SIG_EOCD64, _SIG_LOCATOR64 = 0x06064B50, 0x07064B50
+
+
+def check_entry_name(name: str) -> None:
+    """Refuse any entry name that is not a canonical relative POSIX path."""
+    if not name:
+        raise FormatError("empty entry name")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise FormatError(f"entry name longer than {MAX_NAME_BYTES} bytes: {name[:40]!r}...")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise FormatError(f"entry name {name!r} contains control characters", entry=name)
+    if "\\" in name:
+        raise FormatError(f"entry name {name!r} contains a backslash", entry=name)
+    if ":" in name:
+        raise FormatError(f"entry name {name!r} contains ':' (drive letter or stream)", entry=name)
+    if name.startswith("/"):
+        raise FormatError(f"entry name {name!r} is absolute", entry=name)
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise FormatError(
+                f"entry name {name!r} is not canonical (empty, '.' or '..' segment)", entry=name
+            )
+
+
+# --------------------------------------------------------------------------- writer
+
+
+@dataclass(frozen=True)
+class EntryData:
+    """One entry to write: its name, its bytes (or chunks of known total size), how."""
+
+    name: str
+    data: bytes | None = None
+    chunks: Iterable[bytes] | None = None
+    size: int | None = None
+    compress: bool = False
+    align: bool = False
+
+    def __post_init__(self) -> None:
+        check_entry_name(self.name)
+        if (self.data is None) == (self.chunks is None):
+            raise ValueError("give exactly one of data or chunks")
+        if self.chunks is not None and (self.size is None or self.compress):
+            raise ValueError("streamed entries need a size and are stored uncompressed")
+
+
+@dataclass
+class _Written:
+    name: bytes
+    method: int
+    crc: int
+    csize: int
+    size: int
+    offset: int
+
+
+class ZipWriter:
+    """Writes a deterministic zip to a seekable binary file, entry by entry.
+
+    Same entries in the same order give the same bytes: fixed timestamps,
+    attributes and versions, no comments, zip64 fields only where a size or
+    offset needs them. ``write`` returns the offset of the entry's data, which
+    is what ONNX external-data offsets into the bundle are computed from.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self._entries: list[_Written] = []
+        self._names: set[str] = set()
+
+    def write(self, entry: EntryData) -> int:
+        """Append one entry; return the absolute offset of its first data byte."""
+        if entry.name in self._names:
+            raise ValueError(f"duplicate entry {entry.name}")
+        self._names.add(entry.name)
+        fp = self._fp
+        offset = fp.tell()
+        name = entry.name.encode("utf-8")
+        if entry.data is not None:
+            raw = entry.data
+            size = len(raw)
+            crc = zlib.crc32(raw)
+            if entry.compress:
+                comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+                payload = comp.compress(raw) + comp.flush()
+                method = _DEFLATED
+            else:
+                payload, method = raw, _STORED
+            csize = len(payload)
+        else:
+            assert entry.size is not None
+            size = csize = entry.size
+            crc, method, payload = 0, _STORED, b""
+        zip64 = size >= _U32 or csize >= _U32
+        extra = struct.pack("<HHQQ", _EXTRA_ZIP64, 16, size, csize) if zip64 else b""
+        if entry.align:
+            base = offset + _LOCAL.size + len(name) + len(extra)
+            pad = (-(base + 6)) % ALIGNMENT + 6
+            extra += struct.pack("<HHH", _EXTRA_ALIGN, pad - 4, ALIGNMENT) + b"\0" * (pad - 6)
+        header_at = fp.tell()
+        fp.write(self._local_header(name, method, crc, csize, size, extra, zip64))
+        data_offset = fp.tell()
+        if entry.data is not None:
+            fp.write(payload)
+        else:
+            assert entry.chunks is not None
+            written = 0
+            for chunk in entry.chunks:
+                fp.write(chunk)
+                crc = zlib.crc32(chunk, crc)
+                written += len(chunk)
+            if written != size:
+                raise ValueError(f"{entry.name}: streamed {written} bytes, declared {size}")
+            end = fp.tell()
+            fp.seek(header_at)
+            fp.write(self._local_header(name, method, crc, csize, size, extra, zip64))
+            fp.seek(end)
+        self._entries.append(_Written(name, method, crc, csize, size, offset))
+        return data_offset
+
+    def copy_entry(self, reader: ZipReader, entry: Entry) -> None:
+        """Append an entry of another archive verbatim (its local header included)."""
+        if entry.name in self._names:
+            raise ValueError(f"duplicate entry {entry.name}")
+        self._names.add(entry.name)
+        offset = self._fp.tell()
+        for chunk in reader.iter_range(entry.header_offset,
+                                       entry.data_offset + entry.compressed_size):
+            self._fp.write(chunk)
+        self._entries.append(_Written(entry.name.encode("utf-8"), entry.method, entry.crc32,
+                                      entry.compressed_size, entry.size, offset))
+
+    @staticmethod
+    def _local_header(
+        name: bytes, method: int, crc: int, csize: int, size: int, extra: bytes, zip64: bool
+    ) -> bytes:
+        return _LOCAL.pack(
+            _SIG_LOCAL, 45 if zip64 else 20, _FLAG_UTF8, method, _DOS_TIME_0, _DOS_DATE_1980,
+            crc, _U32 if zip64 else csize, _U32 if zip64 else size, len(name), len(extra),
+        ) + name + extra
+
+    def close(self) -> None:
+        """Write the central directory and end records."""
+        fp = self._fp
+        cd_start = fp.tell()
+        for e in self._entries:
+            fields = []
+            if e.size >= _U32 or e.csize >= _U32:
+                fields += [e.size, e.csize]
+            if e.offset >= _U32:
+                fields.append(e.offset)
+            extra = struct.pack(f"<HH{len(fields)}Q", _EXTRA_ZIP64, 8 * len(fields), *fields) \
+                if fields else b""
+            big = bool(fields)
+            fp.write(_CENTRAL.pack(
+                _SIG_CENTRAL, _VERSION_MADE_BY, 45 if big else 20, _FLAG_UTF8, e.method,
+                _DOS_TIME_0, _DOS_DATE_1980, e.crc,
+                _U32 if e.csize >= _U32 or e.size >= _U32 else e.csize,
+                _U32 if e.csize >= _U32 or e.size >= _U32 else e.size,
+                len(e.name), len(extra), 0, 0, 0, _EXTERNAL_ATTR,
+                _U32 if e.offset >= _U32 else e.offset,
+            ) + e.name + extra)
+        cd_end = fp.tell()
+        count, cd_size = len(self._entries), cd_end - cd_start
+        if count >= _U16 or cd_size >= _U32 or cd_start >= _U32:
+            fp.write(_EOCD64.pack(_SIG_EOCD64, 44, _VERSION_MADE_BY, 45, 0, 0,
+                                  count, count, cd_size, cd_start))
+            fp.write(_LOCATOR64.pack(_SIG_LOCATOR64, 0, cd_end, 1))
+            fp.write(_EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0))
+        else:
+            fp.write(_EOCD.pack(_SIG_EOCD, 0, 0, count, count, cd_size, cd_start, 0))
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a checked archive: where its data lies and how it is stored."""
+
+    name: str
+    method: int
+    crc32: int
+    compressed_size: int
+    size: int
+    header_offset: int
+    data_offset: int
+
+    @property
+    def stored(self) -> bool:
+        """True when the entry's bytes lie in the file as they are (no deflate)."""
+        return self.method == _STORED
+
+
+def _parse_extra(data: bytes, where: str) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise FormatError(f"{where}: truncated extra field")
+        hid, hlen = struct.unpack_from("<HH", data, pos)
+        pos += 4
+        if pos + hlen > len(data):
+            raise FormatError(f"{where}: extra field 0x{hid:04x} runs past its header")
+        if hid not in _ALLOWED_EXTRA:
+            raise FormatError(f"{where}: extra field 0x{hid:04x} is not allowed in a bundle")
+        if hid in out:
+            raise FormatError(f"{where}: extra field 0x{hid:04x} appears twice")
+        out[hid] = data[pos:pos + hlen]
+        pos += hlen
+    return out
+
+
+def _zip64_values(extra: dict[int, bytes], wanted: list[str], where: str) -> dict[str, int]:
+    raw = extra.get(_EXTRA_ZIP64)
+    if not wanted:
+        if raw is not None:
+            raise FormatError(f"{where}: zip64 extra field present but no field needs it")
+        return {}
+    if raw is None or len(raw) != 8 * len(wanted):
+        raise FormatError(f"{where}: zip64 extra field missing or of the wrong length")
+    values = struct.unpack(f"<{len(wanted)}Q", raw)
+    return dict(zip(wanted, values, strict=True))
+
+
+class ZipReader:
+    """A zip archive whose structure has been checked, opened once by descriptor.
+
+    Construction reads only the end records, the central directory and each
+    local header; no entry data. All later reads go through the same open file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_total: int = 1 << 40) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._fp: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as e:
+            raise FormatError(f"cannot open {self.path}: {e.strerror}") from e
+        try:
+            self.entries = self._check(max_total)
+        except BaseException:
+            self._fp.close()
+            raise
+
+    def __enter__(self) -> ZipReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._fp.close()
+
+    def _pread(self, offset: int, size: int, what: str) -> bytes:
+        self._fp.seek(offset)
+        data = self._fp.read(size)
+        if len(data) != size:
+            raise FormatError(f"truncated file: {what} runs past the end of the file")
+        return data
+
+    def _check(self, max_total: int) -> dict[str, Entry]:
+        file_size = os.fstat(self._fp.fileno()).st_size
+        if file_size == 0:
+            raise FormatError("empty file: not a bundle")
+        if file_size < _EOCD.size:
+            raise FormatError(f"file of {file_size} bytes is too short to be a zip archive")
+        eocd_at = file_size - _EOCD.size
+        (sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len) = _EOCD.unpack(
+            self._pread(eocd_at, _EOCD.size, "end of central directory"))
+        if sig != _SIG_EOCD:
+            tail = self._pread(max(0, file_size - 66000), min(file_size, 66000), "tail")
+            if b"PK\x05\x06" in tail:
+                raise FormatError("data or a comment follows the zip end record; "
+                                  "bundles end exactly at the end record")
+            raise FormatError("not a zip archive (no end-of-central-directory record)")
+        if comment_len:
+            raise FormatError("zip comment present; bundles carry none")
+        if disk or cd_disk:
+            raise FormatError("multi-disk zip archives are not bundles")
+        cd_end = eocd_at
+        if _U16 in (n_disk, n_total) or _U32 in (cd_size, cd_offset):
+            if eocd_at < _LOCATOR64.size + _EOCD64.size:
+                raise FormatError("zip64 end records missing")
+            loc_at = eocd_at - _LOCATOR64.size
+            lsig, ldisk, eocd64_at, ndisks = _LOCATOR64.unpack(
+                self._pread(loc_at, _LOCATOR64.size, "zip64 locator"))
+            if lsig != _SIG_LOCATOR64 or ldisk != 0 or ndisks != 1:
+                raise FormatError("zip64 end-of-central-directory locator is invalid")
+            if eocd64_at != loc_at - _EOCD64.size:
+                raise FormatError("zip64 end record is not immediately before its locator")
+            (s64, rec_size, _made, _need, d64, cdd64, n_disk, n_total, cd_size,
+             cd_offset) = _EOCD64.unpack(self._pread(eocd64_at, _EOCD64.size, "zip64 end record"))
+            if s64 != _SIG_EOCD64 or rec_size != 44 or d64 or cdd64:
+                raise FormatError("zip64 end-of-central-directory record is invalid")
+            cd_end = eocd64_at
+        if n_disk != n_total:
+            raise FormatError("entry counts in the end record disagree")
+        if n_total > MAX_ENTRIES:
+            raise LimitError(f"archive has {n_total} entries; the limit is {MAX_ENTRIES}")
+        if cd_size > MAX_CENTRAL_DIRECTORY:
+            raise LimitError(f"central directory of {cd_size} bytes exceeds the limit "
+                             f"of {MAX_CENTRAL_DIRECTORY}")
+        if cd_offset + cd_size != cd_end:
+            raise FormatError("central directory does not end where the end record begins "
+                              "(truncated, or data between them)")
+        cd = self._pread(cd_offset, cd_size, "central directory")
+        entries: dict[str, Entry] = {}
+        pos = 0
+        total = 0
+        for index in range(n_total):
+            if pos + _CENTRAL.size > len(cd):
+                raise FormatError(f"central directory truncated at entry {index}")
+            (sig, _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen,
+             disk_start, _int_attr, ext_attr, offset) = _CENTRAL.unpack_from(cd, pos)
+            if sig != _SIG_CENTRAL:
+                raise FormatError(f"central directory entry {index} has a bad signature")
+            pos += _CENTRAL.size
+            raw_name = cd[pos:pos + nlen]
+            extra_raw = cd[pos + nlen:pos + nlen + xlen]
+            pos += nlen + xlen + clen
+            if pos > len(cd):
+                raise FormatError(f"central directory entry {index} runs past the directory")
+            try:
+                name = raw_name.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise FormatError(f"entry {index} name is not valid UTF-8: {raw_name!r}") from e
+            check_entry_name(name)
+            if name in entries:
+                raise FormatError(f"duplicate entry name {name!r}", entry=name)
+            if clen:
+                raise FormatError(f"entry {name!r} has a comment; bundles carry none", entry=name)
+            if disk_start:
+                raise FormatError(f"entry {name!r} starts on another disk", entry=name)
+            if flags & ~_FLAG_UTF8:
+                raise FormatError(
+                    f"entry {name!r} has general-purpose flags 0x{flags:04x} "
+                    "(encryption or data descriptors are not allowed)", entry=name)
+            if method not in (_STORED, _DEFLATED):
+                raise FormatError(f"entry {name!r} uses compression method {method}; "
+                                  "only STORED (0) and DEFLATE (8) are allowed", entry=name)
+            mode = ext_attr >> 16
+            if (mode & 0o170000) not in (0, 0o100000) or ext_attr & 0x10:
+                raise FormatError(f"entry {name!r} is not a regular file "
+                                  f"(mode {mode:o}: symlink, directory or device)", entry=name)
+            extra = _parse_extra(extra_raw, f"entry {name!r}")
+            wanted = [k for k, v in (("size", usize), ("csize", csize), ("offset", offset))
+                      if v == _U32]
+            big = _zip64_values(extra, wanted, f"entry {name!r}")
+            usize = big.get("size", usize)
+            csize = big.get("csize", csize)
+            offset = big.get("offset", offset)
+            if method == _STORED and csize != usize:
+                raise FormatError(f"stored entry {name!r} declares {csize} compressed and "
+                                  f"{usize} uncompressed bytes", entry=name)
+            if method == _DEFLATED and usize > (1 << 20) and usize > MAX_DEFLATE_RATIO * csize:
+                raise LimitError(f"entry {name!r} inflates {csize} bytes to {usize} "
+                                 f"(ratio over {MAX_DEFLATE_RATIO}): refused as a zip bomb",
+                                 entry=name)
+            total += usize
+            if total > max_total:
+                raise LimitError(f"archive declares more than {max_total} uncompressed bytes")
+            data_offset = self._check_local(name, raw_name, flags, method, crc, csize, usize,
+                                            offset, cd_offset)
+            entries[name] = Entry(name, method, crc, csize, usize, offset, data_offset)
+        if pos != len(cd):
+            raise FormatError("central directory holds bytes after its last entry")
+        self._check_layout(entries, cd_offset)
+        return entries
+
+    def _check_local(self, name: str, raw_name: bytes, flags: int, method: int, crc: int,
+                     csize: int, usize: int, offset: int, cd_offset: int) -> int:
+        if offset + _LOCAL.size > cd_offset:
+            raise FormatError(f"entry {name!r} local header lies outside the entry area",
+                              entry=name)
+        (sig, _need, lflags, lmethod, _t, _d, lcrc, lcsize, lusize, nlen, xlen) = _LOCAL.unpack(
+            self._pread(offset, _LOCAL.size, f"local header of {name!r}"))
+        if sig != _SIG_LOCAL:
+            raise FormatError(f"entry {name!r}: no local header at offset {offset}", entry=name)
+        lname = self._pread(offset + _LOCAL.size, nlen, f"local name of {name!r}")
+        if lname != raw_name:
+            raise FormatError(f"entry {name!r}: local header names it {lname!r}", entry=name)
+        lextra = _parse_extra(
+            self._pread(offset + _LOCAL.size + nlen, xlen, f"local extra of {name!r}"),
+            f"local header of {name!r}")
+        if _U32 in (lcsize, lusize):
+            vals = _zip64_values(lextra, ["size", "csize"], f"local header of {name!r}")
+            lusize, lcsize = vals["size"], vals["csize"]
+        elif _EXTRA_ZIP64 in lextra:
+            raise FormatError(f"local header of {name!r}: unexpected zip64 field", entry=name)
+        if (lflags, lmethod, lcrc, lcsize, lusize) != (flags, method, crc, csize, usize):
+            raise FormatError(
+                f"entry {name!r}: local header (flags, method, crc, sizes) disagrees with "
+                "the central directory", entry=name)
+        return offset + _LOCAL.size + nlen + xlen
+
+    def _check_layout(self, entries: dict[str, Entry], cd_offset: int) -> None:
+        expected = 0
+        for e in sorted(entries.values(), key=lambda e: e.header_offset):
+            if e.header_offset != expected:
+                what = "overlaps the previous entry" if e.header_offset < expected else \
+                    "is preceded by bytes that belong to no entry"
+                raise FormatError(f"entry {e.name!r} {what} (offset {e.header_offset}, "
+                                  f"expected {expected})", entry=e.name)
+            expected = e.data_offset + e.compressed_size
+        if expected != cd_offset:
+            what = "overlaps" if expected > cd_offset else "is separated by stray bytes from"
+            raise FormatError(f"the last entry {what} the central directory")
+
+    # -- reading entry data
+
+    def read(self, name: str, *, max_size: int) -> bytes:
+        """Return an entry's uncompressed bytes, checking its size bound and CRC."""
+        e = self.entries[name]
+        if e.size > max_size:
+            raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is {max_size}",
+                             entry=name)
+        raw = self._pread(e.data_offset, e.compressed_size, f"data of {name!r}")
+        if e.method == _DEFLATED:
+            d = zlib.decompressobj(-15)
+            try:
+                data = d.decompress(raw, e.size + 1)
+            except zlib.error as err:
+                raise FormatError(f"entry {name!r} is not valid DEFLATE data: {err}",
+                                  entry=name) from err
+            if len(data) > e.size or d.unconsumed_tail or not d.eof or d.unused_data:
+                raise FormatError(f"entry {name!r} does not inflate to exactly its declared "
+                                  f"{e.size} bytes", entry=name)
+        else:
+            data = raw
+        if len(data) != e.size:
+            raise FormatError(f"entry {name!r} inflates to {len(data)} bytes, "
+                              f"declared {e.size}", entry=name)
+        if zlib.crc32(data) != e.crc32:
+            raise IntegrityError(f"entry {name!r} fails its zip CRC-32 check", entry=name)
+        return data
+
+    def iter_entry(self, name: str, *, max_size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """Yield an entry's bytes; STORED ones in chunks read with ``read()`` (no mmap)."""
+        e = self.entries[name]
+        if not e.stored:
+            yield self.read(name, max_size=max_size)
+            return
+        if e.size > max_size:
+            raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is {max_size}",
+                             entry=name)
+        crc = 0
+        left, pos = e.size, e.data_offset
+        while left:
+            n = min(chunk, left)
+            data = self._pread(pos, n, f"data of {name!r}")
+            pos += n
+            left -= n
+            crc = zlib.crc32(data, crc)
+            if not left and crc != e.crc32:
+                raise IntegrityError(f"entry {name!r} fails its zip CRC-32 check", entry=name)
+            yield data
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+        """Yield the file's bytes [start, end) -- used to copy entries verbatim."""
+        pos = start
+        while pos < end:
+            n = min(1 << 20, end - pos)
+            yield self._pread(pos, n, "archive range")
+            pos += n

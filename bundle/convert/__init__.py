@@ -1,0 +1,81 @@
+"""Converters: one module per framework, each imported only when its model is saved.
+
+Every converter has the same shape: ``convert(model, sample_input, **options)``
+returns a :class:`Converted` -- the ONNX model with its weights still inline,
+the tabular columns if any, what ``predict``/``predict_proba``/... map to, the
+sample as ONNX feeds, and the original framework's own outputs on that sample
+(the reference the parity check compares against).
+
+Dispatch looks at the object's type and module name only, so deciding which
+converter to use never imports a framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConversionError
+from ..manifest import Column, Method
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["Converted", "convert"]
+
+
+@dataclass
+class Converted:
+    """What a converter hands the writer."""
+
+    model: onnx.ModelProto
+    task: str
+    framework: str
+    framework_version: str
+    converter: str
+    converter_version: str
+    feeds: Mapping[str, np.ndarray] | None
+    """The sample input as ONNX feeds (None: no sample, no parity measured)."""
+    reference: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Original framework's outputs on the sample, by graph output name."""
+    methods: Mapping[str, Method] = field(default_factory=dict)
+    columns: tuple[Column, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _module_root(obj: Any) -> str:
+    for cls in type(obj).__mro__:
+        root = (cls.__module__ or "").split(".")[0]
+        if root not in ("builtins", "abc", "typing"):
+            return root
+    return ""
+
+
+_CONVERTERS: dict[str, str] = {
+    "sklearn": "sklearn",
+    "imblearn": "sklearn",
+    "onnx": "onnx_model",
+}
+
+
+def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
+    """Pick the converter for ``model`` by its type and run it."""
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        name = "onnx_model"
+    else:
+        root = _module_root(model)
+        name = _CONVERTERS.get(root, "")
+        if not name:
+            raise ConversionError(
+                f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
+                "model-bundle exports scikit-learn estimators and pipelines, onnx.ModelProto "
+                "objects and .onnx files")
+    module = importlib.import_module(f".{name}", __name__)
+    fn: Callable[..., Converted] = module.convert
+    return fn(model, sample_input, **options)

@@ -1,0 +1,195 @@
+"""The ONNX graph: what a loader accepts, and how its weights are bound at load.
+
+Runs only on verified bytes. Checks, recursively through subgraphs:
+nodes only in the standard domains (``ai.onnx``/``""`` and ``ai.onnx.ml``),
+no ``EPContext`` nodes (they carry precompiled engines), no model-local
+functions, external data only on main-graph initializers and only as an exact
+reference to a tensor of the bundle's own safetensors entry (location, offset,
+length, dtype and shape all matching its header). Any other location -- ``../x``,
+absolute paths, onnxruntime's in-memory marker -- is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .errors import FormatError, UntrustedContentError
+from .manifest import TensorSpec
+from .weights import WEIGHTS_NAME, Header
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["STANDARD_DOMAINS", "check_graph", "io_specs", "parse_model"]
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+_ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+               7: "int64", 8: "string", 9: "bool", 10: "float16", 11: "float64",
+               12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+
+def parse_model(data: bytes, entry: str) -> onnx.ModelProto:
+    """Parse ONNX protobuf bytes; malformed bytes give a FormatError naming the entry."""
+    from google.protobuf.message import DecodeError
+    from onnx import ModelProto
+
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise FormatError(f"{entry} is not a valid ONNX model: {e}", entry=entry) from e
+    if not model.HasField("graph"):
+        raise FormatError(f"{entry} holds no graph", entry=entry)
+    return model
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for g in attr.graphs:
+                yield from _graphs(g)
+
+
+def _tensors_in_attributes(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield node.name or node.op_type, attr.t
+            for t in attr.tensors:
+                yield node.name or node.op_type, t
+            if attr.HasField("sparse_tensor"):
+                yield node.name or node.op_type, attr.sparse_tensor.values
+
+
+def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
+    """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
+    from onnx import TensorProto
+
+    for op in model.opset_import:
+        if op.domain not in STANDARD_DOMAINS:
+            raise UntrustedContentError(
+                f"{entry} imports operator set domain {op.domain!r}; only the standard "
+                "domains ai.onnx and ai.onnx.ml are loaded", entry=entry)
+    if len(model.functions):
+        raise UntrustedContentError(
+            f"{entry} defines {len(model.functions)} model-local function(s) "
+            f"({model.functions[0].domain}.{model.functions[0].name}); they are not loaded",
+            entry=entry)
+    for g in _graphs(model.graph):
+        for node in g.node:
+            if node.domain not in STANDARD_DOMAINS or node.op_type == "EPContext":
+                raise UntrustedContentError(
+                    f"{entry}: node {node.name or '?'!r} is {node.domain or 'ai.onnx'}."
+                    f"{node.op_type}; custom-domain and EPContext nodes are refused",
+                    entry=entry)
+        for where, t in _tensors_in_attributes(g):
+            if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+                raise UntrustedContentError(
+                    f"{entry}: a tensor attribute of node {where!r} uses external data; only "
+                    "main-graph initializers may", entry=entry)
+        if g is not model.graph:
+            for init in g.initializer:
+                if init.data_location == TensorProto.EXTERNAL or len(init.external_data):
+                    raise UntrustedContentError(
+                        f"{entry}: subgraph initializer {init.name!r} uses external data",
+                        entry=entry)
+        for sp in g.sparse_initializer:
+            if sp.values.data_location == TensorProto.EXTERNAL or \
+                    sp.indices.data_location == TensorProto.EXTERNAL:
+                raise UntrustedContentError(
+                    f"{entry}: sparse initializer uses external data", entry=entry)
+
+    used: set[str] = set()
+    for init in model.graph.initializer:
+        ext = {e.key: e.value for e in init.external_data}
+        if init.data_location != TensorProto.EXTERNAL:
+            if ext:
+                raise UntrustedContentError(
+                    f"{entry}: initializer {init.name!r} has external_data entries but is "
+                    "not marked external", entry=entry)
+            continue
+        if len(ext) != len(init.external_data) or set(ext) != {"location", "offset", "length"}:
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} external data must have exactly "
+                f"location, offset and length (found {sorted(ext)})", entry=entry)
+        if ext["location"] != WEIGHTS_NAME:
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} points at {ext['location']!r}; "
+                f"external data may only point into {WEIGHTS_NAME}", entry=entry)
+        t = header.tensors.get(init.name)
+        if t is None:
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} has no tensor in {WEIGHTS_NAME}",
+                entry=entry)
+        want = (str(header.data_start + t.begin), str(t.end - t.begin))
+        if (ext["offset"], ext["length"]) != want:
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} offset/length {ext['offset']}/"
+                f"{ext['length']} do not match its tensor in {WEIGHTS_NAME} ({want[0]}/"
+                f"{want[1]})", entry=entry)
+        if init.data_type != t.onnx_type or tuple(init.dims) != t.shape:
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} declares type {init.data_type} shape "
+                f"{list(init.dims)} but its tensor is {t.dtype} {list(t.shape)}", entry=entry)
+        if init.raw_data or init.float_data or init.int64_data or init.int32_data or \
+                init.double_data:
+            raise UntrustedContentError(
+                f"{entry}: external initializer {init.name!r} also carries inline data",
+                entry=entry)
+        if init.name in used:
+            raise UntrustedContentError(f"{entry}: initializer {init.name!r} appears twice",
+                                        entry=entry)
+        used.add(init.name)
+    unused = set(header.tensors) - used
+    if unused:
+        raise UntrustedContentError(
+            f"{WEIGHTS_NAME} holds tensor(s) the graph never uses: {sorted(unused)[:5]}",
+            entry=WEIGHTS_NAME)
+
+
+def rebase_external(model: onnx.ModelProto, location: str, base: int) -> None:
+    """Point checked external data at ``location`` with every offset moved by ``base``."""
+    for init in model.graph.initializer:
+        for e in init.external_data:
+            if e.key == "location":
+                e.value = location
+            elif e.key == "offset":
+                e.value = str(int(e.value) + base)
+
+
+def inline_external(model: onnx.ModelProto, weights: bytes) -> None:
+    """Copy checked external data into the initializers (for weights held in memory)."""
+    from onnx import TensorProto
+
+    for init in model.graph.initializer:
+        if init.data_location != TensorProto.EXTERNAL:
+            continue
+        ext = {e.key: e.value for e in init.external_data}
+        start, length = int(ext["offset"]), int(ext["length"])
+        del init.external_data[:]
+        init.data_location = TensorProto.DEFAULT
+        init.raw_data = weights[start:start + length]
+
+
+def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    tt = vi.type.tensor_type
+    dtype = _ELEM_TYPES.get(tt.elem_type)
+    if not vi.type.HasField("tensor_type") or dtype is None:
+        raise FormatError(f"graph input/output {vi.name!r} is not a tensor of a supported type")
+    dims: list[int | str | None] = []
+    if tt.HasField("shape"):
+        for d in tt.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return TensorSpec(vi.name, dtype, tuple(dims))
+
+
+def io_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph's real inputs (initializers excluded) and outputs."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in inits)
+    return inputs, tuple(_spec(v) for v in model.graph.output)

@@ -1,0 +1,425 @@
+"""The manifest: what a bundle holds, as frozen dataclasses with a strict parser.
+
+``Manifest.to_bytes()`` gives the canonical JSON stored as ``manifest.json``;
+``Manifest.from_bytes()`` accepts only canonical JSON that satisfies
+``spec/manifest.schema.json`` (checked by hand here so the load path needs no
+JSON Schema library; the tests check the two agree). Objects cannot exist
+invalid: the parser is the only way in besides the writer's own constructor
+calls, and both go through the same checks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _json
+from .archive import check_entry_name
+from .errors import FormatError
+
+__all__ = [
+    "DTYPES",
+    "FORMAT_VERSION",
+    "MAX_MANIFEST_BYTES",
+    "Column",
+    "FileEntry",
+    "Manifest",
+    "Method",
+    "Parity",
+    "TensorSpec",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 4 << 20
+
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64",
+          "uint8", "uint16", "uint32", "uint64", "bool", "string")
+TASKS = ("classifier", "regressor", "transformer", "clusterer", "generic")
+COLUMN_KINDS = ("numeric", "integer", "string", "bool")
+FILE_ROLES = ("graph", "weights", "training_state", "asset")
+METHODS = ("predict", "predict_proba", "transform", "decision_function", "score_samples")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+){0,3}")
+_IDENT_MAX = 256
+_TEXT_MAX = 8192
+
+
+def _fail(path: str, msg: str) -> FormatError:
+    return FormatError(f"manifest.json: {path}: {msg}", entry=MANIFEST_NAME)
+
+
+def _obj(v: Any, path: str, required: set[str], optional: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+    if not isinstance(v, dict):
+        raise _fail(path, f"expected an object, found {type(v).__name__}")
+    missing = required - v.keys()
+    if missing:
+        raise _fail(path, f"missing field(s) {sorted(missing)}")
+    extra = v.keys() - required - optional
+    if extra:
+        raise _fail(path, f"unknown field(s) {sorted(extra)}")
+    return v
+
+
+def _str(v: Any, path: str, max_len: int = _IDENT_MAX, *, empty: bool = False) -> str:
+    if not isinstance(v, str):
+        raise _fail(path, f"expected a string, found {type(v).__name__}")
+    if len(v) > max_len or (not empty and not v):
+        raise _fail(path, f"string length must be {0 if empty else 1}..{max_len}")
+    return v
+
+
+def _int(v: Any, path: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _fail(path, f"expected an integer in [{lo}, {hi}], found {v!r}")
+    return v
+
+
+def _num(v: Any, path: str) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise _fail(path, f"expected a non-negative number, found {v!r}")
+    return float(v)
+
+
+def _bool(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(path, f"expected true/false, found {v!r}")
+    return v
+
+
+def _enum(v: Any, path: str, allowed: tuple[str, ...]) -> str:
+    if v not in allowed:
+        raise _fail(path, f"{v!r} is not one of {list(allowed)}")
+    return v  # type: ignore[no-any-return]
+
+
+def _list(v: Any, path: str, max_len: int = 4096) -> list:
+    if not isinstance(v, list) or len(v) > max_len:
+        raise _fail(path, f"expected a list of at most {max_len} items")
+    return v
+
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, element type, shape (None or a name = dynamic)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> TensorSpec:
+        d = _obj(d, path, {"name", "dtype", "shape"})
+        dims: list[Dim] = []
+        for i, dim in enumerate(_list(d["shape"], f"{path}.shape", 64)):
+            if dim is None or isinstance(dim, str):
+                dims.append(None if dim is None else _str(dim, f"{path}.shape[{i}]", 128))
+            else:
+                dims.append(_int(dim, f"{path}.shape[{i}]"))
+        return cls(_str(d["name"], f"{path}.name"), _enum(d["dtype"], f"{path}.dtype", DTYPES),
+                   tuple(dims))
+
+    @property
+    def dynamic_axes(self) -> list[int]:
+        """Indices of the axes whose size is not fixed."""
+        return [i for i, d in enumerate(self.shape) if not isinstance(d, int)]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A tabular (DataFrame) column feeding one graph input."""
+
+    name: str
+    kind: str
+    input: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "input": self.input}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> Column:
+        d = _obj(d, path, {"name", "kind", "input"})
+        return cls(_str(d["name"], f"{path}.name"), _enum(d["kind"], f"{path}.kind", COLUMN_KINDS),
+                   _str(d["input"], f"{path}.input"))
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a convenience method (predict, predict_proba...) returns: which output, reshaped how."""
+
+    output: str
+    squeeze: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "squeeze": self.squeeze}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> Method:
+        d = _obj(d, path, {"output", "squeeze"})
+        return cls(_str(d["output"], f"{path}.output"), _bool(d["squeeze"], f"{path}.squeeze"))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One content entry of the bundle: path, role, size and SHA-256 of its bytes."""
+
+    path: str
+    role: str
+    size: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        try:
+            check_entry_name(self.path)
+        except FormatError as e:
+            raise _fail("files", str(e)) from e
+        if self.path == MANIFEST_NAME or self.path.startswith("signatures/"):
+            raise _fail("files", f"{self.path!r} is reserved")
+        _enum(self.role, "files.role", FILE_ROLES)
+        if not _HEX64.fullmatch(self.sha256):
+            raise _fail("files", f"{self.path}: sha256 must be 64 lowercase hex digits")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "role": self.role, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> FileEntry:
+        d = _obj(d, path, {"path", "role", "size", "sha256"})
+        return cls(_str(d["path"], f"{path}.path", 255), _str(d["role"], f"{path}.role"),
+                   _int(d["size"], f"{path}.size"), _str(d["sha256"], f"{path}.sha256", 64))
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """Largest deviation of one output between the original model and the bundle."""
+
+    name: str
+    max_abs: float
+    max_rel: float
+    mismatches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "mismatches": self.mismatches}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Conversion parity measured at export on the sample input."""
+
+    atol: float
+    rtol: float
+    sample_rows: int
+    outputs: tuple[OutputParity, ...]
+    accepted_mismatch: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when every output is within tolerance (and no label differs)."""
+        return all(o.mismatches == 0 for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tolerance": {"atol": self.atol, "rtol": self.rtol},
+                "sample_rows": self.sample_rows, "accepted_mismatch": self.accepted_mismatch,
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> Parity:
+        d = _obj(d, path, {"tolerance", "sample_rows", "accepted_mismatch", "outputs"})
+        tol = _obj(d["tolerance"], f"{path}.tolerance", {"atol", "rtol"})
+        outs = []
+        for i, o in enumerate(_list(d["outputs"], f"{path}.outputs", 256)):
+            p = f"{path}.outputs[{i}]"
+            o = _obj(o, p, {"name", "max_abs", "max_rel", "mismatches"})
+            outs.append(OutputParity(_str(o["name"], f"{p}.name"), _num(o["max_abs"], p),
+                                     _num(o["max_rel"], p), _int(o["mismatches"], p)))
+        return cls(_num(tol["atol"], f"{path}.atol"), _num(tol["rtol"], f"{path}.rtol"),
+                   _int(d["sample_rows"], f"{path}.sample_rows"), tuple(outs),
+                   _bool(d["accepted_mismatch"], f"{path}.accepted_mismatch"))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Who the model is and where it came from."""
+
+    name: str
+    version: str
+    description: str
+    task: str
+    framework: str
+    framework_version: str
+    converter: str
+    converter_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "description": self.description,
+                "task": self.task,
+                "framework": {"name": self.framework, "version": self.framework_version},
+                "converter": {"name": self.converter, "version": self.converter_version}}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> ModelInfo:
+        d = _obj(d, path, {"name", "version", "description", "task", "framework", "converter"})
+        fw = _obj(d["framework"], f"{path}.framework", {"name", "version"})
+        cv = _obj(d["converter"], f"{path}.converter", {"name", "version"})
+        return cls(_str(d["name"], f"{path}.name"), _str(d["version"], f"{path}.version", 64),
+                   _str(d["description"], f"{path}.description", _TEXT_MAX, empty=True),
+                   _enum(d["task"], f"{path}.task", TASKS),
+                   _str(fw["name"], f"{path}.framework.name"),
+                   _str(fw["version"], f"{path}.framework.version", 64, empty=True),
+                   _str(cv["name"], f"{path}.converter.name"),
+                   _str(cv["version"], f"{path}.converter.version", 64, empty=True))
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """The graph's IR version, operator sets and the oldest onnxruntime that runs it."""
+
+    ir_version: int
+    opsets: Mapping[str, int]
+    min_onnxruntime: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ir_version": self.ir_version, "opsets": dict(sorted(self.opsets.items())),
+                "min_onnxruntime": self.min_onnxruntime}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> OnnxInfo:
+        d = _obj(d, path, {"ir_version", "opsets", "min_onnxruntime"})
+        ops = d["opsets"]
+        if not isinstance(ops, dict) or len(ops) > 64:
+            raise _fail(f"{path}.opsets", "expected an object of at most 64 domains")
+        opsets = {_str(k, f"{path}.opsets", empty=True): _int(v, f"{path}.opsets[{k}]", 1, 10**6)
+                  for k, v in ops.items()}
+        mo = _str(d["min_onnxruntime"], f"{path}.min_onnxruntime", 32)
+        if not _VERSION.fullmatch(mo):
+            raise _fail(f"{path}.min_onnxruntime", f"{mo!r} is not a version number")
+        return cls(_int(d["ir_version"], f"{path}.ir_version", 1, 1000), opsets, mo)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a bundle says about itself; stored as canonical JSON."""
+
+    model: ModelInfo
+    onnx: OnnxInfo
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    files: tuple[FileEntry, ...]
+    methods: Mapping[str, Method] = field(default_factory=dict)
+    columns: tuple[Column, ...] = ()
+    parity: Parity | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    created: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise _fail("format_version", f"{self.format_version} is not supported by this "
+                        f"reader (it reads version {FORMAT_VERSION}); upgrade model-bundle")
+        paths = [f.path for f in self.files]
+        if paths != sorted(set(paths)):
+            raise _fail("files", "paths must be unique and sorted")
+        roles = [f.role for f in self.files]
+        if roles.count("graph") != 1 or roles.count("weights") != 1:
+            raise _fail("files", "exactly one 'graph' and one 'weights' entry are required")
+        for group, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [s.name for s in specs]
+            if not names or len(set(names)) != len(names):
+                raise _fail(group, "names must be present and unique")
+        outputs = {o.name for o in self.outputs}
+        inputs = {i.name for i in self.inputs}
+        for mname, m in self.methods.items():
+            _enum(mname, "methods", METHODS)
+            if m.output not in outputs:
+                raise _fail(f"methods.{mname}", f"output {m.output!r} is not a graph output")
+        for c in self.columns:
+            if c.input not in inputs:
+                raise _fail("columns", f"column {c.name!r} feeds unknown input {c.input!r}")
+        if len({c.name for c in self.columns}) != len(self.columns):
+            raise _fail("columns", "column names must be unique")
+        for k, v in self.metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > _IDENT_MAX \
+                    or len(v) > _TEXT_MAX:
+                raise _fail("metadata", "keys and values must be strings (key 1..256, "
+                            "value ..8192 characters)")
+
+    # -- accessors
+
+    def file(self, role: str) -> FileEntry:
+        """The single file entry of ``role`` ('graph' or 'weights')."""
+        return next(f for f in self.files if f.role == role)
+
+    # -- serialization
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model": self.model.to_dict(),
+            "onnx": self.onnx.to_dict(),
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "columns": [c.to_dict() for c in self.columns],
+            "methods": {k: v.to_dict() for k, v in sorted(self.methods.items())},
+            "files": [f.to_dict() for f in self.files],
+            "parity": self.parity.to_dict() if self.parity else None,
+            "metadata": dict(sorted(self.metadata.items())),
+            "created_by": self.created_by,
+            "created": self.created,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON stored in the bundle."""
+        return _json.dumps(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse canonical manifest bytes; any deviation from the schema is a FormatError."""
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise FormatError(f"manifest.json is {len(data)} bytes; the limit is "
+                              f"{MAX_MANIFEST_BYTES}", entry=MANIFEST_NAME)
+        return cls.from_dict(_json.loads_canonical(data, what=MANIFEST_NAME))
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Manifest:
+        """Build from a parsed JSON object, checking every field."""
+        if isinstance(d, dict) and d.get("format_version") != FORMAT_VERSION:
+            raise _fail("format_version", f"{d.get('format_version')!r} is not supported by this "
+                        f"reader (it reads version {FORMAT_VERSION})")
+        d = _obj(d, "$", {"format_version", "model", "onnx", "inputs", "outputs", "columns",
+                          "methods", "files", "parity", "metadata", "created_by", "created"})
+        methods = d["methods"]
+        if not isinstance(methods, dict):
+            raise _fail("methods", "expected an object")
+        metadata = d["metadata"]
+        if not isinstance(metadata, dict) or len(metadata) > 1024:
+            raise _fail("metadata", "expected an object of at most 1024 entries")
+        created = d["created"]
+        return cls(
+            model=ModelInfo.from_dict(d["model"], "model"),
+            onnx=OnnxInfo.from_dict(d["onnx"], "onnx"),
+            inputs=tuple(TensorSpec.from_dict(x, f"inputs[{i}]")
+                         for i, x in enumerate(_list(d["inputs"], "inputs", 1024))),
+            outputs=tuple(TensorSpec.from_dict(x, f"outputs[{i}]")
+                          for i, x in enumerate(_list(d["outputs"], "outputs", 1024))),
+            columns=tuple(Column.from_dict(x, f"columns[{i}]")
+                          for i, x in enumerate(_list(d["columns"], "columns", 4096))),
+            methods={_enum(k, "methods", METHODS): Method.from_dict(v, f"methods.{k}")
+                     for k, v in methods.items()},
+            files=tuple(FileEntry.from_dict(x, f"files[{i}]")
+                        for i, x in enumerate(_list(d["files"], "files", 64))),
+            parity=None if d["parity"] is None else Parity.from_dict(d["parity"], "parity"),
+            metadata=metadata,
+            created_by=_str(d["created_by"], "created_by", 128),
+            created=None if created is None else _str(created, "created", 64),
+            format_version=d["format_version"],
+        )

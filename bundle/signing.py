@@ -1,0 +1,450 @@
+"""Keys, key ids, and OpenSSF Model Signing (OMS v1.0) signatures.
+
+A signature entry is a Sigstore bundle (JSON) holding one DSSE envelope whose
+payload is an in-toto Statement v1 with predicate type
+``https://model_signing/signature/v1.0``: the predicate lists every bundle
+entry except the signatures (``manifest.json`` among them) with its SHA-256.
+DSSE signs PAE(payloadType, payload), never the payload alone.
+
+Key ids are the OMS ``publicKey.hint``: the lowercase hex SHA-256 of the
+public key's SubjectPublicKeyInfo in PEM form. The id in a signature is a
+hint: verification tries every trusted key and the key that verifies is the
+signer; a hint that names another key is refused.
+
+ECDSA signatures use RFC 6979 deterministic nonces, so signing the same bytes
+with the same key gives the same signature (and the same bundle bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from cryptography import exceptions as crypto_exceptions
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from . import _json
+from .errors import KeyFileError, SignatureError
+
+__all__ = [
+    "BUNDLE_MEDIA_TYPE",
+    "KEY_TYPES",
+    "PAYLOAD_TYPE",
+    "PREDICATE_TYPE",
+    "STATEMENT_TYPE",
+    "PrivateKey",
+    "PublicKey",
+    "TrustStore",
+    "TrustedKeys",
+    "generate_key",
+    "load_private_key",
+    "load_public_key",
+    "pae",
+]
+
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+
+KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519")
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], hashes.HashAlgorithm]] = {
+    "secp256r1": (ec.SECP256R1, hashes.SHA256()),
+    "secp384r1": (ec.SECP384R1, hashes.SHA384()),
+    "secp521r1": (ec.SECP521R1, hashes.SHA512()),
+}
+_CURVE_BY_TYPE = {"ecdsa-p256": "secp256r1", "ecdsa-p384": "secp384r1", "ecdsa-p521": "secp521r1"}
+_TYPE_BY_CURVE = {v: k for k, v in _CURVE_BY_TYPE.items()}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_KEY_FILE = 64 * 1024
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding of ``payload``."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def _key_type(key: Any) -> str:
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed25519.Ed25519PrivateKey)):
+        return "ed25519"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        curve = key.curve.name
+        if curve not in _TYPE_BY_CURVE:
+            raise KeyFileError(
+                f"unsupported elliptic curve {curve!r}: use P-256 (default), P-384, P-521 "
+                "or Ed25519")
+        return _TYPE_BY_CURVE[curve]
+    raise KeyFileError(f"unsupported key type {type(key).__name__}: use ECDSA P-256 or Ed25519")
+
+
+@dataclass(frozen=True, eq=False)
+class PublicKey:
+    """A verification key; equal keys have equal ``key_id``."""
+
+    key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+    def __post_init__(self) -> None:
+        _key_type(self.key)
+
+    @property
+    def key_type(self) -> str:
+        """One of :data:`KEY_TYPES`."""
+        return _key_type(self.key)
+
+    def pem(self) -> bytes:
+        """SubjectPublicKeyInfo, PEM."""
+        return self.key.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def key_id(self) -> str:
+        """Hex SHA-256 of the SPKI PEM (the OMS ``publicKey.hint``)."""
+        return hashlib.sha256(self.pem()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicKey) and other.key_id == self.key_id
+
+    def __hash__(self) -> int:
+        return hash(self.key_id)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when ``signature`` over ``message`` verifies with this key."""
+        try:
+            if isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(signature, message)
+            else:
+                self.key.verify(signature, message, ec.ECDSA(_CURVES[self.key.curve.name][1]))
+        except crypto_exceptions.InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class PrivateKey:
+    """A signing key. ECDSA signatures are deterministic (RFC 6979)."""
+
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+    def __post_init__(self) -> None:
+        _key_type(self.key)
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The matching verification key."""
+        return PublicKey(self.key.public_key())
+
+    @property
+    def key_id(self) -> str:
+        """The key id of the public half."""
+        return self.public_key.key_id
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign ``message`` (DER ECDSA signature, or raw 64-byte Ed25519)."""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(message)
+        algorithm = _CURVES[self.key.curve.name][1]
+        return self.key.sign(message, ec.ECDSA(algorithm, deterministic_signing=True))
+
+    def private_pem(self, passphrase: bytes | None = None) -> bytes:
+        """PKCS#8 PEM, encrypted with ``passphrase`` when one is given."""
+        enc: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase) if passphrase
+            else serialization.NoEncryption())
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8, enc)
+
+    def save(self, prefix: str | os.PathLike[str], *, passphrase: bytes | None = None,
+             overwrite: bool = False) -> tuple[Path, Path]:
+        """Write ``PREFIX.key`` (mode 0600) and ``PREFIX.pub``; return both paths."""
+        base = os.fspath(prefix)
+        key_path, pub_path = Path(base + ".key"), Path(base + ".pub")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        for p in (key_path, pub_path):
+            if p.exists() and not overwrite:
+                raise KeyFileError(f"{p} already exists; refusing to overwrite a key")
+        try:
+            fd = os.open(key_path, flags, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.private_pem(passphrase))
+            os.chmod(key_path, stat.S_IRUSR | stat.S_IWUSR)
+            pub_path.write_bytes(self.public_key.pem())
+        except OSError as e:
+            raise KeyFileError(f"cannot write key files at {base}: {e.strerror}") from e
+        return key_path, pub_path
+
+
+def generate_key(key_type: str = "ecdsa-p256") -> PrivateKey:
+    """A fresh private key of one of :data:`KEY_TYPES`."""
+    if key_type == "ed25519":
+        return PrivateKey(ed25519.Ed25519PrivateKey.generate())
+    if key_type in _CURVE_BY_TYPE:
+        curve_cls = _CURVES[_CURVE_BY_TYPE[key_type]][0]
+        return PrivateKey(ec.generate_private_key(curve_cls()))
+    raise KeyFileError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+
+
+def _read_key_bytes(source: str | os.PathLike[str] | bytes, what: str) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, what
+    path = Path(source)
+    try:
+        if path.stat().st_size > MAX_KEY_FILE:
+            raise KeyFileError(f"{path} is too large to be a {what}")
+        return path.read_bytes(), str(path)
+    except OSError as e:
+        raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from e
+
+
+def load_private_key(source: str | os.PathLike[str] | bytes | PrivateKey,
+                     passphrase: bytes | None = None) -> PrivateKey:
+    """Load a PKCS#8 (or traditional) PEM private key, decrypting it with ``passphrase``."""
+    if isinstance(source, PrivateKey):
+        return source
+    data, name = _read_key_bytes(source, "private key")
+    try:
+        key = serialization.load_pem_private_key(data, passphrase)
+    except TypeError as e:
+        msg = ("is encrypted: give its passphrase" if passphrase is None
+               else "is not encrypted but a passphrase was given")
+        raise KeyFileError(f"private key {name} {msg}") from e
+    except (ValueError, crypto_exceptions.UnsupportedAlgorithm) as e:
+        raise KeyFileError(f"cannot load private key {name}: wrong passphrase or not a PEM "
+                           f"private key ({e})") from e
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        raise KeyFileError(f"private key {name} is {type(key).__name__}; "
+                           "use ECDSA (P-256/384/521) or Ed25519")
+    return PrivateKey(key)
+
+
+def load_public_key(source: str | os.PathLike[str] | bytes | PublicKey) -> PublicKey:
+    """Load a SubjectPublicKeyInfo public key (PEM or DER)."""
+    if isinstance(source, PublicKey):
+        return source
+    data, name = _read_key_bytes(source, "public key")
+    try:
+        key = (serialization.load_pem_public_key(data) if b"-----BEGIN" in data
+               else serialization.load_der_public_key(data))
+    except (ValueError, crypto_exceptions.UnsupportedAlgorithm) as e:
+        raise KeyFileError(f"cannot load public key {name}: not a PEM/DER public key") from e
+    if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        raise KeyFileError(f"public key {name} is {type(key).__name__}; "
+                           "use ECDSA (P-256/384/521) or Ed25519")
+    return PublicKey(key)
+
+
+class TrustStore:
+    """The set of public keys a deployment trusts, and how many must have signed."""
+
+    def __init__(self, keys: Iterable[PublicKey], *, threshold: int = 1) -> None:
+        unique: dict[str, PublicKey] = {}
+        for k in keys:
+            unique.setdefault(k.key_id, k)
+        if not unique:
+            raise SignatureError("no trusted keys given")
+        if not 1 <= threshold <= len(unique):
+            raise SignatureError(f"threshold {threshold} needs between 1 and {len(unique)} "
+                                 "distinct trusted keys")
+        self.keys: tuple[PublicKey, ...] = tuple(unique.values())
+        self.threshold = threshold
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | os.PathLike[str]], *,
+                   threshold: int = 1) -> TrustStore:
+        """Keys from files, or from every ``*.pub`` file of each directory given."""
+        keys: list[PublicKey] = []
+        for p in paths:
+            path = Path(p)
+            if path.is_dir():
+                found = sorted(path.glob("*.pub"))
+                if not found:
+                    raise KeyFileError(f"trust store directory {path} holds no .pub files")
+                keys.extend(load_public_key(f) for f in found)
+            else:
+                keys.append(load_public_key(path))
+        return cls(keys, threshold=threshold)
+
+    def key_ids(self) -> list[str]:
+        """The ids of the trusted keys."""
+        return [k.key_id for k in self.keys]
+
+
+TrustedKeys = Union[TrustStore, PublicKey, str, os.PathLike, Sequence[Union[PublicKey, str,
+                                                                             os.PathLike]]]
+
+
+def as_trust_store(trusted: TrustedKeys) -> TrustStore:
+    """Accept a store, a key, a path (file or directory) or a list of keys/paths."""
+    if isinstance(trusted, TrustStore):
+        return trusted
+    items = [trusted] if isinstance(trusted, (PublicKey, str, os.PathLike)) else list(trusted)
+    keys: list[PublicKey] = []
+    for item in items:
+        if isinstance(item, PublicKey):
+            keys.append(item)
+        else:
+            keys.extend(TrustStore.from_paths([item]).keys)
+    return TrustStore(keys)
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def resources_digest(resources: Sequence[tuple[str, str]]) -> str:
+    """The Statement subject digest: SHA-256 over the resource digests in order."""
+    h = hashlib.sha256()
+    for _name, digest in resources:
+        h.update(bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+def build_statement(model_name: str, resources: Sequence[tuple[str, str]]) -> bytes:
+    """The canonical in-toto Statement (OMS v1.0 predicate) over ``resources``."""
+    ordered = sorted(resources)
+    return _json.dumps({
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": model_name, "digest": {"sha256": resources_digest(ordered)}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": ["signatures"],
+            },
+            "resources": [{"name": n, "algorithm": "sha256", "digest": d} for n, d in ordered],
+        },
+    })
+
+
+def sign_statement(statement: bytes, key: PrivateKey) -> bytes:
+    """A Sigstore bundle (canonical JSON) with one DSSE signature over ``statement``."""
+    sig = key.sign(pae(PAYLOAD_TYPE, statement))
+    return _json.dumps({
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": key.key_id}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(statement).decode("ascii"),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(sig).decode("ascii")}],
+        },
+    })
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed (not yet verified) signature entry."""
+
+    hint: str | None
+    payload_type: str
+    payload: bytes
+    signature: bytes
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise SignatureError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise SignatureError(f"{what} is not valid base64") from e
+
+
+def parse_envelope(data: bytes, entry: str) -> Envelope:
+    """Parse a Sigstore bundle signature entry; no cryptography yet."""
+    try:
+        doc = _json.loads(data, what=entry)
+    except Exception as e:  # FormatError from the JSON layer: a bad signature, here
+        raise SignatureError(f"signature {entry} is not valid JSON", entry=entry) from e
+    if not isinstance(doc, dict) or doc.get("mediaType") != BUNDLE_MEDIA_TYPE:
+        raise SignatureError(f"signature {entry} is not a Sigstore bundle of media type "
+                             f"{BUNDLE_MEDIA_TYPE}", entry=entry)
+    env = doc.get("dsseEnvelope")
+    material = doc.get("verificationMaterial")
+    if not isinstance(env, dict) or not isinstance(material, dict):
+        raise SignatureError(f"signature {entry} has no DSSE envelope", entry=entry)
+    public = material.get("publicKey")
+    hint = public.get("hint") if isinstance(public, dict) else None
+    if hint is not None and (not isinstance(hint, str) or not _HEX64.fullmatch(hint)):
+        raise SignatureError(f"signature {entry}: key hint is not a hex SHA-256", entry=entry)
+    sigs = env.get("signatures")
+    if not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
+        raise SignatureError(f"signature {entry} must hold exactly one DSSE signature",
+                             entry=entry)
+    keyid = sigs[0].get("keyid")
+    if keyid and hint and keyid != hint:
+        raise SignatureError(f"signature {entry}: DSSE keyid and key hint disagree", entry=entry)
+    payload_type = env.get("payloadType")
+    if payload_type != PAYLOAD_TYPE:
+        raise SignatureError(f"signature {entry}: DSSE payload type is {payload_type!r}, "
+                             f"expected {PAYLOAD_TYPE!r}", entry=entry)
+    return Envelope(hint or (keyid or None), payload_type,
+                    _b64(env.get("payload"), f"{entry} payload"),
+                    _b64(sigs[0].get("sig"), f"{entry} signature"))
+
+
+def verify_envelope(env: Envelope, trust: TrustStore, entry: str) -> PublicKey | None:
+    """Return the trusted key that made ``env``'s signature, or None if none did."""
+    message = pae(env.payload_type, env.payload)
+    for key in trust.keys:
+        if key.verify(env.signature, message):
+            if env.hint is not None and env.hint != key.key_id:
+                raise SignatureError(
+                    f"signature {entry} names key {env.hint[:16]} but was made by trusted key "
+                    f"{key.key_id[:16]}: a mismatched key id is refused", entry=entry)
+            return key
+    return None
+
+
+def parse_statement(payload: bytes, entry: str) -> list[tuple[str, str]]:
+    """Check an OMS v1.0 Statement and return its (name, sha256) resources."""
+    from .archive import check_entry_name
+    from .errors import FormatError
+
+    try:
+        st = _json.loads(payload, what=f"{entry} payload")
+    except FormatError as e:
+        raise SignatureError(f"signed payload of {entry} is not JSON", entry=entry) from e
+    if not isinstance(st, dict) or st.get("_type") != STATEMENT_TYPE:
+        raise SignatureError(f"{entry}: payload is not an in-toto Statement v1", entry=entry)
+    if st.get("predicateType") != PREDICATE_TYPE:
+        raise SignatureError(f"{entry}: predicate type {st.get('predicateType')!r} is not "
+                             f"{PREDICATE_TYPE!r}", entry=entry)
+    pred = st.get("predicate")
+    subjects = st.get("subject")
+    if not isinstance(pred, dict) or not isinstance(subjects, list) or len(subjects) != 1:
+        raise SignatureError(f"{entry}: statement needs one subject and a predicate", entry=entry)
+    raw = pred.get("resources")
+    if not isinstance(raw, list):
+        raise SignatureError(f"{entry}: predicate has no resource list", entry=entry)
+    out: list[tuple[str, str]] = []
+    for r in raw:
+        if not isinstance(r, dict) or r.get("algorithm") != "sha256":
+            raise SignatureError(f"{entry}: every resource needs algorithm sha256", entry=entry)
+        name, digest = r.get("name"), r.get("digest")
+        if not isinstance(name, str) or not isinstance(digest, str) or \
+                not _HEX64.fullmatch(digest):
+            raise SignatureError(f"{entry}: malformed resource {r!r}", entry=entry)
+        try:
+            check_entry_name(name)
+        except FormatError as e:
+            raise SignatureError(f"{entry}: resource name not canonical: {e}", entry=entry) from e
+        out.append((name, digest))
+    names = [n for n, _ in out]
+    if names != sorted(set(names)):
+        raise SignatureError(f"{entry}: resources must be sorted and unique", entry=entry)
+    subject = subjects[0]
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    if not isinstance(digest, dict) or digest.get("sha256") != resources_digest(out):
+        raise SignatureError(f"{entry}: subject digest does not match the resources",
+                             entry=entry)
+    return out
