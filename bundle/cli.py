@@ -1,0 +1,343 @@
+"""The ``model-bundle`` command line: parse arguments, call the library, print.
+
+Exit codes (one per class of failure, documented in README.md):
+0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity, 5 signature,
+6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import api, signing
+from ._version import __version__
+from .errors import BundleError, InputError, KeyFileError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_UNEXPECTED = 1
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _passphrase(env: str | None, key_path: str, prompt: bool) -> bytes | None:
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise KeyFileError(f"environment variable {env} is not set")
+        return value.encode("utf-8")
+    if prompt:
+        data = Path(key_path).read_bytes()[:256] if Path(key_path).is_file() else b""
+        if b"ENCRYPTED" in data:
+            if not sys.stdin.isatty():
+                raise KeyFileError(f"{key_path} is encrypted: set --passphrase-env VAR")
+            return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
+    return None
+
+
+def _trust(keys: tuple[str, ...], threshold: int | None) -> signing.TrustStore | None:
+    if not keys:
+        return None
+    return signing.TrustStore.from_paths(keys, threshold=threshold or 1)
+
+
+def _short(key_id: str) -> str:
+    return key_id[:16]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="model-bundle")
+def cli() -> None:
+    """Signed, portable, pickle-free model bundles: keygen, sign, verify, inspect, predict."""
+
+
+@cli.command()
+@click.option("--out", "prefix", required=True, help="Writes PREFIX.key (0600) and PREFIX.pub.")
+@click.option("--type", "key_type", type=click.Choice(signing.KEY_TYPES),
+              default="ecdsa-p256", show_default=True)
+@click.option("--passphrase-env", metavar="VAR",
+              help="Encrypt the private key with the passphrase in this environment variable.")
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+def keygen(prefix: str, key_type: str, passphrase_env: str | None, force: bool) -> None:
+    """Generate a signing key pair."""
+    passphrase = _passphrase(passphrase_env, "", False)
+    key = signing.generate_key(key_type)
+    key_path, pub_path = key.save(prefix, passphrase=passphrase, overwrite=force)
+    _console().print(f"wrote {key_path} (private, mode 0600) and {pub_path}\n"
+                     f"key id {key.key_id} ({key_type})")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
+              help="Private key (PEM) to sign with.")
+@click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted key.")
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="Only countersign if already signed by one of these keys.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sign(bundle_path: str, key_path: str, passphrase_env: str | None, trusted: tuple[str, ...],
+         as_json: bool) -> None:
+    """Add a signature to BUNDLE (after checking its integrity)."""
+    passphrase = _passphrase(passphrase_env, key_path, True)
+    key = signing.load_private_key(key_path, passphrase)
+    report = api.sign(bundle_path, key, trusted_keys=_trust(trusted, None))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _console().print(f"signed {bundle_path} with {key.public_key.key_type} key "
+                         f"{_short(key.key_id)}")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="Trusted public key file or trust-store directory (repeatable).")
+@click.option("--threshold", type=click.IntRange(min=1),
+              help="Require signatures by at least this many distinct trusted keys.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Check integrity only, without requiring a trusted signature.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
+           allow_unsigned: bool, as_json: bool) -> None:
+    """Verify BUNDLE: exit 0 only if signed by a trusted key and every byte matches."""
+    report = api.verify(bundle_path, trusted_keys=_trust(trusted, threshold),
+                        allow_unsigned=allow_unsigned)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    m = report.manifest.model
+    out = _console()
+    if report.verified:
+        who = ", ".join(f"{s.key_type} {_short(s.key_id)}" for s in report.signers)
+        out.print(f"[green]OK[/green] {bundle_path}: {m.name!r} v{m.version} signed by {who}; "
+                  f"{len(report.files)} files + manifest hashed")
+    else:
+        out.print(f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] {bundle_path}: "
+                  f"{m.name!r} v{m.version}; {len(report.files)} files + manifest hashed")
+
+
+def _inspect_table(insp: api.Inspection) -> None:
+    from rich.table import Table
+
+    man = insp.manifest
+    m = man.model
+    out = _console()
+    out.print(f"[bold]{m.name}[/bold] v{m.version}  ({m.framework} {m.framework_version}, "
+              f"{m.task}, via {m.converter} {m.converter_version})")
+    out.print("[yellow]UNVERIFIED[/yellow]: read without checking signatures or hashes; "
+              "run `model-bundle verify` before trusting it")
+    if m.description:
+        out.print(m.description)
+    out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
+              f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
+              f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
+    io = Table(title="Inputs / outputs")
+    for col in ("", "name", "dtype", "shape", "dynamic axes"):
+        io.add_column(col)
+    for kind, specs in (("in", man.inputs), ("out", man.outputs)):
+        for s in specs:
+            shape = "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]"
+            io.add_row(kind, s.name, s.dtype, shape, ", ".join(map(str, s.dynamic_axes)) or "-")
+    out.print(io)
+    if man.columns:
+        out.print("Columns: " + ", ".join(f"{c.name} ({c.kind})" for c in man.columns))
+    if man.methods:
+        out.print("Methods: " + ", ".join(f"{k} -> {v.output}" for k, v in man.methods.items()))
+    if man.parity:
+        p = man.parity
+        t = Table(title=f"Parity on {p.sample_rows} sample rows (atol {p.atol}, rtol {p.rtol})"
+                  + (" [red]MISMATCH ACCEPTED[/red]" if p.accepted_mismatch else ""))
+        for col in ("output", "max abs", "max rel", "out of tolerance"):
+            t.add_column(col)
+        for o in p.outputs:
+            t.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", str(o.mismatches))
+        out.print(t)
+    else:
+        out.print("Parity: not measured")
+    ft = Table(title="Files")
+    for col in ("path", "role", "size", "sha256"):
+        ft.add_column(col)
+    for f in man.files:
+        ft.add_row(f.path, f.role, f"{f.size:,}", f.sha256[:16] + "...")
+    out.print(ft)
+    training = any(f.role == "training_state" for f in man.files)
+    out.print(f"Training state: {'present' if training else 'none'}")
+    out.print("Claimed signers (unverified): " +
+              (", ".join(_short(k) for k in insp.claimed_signers) or "none"))
+    for k, v in man.metadata.items():
+        out.print(f"  {k}: {v}")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(bundle_path: str, as_json: bool) -> None:
+    """Show BUNDLE's manifest WITHOUT verifying it (marked unverified)."""
+    insp = api.inspect(bundle_path)
+    if as_json:
+        click.echo(json.dumps(insp.to_dict(), indent=2))
+    else:
+        _inspect_table(insp)
+
+
+def _read_input(path: str, model: Any) -> Any:
+    import numpy as np
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".json":
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data, list) and data and isinstance(data[0], dict):
+                keys = list(data[0])
+                return {k: [row.get(k) for row in data] for k in keys}
+            return data
+        if suffix == ".csv":
+            import csv
+
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            if not rows:
+                raise InputError(f"{path} is empty")
+            if model.manifest.columns:
+                header, body = rows[0], rows[1:]
+                cols: dict[str, Any] = {name: [r[i] for r in body] for i, name in enumerate(header)}
+                for c in model.manifest.columns:
+                    if c.name in cols and c.kind != "string":
+                        dtype = np.int64 if c.kind == "integer" else np.float64
+                        cols[c.name] = np.asarray(cols[c.name], dtype=dtype)
+                return cols
+            try:
+                return np.asarray(rows, dtype=np.float64)
+            except ValueError:
+                return np.asarray(rows[1:], dtype=np.float64)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read input {path}: {e}") from e
+    raise InputError(f"input {path}: use a .npy, .csv or .json file")
+
+
+def _write_output(path: str, outputs: dict[str, Any]) -> None:
+    import numpy as np
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        if len(outputs) != 1:
+            raise InputError("a .npy output holds one array: use --method, or a .json output")
+        np.save(path, next(iter(outputs.values())), allow_pickle=False)
+    elif suffix == ".json":
+        Path(path).write_text(json.dumps({k: v.tolist() for k, v in outputs.items()}))
+    elif suffix == ".csv":
+        if len(outputs) != 1:
+            raise InputError("a .csv output holds one array: use --method, or a .json output")
+        arr = np.asarray(next(iter(outputs.values())))
+        np.savetxt(path, arr.reshape(len(arr), -1), delimiter=",", fmt="%s")
+    else:
+        raise InputError(f"output {path}: use a .npy, .csv or .json file")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="Trusted public key file or trust-store directory (repeatable).")
+@click.option("--allow-unsigned", is_flag=True, help="Run a bundle with no trusted signature.")
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="Input data: .npy, .csv (with a header row for tabular models) or .json.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False),
+              help="Write results to .npy, .csv or .json instead of printing them.")
+@click.option("--method", type=click.Choice(["predict", "predict_proba", "transform",
+                                             "decision_function", "run"]),
+              default="predict", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def predict(bundle_path: str, trusted: tuple[str, ...], allow_unsigned: bool, input_path: str,
+            output_path: str | None, method: str, device: str, as_json: bool) -> None:
+    """Verify BUNDLE, then run it on an input file."""
+    model = api.load(bundle_path, trusted_keys=_trust(trusted, None),
+                     allow_unsigned=allow_unsigned, device=device)
+    data = _read_input(input_path, model)
+    if method == "run":
+        outputs = model.run(data)
+    else:
+        outputs = {method: getattr(model, method)(data)}
+    if output_path:
+        _write_output(output_path, outputs)
+    if as_json:
+        doc: dict[str, Any] = {"providers": model.providers, "signers": model.signers,
+                               "verified": model.report.verified}
+        if not output_path:
+            doc["outputs"] = {k: v.tolist() for k, v in outputs.items()}
+        else:
+            doc["output_file"] = output_path
+        click.echo(json.dumps(doc))
+        return
+    out = _console()
+    if output_path:
+        out.print(f"wrote {output_path} (ran on {', '.join(model.providers)})")
+        return
+    import numpy as np
+
+    with np.printoptions(threshold=200, linewidth=100):
+        for k, v in outputs.items():
+            out.print(f"[bold]{k}[/bold] {v.dtype} {list(v.shape)}")
+            out.print(str(v), markup=False)
+
+
+@cli.command()
+@click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, exists=True))
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Private key(s) to sign with; unsigned without.")
+@click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted key.")
+@click.option("--name", help="Model name (default: the file name).")
+@click.option("--version", "model_version", default="1", show_default=True)
+@click.option("--description", default="")
+def export(onnx_path: str, bundle_path: str, key_paths: tuple[str, ...],
+           passphrase_env: str | None, name: str | None, model_version: str,
+           description: str) -> None:
+    """Pack an existing ONNX model (weights into safetensors) into a signed BUNDLE."""
+    keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
+    manifest = api.save(onnx_path, bundle_path, signing_key=keys or None, name=name,
+                        version=model_version, description=description)
+    _console().print(f"wrote {bundle_path}: {manifest.model.name!r} v{manifest.model.version}, "
+                     f"{'signed by ' + ', '.join(_short(k.key_id) for k in keys) if keys else 'UNSIGNED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning every failure into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="model-bundle", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_UNEXPECTED
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except BundleError as e:
+        click.echo(f"error: {e.one_line()}", err=True)
+        return e.exit_code
+    except Exception as e:  # never a traceback for a user; the class names the bug
+        click.echo(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                   err=True)
+        return EXIT_UNEXPECTED
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
