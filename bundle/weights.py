@@ -114,10 +114,10 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
         if not 0 <= begin <= end <= data_len:
             raise FormatError(f"{where} data_offsets {offs} fall outside the data area "
                               f"of {data_len} bytes", entry=entry)
-        count = 1
+        count = 0 if 0 in shape else 1
         for d in shape:
             count *= d
-            if count * 8 > data_len + 8:  # no tensor may claim more than the file holds
+            if count > data_len:  # bounded early: no tensor may claim more than the file holds
                 raise FormatError(f"{where} shape {shape} overflows the data area", entry=entry)
         if count * _DTYPES[dtype][0] != end - begin:
             raise FormatError(f"{where}: {dtype} x {shape} needs {count * _DTYPES[dtype][0]} "

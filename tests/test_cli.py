@@ -1,0 +1,214 @@
+"""The command line: each command, and one exit code per class of failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bundle
+from bundle.cli import main
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    d = tmp_path_factory.mktemp("cli")
+    X, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=500).fit(X, y)
+    assert main(["keygen", "--out", str(d / "alice")]) == 0
+    assert main(["keygen", "--out", str(d / "bob"), "--type", "ed25519"]) == 0
+    bundle.save(clf, d / "m.mbundle", sample_input=X[:20], signing_key=d / "alice.key")
+    bundle.save(clf, d / "unsigned.mbundle", sample_input=X[:20])
+    np.save(d / "x.npy", X[:7])
+    (d / "x.csv").write_text("\n".join(",".join(map(str, r)) for r in X[:3]))
+    (d / "x.json").write_text(json.dumps(X[:4].tolist()))
+    np.save(d / "want.npy", clf.predict(X[:7]))
+    return {"dir": d, "bundle": d / "m.mbundle", "unsigned": d / "unsigned.mbundle",
+            "alice": d / "alice.pub", "bob": d / "bob.pub", "alice_key": d / "alice.key",
+            "bob_key": d / "bob.key"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keygen_writes_private_key_0600(cli_env: dict[str, Path]) -> None:
+    mode = stat.S_IMODE(os.stat(cli_env["alice_key"]).st_mode)
+    assert mode == 0o600
+    assert b"BEGIN PUBLIC KEY" in cli_env["alice"].read_bytes()
+
+
+def test_keygen_refuses_to_overwrite(cli_env: dict[str, Path],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "keygen", "--out", cli_env["dir"] / "alice")
+    assert code == bundle.KeyFileError.exit_code
+    assert "already exists" in err
+
+
+def test_keygen_passphrase_from_env(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MB_PASS", "s3cret")
+    code, _, _ = run(capsys, "keygen", "--out", tmp_path / "enc", "--passphrase-env", "MB_PASS")
+    assert code == 0
+    assert b"ENCRYPTED" in (tmp_path / "enc.key").read_bytes()
+    with pytest.raises(bundle.KeyFileError):
+        bundle.load_private_key(tmp_path / "enc.key")
+    assert bundle.load_private_key(tmp_path / "enc.key", b"s3cret").key_id
+
+
+def test_verify_ok_and_json(cli_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "verify", cli_env["bundle"], "--trusted-key", cli_env["alice"])
+    assert code == 0
+    assert "OK" in out
+    code, out, _ = run(capsys, "verify", cli_env["bundle"], "--trusted-key", cli_env["alice"],
+                       "--json")
+    doc = json.loads(out)
+    assert doc["verified"] is True
+    assert doc["signers"][0]["key_id"] == bundle.load_public_key(cli_env["alice"]).key_id
+
+
+def test_verify_untrusted_key_exits_signature_code(cli_env: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "verify", cli_env["bundle"], "--trusted-key", cli_env["bob"])
+    assert code == bundle.SignatureError.exit_code == 5
+    assert err.startswith("error: SignatureError:")
+    assert "Traceback" not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_verify_unsigned(cli_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "verify", cli_env["unsigned"], "--trusted-key", cli_env["alice"])
+    assert code == 5
+    assert "unsigned" in err
+    code, out, _ = run(capsys, "verify", cli_env["unsigned"], "--allow-unsigned")
+    assert code == 0
+    assert "NOT SIGNED" in out
+
+
+def test_verify_failure_classes_have_distinct_codes(
+        cli_env: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.mbundle"
+    garbage.write_bytes(b"this is not a zip" * 10)
+    code, _, err = run(capsys, "verify", garbage, "--trusted-key", cli_env["alice"])
+    assert code == bundle.FormatError.exit_code == 3
+    assert "not a zip" in err
+
+    # flip a byte inside the stored weights entry: only the hash can notice
+    data = bytearray(cli_env["bundle"].read_bytes())
+    from bundle.archive import ZipReader
+
+    with ZipReader(cli_env["bundle"]) as r:
+        e = r.entries["weights.safetensors"]
+    data[e.data_offset + e.size - 1] ^= 0x40
+    tampered = tmp_path / "tampered.mbundle"
+    tampered.write_bytes(bytes(data))
+    code, _, err = run(capsys, "verify", tampered, "--trusted-key", cli_env["alice"])
+    assert code in (bundle.IntegrityError.exit_code, bundle.FormatError.exit_code)
+    assert "weights.safetensors" in err
+
+    code, _, err = run(capsys, "verify", tmp_path / "missing.mbundle", "--trusted-key",
+                       cli_env["alice"])
+    assert code == 3
+    assert "cannot open" in err
+
+    code, _, err = run(capsys, "verify", cli_env["bundle"], "--trusted-key",
+                       tmp_path / "nokey.pub")
+    assert code == bundle.KeyFileError.exit_code == 9
+
+
+def test_usage_error_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run(capsys, "verify")
+    assert code == 2
+
+
+def test_inspect_marks_unverified(cli_env: dict[str, Path],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", cli_env["bundle"])
+    assert code == 0
+    assert "UNVERIFIED" in out
+    assert "probabilities" in out
+    code, out, _ = run(capsys, "inspect", cli_env["bundle"], "--json")
+    doc = json.loads(out)
+    assert doc["verified"] is False
+    assert doc["manifest"]["model"]["task"] == "classifier"
+
+
+@pytest.mark.parametrize("fmt", ["npy", "csv", "json"])
+def test_predict_formats(cli_env: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                         fmt: str) -> None:
+    code, out, _ = run(capsys, "predict", cli_env["bundle"], "--trusted-key", cli_env["alice"],
+                       "--input", cli_env["dir"] / f"x.{fmt}", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    want = np.load(cli_env["dir"] / "want.npy")
+    got = doc["outputs"]["predict"]
+    assert got == want[:len(got)].tolist()
+    assert doc["providers"] == ["CPUExecutionProvider"]
+
+
+def test_predict_to_output_file(cli_env: dict[str, Path], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    out_path = tmp_path / "proba.npy"
+    code, _, _ = run(capsys, "predict", cli_env["bundle"], "--trusted-key", cli_env["alice"],
+                     "--input", cli_env["dir"] / "x.npy", "--method", "predict_proba",
+                     "--output", out_path)
+    assert code == 0
+    assert np.load(out_path).shape == (7, 3)
+
+
+def test_predict_bad_input_exit_code(cli_env: dict[str, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    code, _, err = run(capsys, "predict", cli_env["bundle"], "--trusted-key", cli_env["alice"],
+                       "--input", tmp_path / "bad.npy")
+    assert code == bundle.InputError.exit_code == 8
+    assert "shape" in err
+
+
+def test_sign_adds_second_signer(cli_env: dict[str, Path], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "copy.mbundle"
+    copy.write_bytes(cli_env["bundle"].read_bytes())
+    code, _, _ = run(capsys, "sign", copy, "--key", cli_env["bob_key"], "--trusted-key",
+                     cli_env["alice"])
+    assert code == 0
+    report = bundle.verify(copy, trusted_keys=[cli_env["alice"], cli_env["bob"]], threshold=2)
+    assert len(report.signers) == 2
+
+
+def test_python_dash_m_entry_point(cli_env: dict[str, Path]) -> None:
+    res = subprocess.run([sys.executable, "-m", "bundle", "verify", str(cli_env["bundle"]),
+                          "--trusted-key", str(cli_env["bob"])], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 5
+    assert "Traceback" not in res.stderr
+
+
+def test_export_onnx_file(cli_env: dict[str, Path], tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "W")
+    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g",
+                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    save(m, tmp_path / "mm.onnx")
+    code, _, _ = run(capsys, "export", tmp_path / "mm.onnx", tmp_path / "mm.mbundle", "--key",
+                     cli_env["alice_key"])
+    assert code == 0
+    loaded = bundle.load(tmp_path / "mm.mbundle", trusted_keys=cli_env["alice"])
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(loaded.predict(x), x @ np.arange(12).reshape(4, 3))
