@@ -181,6 +181,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             "skl2onnx.update_registered_converter, or convert the model to ONNX yourself and "
             "save the .onnx file") from e
 
+    onx.graph.name = name  # skl2onnx names the graph with a random UUID: not reproducible
     outputs = [o.name for o in onx.graph.output]
     plan: list[tuple[str, str]] = []  # (method, output)
     if task == "classifier":
