@@ -154,9 +154,13 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | 
 
 def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | None = None,
          allow_unsigned: bool = False, device: str = "auto", threshold: int | None = None,
-         zero_copy: bool | None = None, session_options: Any = None) -> Any:
+         zero_copy: bool | None = None, session_options: Any = None,
+         provider_options: Mapping[str, Any] | None = None) -> Any:
     """Verify a bundle, then return a :class:`bundle.Model` ready to predict.
 
+    ``device``: "auto" (CUDA when it really initialises, else CPU), "cpu", "cuda",
+    "cuda:N" or "tensorrt"; an explicit GPU device that cannot run raises
+    :class:`DeviceError`. ``provider_options`` pass through to the GPU provider.
     ``zero_copy`` (default: for weights of 64 MiB and more) lets onnxruntime read
     the weights straight from the bundle file rather than from the verified
     in-memory copy; see SECURITY.md for what that means for a local writer.
@@ -164,7 +168,7 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
     from .graph import inline_external, rebase_external
     from .runtime import Model, select_providers
 
-    providers = select_providers(device)
+    providers = select_providers(device, provider_options)
     in_memory = None if zero_copy is None else not zero_copy
     vb = _open_verified(path, trusted_keys, allow_unsigned, in_memory, threshold)
     try:

@@ -89,32 +89,52 @@ def _cuda_usable(ort: Any) -> bool:
         return _cuda_ok
 
 
-def select_providers(device: str) -> list[Any]:
-    """onnxruntime providers for ``device``: auto, cpu, cuda, cuda:N."""
+def _tensorrt_usable(ort: Any) -> bool:
+    return "TensorrtExecutionProvider" in ort.get_available_providers() and _cuda_usable(ort)
+
+
+def select_providers(device: str, provider_options: Mapping[str, Any] | None = None,
+                     ) -> list[Any]:
+    """onnxruntime providers for ``device``: auto, cpu, cuda, cuda:N, tensorrt[:N].
+
+    ``provider_options`` (device id, ``gpu_mem_limit``, TensorRT's ``trt_fp16_enable``,
+    ``trt_engine_cache_enable``/``trt_engine_cache_path``...) go to the GPU provider.
+    An engine cache path is the caller's directory: nothing is ever read from the bundle.
+    """
     import onnxruntime as ort
 
-    if device == "cpu":
+    options = dict(provider_options or {})
+    kind, _, index = device.partition(":")
+    if index and not index.isdigit():
+        raise DeviceError(f"device {device!r}: expected {kind} or {kind}:N")
+    if index:
+        options.setdefault("device_id", index)
+    if kind == "cpu":
         return ["CPUExecutionProvider"]
-    if device == "auto":
+    if kind == "auto":
         if _cuda_usable(ort):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
         if "CUDAExecutionProvider" in ort.get_available_providers() and \
                 _nvidia_driver_present():
             warnings.warn("CUDA is available to onnxruntime but failed to initialise (missing "
-                          "CUDA/cuDNN libraries?); running on CPU", RuntimeWarning,
-                          stacklevel=3)
+                          "CUDA/cuDNN libraries? install model-bundle[gpu]); running on CPU",
+                          RuntimeWarning, stacklevel=3)
         return ["CPUExecutionProvider"]
-    if device == "cuda" or device.startswith("cuda:"):
-        index = device.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise DeviceError(f"device {device!r}: expected cuda or cuda:N")
-        if not _cuda_usable(ort):
-            raise DeviceError(f"device {device!r} requested but CUDA cannot run here: "
+    if kind in ("cuda", "tensorrt"):
+        usable = _tensorrt_usable(ort) if kind == "tensorrt" else _cuda_usable(ort)
+        if not usable:
+            raise DeviceError(f"device {device!r} requested but {kind.upper()} cannot run here: "
                               f"onnxruntime providers {ort.get_available_providers()}, and a "
                               "CUDA session failed to initialise (driver, CUDA or cuDNN "
                               "libraries missing). Use device='cpu' or 'auto'")
-        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-    raise DeviceError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        cuda = ("CUDAExecutionProvider",
+                {k: v for k, v in options.items() if not k.startswith("trt_")})
+        if kind == "tensorrt":
+            trt = {k: v for k, v in options.items() if k.startswith("trt_") or k == "device_id"}
+            return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
+        return [cuda, "CPUExecutionProvider"]
+    raise DeviceError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                      "'tensorrt'")
 
 
 def _to_input(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
@@ -241,6 +261,47 @@ class Model:
         except Exception as e:  # onnxruntime raises its own exception types
             raise InputError(f"onnxruntime refused the input: {str(e).splitlines()[0]}") from e
         return dict(zip(names, values, strict=True))
+
+    @property
+    def device(self) -> tuple[str, int]:
+        """Where the session computes: ("cuda", id) or ("cpu", 0)."""
+        if self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            opts = self._session.get_provider_options().get(self.providers[0], {})
+            return "cuda", int(opts.get("device_id", 0))
+        return "cpu", 0
+
+    def to_device(self, inputs: Any) -> dict[str, Any]:
+        """Check ``inputs`` once and place them on the session's device (OrtValues).
+
+        Pass the result to :meth:`run_bound` to predict repeatedly without copying
+        the inputs to the GPU each time.
+        """
+        from onnxruntime import OrtValue
+
+        kind, index = self.device
+        return {k: OrtValue.ortvalue_from_numpy(v, kind, index)
+                for k, v in self._feeds(inputs).items()}
+
+    def run_bound(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
+                  ) -> dict[str, np.ndarray]:
+        """Run with IO binding: device-resident inputs (from :meth:`to_device`) stay put."""
+        names = list(outputs) if outputs else [o.name for o in self.manifest.outputs]
+        binding = self._session.io_binding()
+        for name, value in inputs.items():
+            if name not in self._inputs:
+                raise InputError(f"unknown input {name!r}")
+            if hasattr(value, "device_name"):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, _to_input(name, value, self._inputs[name]))
+        kind, index = self.device
+        for name in names:
+            binding.bind_output(name, kind, index)
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as e:
+            raise InputError(f"onnxruntime refused the input: {str(e).splitlines()[0]}") from e
+        return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
 
     def _method(self, method: str, data: Any) -> np.ndarray:
         spec = self.manifest.methods.get(method)

@@ -75,3 +75,20 @@ def test_cuda_matches_cpu(tiny: Path) -> None:
     m = bundle.load(tiny, allow_unsigned=True, device="cuda")
     assert m.providers[0] == "CUDAExecutionProvider"
     np.testing.assert_allclose(m.predict(x), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_io_binding_matches_run(tiny: Path) -> None:
+    m = bundle.load(tiny, allow_unsigned=True, device="cpu")
+    x = np.random.default_rng(1).normal(size=(5, 4))
+    bound = m.to_device(x)  # checked and converted once, kept on the session's device
+    for _ in range(3):
+        np.testing.assert_allclose(m.run_bound(bound)["Y"], m.run(x)["Y"])
+    assert m.device == ("cpu", 0)
+    with pytest.raises(bundle.InputError):
+        m.run_bound({"nope": x})
+
+
+def test_provider_options_reach_cpu_selection_unchanged() -> None:
+    assert runtime.select_providers("cpu", {"device_id": "1"}) == ["CPUExecutionProvider"]
+    with pytest.raises(bundle.DeviceError):
+        runtime.select_providers("tensorrt:z")
