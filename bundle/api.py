@@ -36,7 +36,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          passphrase: bytes | None = None, name: str | None = None, version: str = "1",
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
-         created: str | None = None, target_opset: int | None = None) -> Manifest:
+         created: str | None = None, target_opset: int | None = None,
+         precision: str = "fp32") -> Manifest:
     """Export ``model`` to a bundle at ``path`` and return its manifest.
 
     ``model`` is a fitted scikit-learn estimator or pipeline, an ``onnx.ModelProto``
@@ -46,9 +47,13 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     :class:`ConversionError` unless ``accept_mismatch``. ``signing_key`` (a key,
     a PEM path, or several) signs the bundle; without one it is unsigned.
     ``created`` is an optional timestamp string recorded as given (none by
-    default, so the same model gives the same bytes).
+    default, so the same model gives the same bytes). ``precision`` "fp16" or
+    "int8" stores a compressed variant; its deviation from the original is
+    measured and recorded like any conversion's (default tolerances per precision
+    in :data:`bundle.precision.DEFAULT_TOLERANCE`).
     """
     from . import parity as parity_mod
+    from . import precision as precision_mod
     from . import weights as weights_mod
     from ._writer import GRAPH_NAME, min_onnxruntime, pack
     from .convert import convert
@@ -56,21 +61,17 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
 
     keys = _signing_keys(signing_key, passphrase)
     converted = convert(model, sample_input, target_opset=target_opset)
+    if precision != "fp32":
+        if not converted.reference and converted.feeds is not None:
+            # Plain ONNX has no original framework: the fp32 graph is the reference.
+            converted.reference = _run_onnx(converted.model, converted.feeds)
+        converted.model = precision_mod.apply(converted.model, precision)
     onx = converted.model
-    atol, rtol = tolerance or (parity_mod.DEFAULT_ATOL, parity_mod.DEFAULT_RTOL)
+    atol, rtol = tolerance or precision_mod.DEFAULT_TOLERANCE[precision]
 
     parity = None
     if converted.feeds is not None and converted.reference:
-        import onnxruntime as ort
-
-        try:
-            session = ort.InferenceSession(onx.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
-            names = [o.name for o in onx.graph.output]
-            outs = dict(zip(names, session.run(names, dict(converted.feeds)), strict=True))
-        except Exception as e:
-            raise ConversionError(f"onnxruntime cannot run the converted model: "
-                                  f"{str(e).splitlines()[0]}") from e
+        outs = _run_onnx(onx, converted.feeds)
         rows = len(next(iter(converted.feeds.values())))
         parity = parity_mod.check(
             parity_mod.measure(outs, converted.reference, converted.methods, atol=atol,
@@ -103,6 +104,20 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
                 EntryData(WEIGHTS_NAME, weights_bytes, align=True)]
     return pack(path, contents, make_manifest, keys,
                 {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights"})
+
+
+def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Run an in-memory ONNX model on CPU; every output by name."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        names = [o.name for o in model.graph.output]
+        return dict(zip(names, session.run(names, dict(feeds)), strict=True))
+    except Exception as e:
+        raise ConversionError(f"onnxruntime cannot run the converted model: "
+                              f"{str(e).splitlines()[0]}") from e
 
 
 def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKeys | None,
