@@ -93,7 +93,7 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         return Manifest(
             model=ModelInfo(model_name, version, description, converted.task,
                             converted.framework, converted.framework_version,
-                            converted.converter, converted.converter_version),
+                            converted.converter, converted.converter_version, precision),
             onnx=OnnxInfo(onx.ir_version, opsets,
                           min_onnxruntime(onx.ir_version, opsets.get("ai.onnx", 1))),
             inputs=inputs, outputs=outputs, files=tuple(files), methods=converted.methods,

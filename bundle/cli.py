@@ -138,7 +138,7 @@ def _inspect_table(insp: api.Inspection) -> None:
     m = man.model
     out = _console()
     out.print(f"[bold]{m.name}[/bold] v{m.version}  ({m.framework} {m.framework_version}, "
-              f"{m.task}, via {m.converter} {m.converter_version})")
+              f"{m.task}, via {m.converter} {m.converter_version}, precision {m.precision})")
     out.print("[yellow]UNVERIFIED[/yellow]: read without checking signatures or hashes; "
               "run `model-bundle verify` before trusting it")
     if m.description:

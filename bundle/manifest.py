@@ -40,6 +40,7 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32",
 TASKS = ("classifier", "regressor", "transformer", "clusterer", "generic")
 COLUMN_KINDS = ("numeric", "integer", "string", "bool")
 FILE_ROLES = ("graph", "weights", "training_state", "asset")
+PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("predict", "predict_proba", "transform", "decision_function", "score_samples")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+){0,3}")
@@ -258,16 +259,18 @@ class ModelInfo:
     framework_version: str
     converter: str
     converter_version: str
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "description": self.description,
-                "task": self.task,
+                "task": self.task, "precision": self.precision,
                 "framework": {"name": self.framework, "version": self.framework_version},
                 "converter": {"name": self.converter, "version": self.converter_version}}
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> ModelInfo:
-        d = _obj(d, path, {"name", "version", "description", "task", "framework", "converter"})
+        d = _obj(d, path, {"name", "version", "description", "task", "framework", "converter",
+                           "precision"})
         fw = _obj(d["framework"], f"{path}.framework", {"name", "version"})
         cv = _obj(d["converter"], f"{path}.converter", {"name", "version"})
         return cls(_str(d["name"], f"{path}.name"), _str(d["version"], f"{path}.version", 64),
@@ -276,7 +279,8 @@ class ModelInfo:
                    _str(fw["name"], f"{path}.framework.name"),
                    _str(fw["version"], f"{path}.framework.version", 64, empty=True),
                    _str(cv["name"], f"{path}.converter.name"),
-                   _str(cv["version"], f"{path}.converter.version", 64, empty=True))
+                   _str(cv["version"], f"{path}.converter.version", 64, empty=True),
+                   _enum(d["precision"], f"{path}.precision", PRECISIONS))
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def externalize(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             continue
         if init.name in tensors:
             raise FormatError(f"duplicate initializer name {init.name!r}")
-        tensors[init.name] = np.ascontiguousarray(arr)
+        # not np.ascontiguousarray: it turns 0-d scalars into shape (1,)
+        tensors[init.name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
         dims = list(init.dims)
         name, dtype = init.name, init.data_type
         init.Clear()

@@ -1,0 +1,85 @@
+"""fp16 / int8 bundles: smaller, still within a measured, recorded deviation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import bundle
+from bundle.archive import ZipReader
+from bundle.graph import parse_model
+
+
+def _mlp() -> object:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.normal(size=(32, 256)) / 6).astype(np.float32), "w0"),
+             numpy_helper.from_array(rng.normal(size=256).astype(np.float32) / 10, "b0"),
+             numpy_helper.from_array((rng.normal(size=(256, 4)) / 16).astype(np.float32), "w1")]
+    nodes = [helper.make_node("Gemm", ["X", "w0", "b0"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w1"], ["Y"])]
+    g = helper.make_graph(nodes, "mlp",
+                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 32])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return m
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(64, 32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_onnx_model_compressed_against_fp32_reference(tmp_path: Path, sample: np.ndarray,
+                                                      precision: str) -> None:
+    pytest.importorskip("onnxconverter_common")
+    ref_path, path = tmp_path / "fp32.mbundle", tmp_path / f"{precision}.mbundle"
+    bundle.save(_mlp(), ref_path, sample_input=sample, name="mlp")
+    manifest = bundle.save(_mlp(), path, sample_input=sample, name="mlp", precision=precision)
+    assert manifest.parity is not None and manifest.parity.passed
+    assert manifest.model.precision == precision
+    assert path.stat().st_size < 0.7 * ref_path.stat().st_size
+    x = np.random.default_rng(2).normal(size=(10, 32)).astype(np.float32)
+    want = bundle.load(ref_path, allow_unsigned=True).predict(x)
+    got = bundle.load(path, allow_unsigned=True).predict(x)
+    assert got.dtype == np.float32  # I/O types are kept
+    np.testing.assert_allclose(got, want, atol=0.1, rtol=0.1)
+    with ZipReader(path) as r:
+        g = parse_model(r.read("model.onnx", max_size=1 << 24), "model.onnx")
+    assert {n.domain for n in g.graph.node} <= {"", "ai.onnx"}
+
+
+def test_sklearn_mlp_int8_parity_recorded(tmp_path: Path) -> None:
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8))
+    y = X @ rng.normal(size=8)
+    reg = MLPRegressor(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(X, y)
+    m = bundle.save(reg, tmp_path / "r.mbundle", sample_input=X[:50], precision="int8",
+                    tolerance=(0.5, 0.5))
+    assert m.model.precision == "int8"
+    out = m.parity.outputs[0]  # type: ignore[union-attr]
+    assert 0 < out.max_abs < 0.5  # quantization costs something, and it is recorded
+    loaded = bundle.load(tmp_path / "r.mbundle", allow_unsigned=True)
+    np.testing.assert_allclose(loaded.predict(X[:20]), reg.predict(X[:20]), atol=0.5)
+
+
+def test_compression_beyond_tolerance_is_refused(tmp_path: Path, sample: np.ndarray) -> None:
+    with pytest.raises(bundle.ConversionError, match="disagrees"):
+        bundle.save(_mlp(), tmp_path / "x.mbundle", sample_input=sample, name="mlp",
+                    precision="int8", tolerance=(1e-7, 0))
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind
+    m = bundle.save(_mlp(), tmp_path / "x.mbundle", sample_input=sample, name="mlp",
+                    precision="int8", tolerance=(1e-7, 0), accept_mismatch=True)
+    assert m.parity is not None and m.parity.accepted_mismatch
+
+
+def test_unknown_precision(tmp_path: Path) -> None:
+    with pytest.raises(bundle.ConversionError, match="precision"):
+        bundle.save(_mlp(), tmp_path / "x.mbundle", name="mlp", precision="int4")
