@@ -54,6 +54,8 @@ _EXTERNAL_ATTR = (0o100644 << 16)  # regular file, rw-r--r--
 _EXTRA_ZIP64 = 0x0001
 _EXTRA_ALIGN = 0xD935  # the padding record Android's zipalign uses
 _ALLOWED_EXTRA = {_EXTRA_ZIP64, _EXTRA_ALIGN}
+_MADE_BY_OK = {(3 << 8) | 20, (3 << 8) | 45}
+_NEEDED_OK = {20, 45}
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 
@@ -271,6 +273,11 @@ def _parse_extra(data: bytes, where: str) -> dict[int, bytes]:
             raise FormatError(f"{where}: extra field 0x{hid:04x} is not allowed in a bundle")
         if hid in out:
             raise FormatError(f"{where}: extra field 0x{hid:04x} appears twice")
+        align = struct.unpack_from("<H", data, pos)[0] if hlen >= 2 else 0
+        if hid == _EXTRA_ALIGN and (not align or align & (align - 1) or
+                                    data[pos + 2:pos + hlen].count(0) != hlen - 2):
+            raise FormatError(f"{where}: alignment padding must be a power-of-two "
+                              "alignment followed by zero bytes")
         out[hid] = data[pos:pos + hlen]
         pos += hlen
     return out
@@ -286,6 +293,24 @@ def _zip64_values(extra: dict[int, bytes], wanted: list[str], where: str) -> dic
         raise FormatError(f"{where}: zip64 extra field missing or of the wrong length")
     values = struct.unpack(f"<{len(wanted)}Q", raw)
     return dict(zip(wanted, values, strict=True))
+
+
+def _check_final_bits(before: zlib._Decompress, last: int, tail: bytes, name: str) -> None:
+    """Refuse set padding bits after the end of a DEFLATE stream: no hash covers them.
+
+    ``before`` has inflated all but the ``last`` byte, which inflated to ``tail``. A set
+    bit of ``last`` whose clearing changes nothing is padding (zlib writes zeros there).
+    """
+    for bit in range(8):
+        if last >> bit & 1:
+            probe = before.copy()
+            try:
+                out = probe.decompress(bytes([last & ~(1 << bit)]), len(tail) + 1)
+            except zlib.error:
+                continue
+            if probe.eof and not probe.unused_data and out == tail:
+                raise FormatError(f"entry {name!r}: non-zero padding bits follow the end of "
+                                  "its DEFLATE stream", entry=name)
 
 
 class ZipReader:
@@ -376,8 +401,8 @@ class ZipReader:
         for index in range(n_total):
             if pos + _CENTRAL.size > len(cd):
                 raise FormatError(f"central directory truncated at entry {index}")
-            (sig, _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen,
-             disk_start, _int_attr, ext_attr, offset) = _CENTRAL.unpack_from(cd, pos)
+            (sig, made, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen, clen,
+             disk_start, int_attr, ext_attr, offset) = _CENTRAL.unpack_from(cd, pos)
             if sig != _SIG_CENTRAL:
                 raise FormatError(f"central directory entry {index} has a bad signature")
             pos += _CENTRAL.size
@@ -408,6 +433,14 @@ class ZipReader:
             if (mode & 0o170000) not in (0, 0o100000) or ext_attr & 0x10:
                 raise FormatError(f"entry {name!r} is not a regular file "
                                   f"(mode {mode:o}: symlink, directory or device)", entry=name)
+            # Fields no hash covers must be canonical, or a bundle's bytes could change
+            # while it still verifies.
+            if ext_attr != _EXTERNAL_ATTR or int_attr or made not in _MADE_BY_OK or \
+                    need not in _NEEDED_OK:
+                raise FormatError(f"entry {name!r} has non-canonical attributes (made by "
+                                  f"0x{made:04x}, needs {need}, internal {int_attr}, external "
+                                  f"0x{ext_attr:08x}); bundles hold mode 0644 regular files",
+                                  entry=name)
             extra = _parse_extra(extra_raw, f"entry {name!r}")
             wanted = [k for k, v in (("size", usize), ("csize", csize), ("offset", offset))
                       if v == _U32]
@@ -426,7 +459,7 @@ class ZipReader:
             if total > max_total:
                 raise LimitError(f"archive declares more than {max_total} uncompressed bytes")
             data_offset = self._check_local(name, raw_name, flags, method, crc, csize, usize,
-                                            offset, cd_offset)
+                                            offset, cd_offset, (mtime, mdate))
             entries[name] = Entry(name, method, crc, csize, usize, offset, data_offset)
         if pos != len(cd):
             raise FormatError("central directory holds bytes after its last entry")
@@ -434,12 +467,13 @@ class ZipReader:
         return entries
 
     def _check_local(self, name: str, raw_name: bytes, flags: int, method: int, crc: int,
-                     csize: int, usize: int, offset: int, cd_offset: int) -> int:
+                     csize: int, usize: int, offset: int, cd_offset: int,
+                     stamp: tuple[int, int] = (_DOS_TIME_0, _DOS_DATE_1980)) -> int:
         if offset + _LOCAL.size > cd_offset:
             raise FormatError(f"entry {name!r} local header lies outside the entry area",
                               entry=name)
-        (sig, _need, lflags, lmethod, _t, _d, lcrc, lcsize, lusize, nlen, xlen) = _LOCAL.unpack(
-            self._pread(offset, _LOCAL.size, f"local header of {name!r}"))
+        (sig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, nlen,
+         xlen) = _LOCAL.unpack(self._pread(offset, _LOCAL.size, f"local header of {name!r}"))
         if sig != _SIG_LOCAL:
             raise FormatError(f"entry {name!r}: no local header at offset {offset}", entry=name)
         lname = self._pread(offset + _LOCAL.size, nlen, f"local name of {name!r}")
@@ -453,10 +487,11 @@ class ZipReader:
             lusize, lcsize = vals["size"], vals["csize"]
         elif _EXTRA_ZIP64 in lextra:
             raise FormatError(f"local header of {name!r}: unexpected zip64 field", entry=name)
-        if (lflags, lmethod, lcrc, lcsize, lusize) != (flags, method, crc, csize, usize):
+        if (lflags, lmethod, lcrc, lcsize, lusize, (ltime, ldate)) != \
+                (flags, method, crc, csize, usize, stamp) or lneed not in _NEEDED_OK:
             raise FormatError(
-                f"entry {name!r}: local header (flags, method, crc, sizes) disagrees with "
-                "the central directory", entry=name)
+                f"entry {name!r}: local header (flags, method, crc, sizes, time, version) "
+                "disagrees with the central directory", entry=name)
         return offset + _LOCAL.size + nlen + xlen
 
     def _check_layout(self, entries: dict[str, Entry], cd_offset: int) -> None:
@@ -484,13 +519,17 @@ class ZipReader:
         if e.method == _DEFLATED:
             d = zlib.decompressobj(-15)
             try:
-                data = d.decompress(raw, e.size + 1)
+                data = d.decompress(raw[:-1], e.size + 1)
+                before, head = d.copy(), len(data)
+                if len(data) <= e.size and not d.unconsumed_tail:
+                    data += d.decompress(raw[-1:], e.size + 1 - len(data))
             except zlib.error as err:
                 raise FormatError(f"entry {name!r} is not valid DEFLATE data: {err}",
                                   entry=name) from err
             if len(data) > e.size or d.unconsumed_tail or not d.eof or d.unused_data:
                 raise FormatError(f"entry {name!r} does not inflate to exactly its declared "
                                   f"{e.size} bytes", entry=name)
+            _check_final_bits(before, raw[-1], data[head:], name)
         else:
             data = raw
         if len(data) != e.size:

@@ -62,8 +62,10 @@ def _tensors_in_attributes(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.T
                 yield node.name or node.op_type, attr.t
             for t in attr.tensors:
                 yield node.name or node.op_type, t
-            if attr.HasField("sparse_tensor"):
-                yield node.name or node.op_type, attr.sparse_tensor.values
+            sparse = [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []
+            for sp in [*sparse, *attr.sparse_tensors]:
+                yield node.name or node.op_type, sp.values
+                yield node.name or node.op_type, sp.indices
 
 
 def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
@@ -99,8 +101,8 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
                         f"{entry}: subgraph initializer {init.name!r} uses external data",
                         entry=entry)
         for sp in g.sparse_initializer:
-            if sp.values.data_location == TensorProto.EXTERNAL or \
-                    sp.indices.data_location == TensorProto.EXTERNAL:
+            if any(t.data_location == TensorProto.EXTERNAL or len(t.external_data)
+                   for t in (sp.values, sp.indices)):
                 raise UntrustedContentError(
                     f"{entry}: sparse initializer uses external data", entry=entry)
 
@@ -116,7 +118,7 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
         if len(ext) != len(init.external_data) or set(ext) != {"location", "offset", "length"}:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} external data must have exactly "
-                f"location, offset and length (found {sorted(ext)})", entry=entry)
+                f"location, offset and length (found {sorted(ext, key=str)})", entry=entry)
         if ext["location"] != WEIGHTS_NAME:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} points at {ext['location']!r}; "

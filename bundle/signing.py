@@ -175,8 +175,9 @@ class PrivateKey:
         try:
             fd = os.open(key_path, flags, 0o600)
             with os.fdopen(fd, "wb") as f:
+                # before writing: an overwritten file keeps its old (maybe wider) mode
+                os.chmod(key_path, stat.S_IRUSR | stat.S_IWUSR)
                 f.write(self.private_pem(passphrase))
-            os.chmod(key_path, stat.S_IRUSR | stat.S_IWUSR)
             pub_path.write_bytes(self.public_key.pem())
         except OSError as e:
             raise KeyFileError(f"cannot write key files at {base}: {e.strerror}") from e
