@@ -207,7 +207,8 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     for method, output in plan:
         if not _has(model, method):
             continue
-        ref = np.asarray(getattr(model, method)(sample_input))
+        ref = getattr(model, method)(sample_input)
+        ref = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref)  # scipy.sparse
         rank = len(shapes[output])
         if ref.ndim == rank:
             squeeze = False
