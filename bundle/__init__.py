@@ -21,7 +21,7 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 
 from ._verify import Signer, VerifyReport
 from ._version import __version__
-from .api import Inspection, inspect, load, save, sign, verify
+from .api import Inspection, inspect, load, restore, save, sign, verify
 from .errors import (
     BundleError,
     ConversionError,
@@ -63,6 +63,7 @@ __all__ = [
     "load",
     "load_private_key",
     "load_public_key",
+    "restore",
     "save",
     "sign",
     "verify",

@@ -15,7 +15,7 @@ from .errors import ConversionError, FormatError, KeyFileError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, ModelInfo, OnnxInfo
 from .weights import WEIGHTS_NAME
 
-__all__ = ["Inspection", "inspect", "load", "save", "sign", "verify"]
+__all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
 
 ZERO_COPY_THRESHOLD = 64 << 20
 """Weights at least this large are read by onnxruntime from the bundle file itself."""
@@ -37,7 +37,9 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
          created: str | None = None, target_opset: int | None = None,
-         precision: str = "fp32") -> Manifest:
+         precision: str = "fp32", dynamic_axes: Mapping[str, Any] | None = None,
+         exporter: str = "auto", optimizer: Any = None, scheduler: Any = None,
+         include_rng: bool = False, training_state: bool | None = None) -> Manifest:
     """Export ``model`` to a bundle at ``path`` and return its manifest.
 
     ``model`` is a fitted scikit-learn estimator or pipeline, an ``onnx.ModelProto``
@@ -51,6 +53,15 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     "int8" stores a compressed variant; its deviation from the original is
     measured and recorded like any conversion's (default tolerances per precision
     in :data:`bundle.precision.DEFAULT_TOLERANCE`).
+
+    PyTorch ``nn.Module``: ``sample_input`` is a tensor, a tuple of tensors or a dict
+    of named tensors (2+ rows); axis 0 of each input is dynamic unless
+    ``dynamic_axes`` (``{input: {axis: "name"}}``) says otherwise. ``exporter``:
+    "auto" (dynamo, falling back to TorchScript with a warning), "dynamo" or
+    "torchscript". The bundle also holds the module's training state (every
+    parameter and buffer exactly, see :mod:`bundle.training`) unless
+    ``training_state=False``; ``optimizer``, ``scheduler`` and ``include_rng`` add
+    their states, for :func:`restore`.
     """
     from . import parity as parity_mod
     from . import precision as precision_mod
@@ -60,7 +71,14 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     from .graph import io_specs
 
     keys = _signing_keys(signing_key, passphrase)
-    converted = convert(model, sample_input, target_opset=target_opset)
+    torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
+                                       ("scheduler", scheduler), ("training_state", training_state))
+                     if v is not None}
+    if exporter != "auto":
+        torch_options["exporter"] = exporter
+    if include_rng:
+        torch_options["include_rng"] = True
+    converted = convert(model, sample_input, target_opset=target_opset, **torch_options)
     if precision != "fp32":
         if not converted.reference and converted.feeds is not None:
             # Plain ONNX has no original framework: the fp32 graph is the reference.
@@ -78,6 +96,7 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
                                rtol=rtol, rows=rows), accept_mismatch)
 
     tensors = weights_mod.externalize(onx)
+    training = converted.training.entries(tensors) if converted.training is not None else []
     weights_bytes = weights_mod.serialize(tensors)
     header = weights_mod.parse_header(weights_bytes, len(weights_bytes))
     weights_mod.bind_external(onx, header)
@@ -102,8 +121,11 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
 
     contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True),
                 EntryData(WEIGHTS_NAME, weights_bytes, align=True)]
+    contents += [EntryData(n, data, compress=n.endswith(".json"), align=not n.endswith(".json"))
+                 for n, data in training]
     return pack(path, contents, make_manifest, keys,
-                {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights"})
+                {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights",
+                 **{n: "training_state" for n, _ in training}})
 
 
 def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,6 +231,30 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
             raise FormatError(f"onnxruntime cannot load the verified graph: "
                               f"{str(e).splitlines()[0]}") from e
         return Model(session, manifest, vb.report)
+    finally:
+        vb.reader.close()
+
+
+def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
+            scheduler: Any = None, *, trusted_keys: signing.TrustedKeys | None = None,
+            allow_unsigned: bool = False, threshold: int | None = None,
+            rng: bool = True) -> VerifyReport:
+    """Verify a bundle exactly as :func:`load` does, then load its training state.
+
+    ``model`` (a PyTorch module of the same architecture) gets every parameter
+    and buffer; ``optimizer`` and ``scheduler``, when given, get their saved
+    states (the bundle must hold them); the saved RNG states are restored when
+    present and ``rng``. Everything is checked first -- names, shapes, dtypes,
+    optimizer class and param groups -- and an :class:`InputError` lists every
+    mismatch; nothing is loaded unless all fit. Nothing is unpickled.
+    """
+    from .training import restore_verified
+
+    vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold)
+    try:
+        _check_content(vb)
+        report: VerifyReport = restore_verified(vb, model, optimizer, scheduler, rng=rng)
+        return report
     finally:
         vb.reader.close()
 

@@ -45,21 +45,28 @@ class Converted:
     methods: Mapping[str, Method] = field(default_factory=dict)
     columns: tuple[Column, ...] = ()
     notes: tuple[str, ...] = ()
-
-
-def _module_root(obj: Any) -> str:
-    for cls in type(obj).__mro__:
-        root = (cls.__module__ or "").split(".")[0]
-        if root not in ("builtins", "abc", "typing"):
-            return root
-    return ""
+    training: Any = None
+    """Training state to store beside the graph (:class:`bundle.training.TrainingState`)."""
 
 
 _CONVERTERS: dict[str, str] = {
     "sklearn": "sklearn",
     "imblearn": "sklearn",
     "onnx": "onnx_model",
+    "torch": "torch",
 }
+
+_TORCH_ONLY = ("dynamic_axes", "exporter", "optimizer", "scheduler", "include_rng",
+               "training_state")
+
+
+def _converter_name(obj: Any) -> str:
+    """The converter of the first class in ``obj``'s MRO from a known framework."""
+    for cls in type(obj).__mro__:
+        name = _CONVERTERS.get((cls.__module__ or "").split(".")[0], "")
+        if name:
+            return name
+    return ""
 
 
 def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
@@ -69,13 +76,17 @@ def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
     if isinstance(model, (str, os.PathLike)):
         name = "onnx_model"
     else:
-        root = _module_root(model)
-        name = _CONVERTERS.get(root, "")
+        name = _converter_name(model)
         if not name:
             raise ConversionError(
                 f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
-                "model-bundle exports scikit-learn estimators and pipelines, onnx.ModelProto "
-                "objects and .onnx files")
+                "model-bundle exports scikit-learn estimators and pipelines, PyTorch "
+                "nn.Modules, onnx.ModelProto objects and .onnx files")
+    if name != "torch":
+        given = [k for k in _TORCH_ONLY if options.get(k) not in (None, False)]
+        if given:
+            raise ConversionError(f"{', '.join(given)} apply to PyTorch modules only")
+        options = {k: v for k, v in options.items() if k not in _TORCH_ONLY}
     module = importlib.import_module(f".{name}", __name__)
     fn: Callable[..., Converted] = module.convert
     return fn(model, sample_input, **options)

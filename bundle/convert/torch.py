@@ -1,0 +1,641 @@
+"""PyTorch ``nn.Module``s, through torch.export and the dynamo ONNX exporter.
+
+The sample input decides the graph's inputs: a tensor or a tuple of tensors are
+the positional arguments of ``forward()`` and take its parameter names; a dict
+of tensors are keyword arguments and take their keys. Integer inputs (token
+ids) keep their dtype. Outputs are named by their dict keys when ``forward()``
+returns a dict, else ``output`` (one tensor) or ``output_0``, ``output_1``...
+(a tuple); ``predict`` gives the first. Axis 0 of every input is dynamic
+("batch") unless ``dynamic_axes`` says otherwise for that input.
+
+Export runs in two steps so that failures can be explained: ``torch.export``
+captures the module (a dynamic axis the code fixes to a constant, or a shape
+that depends on tensor values, is reported here, naming the axis or the line),
+then ``torch.onnx.export(..., dynamo=True)`` translates it (an operator without
+an ONNX translation is reported with the module that calls it). When the dynamo
+path fails for another reason, or an operator cannot be translated, the
+TorchScript exporter is tried instead, with a warning; the manifest's
+``model.converter`` says which one produced the graph.
+
+The graph is exported without onnxscript's optimizer, so parameters and buffers
+reach the ONNX initializers verbatim under their ``state_dict`` names
+(onnxruntime does the constant folding and fusions itself when it loads the
+graph). Initializers that are bit-identical to a parameter but carry an
+exporter name (``onnx::MatMul_12``) are renamed to the parameter's name; one that
+carries a parameter's name but holds something else (a fused or transposed
+weight) is renamed away from it, so a name in ``weights.safetensors`` always
+means that parameter's exact value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConversionError
+from ..manifest import Method
+from . import Converted
+
+_INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
+_INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
+                 "bool")
+
+
+class ExportFallbackWarning(UserWarning):
+    """The dynamo exporter failed and the TorchScript exporter was used instead."""
+
+
+class _DynamoFailedError(Exception):
+    """The dynamo path failed in a way the TorchScript exporter may not."""
+
+    def __init__(self, message: str, cause: BaseException | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+
+
+def _import() -> Any:
+    try:
+        import torch
+    except ImportError as e:
+        raise ConversionError(f"saving a PyTorch model needs torch; {_INSTALL}") from e
+    return torch
+
+
+def _first_line(e: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(e).strip().split("\n")[0].split()) or type(e).__name__
+    return text[:limit]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_tensor(torch: Any, value: Any, where: str) -> Any:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ConversionError(f"sample_input {where} is a {type(value).__name__}; give tensors "
+                              "(a tensor, a tuple of tensors or a dict of named tensors)")
+    dtype = str(value.dtype).removeprefix("torch.")
+    if dtype not in _INPUT_DTYPES:
+        raise ConversionError(f"sample_input {where} has dtype {value.dtype}; graph inputs may "
+                              f"be {', '.join(_INPUT_DTYPES)}")
+    return value
+
+
+def _sample(torch: Any, module: Any, sample: Any) -> tuple[tuple[Any, ...], dict[str, Any],
+                                                           list[str], list[Any]]:
+    """Positional args, keyword args, input names and input tensors (in graph order)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = next((p for p in params if p.kind == p.VAR_POSITIONAL), None)
+    varkw = next((p for p in params if p.kind == p.VAR_KEYWORD), None)
+    keywords = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if isinstance(sample, Mapping):
+        kwargs = {}
+        for key, value in sample.items():
+            if not isinstance(key, str):
+                raise ConversionError(f"sample_input keys must be strings, got {key!r}")
+            if key not in keywords and varkw is None:
+                raise ConversionError(f"sample_input key {key!r} is not a parameter of "
+                                      f"{type(module).__name__}.forward{_sig(params)}")
+            kwargs[key] = _as_tensor(torch, value, repr(key))
+        if not kwargs:
+            raise ConversionError("sample_input is an empty dict")
+        # forward()'s parameter order, then any **kwargs extras as given: both exporters
+        # order the graph inputs this way
+        order = [p.name for p in params if p.name in kwargs]
+        order += [k for k in kwargs if k not in order]
+        kwargs = {k: kwargs[k] for k in order}
+        return (), kwargs, order, list(kwargs.values())
+    items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+    if not items:
+        raise ConversionError("sample_input is empty")
+    if len(items) > len(positional) and varargs is None:
+        raise ConversionError(f"sample_input gives {len(items)} positional inputs but "
+                              f"{type(module).__name__}.forward{_sig(params)} takes "
+                              f"{len(positional)}")
+    names = []
+    for i, _ in enumerate(items):
+        names.append(positional[i].name if i < len(positional)
+                     else f"{varargs.name}_{i - len(positional)}")  # type: ignore[union-attr]
+    args = tuple(_as_tensor(torch, v, f"input {n!r}") for v, n in zip(items, names, strict=True))
+    return args, {}, names, list(args)
+
+
+def _sig(params: Sequence[inspect.Parameter]) -> str:
+    return "(" + ", ".join(str(p) for p in params) + ")"
+
+
+def _axes(names: list[str], tensors: list[Any],
+          dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
+    """Dynamic axes per input: axis 0 ('batch') by default; ``dynamic_axes`` overrides."""
+    given = dict(dynamic_axes or {})
+    unknown = set(given) - set(names)
+    if unknown:
+        raise ConversionError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; the "
+                              f"inputs are {names}")
+    axes: dict[str, dict[int, str]] = {}
+    sizes: dict[str, tuple[str, int, int]] = {}
+    for name, t in zip(names, tensors, strict=True):
+        spec = given.get(name, {0: "batch"} if t.dim() >= 1 else {})
+        if not isinstance(spec, Mapping):
+            spec = {int(a): f"{name}_dim{int(a)}" for a in spec}
+        out: dict[int, str] = {}
+        for axis, dim in spec.items():
+            if not isinstance(axis, int) or isinstance(axis, bool) or \
+                    not -t.dim() <= axis < t.dim():
+                raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
+                                      f"in a {t.dim()}-D input")
+            if not isinstance(dim, str) or not dim:
+                raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
+                                      "(a non-empty string)")
+            axis %= t.dim()
+            size = int(t.shape[axis])
+            if size < 2:
+                raise ConversionError(
+                    f"sample_input {name!r} has size {size} on dynamic axis {axis} ({dim!r}); "
+                    "torch.export treats sizes 0 and 1 as constants, so give a sample with at "
+                    f"least 2 there (e.g. 2 rows), or make the axis static with "
+                    f"dynamic_axes={{{name!r}: {{}}}}")
+            if dim in sizes and sizes[dim][2] != size:
+                other, oaxis, osize = sizes[dim]
+                raise ConversionError(
+                    f"dynamic axis {dim!r} is {osize} in {other!r} (axis {oaxis}) but {size} in "
+                    f"{name!r} (axis {axis}); axes sharing a name must have the same size")
+            sizes.setdefault(dim, (name, axis, size))
+            out[axis] = dim
+        axes[name] = out
+    return axes
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _outputs(torch: Any, out: Any) -> tuple[list[str], list[Any]]:
+    if isinstance(out, torch.Tensor):
+        return ["output"], [out]
+    if isinstance(out, Mapping):
+        names, values = [], []
+        for k, v in out.items():
+            if not isinstance(k, str) or not k:
+                raise ConversionError(f"forward() returns a dict with key {k!r}; output names "
+                                      "must be non-empty strings")
+            names.append(k)
+            values.append(v)
+    elif isinstance(out, (tuple, list)):
+        names = [f"output_{i}" for i in range(len(out))]
+        values = list(out)
+    else:
+        raise ConversionError(f"forward() returns a {type(out).__name__}; return a tensor, a "
+                              "tuple of tensors or a dict of tensors")
+    if not values:
+        raise ConversionError("forward() returns no outputs")
+    for n, v in zip(names, values, strict=True):
+        if not isinstance(v, torch.Tensor):
+            raise ConversionError(f"output {n!r} is a {type(v).__name__}, not a tensor; nested "
+                                  "outputs are not supported: return a flat tuple or dict")
+    return names, values
+
+
+def _to_numpy(t: Any, where: str) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        raise ConversionError(f"{where} is bfloat16, which the bundle's inputs and outputs "
+                              "cannot carry; cast it to float32 in forward()")
+    return t.detach().to("cpu").numpy()  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- export
+
+
+@contextlib.contextmanager
+def _quiet(torch: Any, caught: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Keep the exporters' chatter (deprecations, tracer and logging noise) to ourselves."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                caught.extend(seen)
+    finally:
+        logger.setLevel(level)
+
+
+_CONSTRAINT = re.compile(r"You marked (\w+) as dynamic but your code specialized it to be a "
+                         r"constant \((-?\d+)\)")
+_OPOVERLOAD = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)")
+_TARGET = re.compile(r"target=torch\.ops\.([\w.]+)")
+
+
+def _user_frame(msg: str) -> str:
+    """The user code line an export error points at, when the message has one."""
+    m = re.search(r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line "
+                  r"(\d+), in (\w+)\s*\n\s*(.+)", msg)
+    if m:
+        return f" at {m.group(1)}:{m.group(2)} in {m.group(3)}(): `{m.group(4).strip()}`"
+    m = re.search(r"File \"([^\"]+)\", line (\d+), in (\w+)", msg)
+    return f" at {m.group(1)}:{m.group(2)} in {m.group(3)}()" if m else ""
+
+
+def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+             names: list[str], axes: dict[str, dict[int, str]]) -> Any:
+    """torch.export the module; explain dynamic-shape failures (which are not retried)."""
+    from torch.export import Dim
+
+    dims: dict[str, Any] = {}
+    safe: dict[str, str] = {}
+
+    def dim(name: str) -> Any:
+        if name not in dims:
+            ident = name if name.isidentifier() else f"dim{len(dims)}"
+            dims[name] = Dim(ident)
+            safe[ident] = name
+        return dims[name]
+
+    specs = [{axis: dim(d) for axis, d in axes[n].items()} or None for n in names]
+    bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+    by_name = dict(zip(names, specs, strict=True))
+    dynamic: dict[str, Any] = {}
+    positional = iter(specs[:len(args)])
+    params = inspect.signature(module.forward).parameters
+    for pname, value in bound.items():
+        kind = params[pname].kind
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            dynamic[pname] = tuple(next(positional) for _ in value)
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            dynamic[pname] = {k: by_name[k] for k in value}
+        elif pname in kwargs:
+            dynamic[pname] = by_name[pname]
+        else:
+            dynamic[pname] = next(positional)
+    where = {d: (n, a) for n in names for a, d in axes[n].items()}
+    stderr = io.StringIO()  # torch.export prints a partial graph there when it fails
+    try:
+        with contextlib.redirect_stderr(stderr):
+            ep = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic, strict=False)
+        sys.stderr.write(stderr.getvalue())
+        return ep
+    except Exception as e:
+        msg = str(e)
+        m = _CONSTRAINT.search(msg)
+        if m or "Constraints violated" in msg:
+            if m:
+                d = safe.get(m.group(1), m.group(1))
+                inp, axis = where.get(d, ("?", "?"))
+                raise ConversionError(
+                    f"input {inp!r} axis {axis} ({d!r}) was declared dynamic, but "
+                    f"{type(module).__name__} fixes it to {m.group(2)} (a reshape/view or a loop "
+                    "with a hard-coded size?). Make the model independent of that size, or "
+                    f"export it as fixed with dynamic_axes={{{inp!r}: {{}}}}") from e
+            raise ConversionError(f"a dynamic axis cannot stay dynamic: "
+                                  f"{_first_line(e)}") from e
+        if type(e).__name__ in ("GuardOnDataDependentSymNode",
+                                "DataDependentErrorOperatorNotSupported") or \
+                "data-dependent" in msg:
+            sym = re.search(r"data-dependent expression ([^\s(]+(?: [<>=!]+ [^\s(]+)?)", msg)
+            expr = f" ({sym.group(1)})" if sym else ""
+            raise ConversionError(
+                f"{type(module).__name__} has a shape or control flow that depends on tensor "
+                f"values{expr}{_user_frame(msg)}: torch.export cannot capture a size that is "
+                "only known from the data (e.g. int(x.sum()), x.nonzero() sizes used in "
+                "Python, or `if tensor:`). Compute that dimension from input shapes, or use "
+                "torch.cond / torch._check to bound it") from e
+        raise _DynamoFailedError(f"torch.export could not capture {type(module).__name__}: "
+                                 f"{_first_line(e)}", e) from e
+
+
+def _unsupported_op(e: BaseException, ep: Any) -> str | None:
+    """'operator X (called from module 'a.b' (pkg.Cls))' for a missing ONNX translation."""
+    texts: list[str] = []
+    cur: BaseException | None = e
+    while cur is not None and len(texts) < 8:
+        texts.append(str(cur))
+        cur = cur.__cause__ or cur.__context__
+    text = "\n".join(texts)
+    if "No ONNX function found" not in text and "not supported" not in text.lower():
+        return None
+    m = _OPOVERLOAD.search(text)
+    op = f"{m.group(1)}.{m.group(2)}" if m else None
+    if op is None:
+        t = _TARGET.search(text)
+        op = t.group(1) if t else None
+    if op is None:
+        return None
+    where = ""
+    base = op.rsplit(".", 1)[0]
+    for node in ep.graph.nodes:
+        target = str(getattr(node, "target", ""))
+        if node.op == "call_function" and (target == op or target.startswith(base + ".")):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, cls = list(stack.values())[-1]
+                cls = cls if isinstance(cls, str) else getattr(cls, "__qualname__", str(cls))
+                where = f" (called from module {path or '<root>'!r}, {cls})"
+            break
+    return f"operator {op}{where}"
+
+
+def _dynamo(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+            names: list[str], out_names: list[str], axes: dict[str, dict[int, str]],
+            opset: int | None) -> Any:
+    ep = _capture(torch, module, args, kwargs, names, axes)
+    try:
+        program = torch.onnx.export(ep, dynamo=True, optimize=False, verbose=False,
+                                    input_names=names, output_names=out_names,
+                                    opset_version=opset)
+    except Exception as e:
+        op = _unsupported_op(e, ep)
+        if op:
+            raise _DynamoFailedError(f"{op} has no ONNX translation in the dynamo exporter",
+                                     e) from e
+        raise _DynamoFailedError(f"the dynamo exporter could not translate "
+                                 f"{type(module).__name__}: {_first_line(e)}", e) from e
+    model = program.model_proto
+    _rename_dims(model, names, axes)
+    return model
+
+
+def _torchscript(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 names: list[str], out_names: list[str], axes: dict[str, dict[int, str]],
+                 opset: int | None) -> Any:
+    import onnx
+
+    f = io.BytesIO()
+    torch.onnx.export(module, args, f, kwargs=kwargs or None, dynamo=False,
+                      input_names=names, output_names=out_names,
+                      dynamic_axes={n: dict(a) for n, a in axes.items() if a},
+                      opset_version=opset, do_constant_folding=False, verbose=False)
+    return onnx.load_from_string(f.getvalue())
+
+
+def _rename_dims(model: Any, names: list[str], axes: dict[str, dict[int, str]]) -> None:
+    """Give the exporter's dimension symbols (s52...) the names the caller chose."""
+    symbols: dict[str, str] = {}
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for n in names:
+        vi = inputs.get(n)
+        if vi is None:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        for axis, d in axes[n].items():
+            if axis < len(dims) and dims[axis].dim_param and dims[axis].dim_param != d:
+                symbols.setdefault(dims[axis].dim_param, d)
+    if not symbols:
+        return
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, symbols)) + r")\b")
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param:
+                d.dim_param = pattern.sub(lambda m: symbols[m.group(1)], d.dim_param)
+
+
+# --------------------------------------------------------------------------- graph tidying
+
+
+def _all_graphs(graph: Any) -> Iterator[Any]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_graphs(attr.g)
+            for g in attr.graphs:
+                yield from _all_graphs(g)
+
+
+def _tidy(model: Any) -> None:
+    """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
+    from onnx import inliner
+
+    from ..graph import STANDARD_DOMAINS
+
+    if len(model.functions):
+        inlined = inliner.inline_local_functions(model)
+        model.CopyFrom(inlined)
+        del model.functions[:]
+    used = set()
+    for g in _all_graphs(model.graph):
+        g.doc_string = ""
+        del g.metadata_props[:]
+        for node in g.node:
+            used.add(node.domain)
+            node.doc_string = ""
+            del node.metadata_props[:]
+            if node.domain not in STANDARD_DOMAINS:
+                raise ConversionError(
+                    f"the exported graph calls {node.domain}::{node.op_type}, which is not a "
+                    "standard ONNX operator (a custom op without an ONNX translation); bundles "
+                    "hold standard operators only")
+        for coll in (g.input, g.output, g.value_info, g.initializer):
+            for item in coll:
+                item.doc_string = ""
+                del item.metadata_props[:]
+    keep = [op for op in model.opset_import if op.domain in ("", "ai.onnx") or op.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    model.doc_string = ""
+    del model.metadata_props[:]
+
+
+def _rename_values(graph: Any, mapping: dict[str, str]) -> None:
+    """Rename values throughout ``graph`` and the subgraphs that see them."""
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        vi.name = mapping.get(vi.name, vi.name)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                local = {v.name for v in (*sub.input, *sub.initializer)}
+                local |= {o for n in sub.node for o in n.output}
+                inner = {k: v for k, v in mapping.items() if k not in local}
+                if inner:
+                    _rename_values(sub, inner)
+
+
+def _adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> None:
+    """Name initializers after the state_dict tensors they hold exactly (see module doc)."""
+    from onnx import numpy_helper
+
+    from ..training import _same
+
+    inits = {i.name: i for i in model.graph.initializer}
+    taken = set(inits) | {v.name for v in (*model.graph.input, *model.graph.output)}
+    taken |= {o for n in model.graph.node for o in n.output}
+    mapping: dict[str, str] = {}
+    values: dict[str, np.ndarray] = {}
+
+    def value(name: str) -> np.ndarray:
+        if name not in values:
+            values[name] = numpy_helper.to_array(inits[name])
+        return values[name]
+
+    # 1. a parameter's name on something that is not that parameter's value: move it aside
+    for name in list(inits):
+        if name in state:
+            want = state[name]
+            if want is None or not _same(value(name), want):
+                new, n = f"{name}.folded", 1
+                while new in taken:
+                    n += 1
+                    new = f"{name}.folded{n}"
+                taken.add(new)
+                mapping[name] = new
+    claimed = {n for n in inits if n in state and n not in mapping}
+    # 2. an exporter-named initializer holding a parameter's exact value: give it that name
+    layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for name, arr in state.items():
+        if arr is not None and name not in claimed:
+            layout.setdefault((arr.dtype.str, arr.shape), []).append(name)
+    for name in inits:
+        if name in claimed or (name in state and name not in mapping):
+            continue
+        try:
+            arr = value(name)
+        except Exception:  # noqa: S112 - types numpy cannot hold keep their names
+            continue
+        for candidate in layout.get((arr.dtype.str, arr.shape), []):
+            if candidate in claimed or (candidate in taken and candidate not in mapping):
+                continue
+            want = state[candidate]
+            if want is not None and _same(arr, want):
+                mapping[name] = candidate
+                claimed.add(candidate)
+                taken.add(candidate)
+                break
+    if mapping:
+        _rename_values(model.graph, mapping)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
+            dynamic_axes: Mapping[str, Any] | None = None, exporter: str = "auto",
+            optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
+            training_state: bool | None = None, **_: Any) -> Converted:
+    """Export an ``nn.Module`` (see the module docstring)."""
+    torch = _import()
+    from .. import training as training_mod
+
+    if not isinstance(model, torch.nn.Module):
+        raise ConversionError(f"expected a torch.nn.Module, got {type(model).__qualname__}")
+    name = type(model).__name__
+    if exporter not in ("auto", "dynamo", "torchscript"):
+        raise ConversionError(f"exporter {exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
+    if sample_input is None:
+        raise ConversionError("sample_input is required: a tensor, a tuple of tensors or a dict "
+                              "of named tensors, as forward() takes them (2 or more rows)")
+    if training_state is False and (optimizer is not None or scheduler is not None or
+                                    include_rng):
+        raise ConversionError("training_state=False contradicts optimizer/scheduler/"
+                              "include_rng: those are training state")
+    args, kwargs, names, tensors = _sample(torch, model, sample_input)
+    axes = _axes(names, tensors, dynamic_axes)
+    # Snapshot the training state first: nothing below may change it, but RNG and
+    # buffers are captured as the caller left them.
+    state = None if training_state is False else training_mod.capture(
+        model, optimizer, scheduler, include_rng)
+
+    modes = {m: m.training for m in model.modules()}
+    caught: list[warnings.WarningMessage] = []
+    used = "dynamo" if exporter != "torchscript" else "torchscript"
+    fallback_reason = ""
+    try:
+        model.train(False)
+        try:
+            with torch.no_grad():
+                out = model(*args, **kwargs)
+        except Exception as e:
+            raise ConversionError(f"{name}.forward() fails on sample_input: {_first_line(e)} "
+                                  "(wrong dtype? torch modules usually want float32 "
+                                  "inputs)") from e
+        out_names, out_values = _outputs(torch, out)
+        clash = set(out_names) & set(names)
+        if clash:
+            raise ConversionError(f"output name(s) {sorted(clash)} are also input names; "
+                                  "rename the dict keys")
+        reference = {n: _to_numpy(v, f"output {n!r}")
+                     for n, v in zip(out_names, out_values, strict=True)}
+        onx = None
+        if used == "dynamo":
+            try:
+                with _quiet(torch, caught):
+                    onx = _dynamo(torch, model, args, kwargs, names, out_names, axes,
+                                  target_opset)
+                    _tidy(onx)
+            except _DynamoFailedError as e:
+                if exporter == "dynamo":
+                    raise ConversionError(f"cannot export {name}: {e.message}") from e.cause
+                fallback_reason, used = e.message, "torchscript"
+            except ConversionError as e:
+                if exporter == "dynamo" or "not a standard ONNX operator" not in str(e):
+                    raise
+                fallback_reason, used = str(e), "torchscript"
+        if onx is None:
+            caught.clear()
+            try:
+                with _quiet(torch, caught):
+                    onx = _torchscript(torch, model, args, kwargs, names, out_names, axes,
+                                       target_opset)
+                    _tidy(onx)
+            except Exception as e:
+                if fallback_reason:
+                    raise ConversionError(
+                        f"cannot export {name}: {fallback_reason}; the TorchScript exporter "
+                        f"also failed: {_first_line(e)}") from e
+                raise ConversionError(f"the TorchScript exporter cannot export {name}: "
+                                      f"{_first_line(e)}") from e
+            if fallback_reason:
+                tracer = [str(w.message).split("\n")[0] for w in caught
+                          if type(w.message).__name__ == "TracerWarning"]
+                note = (f" TorchScript tracing warned: {tracer[0][:300]}"
+                        + (f" (and {len(tracer) - 1} more)" if len(tracer) > 1 else "")
+                        if tracer else "")
+                warnings.warn(
+                    f"{name}: the dynamo exporter failed ({fallback_reason}); exported with the "
+                    "TorchScript exporter (torch.onnx.export(dynamo=False)) instead, recorded "
+                    "as converter 'torch.onnx.torchscript'. Check the recorded parity; pass "
+                    f"exporter='dynamo' to make this an error.{note}",
+                    ExportFallbackWarning, stacklevel=4)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+    if state is not None:
+        snapshot = {k: training_mod.as_numpy(t) for k, t in state.model.items()}
+    else:
+        snapshot = {k: training_mod.as_numpy(t.detach().to("cpu"))
+                    for k, t in model.state_dict().items()}
+    _adopt_state_names(onx, snapshot)
+    graph_inputs = [i.name for i in onx.graph.input]
+    if graph_inputs != names:
+        raise ConversionError(f"the exported graph's inputs {graph_inputs} are not the sample's "
+                              f"{names} (an input forward() ignores?)")
+    feeds = {n: _to_numpy(t, f"input {n!r}") for n, t in zip(names, tensors, strict=True)}
+    version = torch.__version__.split("+")[0]
+    return Converted(
+        model=onx, task="generic", framework="pytorch", framework_version=version,
+        converter=f"torch.onnx.{used}", converter_version=version, feeds=feeds,
+        reference=reference, methods={"predict": Method(out_names[0])},
+        training=state)
