@@ -26,6 +26,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_UNEXPECTED = 1
 
 
+def _safe(value: object) -> str:
+    """Text from a bundle, made inert for the terminal: control and format characters
+    (ANSI escapes, bidi overrides) shown escaped, rich markup brackets escaped."""
+    from rich.markup import escape
+
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                       for c in text)
+    return escape(text)
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
@@ -124,11 +136,13 @@ def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
     out = _console()
     if report.verified:
         who = ", ".join(f"{s.key_type} {_short(s.key_id)}" for s in report.signers)
-        out.print(f"[green]OK[/green] {bundle_path}: {m.name!r} v{m.version} signed by {who}; "
+        out.print(f"[green]OK[/green] {_safe(bundle_path)}: {_safe(repr(m.name))} "
+                  f"v{_safe(m.version)} signed by {who}; "
                   f"{len(report.files)} files + manifest hashed")
     else:
-        out.print(f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] {bundle_path}: "
-                  f"{m.name!r} v{m.version}; {len(report.files)} files + manifest hashed")
+        out.print(f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] "
+                  f"{_safe(bundle_path)}: {_safe(repr(m.name))} v{_safe(m.version)}; "
+                  f"{len(report.files)} files + manifest hashed")
 
 
 def _inspect_table(insp: api.Inspection) -> None:
@@ -137,12 +151,13 @@ def _inspect_table(insp: api.Inspection) -> None:
     man = insp.manifest
     m = man.model
     out = _console()
-    out.print(f"[bold]{m.name}[/bold] v{m.version}  ({m.framework} {m.framework_version}, "
-              f"{m.task}, via {m.converter} {m.converter_version}, precision {m.precision})")
+    out.print(f"[bold]{_safe(m.name)}[/bold] v{_safe(m.version)}  ({_safe(m.framework)} "
+              f"{_safe(m.framework_version)}, {_safe(m.task)}, via {_safe(m.converter)} "
+              f"{_safe(m.converter_version)}, precision {_safe(m.precision)})")
     out.print("[yellow]UNVERIFIED[/yellow]: read without checking signatures or hashes; "
               "run `model-bundle verify` before trusting it")
     if m.description:
-        out.print(m.description)
+        out.print(_safe(m.description))
     out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
               f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
               f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
@@ -152,12 +167,15 @@ def _inspect_table(insp: api.Inspection) -> None:
     for kind, specs in (("in", man.inputs), ("out", man.outputs)):
         for s in specs:
             shape = "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]"
-            io.add_row(kind, s.name, s.dtype, shape, ", ".join(map(str, s.dynamic_axes)) or "-")
+            io.add_row(kind, _safe(s.name), _safe(s.dtype), _safe(shape),
+                       _safe(", ".join(map(str, s.dynamic_axes))) or "-")
     out.print(io)
     if man.columns:
-        out.print("Columns: " + ", ".join(f"{c.name} ({c.kind})" for c in man.columns))
+        out.print("Columns: " + ", ".join(f"{_safe(c.name)} ({_safe(c.kind)})"
+                                          for c in man.columns))
     if man.methods:
-        out.print("Methods: " + ", ".join(f"{k} -> {v.output}" for k, v in man.methods.items()))
+        out.print("Methods: " + ", ".join(f"{_safe(k)} -> {_safe(v.output)}"
+                                          for k, v in man.methods.items()))
     if man.parity:
         p = man.parity
         t = Table(title=f"Parity on {p.sample_rows} sample rows (atol {p.atol}, rtol {p.rtol})"
@@ -165,7 +183,7 @@ def _inspect_table(insp: api.Inspection) -> None:
         for col in ("output", "max abs", "max rel", "out of tolerance"):
             t.add_column(col)
         for o in p.outputs:
-            t.add_row(o.name, f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", str(o.mismatches))
+            t.add_row(_safe(o.name), f"{o.max_abs:.3g}", f"{o.max_rel:.3g}", str(o.mismatches))
         out.print(t)
     else:
         out.print("Parity: not measured")
@@ -173,14 +191,14 @@ def _inspect_table(insp: api.Inspection) -> None:
     for col in ("path", "role", "size", "sha256"):
         ft.add_column(col)
     for f in man.files:
-        ft.add_row(f.path, f.role, f"{f.size:,}", f.sha256[:16] + "...")
+        ft.add_row(_safe(f.path), _safe(f.role), f"{f.size:,}", f.sha256[:16] + "...")
     out.print(ft)
     training = any(f.role == "training_state" for f in man.files)
     out.print(f"Training state: {'present' if training else 'none'}")
     out.print("Claimed signers (unverified): " +
               (", ".join(_short(k) for k in insp.claimed_signers) or "none"))
     for k, v in man.metadata.items():
-        out.print(f"  {k}: {v}")
+        out.print(f"  {_safe(k)}: {_safe(v)}")
 
 
 @cli.command()
@@ -295,8 +313,8 @@ def predict(bundle_path: str, trusted: tuple[str, ...], allow_unsigned: bool, in
 
     with np.printoptions(threshold=200, linewidth=100):
         for k, v in outputs.items():
-            out.print(f"[bold]{k}[/bold] {v.dtype} {list(v.shape)}")
-            out.print(str(v), markup=False)
+            out.print(f"[bold]{_safe(k)}[/bold] {v.dtype} {list(v.shape)}")
+            out.print(_safe(str(v)))
 
 
 @cli.command()

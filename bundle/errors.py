@@ -38,6 +38,9 @@ class BundleError(Exception):
     def one_line(self) -> str:
         """A single-line diagnosis for a terminal."""
         text = " ".join(str(self).split())
+        if not text.isprintable():  # names from a hostile file: no terminal escapes
+            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                           for c in text)
         return f"{type(self).__name__}: {text}"
 
 

@@ -396,7 +396,8 @@ class Manifest:
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
         """Build from a parsed JSON object, checking every field."""
-        if isinstance(d, dict) and d.get("format_version") != FORMAT_VERSION:
+        if isinstance(d, dict) and (d.get("format_version") != FORMAT_VERSION
+                                    or isinstance(d.get("format_version"), bool)):
             raise _fail("format_version", f"{d.get('format_version')!r} is not supported by this "
                         f"reader (it reads version {FORMAT_VERSION})")
         d = _obj(d, "$", {"format_version", "model", "onnx", "inputs", "outputs", "columns",

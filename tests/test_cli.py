@@ -212,3 +212,28 @@ def test_export_onnx_file(cli_env: dict[str, Path], tmp_path: Path,
     loaded = bundle.load(tmp_path / "mm.mbundle", trusted_keys=cli_env["alice"])
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(loaded.predict(x), x @ np.arange(12).reshape(4, 3))
+
+
+def test_inspect_and_verify_neutralise_terminal_escapes_and_markup(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Strings in a bundle are attacker-controlled: ANSI escapes, bidi overrides and rich
+    markup must reach the terminal inert, and bracketed shapes must stay visible."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "evil.mbundle"
+    evil = "\x1b[2J\u202e[red]pwned[/red]"
+    bundle.save(m, path, sample_input={"x": np.ones((2, 3), np.float32)}, name="evil" + evil,
+                description=evil, metadata={"k": evil})
+    code, out, err = run(capsys, "inspect", path)
+    assert code == 0, err
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "[red]pwned[/red]" in out  # shown literally, not interpreted
+    assert "[batch, 3]" in out
+    code, out, err = run(capsys, "verify", "--allow-unsigned", path)
+    assert code == 0, err
+    assert "\x1b" not in out and "\u202e" not in out
