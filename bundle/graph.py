@@ -82,6 +82,13 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
             f"{entry} defines {len(model.functions)} model-local function(s) "
             f"({model.functions[0].domain}.{model.functions[0].name}); they are not loaded",
             entry=entry)
+    if len(model.training_info):
+        # Training graphs are not part of inference; refusing them keeps every graph the
+        # loader hands onnxruntime inside the checks below.
+        raise UntrustedContentError(
+            f"{entry} carries {len(model.training_info)} ONNX training_info graph(s); "
+            "bundles hold inference graphs only (training state lives in training/)",
+            entry=entry)
     for g in _graphs(model.graph):
         for node in g.node:
             if node.domain not in STANDARD_DOMAINS or node.op_type == "EPContext":

@@ -569,7 +569,8 @@ def test_sparse_tensor_external_data(tmp_path: Path, tiny: Path, key: bundle.Pri
         bundle.load(path, trusted_keys=key.public_key, device="cpu", zero_copy=True)
 
 
-@pytest.mark.parametrize("case", ["node_domain", "opset_import", "epcontext", "function"])
+@pytest.mark.parametrize("case", ["node_domain", "opset_import", "epcontext", "function",
+                                  "training_info"])
 def test_custom_domain_and_precompiled_content(tmp_path: Path, tiny: Path,
                                                key: bundle.PrivateKey, case: str) -> None:
     def edit(m: onnx.ModelProto) -> None:
@@ -580,6 +581,12 @@ def test_custom_domain_and_precompiled_content(tmp_path: Path, tiny: Path,
             m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         elif case == "epcontext":
             node.op_type = "EPContext"
+        elif case == "training_info":
+            info = m.training_info.add()
+            info.algorithm.CopyFrom(helper.make_graph(
+                [helper.make_node("Relu", ["a"], ["b"])], "train",
+                [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+                [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])]))
         else:
             m.functions.append(helper.make_function(
                 "local", "F", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
