@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 import bundle
 
 
-def mlp(width: int = 2400, depth: int = 6, n_in: int = 512, n_out: int = 16):  # noqa: ANN201
+def mlp(width: int = 2400, depth: int = 6, n_in: int = 512, n_out: int = 16):
     rng = np.random.default_rng(0)
     inits, nodes, prev, size = [], [], "X", n_in
     for i in range(depth):
@@ -46,7 +46,7 @@ def mlp(width: int = 2400, depth: int = 6, n_in: int = 512, n_out: int = 16):  #
     return m
 
 
-def median_time(fn, reps: int = 30) -> float:  # noqa: ANN001
+def median_time(fn, reps: int = 30) -> float:
     fn()
     times = []
     for _ in range(reps):
@@ -62,7 +62,8 @@ def main() -> int:
     path = tmp / "mlp.mbundle"
     t = time.perf_counter()
     bundle.save(mlp(), path, signing_key=key, name="gpu-check-mlp")
-    print(f"exported {path.stat().st_size / 2**20:.0f} MiB bundle in {time.perf_counter() - t:.2f} s")
+    took = time.perf_counter() - t
+    print(f"exported {path.stat().st_size / 2**20:.0f} MiB bundle in {took:.2f} s")
     cpu = bundle.load(path, trusted_keys=key.public_key, device="cpu")
     try:
         gpu = bundle.load(path, trusted_keys=key.public_key, device="cuda")

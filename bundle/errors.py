@@ -10,15 +10,15 @@ from __future__ import annotations
 
 __all__ = [
     "BundleError",
+    "ConversionError",
+    "DeviceError",
     "FormatError",
-    "LimitError",
+    "InputError",
     "IntegrityError",
+    "KeyFileError",
+    "LimitError",
     "SignatureError",
     "UntrustedContentError",
-    "ConversionError",
-    "InputError",
-    "KeyFileError",
-    "DeviceError",
 ]
 
 

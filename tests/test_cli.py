@@ -231,9 +231,11 @@ def test_inspect_and_verify_neutralise_terminal_escapes_and_markup(
                 description=evil, metadata={"k": evil})
     code, out, err = run(capsys, "inspect", path)
     assert code == 0, err
-    assert "\x1b" not in out and "\u202e" not in out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
     assert "[red]pwned[/red]" in out  # shown literally, not interpreted
     assert "[batch, 3]" in out
     code, out, err = run(capsys, "verify", "--allow-unsigned", path)
     assert code == 0, err
-    assert "\x1b" not in out and "\u202e" not in out
+    assert "\x1b" not in out
+    assert "\u202e" not in out

@@ -61,7 +61,7 @@ def test_auto_falls_back_to_cpu_quietly_without_gpu(tiny: Path,
         warnings.simplefilter("always")
         m = bundle.load(tiny, allow_unsigned=True, device="auto")
     assert m.providers == ["CPUExecutionProvider"]
-    out, err = capfd.readouterr()
+    _, err = capfd.readouterr()
     assert "provider_bridge" not in err  # onnxruntime's native CUDA error text stays hidden
     # a warning only when a driver is present but CUDA failed; never more than one
     assert len([w for w in caught if issubclass(w.category, RuntimeWarning)]) <= 1

@@ -41,7 +41,8 @@ def test_onnx_model_compressed_against_fp32_reference(tmp_path: Path, sample: np
     ref_path, path = tmp_path / "fp32.mbundle", tmp_path / f"{precision}.mbundle"
     bundle.save(_mlp(), ref_path, sample_input=sample, name="mlp")
     manifest = bundle.save(_mlp(), path, sample_input=sample, name="mlp", precision=precision)
-    assert manifest.parity is not None and manifest.parity.passed
+    assert manifest.parity is not None
+    assert manifest.parity.passed
     assert manifest.model.precision == precision
     assert path.stat().st_size < 0.7 * ref_path.stat().st_size
     x = np.random.default_rng(2).normal(size=(10, 32)).astype(np.float32)
@@ -77,7 +78,8 @@ def test_compression_beyond_tolerance_is_refused(tmp_path: Path, sample: np.ndar
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
     m = bundle.save(_mlp(), tmp_path / "x.mbundle", sample_input=sample, name="mlp",
                     precision="int8", tolerance=(1e-7, 0), accept_mismatch=True)
-    assert m.parity is not None and m.parity.accepted_mismatch
+    assert m.parity is not None
+    assert m.parity.accepted_mismatch
 
 
 def test_unknown_precision(tmp_path: Path) -> None:

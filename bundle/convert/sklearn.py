@@ -23,8 +23,8 @@ _INSTALL = "install the scikit-learn extra: pip install 'model-bundle[sklearn]'"
 
 def _import() -> tuple[Any, Any]:
     try:
-        import sklearn
         import skl2onnx
+        import sklearn
     except ImportError as e:
         raise ConversionError(f"saving a scikit-learn model needs {e.name}; {_INSTALL}") from e
     return sklearn, skl2onnx
@@ -64,11 +64,11 @@ def _bool_safe(converter: Any) -> Any:
 
 
 def _custom_converters() -> dict[type, Any]:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from skl2onnx.operator_converters.random_forest import (
         convert_sklearn_random_forest_classifier,
         convert_sklearn_random_forest_regressor_converter,
     )
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     return {
         HistGradientBoostingClassifier: _bool_safe(convert_sklearn_random_forest_classifier),
@@ -118,7 +118,8 @@ def _array_inputs(x: Any) -> tuple[list[tuple[str, Any]], dict[str, np.ndarray]]
         raise ConversionError(f"sample_input must be 2-D (rows x features), got shape "
                               f"{arr.shape}")
     if arr.dtype.kind in "OUS":
-        return [("X", StringTensorType([None, arr.shape[1]]))], {"X": arr.astype(str).astype(object)}
+        feeds = {"X": arr.astype(str).astype(object)}
+        return [("X", StringTensorType([None, arr.shape[1]]))], feeds
     if arr.dtype.kind not in "fiub":
         raise ConversionError(f"sample_input has dtype {arr.dtype}; give numbers or strings")
     return [("X", FloatTensorType([None, arr.shape[1]]))], {"X": arr.astype(np.float32)}
