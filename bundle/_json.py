@@ -36,6 +36,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def loads(data: bytes, *, what: str) -> Any:
     """Parse JSON strictly (UTF-8, no duplicate keys, no NaN). ``what`` names the source."""
     try:
@@ -43,7 +50,8 @@ def loads(data: bytes, *, what: str) -> Any:
     except UnicodeDecodeError as e:
         raise FormatError(f"{what} is not valid UTF-8: {e}", entry=what) from e
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                          parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         raise FormatError(f"{what} is not valid JSON: {e}", entry=what) from e
 
@@ -51,7 +59,12 @@ def loads(data: bytes, *, what: str) -> Any:
 def loads_canonical(data: bytes, *, what: str) -> Any:
     """Parse JSON and insist that ``data`` is exactly its canonical encoding."""
     value = loads(data, what=what)
-    if dumps(value) != data:
+    try:
+        canonical = dumps(value)
+    except (ValueError, UnicodeEncodeError) as e:  # a lone surrogate such as "\ud800"
+        raise FormatError(f"{what} holds a value with no canonical encoding: {e}",
+                          entry=what) from e
+    if canonical != data:
         raise FormatError(
             f"{what} is valid JSON but not canonical (sorted keys, no whitespace, UTF-8); "
             "it was changed after it was written",
