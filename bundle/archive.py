@@ -54,8 +54,7 @@ _EXTERNAL_ATTR = (0o100644 << 16)  # regular file, rw-r--r--
 _EXTRA_ZIP64 = 0x0001
 _EXTRA_ALIGN = 0xD935  # the padding record Android's zipalign uses
 _ALLOWED_EXTRA = {_EXTRA_ZIP64, _EXTRA_ALIGN}
-_MADE_BY_OK = {(3 << 8) | 20, (3 << 8) | 45}
-_NEEDED_OK = {20, 45}
+_NEEDED_ZIP64, _NEEDED_PLAIN = 45, 20
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 
@@ -121,6 +120,40 @@ class _Written:
     offset: int
 
 
+@dataclass
+class _Open:
+    """A STORED entry being streamed: what its local header needs once the CRC is known."""
+
+    name: bytes
+    size: int
+    offset: int
+    extra: bytes
+    zip64: bool
+    written: int = 0
+
+
+def _copy_range(reader: ZipReader, start: int, end: int, dst: BinaryIO) -> None:
+    """Copy the source archive's bytes [start, end) to the end of ``dst``."""
+    dst.flush()
+    at = dst.tell()
+    src = reader.fileno()
+    pos = start
+    if hasattr(os, "copy_file_range"):
+        try:
+            while pos < end:
+                n = os.copy_file_range(src, dst.fileno(), end - pos, pos, at + pos - start)
+                if n <= 0:
+                    break
+                pos += n
+        except OSError:
+            pass  # not supported across these files: copy through user space below
+    dst.seek(at + pos - start)
+    for chunk in reader.iter_range(pos, end):
+        dst.write(chunk)
+    if dst.tell() != at + end - start:
+        raise FormatError("the bundle was truncated while being copied")
+
+
 class ZipWriter:
     """Writes a deterministic zip to a seekable binary file, entry by entry.
 
@@ -134,68 +167,129 @@ class ZipWriter:
         self._fp = fp
         self._entries: list[_Written] = []
         self._names: set[str] = set()
+        self._open: _Open | None = None
+
+    def _claim(self, name: str) -> None:
+        if self._open is not None:
+            raise ValueError(f"entry {self._open.name.decode()} is still being written")
+        if name in self._names:
+            raise ValueError(f"duplicate entry {name}")
+        self._names.add(name)
 
     def write(self, entry: EntryData) -> int:
         """Append one entry; return the absolute offset of its first data byte."""
-        if entry.name in self._names:
-            raise ValueError(f"duplicate entry {entry.name}")
-        self._names.add(entry.name)
+        if entry.data is None:
+            assert entry.chunks is not None
+            assert entry.size is not None
+            data_offset = self.begin_stored(entry.name, entry.size, align=entry.align)
+            crc = 0
+            for chunk in entry.chunks:
+                self.write_data(chunk)
+                crc = zlib.crc32(chunk, crc)
+            self.end_stored(crc)
+            return data_offset
+        self._claim(entry.name)
         fp = self._fp
         offset = fp.tell()
         name = entry.name.encode("utf-8")
-        if entry.data is not None:
-            raw = entry.data
-            size = len(raw)
-            crc = zlib.crc32(raw)
-            if entry.compress:
-                comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
-                payload = comp.compress(raw) + comp.flush()
-                method = _DEFLATED
-            else:
-                payload, method = raw, _STORED
-            csize = len(payload)
+        raw = entry.data
+        size = len(raw)
+        crc = zlib.crc32(raw)
+        if entry.compress:
+            comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+            payload = comp.compress(raw) + comp.flush()
+            method = _DEFLATED
         else:
-            assert entry.size is not None
-            size = csize = entry.size
-            crc, method, payload = 0, _STORED, b""
-        zip64 = size >= _U32 or csize >= _U32
-        extra = struct.pack("<HHQQ", _EXTRA_ZIP64, 16, size, csize) if zip64 else b""
-        if entry.align:
-            base = offset + _LOCAL.size + len(name) + len(extra)
-            pad = (-(base + 6)) % ALIGNMENT + 6
-            extra += struct.pack("<HHH", _EXTRA_ALIGN, pad - 4, ALIGNMENT) + b"\0" * (pad - 6)
-        header_at = fp.tell()
+            payload, method = raw, _STORED
+        csize = len(payload)
+        zip64, extra = self._extra(offset, name, size, csize, entry.align)
         fp.write(self._local_header(name, method, crc, csize, size, extra, zip64))
         data_offset = fp.tell()
-        if entry.data is not None:
-            fp.write(payload)
-        else:
-            assert entry.chunks is not None
-            written = 0
-            for chunk in entry.chunks:
-                fp.write(chunk)
-                crc = zlib.crc32(chunk, crc)
-                written += len(chunk)
-            if written != size:
-                raise ValueError(f"{entry.name}: streamed {written} bytes, declared {size}")
-            end = fp.tell()
-            fp.seek(header_at)
-            fp.write(self._local_header(name, method, crc, csize, size, extra, zip64))
-            fp.seek(end)
+        fp.write(payload)
         self._entries.append(_Written(name, method, crc, csize, size, offset))
         return data_offset
 
+    @staticmethod
+    def _extra(offset: int, name: bytes, size: int, csize: int, align: bool,
+               ) -> tuple[bool, bytes]:
+        zip64 = size >= _U32 or csize >= _U32
+        extra = struct.pack("<HHQQ", _EXTRA_ZIP64, 16, size, csize) if zip64 else b""
+        if align:
+            base = offset + _LOCAL.size + len(name) + len(extra)
+            pad = (-(base + 6)) % ALIGNMENT + 6
+            extra += struct.pack("<HHH", _EXTRA_ALIGN, pad - 4, ALIGNMENT) + b"\0" * (pad - 6)
+        return zip64, extra
+
+    def begin_stored(self, name: str, size: int, *, align: bool = False) -> int:
+        """Start a STORED entry of ``size`` bytes; return the offset of its first data byte.
+
+        The caller writes the data with :meth:`write_data` and finishes with
+        :meth:`end_stored`, giving the CRC-32 (which hashing threads may compute
+        while the data is written, see :mod:`bundle.digest`).
+        """
+        check_entry_name(name)
+        self._claim(name)
+        fp = self._fp
+        offset = fp.tell()
+        raw = name.encode("utf-8")
+        zip64, extra = self._extra(offset, raw, size, size, align)
+        fp.write(self._local_header(raw, _STORED, 0, size, size, extra, zip64))
+        self._open = _Open(raw, size, offset, extra, zip64)
+        return fp.tell()
+
+    def write_data(self, chunk: bytes | memoryview) -> int:
+        """Write the next bytes of the entry begun by :meth:`begin_stored`; bytes so far."""
+        e = self._open
+        if e is None:
+            raise ValueError("no entry is being written")
+        if e.written + len(chunk) > e.size:
+            raise ValueError(f"{e.name.decode()}: more than the declared {e.size} bytes")
+        self._fp.write(chunk)
+        e.written += len(chunk)
+        return e.written
+
+    def end_stored(self, crc: int) -> None:
+        """Finish the entry begun by :meth:`begin_stored`: check its size, set its CRC-32."""
+        e = self._open
+        if e is None:
+            raise ValueError("no entry is being written")
+        if e.written != e.size:
+            raise ValueError(f"{e.name.decode()}: streamed {e.written} bytes, declared {e.size}")
+        fp = self._fp
+        end = fp.tell()
+        fp.seek(e.offset)
+        fp.write(self._local_header(e.name, _STORED, crc, e.size, e.size, e.extra, e.zip64))
+        fp.seek(end)
+        self._open = None
+        self._entries.append(_Written(e.name, _STORED, crc, e.size, e.size, e.offset))
+
     def copy_entry(self, reader: ZipReader, entry: Entry) -> None:
         """Append an entry of another archive verbatim (its local header included)."""
-        if entry.name in self._names:
-            raise ValueError(f"duplicate entry {entry.name}")
-        self._names.add(entry.name)
-        offset = self._fp.tell()
-        for chunk in reader.iter_range(entry.header_offset,
-                                       entry.data_offset + entry.compressed_size):
-            self._fp.write(chunk)
-        self._entries.append(_Written(entry.name.encode("utf-8"), entry.method, entry.crc32,
-                                      entry.compressed_size, entry.size, offset))
+        self.copy_entries(reader, [entry])
+
+    def copy_entries(self, reader: ZipReader, entries: list[Entry]) -> None:
+        """Append entries of another archive verbatim, local headers included.
+
+        Entries that lie back to back in the source (a checked archive's do) go in
+        one in-kernel copy -- a reflink on file systems that share extents -- so
+        re-signing a large bundle does not pass its weights through Python.
+        """
+        for e in entries:
+            self._claim(e.name)
+        runs: list[list[Entry]] = []
+        for e in entries:
+            if runs and runs[-1][-1].data_offset + runs[-1][-1].compressed_size == e.header_offset:
+                runs[-1].append(e)
+            else:
+                runs.append([e])
+        for run in runs:
+            start = self._fp.tell()
+            _copy_range(reader, run[0].header_offset,
+                        run[-1].data_offset + run[-1].compressed_size, self._fp)
+            for e in run:
+                self._entries.append(_Written(e.name.encode("utf-8"), e.method, e.crc32,
+                                              e.compressed_size, e.size,
+                                              start + e.header_offset - run[0].header_offset))
 
     @staticmethod
     def _local_header(
@@ -208,6 +302,8 @@ class ZipWriter:
 
     def close(self) -> None:
         """Write the central directory and end records."""
+        if self._open is not None:
+            raise ValueError(f"entry {self._open.name.decode()} was not finished")
         fp = self._fp
         cd_start = fp.tell()
         for e in self._entries:
@@ -252,6 +348,8 @@ class Entry:
     size: int
     header_offset: int
     data_offset: int
+    aligned: bool = False
+    """The local header carries the alignment record (and the data is aligned)."""
 
     @property
     def stored(self) -> bool:
@@ -313,6 +411,35 @@ def _check_final_bits(before: zlib._Decompress, last: int, tail: bytes, name: st
                                   "its DEFLATE stream", entry=name)
 
 
+def _check_zip64_markers(name: str, wanted: list[str], usize: int, csize: int,
+                         offset: int) -> None:
+    """Zip64 fields exactly where the writer puts them: no hash covers these bytes.
+
+    Both sizes are marked when either does not fit in 32 bits, the offset when it
+    does not; a marker on a value that fits would be a second encoding of the entry.
+    """
+    expected = (["size", "csize"] if usize >= _U32 or csize >= _U32 else []) + \
+        (["offset"] if offset >= _U32 else [])
+    if wanted != expected:
+        raise FormatError(f"entry {name!r}: zip64 markers on {wanted or 'nothing'} where the "
+                          f"writer marks {expected or 'nothing'} (a value that fits in 32 "
+                          "bits is marked, or only one of the two sizes is)", entry=name)
+
+
+def _check_alignment(name: str, extra: dict[int, bytes]) -> None:
+    """The alignment record is the writer's: last, for ALIGNMENT, under ALIGNMENT zeros.
+
+    The writer pads to the next boundary, never a whole ALIGNMENT more: extra padding
+    would move the data (and every later entry) while every hash still matched.
+    """
+    record = extra[_EXTRA_ALIGN]
+    align = struct.unpack_from("<H", record)[0]
+    if list(extra)[-1] != _EXTRA_ALIGN or align != ALIGNMENT or len(record) - 2 >= ALIGNMENT:
+        raise FormatError(f"entry {name!r}: alignment padding is not the writer's (a "
+                          f"{ALIGNMENT}-byte alignment record, last in the local header, "
+                          f"with fewer than {ALIGNMENT} zero bytes)", entry=name)
+
+
 class ZipReader:
     """A zip archive whose structure has been checked, opened once by descriptor.
 
@@ -342,6 +469,10 @@ class ZipReader:
         """Close the underlying file."""
         self._fp.close()
 
+    def fileno(self) -> int:
+        """The open file's descriptor (for positional reads by hashing threads)."""
+        return self._fp.fileno()
+
     def _pread(self, offset: int, size: int, what: str) -> bytes:
         self._fp.seek(offset)
         data = self._fp.read(size)
@@ -360,7 +491,10 @@ class ZipReader:
             self._pread(eocd_at, _EOCD.size, "end of central directory"))
         if sig != _SIG_EOCD:
             tail = self._pread(max(0, file_size - 66000), min(file_size, 66000), "tail")
-            if b"PK\x05\x06" in tail:
+            found = tail.rfind(b"PK\x05\x06")
+            if found >= 0 and found + _EOCD.size > len(tail):
+                raise FormatError("truncated file: the zip end record is cut short")
+            if found >= 0:
                 raise FormatError("data or a comment follows the zip end record; "
                                   "bundles end exactly at the end record")
             raise FormatError("not a zip archive (no end-of-central-directory record)")
@@ -370,6 +504,9 @@ class ZipReader:
             raise FormatError("multi-disk zip archives are not bundles")
         cd_end = eocd_at
         if _U16 in (n_disk, n_total) or _U32 in (cd_size, cd_offset):
+            if (n_disk, n_total, cd_size, cd_offset) != (_U16, _U16, _U32, _U32):
+                raise FormatError("zip64 end records announced by an end record that marks "
+                                  "only some of its fields; the writer marks all four")
             if eocd_at < _LOCATOR64.size + _EOCD64.size:
                 raise FormatError("zip64 end records missing")
             loc_at = eocd_at - _LOCATOR64.size
@@ -379,10 +516,17 @@ class ZipReader:
                 raise FormatError("zip64 end-of-central-directory locator is invalid")
             if eocd64_at != loc_at - _EOCD64.size:
                 raise FormatError("zip64 end record is not immediately before its locator")
-            (s64, rec_size, _made, _need, d64, cdd64, n_disk, n_total, cd_size,
+            (s64, rec_size, made64, need64, d64, cdd64, n_disk, n_total, cd_size,
              cd_offset) = _EOCD64.unpack(self._pread(eocd64_at, _EOCD64.size, "zip64 end record"))
             if s64 != _SIG_EOCD64 or rec_size != 44 or d64 or cdd64:
                 raise FormatError("zip64 end-of-central-directory record is invalid")
+            if (made64, need64) != (_VERSION_MADE_BY, _NEEDED_ZIP64):
+                raise FormatError(f"zip64 end records carry versions 0x{made64:04x}/{need64}, "
+                                  f"not the writer's 0x{_VERSION_MADE_BY:04x}/{_NEEDED_ZIP64}")
+            # Bytes no hash covers must be canonical: zip64 end records only when needed.
+            if n_total < _U16 and cd_size < _U32 and cd_offset < _U32:
+                raise FormatError("zip64 end records, but no count, size or offset needs "
+                                  "them; bundles use them only when one does not fit")
             cd_end = eocd64_at
         if n_disk != n_total:
             raise FormatError("entry counts in the end record disagree")
@@ -426,6 +570,13 @@ class ZipReader:
                 raise FormatError(
                     f"entry {name!r} has general-purpose flags 0x{flags:04x} "
                     "(encryption or data descriptors are not allowed)", entry=name)
+            if flags != _FLAG_UTF8:
+                raise FormatError(f"entry {name!r} has general-purpose flags 0x{flags:04x}; "
+                                  "bundles set exactly 0x0800 (UTF-8 names)", entry=name)
+            if (mtime, mdate) != (_DOS_TIME_0, _DOS_DATE_1980):
+                raise FormatError(f"entry {name!r} has a non-canonical timestamp (time "
+                                  f"0x{mtime:04x}, date 0x{mdate:04x}); bundles carry "
+                                  "1980-01-01 00:00", entry=name)
             if method not in (_STORED, _DEFLATED):
                 raise FormatError(f"entry {name!r} uses compression method {method}; "
                                   "only STORED (0) and DEFLATE (8) are allowed", entry=name)
@@ -435,19 +586,23 @@ class ZipReader:
                                   f"(mode {mode:o}: symlink, directory or device)", entry=name)
             # Fields no hash covers must be canonical, or a bundle's bytes could change
             # while it still verifies.
-            if ext_attr != _EXTERNAL_ATTR or int_attr or made not in _MADE_BY_OK or \
-                    need not in _NEEDED_OK:
+            wanted = [k for k, v in (("size", usize), ("csize", csize), ("offset", offset))
+                      if v == _U32]
+            if ext_attr != _EXTERNAL_ATTR or int_attr or made != _VERSION_MADE_BY or \
+                    need != (_NEEDED_ZIP64 if wanted else _NEEDED_PLAIN):
                 raise FormatError(f"entry {name!r} has non-canonical attributes (made by "
                                   f"0x{made:04x}, needs {need}, internal {int_attr}, external "
                                   f"0x{ext_attr:08x}); bundles hold mode 0644 regular files",
                                   entry=name)
             extra = _parse_extra(extra_raw, f"entry {name!r}")
-            wanted = [k for k, v in (("size", usize), ("csize", csize), ("offset", offset))
-                      if v == _U32]
+            if _EXTRA_ALIGN in extra:
+                raise FormatError(f"entry {name!r}: alignment padding in the central "
+                                  "directory; it belongs in local headers only", entry=name)
             big = _zip64_values(extra, wanted, f"entry {name!r}")
             usize = big.get("size", usize)
             csize = big.get("csize", csize)
             offset = big.get("offset", offset)
+            _check_zip64_markers(name, wanted, usize, csize, offset)
             if method == _STORED and csize != usize:
                 raise FormatError(f"stored entry {name!r} declares {csize} compressed and "
                                   f"{usize} uncompressed bytes", entry=name)
@@ -458,9 +613,9 @@ class ZipReader:
             total += usize
             if total > max_total:
                 raise LimitError(f"archive declares more than {max_total} uncompressed bytes")
-            data_offset = self._check_local(name, raw_name, flags, method, crc, csize, usize,
-                                            offset, cd_offset, (mtime, mdate))
-            entries[name] = Entry(name, method, crc, csize, usize, offset, data_offset)
+            data_at = self._check_local(name, raw_name, flags, method, crc, csize, usize,
+                                        offset, cd_offset, (mtime, mdate))
+            entries[name] = Entry(name, method, crc, csize, usize, offset, *data_at)
         if pos != len(cd):
             raise FormatError("central directory holds bytes after its last entry")
         self._check_layout(entries, cd_offset)
@@ -468,7 +623,12 @@ class ZipReader:
 
     def _check_local(self, name: str, raw_name: bytes, flags: int, method: int, crc: int,
                      csize: int, usize: int, offset: int, cd_offset: int,
-                     stamp: tuple[int, int] = (_DOS_TIME_0, _DOS_DATE_1980)) -> int:
+                     stamp: tuple[int, int] = (_DOS_TIME_0, _DOS_DATE_1980),
+                     ) -> tuple[int, bool]:
+        """Check the local header against the central directory.
+
+        Returns the data offset and whether the header carries an alignment record.
+        """
         if offset + _LOCAL.size > cd_offset:
             raise FormatError(f"entry {name!r} local header lies outside the entry area",
                               entry=name)
@@ -482,17 +642,29 @@ class ZipReader:
         lextra = _parse_extra(
             self._pread(offset + _LOCAL.size + nlen, xlen, f"local extra of {name!r}"),
             f"local header of {name!r}")
-        if _U32 in (lcsize, lusize):
+        sizes64 = usize >= _U32 or csize >= _U32
+        if sizes64 and (lcsize, lusize) == (_U32, _U32):
             vals = _zip64_values(lextra, ["size", "csize"], f"local header of {name!r}")
             lusize, lcsize = vals["size"], vals["csize"]
+        elif _U32 in (lcsize, lusize):
+            raise FormatError(f"local header of {name!r}: zip64 markers on sizes that fit in "
+                              "32 bits, or on only one of them", entry=name)
         elif _EXTRA_ZIP64 in lextra:
             raise FormatError(f"local header of {name!r}: unexpected zip64 field", entry=name)
         if (lflags, lmethod, lcrc, lcsize, lusize, (ltime, ldate)) != \
-                (flags, method, crc, csize, usize, stamp) or lneed not in _NEEDED_OK:
+                (flags, method, crc, csize, usize, stamp) or \
+                lneed != (_NEEDED_ZIP64 if sizes64 else _NEEDED_PLAIN):
             raise FormatError(
                 f"entry {name!r}: local header (flags, method, crc, sizes, time, version) "
                 "disagrees with the central directory", entry=name)
-        return offset + _LOCAL.size + nlen + xlen
+        data_offset = int(offset + _LOCAL.size + nlen + xlen)
+        if _EXTRA_ALIGN in lextra:
+            _check_alignment(name, lextra)
+            if data_offset % ALIGNMENT:
+                # padding that aligns nothing is a second encoding of the same entry
+                raise FormatError(f"entry {name!r}: alignment record on data that is not "
+                                  f"{ALIGNMENT}-byte aligned", entry=name)
+        return data_offset, _EXTRA_ALIGN in lextra
 
     def _check_layout(self, entries: dict[str, Entry], cd_offset: int) -> None:
         expected = 0
@@ -506,6 +678,10 @@ class ZipReader:
         if expected != cd_offset:
             what = "overlaps" if expected > cd_offset else "is separated by stray bytes from"
             raise FormatError(f"the last entry {what} the central directory")
+        if list(entries) != [e.name for e in sorted(entries.values(),
+                                                    key=lambda e: e.header_offset)]:
+            raise FormatError("the central directory lists the entries out of file order; "
+                              "the writer lists them in the order they are stored")
 
     # -- reading entry data
 
@@ -538,6 +714,14 @@ class ZipReader:
         if zlib.crc32(data) != e.crc32:
             raise IntegrityError(f"entry {name!r} fails its zip CRC-32 check", entry=name)
         return data
+
+    def read_range(self, name: str, start: int, n: int) -> bytes:
+        """Bytes [start, start + n) of a STORED entry (no CRC: the caller hashes them)."""
+        e = self.entries[name]
+        if not e.stored or start < 0 or n < 0 or start + n > e.size:
+            raise FormatError(f"cannot read bytes {start}..{start + n} of entry {name!r}",
+                              entry=name)
+        return self._pread(e.data_offset + start, n, f"data of {name!r}")
 
     def iter_entry(self, name: str, *, max_size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
         """Yield an entry's bytes; STORED ones in chunks read with ``read()`` (no mmap)."""

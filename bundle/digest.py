@@ -1,18 +1,58 @@
-"""SHA-256 of bundle entries: of bytes in memory, or streamed from the file by ``read()``.
+"""SHA-256 of bundle entries: whole, or in shards hashed in parallel from the file.
 
-Streaming reads through a small buffer rather than a memory map, so hashing a
-large entry does not add its pages to the process's resident set.
+A large entry is split into consecutive pieces of ``shard_size`` bytes (the
+last one shorter), each hashed on its own, so that several cores can verify
+one entry at once (``hashlib`` releases the GIL while it hashes). The entry's
+recorded digest is then the *shard root*: SHA-256 over the concatenated raw
+32-byte shard digests, in order -- not the plain SHA-256 of the entry. Entries
+of at most ``shard_size`` bytes keep their plain SHA-256 (spec/SHARDS.md).
+
+Files are read with ``os.preadv`` into a small per-thread buffer rather than
+through a memory map, so hashing a large entry does not add its pages to the
+process's resident set, and each range also gets its zip CRC-32 so the CRC
+check costs no second pass.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable
+import os
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-__all__ = ["sha256_bytes", "sha256_chunks"]
+__all__ = [
+    "BUFFER_SIZE",
+    "MAX_SHARD_SIZE",
+    "MIN_SHARD_SIZE",
+    "SHARD_SIZE",
+    "Digest",
+    "RangeDigest",
+    "crc32_combine",
+    "digest_bytes",
+    "hash_ranges",
+    "sha256_bytes",
+    "sha256_chunks",
+    "shard_root",
+    "shard_spans",
+]
+
+SHARD_SIZE = 64 << 20
+"""Shard size new bundles record (benchmarks/hash_throughput.py shows why)."""
+MIN_SHARD_SIZE = 4 << 20
+"""Smallest shard size accepted: at least the largest manifest.json, which stays one shard."""
+MAX_SHARD_SIZE = 1 << 30
+BUFFER_SIZE = 1 << 20
+"""Bytes each hashing thread reads at a time."""
+
+Progress = Callable[[int], None]
+"""Called with a number of bytes just hashed (from any thread)."""
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
@@ -23,3 +63,196 @@ def sha256_chunks(chunks: Iterable[bytes]) -> str:
     for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()
+
+
+def shard_spans(size: int, shard_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each shard of an entry of ``size`` bytes (none for an empty one)."""
+    return [(start, min(start + shard_size, size)) for start in range(0, size, shard_size)]
+
+
+def shard_root(digests: Iterable[str | bytes]) -> str:
+    """SHA-256 over the raw 32-byte shard digests in order (hex or raw given)."""
+    h = hashlib.sha256()
+    for d in digests:
+        h.update(bytes.fromhex(d) if isinstance(d, str) else d)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Digest:
+    """An entry's recorded digest: plain SHA-256, or a shard root with its shards."""
+
+    sha256: str
+    shards: tuple[str, ...] = ()
+
+
+def digest_bytes(data: bytes | memoryview, shard_size: int) -> Digest:
+    """The recorded digest of in-memory entry bytes for ``shard_size``."""
+    view = memoryview(data)
+    if len(view) <= shard_size:
+        return Digest(sha256_bytes(view))
+    shards = tuple(sha256_bytes(view[a:b]) for a, b in shard_spans(len(view), shard_size))
+    return Digest(shard_root(shards), shards)
+
+
+# --------------------------------------------------------------------------- CRC-32
+
+
+def _gf2_times(mat: Sequence[int], vec: int) -> int:
+    out, i = 0, 0
+    while vec:
+        if vec & 1:
+            out ^= mat[i]
+        vec >>= 1
+        i += 1
+    return out
+
+
+def _gf2_compose(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    return tuple(_gf2_times(a, b[n]) for n in range(32))
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros_operator(nbytes: int) -> tuple[int, ...]:
+    """The GF(2) matrix that advances a CRC-32 register over ``nbytes`` zero bytes."""
+    op: tuple[int, ...] = (0xEDB88320, *(1 << n for n in range(31)))  # one zero bit
+    for _ in range(3):
+        op = _gf2_compose(op, op)  # ... one zero byte
+    result: tuple[int, ...] = tuple(1 << n for n in range(32))  # identity
+    while nbytes:
+        if nbytes & 1:
+            result = _gf2_compose(op, result)
+        nbytes >>= 1
+        if nbytes:
+            op = _gf2_compose(op, op)
+    return result
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A + B from crc32(A), crc32(B) and len(B) (zlib's crc32_combine).
+
+    Python's zlib does not expose it; hashing threads use it to join the CRCs of
+    the ranges they read into the entry's CRC without a second pass. The operator
+    for a length is cached, so joining equal-sized shards costs one 32-step product.
+    """
+    if len2 <= 0:
+        return crc1
+    return _gf2_times(_zeros_operator(len2), crc1) ^ crc2
+
+
+# --------------------------------------------------------------------------- file ranges
+
+
+@dataclass(frozen=True)
+class RangeDigest:
+    """SHA-256 (raw) and CRC-32 of one byte range of a file."""
+
+    start: int
+    end: int
+    sha256: bytes
+    crc32: int
+    head: bytes = b""
+    """The range's first bytes, when asked to keep them (taken from the hashed buffer)."""
+
+    @property
+    def hexdigest(self) -> str:
+        """The SHA-256 in hex."""
+        return self.sha256.hex()
+
+
+class ShortReadError(OSError):
+    """The file ended before a range did (truncated while being read)."""
+
+
+def _reader(fd: int) -> Callable[[memoryview, int], int]:
+    """A positional read into a buffer that does not move a shared file offset."""
+    if hasattr(os, "preadv"):
+        return lambda view, offset: os.preadv(fd, [view], offset)
+    if hasattr(os, "pread"):
+        def pread(view: memoryview, offset: int) -> int:
+            data = os.pread(fd, len(view), offset)
+            view[:len(data)] = data
+            return len(data)
+        return pread
+    lock = threading.Lock()  # no positional reads (Windows): one reader at a time
+
+    def seek_read(view: memoryview, offset: int) -> int:
+        with lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            data = os.read(fd, len(view))
+        view[:len(data)] = data
+        return len(data)
+    return seek_read
+
+
+def _hash_range(read: Callable[[memoryview, int], int], start: int, end: int,
+                into: memoryview | None, buffer_size: int,
+                progress: Progress | None, keep: int = 0) -> RangeDigest:
+    h = hashlib.sha256()
+    crc = 0
+    head = bytearray()
+    scratch = memoryview(bytearray(min(buffer_size, end - start))) if into is None else None
+    pos = start
+    while pos < end:
+        n = min(buffer_size, end - pos)
+        view = into[pos - start:pos - start + n] if into is not None else scratch[:n]  # type: ignore[index]
+        got = 0
+        while got < n:
+            k = read(view[got:], pos + got)
+            if k <= 0:
+                raise ShortReadError(f"file ends at byte {pos + got}, inside [{start}, {end})")
+            got += k
+        h.update(view)
+        crc = zlib.crc32(view, crc)
+        if len(head) < keep:
+            head += view[:keep - len(head)]
+        pos += n
+        if progress is not None:
+            progress(n)
+    return RangeDigest(start, end, h.digest(), crc, bytes(head))
+
+
+def hash_ranges(fd: int, spans: Sequence[tuple[int, int]], *, workers: int | None = None,
+                into: Sequence[memoryview | None] | None = None,
+                keep: Sequence[int] | None = None, buffer_size: int = BUFFER_SIZE,
+                progress: Progress | None = None) -> list[RangeDigest]:
+    """SHA-256 and CRC-32 of each [start, end) of the open file ``fd``, in parallel.
+
+    ``into``, when given, holds for each span a writable buffer of its length that
+    receives the bytes as they are hashed (reading the entry into memory and
+    hashing it is then one pass, and what is hashed is what is kept); otherwise
+    each thread reads through its own ``buffer_size`` scratch buffer. ``keep[i]``
+    leading bytes of span i are returned in its ``head``, copied from the very
+    buffer that was hashed. Results come in the order of ``spans``. A file shorter
+    than a span raises :class:`ShortReadError`.
+    """
+    targets: Sequence[memoryview | None] = into if into is not None else [None] * len(spans)
+    keeps: Sequence[int] = keep if keep is not None else [0] * len(spans)
+    if len(targets) != len(spans) or len(keeps) != len(spans):
+        raise ValueError("one buffer and one keep count per span")
+    for (a, b), t in zip(spans, targets, strict=True):
+        if not 0 <= a <= b or (t is not None and len(t) != b - a):
+            raise ValueError(f"bad span [{a}, {b})")
+    read = _reader(fd)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(workers, len(spans)))
+    lock = threading.Lock()
+
+    def report(n: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(n)
+
+    jobs = [(a, b, t, k) for (a, b), t, k in zip(spans, targets, keeps, strict=True)]
+    if workers == 1:
+        return [_hash_range(read, a, b, t, buffer_size, report, k) for a, b, t, k in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bundle-sha256") as pool:
+        futures = [pool.submit(_hash_range, read, a, b, t, buffer_size, report, k)
+                   for a, b, t, k in jobs]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

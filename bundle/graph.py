@@ -11,7 +11,7 @@ absolute paths, onnxruntime's in-memory marker -- is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from .errors import FormatError, UntrustedContentError
@@ -68,6 +68,22 @@ def _tensors_in_attributes(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.T
                 yield node.name or node.op_type, sp.indices
 
 
+def _check_names(g: onnx.GraphProto, entry: str) -> None:
+    """Refuse names that are not UTF-8 (protobuf hands them back as bytes).
+
+    onnxruntime would take them as they are, and fail only when it quotes one in an
+    error message (which its Python wrapper then cannot decode).
+    """
+    names = [g.name, *(v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer))]
+    for node in g.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output,
+                  *(a.name for a in node.attribute)]
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise FormatError(f"{entry}: graph {g.name!r} holds a name that is not valid UTF-8: "
+                          f"{bad!r}", entry=entry)
+
+
 def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
     from onnx import TensorProto
@@ -90,6 +106,7 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
             "bundles hold inference graphs only (training state lives in training/)",
             entry=entry)
     for g in _graphs(model.graph):
+        _check_names(g, entry)
         for node in g.node:
             if node.domain not in STANDARD_DOMAINS or node.op_type == "EPContext":
                 raise UntrustedContentError(
@@ -130,21 +147,22 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} points at {ext['location']!r}; "
                 f"external data may only point into {WEIGHTS_NAME}", entry=entry)
-        t = header.tensors.get(init.name)
-        if t is None:
+        info = header.tensors.get(init.name)
+        if info is None:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} has no tensor in {WEIGHTS_NAME}",
                 entry=entry)
-        want = (str(header.data_start + t.begin), str(t.end - t.begin))
+        want = (str(header.data_start + info.begin), str(info.end - info.begin))
         if (ext["offset"], ext["length"]) != want:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} offset/length {ext['offset']}/"
                 f"{ext['length']} do not match its tensor in {WEIGHTS_NAME} ({want[0]}/"
                 f"{want[1]})", entry=entry)
-        if init.data_type != t.onnx_type or tuple(init.dims) != t.shape:
+        if init.data_type != info.onnx_type or tuple(init.dims) != info.shape:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} declares type {init.data_type} shape "
-                f"{list(init.dims)} but its tensor is {t.dtype} {list(t.shape)}", entry=entry)
+                f"{list(init.dims)} but its tensor is {info.dtype} {list(info.shape)}",
+                entry=entry)
         if init.raw_data or init.float_data or init.int64_data or init.int32_data or \
                 init.double_data:
             raise UntrustedContentError(
@@ -171,8 +189,16 @@ def rebase_external(model: onnx.ModelProto, location: str, base: int) -> None:
                 e.value = str(int(e.value) + base)
 
 
-def inline_external(model: onnx.ModelProto, weights: bytes) -> None:
-    """Copy checked external data into the initializers (for weights held in memory)."""
+def inline_small_external(model: onnx.ModelProto, read: Callable[[int, int], bytes],
+                          max_bytes: int) -> None:
+    """Copy the data of checked external initializers of at most ``max_bytes`` inline.
+
+    onnxruntime's graph resolution folds small constant inputs (a Reshape's target
+    shape, a Slice's bounds) before any external initializer is bound, and fails
+    with "Cannot parse data from external tensors" when they are external; inline
+    they always work. ``read(offset, length)`` returns the bytes the graph names,
+    at offsets as written (relative to the weights entry).
+    """
     from onnx import TensorProto
 
     for init in model.graph.initializer:
@@ -180,9 +206,11 @@ def inline_external(model: onnx.ModelProto, weights: bytes) -> None:
             continue
         ext = {e.key: e.value for e in init.external_data}
         start, length = int(ext["offset"]), int(ext["length"])
+        if length > max_bytes:
+            continue
         del init.external_data[:]
         init.data_location = TensorProto.DEFAULT
-        init.raw_data = weights[start:start + length]
+        init.raw_data = read(start, length)
 
 
 def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:

@@ -51,8 +51,9 @@ def _fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         raise ConversionError("precision='fp16' needs onnxconverter-common: "
                               "pip install 'model-bundle[compress]'") from e
     try:
-        return float16.convert_float_to_float16(model, keep_io_types=True,
-                                                disable_shape_infer=False)
+        converted: onnx.ModelProto = float16.convert_float_to_float16(
+            model, keep_io_types=True, disable_shape_infer=False)
+        return converted
     except Exception as e:  # the converter raises bare exceptions
         raise ConversionError(f"float16 conversion failed: {str(e).splitlines()[0]}") from e
 
@@ -61,6 +62,18 @@ def _int8(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # The PyTorch exporter records value_info for initializers; once the quantizer
+    # rewrites a weight (e.g. a transposed MatMul operand) that stale shape contradicts
+    # what shape inference derives and quantization fails. The graph's own inference
+    # recomputes them, so they are dropped from a copy (the input is not modified).
+    inits = {i.name for i in model.graph.initializer}
+    if any(vi.name in inits for vi in model.graph.value_info):
+        stripped = onnx.ModelProto()
+        stripped.CopyFrom(model)
+        keep = [vi for vi in stripped.graph.value_info if vi.name not in inits]
+        del stripped.graph.value_info[:]
+        stripped.graph.value_info.extend(keep)
+        model = stripped
     quant_logger = logging.getLogger()
     level = quant_logger.level
     with tempfile.TemporaryDirectory(prefix="model-bundle-int8-") as tmp:

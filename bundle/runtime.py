@@ -1,10 +1,20 @@
 """Running a verified bundle with onnxruntime: providers, input checks, outputs.
 
-The session is built from the verified graph bytes. Weights are either inlined
-from the verified in-memory copy, or -- for large weights -- read by
-onnxruntime straight from the bundle file: each initializer's external-data
-location becomes the bundle's file name and its offset moves by the weights
-entry's data offset in the zip, with the session told the bundle's directory.
+The session is built from the verified graph bytes; the weights never pass
+through protobuf (so no 2 GB limit). Each initializer's external-data location
+becomes the bundle's file name and its offset moves by the weights entry's data
+offset in the zip, with the session told the bundle's directory. Then either
+
+- (default) the weights read into memory while they were hashed are handed to
+  onnxruntime as initializers over that very buffer (no copy on CPU; to prepack
+  them, or for a GPU provider, onnxruntime copies them and the buffer is let
+  go): what runs is exactly what was hashed; or
+- (``zero_copy=True``) onnxruntime maps the weights straight from the bundle
+  file -- nothing is read at load, pages are shared between processes -- but a
+  local writer of the file can change them (SECURITY.md, time of check).
+
+Prepacking (onnxruntime re-laying MatMul/Gemm weights at session creation) is a
+choice per model size, :data:`PREPACK_MAX_BYTES`; ``prepack=`` overrides it.
 """
 
 from __future__ import annotations
@@ -22,7 +32,13 @@ from ._verify import VerifyReport
 from .errors import DeviceError, InputError
 from .manifest import Manifest, TensorSpec
 
-__all__ = ["Model", "select_providers"]
+__all__ = ["PREPACK_MAX_BYTES", "Model", "create_session", "select_providers"]
+
+PREPACK_MAX_BYTES = 256 << 20
+"""Default: prepack weights up to this size. Measured (benchmarks/load_options.py): it
+makes batch predicts ~1.4-1.5x and single rows ~1.1x faster, but costs ~3 ms per MB
+at session creation and a second copy of the weights in memory -- worth it for small
+models, not by default for multi-GB ones (``prepack=True`` still asks for it)."""
 
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
               "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
@@ -173,11 +189,110 @@ def _fmt(shape: Sequence[Any]) -> str:
     return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
 
 
+def _initializer_values(model: Any, header: Any, weights: Any) -> dict[str, Any]:
+    """OrtValues over the verified in-memory weights, one per external initializer.
+
+    Read-only numpy views of the buffer, no copies; bfloat16 (which numpy lacks)
+    goes as uint16 with its ONNX type.
+    """
+    from onnxruntime import OrtValue
+
+    from .weights import numpy_dtype
+
+    buf = np.frombuffer(weights, dtype=np.uint8)
+    buf.flags.writeable = False
+    out = {}
+    for init in model.graph.initializer:
+        if not len(init.external_data):
+            continue
+        t = header.tensors[init.name]
+        raw = buf[header.data_start + t.begin:header.data_start + t.end]
+        dtype = numpy_dtype(t)
+        if dtype is None:
+            out[init.name] = OrtValue.ortvalue_from_numpy_with_onnx_type(
+                raw.view("<u2").reshape(t.shape), t.onnx_type)
+        else:
+            out[init.name] = OrtValue.ortvalue_from_numpy(
+                raw.view(np.dtype(dtype).newbyteorder("<")).reshape(t.shape))
+    return out
+
+
+INLINE_MAX_BYTES = 4096
+"""Initializers up to this size go into the graph at load (see graph.inline_small_external)."""
+
+
+def _reader(weights: Any, path: str, base: int) -> Any:
+    """``(offset, length) -> bytes`` of the weights entry: from memory, or from the file."""
+    if weights is not None:
+        view = memoryview(weights)
+        return lambda off, n: bytes(view[off:off + n])
+
+    def read(off: int, n: int) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(base + off)
+            data = f.read(n)
+        if len(data) != n:
+            from .errors import IntegrityError
+
+            raise IntegrityError(f"{os.path.basename(path)} changed after it was verified")
+        return data
+    return read
+
+
+def create_session(model: Any, header: Any, bundle_path: str, weights_offset: int,
+                   weights: Any, providers: list[Any],
+                   session_options: Any = None, prepack: bool | None = None,
+                   ) -> tuple[Any, Any]:
+    """An onnxruntime session over a checked graph; returns it and what it must keep alive.
+
+    ``weights`` is the verified in-memory weights entry, or None to let onnxruntime
+    map them from ``bundle_path`` (zero copy). ``prepack`` None: by
+    :data:`PREPACK_MAX_BYTES`.
+    """
+    import onnxruntime as ort
+
+    from .errors import FormatError
+    from .graph import inline_small_external, rebase_external
+
+    so = session_options or ort.SessionOptions()
+    so.log_severity_level = 3
+    abspath = os.path.abspath(bundle_path)
+    inline_small_external(model, _reader(weights, abspath, weights_offset), INLINE_MAX_BYTES)
+    rebase_external(model, os.path.basename(abspath), weights_offset)
+    so.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                os.path.dirname(abspath))
+    size = sum(t.end - t.begin for t in header.tensors.values())
+    if prepack is None:
+        prepack = size <= PREPACK_MAX_BYTES
+    so.add_session_config_entry("session.disable_prepacking", "0" if prepack else "1")
+    keep: Any = None
+    if weights is not None:
+        values = _initializer_values(model, header, weights)
+        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider"
+                       for p in providers)
+        if cpu_only and not prepack:  # used in place: the buffer lives as long as the session
+            for name, value in values.items():
+                so.add_initializer(name, value)
+            keep = (weights, values)
+        elif values:
+            # onnxruntime copies them (to the device, or to repack them), then frees
+            # what it repacked; the verified buffer is dropped once the session exists.
+            so.add_external_initializers(list(values), list(values.values()))
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    except Exception as e:
+        raise FormatError(f"onnxruntime cannot load the verified graph: "
+                          f"{str(e).splitlines()[0]}") from e
+    return session, keep
+
+
 class Model:
     """A verified bundle, ready to run. Made by :func:`bundle.load`."""
 
-    def __init__(self, session: Any, manifest: Manifest, report: VerifyReport) -> None:
+    def __init__(self, session: Any, manifest: Manifest, report: VerifyReport,
+                 keepalive: Any = None) -> None:
         self._session = session
+        self._keepalive = keepalive  # the verified weights a CPU session runs on, in place
         self.manifest = manifest
         self.report = report
         self._inputs = {s.name: s for s in manifest.inputs}
@@ -231,8 +346,8 @@ class Model:
             return feeds
         specs = self.manifest.inputs
         if isinstance(data, Mapping):
-            unknown = set(data) - self._inputs.keys()
-            missing = self._inputs.keys() - set(data)
+            unknown = sorted(set(data) - self._inputs.keys())
+            missing = sorted(self._inputs.keys() - set(data))
             if unknown or missing:
                 raise InputError(f"inputs must be exactly {sorted(self._inputs)}; missing "
                                  f"{sorted(missing)}, unknown {sorted(unknown)}")

@@ -27,7 +27,8 @@ from .errors import FormatError, LimitError
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["MAX_HEADER_BYTES", "TensorInfo", "WEIGHTS_NAME", "parse_header"]
+__all__ = ["MAX_HEADER_BYTES", "WEIGHTS_NAME", "SplitWeights", "TensorInfo", "TensorSource",
+           "inline_external_data", "parse_header", "split_weights"]
 
 WEIGHTS_NAME = "weights.safetensors"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own MAX_HEADER_SIZE
@@ -136,10 +137,14 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
 
 
 def header_size(first8: bytes) -> int:
-    """How many bytes (8 + N) the header of a safetensors file occupies."""
+    """How many bytes (8 + N) the header of a safetensors file occupies.
+
+    Fewer than 8 bytes give 8: :func:`parse_header` then names the short entry.
+    """
     if len(first8) < 8:
-        raise FormatError("weights entry is too short for safetensors", entry=WEIGHTS_NAME)
-    return 8 + min(struct.unpack_from("<Q", first8)[0], MAX_HEADER_BYTES + 1)
+        return 8
+    n: int = struct.unpack_from("<Q", first8)[0]
+    return 8 + min(n, MAX_HEADER_BYTES + 1)
 
 
 # --------------------------------------------------------------------------- export side
@@ -203,3 +208,243 @@ def serialize(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | N
 def numpy_dtype(info: TensorInfo) -> Any:
     """The numpy dtype of a tensor (None for bfloat16, which numpy lacks)."""
     return _DTYPES[info.dtype][2]
+
+
+# --------------------------------------------------------------------------- streaming export
+
+# safetensors lays tensors out by dtype, widest alignment first (its Rust enum order,
+# descending), then by name; the writer below reproduces that byte for byte.
+_LAYOUT_RANK = {d: i for i, d in enumerate(
+    ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"))}
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """One tensor to write: where it goes in safetensors, and how to get its bytes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    chunks: Any
+    """Callable returning an iterator over the tensor's little-endian bytes."""
+
+    def array(self) -> np.ndarray:
+        """The tensor as a numpy array (a copy made on demand)."""
+        data = b"".join(bytes(c) for c in self.chunks())
+        return np.frombuffer(data, dtype=np.dtype(_DTYPES[self.dtype][2]).newbyteorder("<"),
+                            ).reshape(self.shape)
+
+
+class _LazyArrays(Mapping[str, np.ndarray]):
+    """The weights by name, each materialized only while a caller looks at it."""
+
+    def __init__(self, sources: Mapping[str, TensorSource]) -> None:
+        self._sources = sources
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._sources[name].array()
+
+    def __iter__(self) -> Any:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
+@dataclass
+class SplitWeights:
+    """A model split for writing: the graph without weight data, and the weights' layout.
+
+    ``model`` is a new ModelProto whose moved initializers are external references
+    into ``weights.safetensors``; the caller's model is not changed, and the tensor
+    bytes are read from it (or from its external data files) only while they are
+    written, one tensor at a time -- no serialized copy of all weights is made.
+    """
+
+    model: onnx.ModelProto
+    header_bytes: bytes
+    header: Header
+    sources: list[TensorSource]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the safetensors entry."""
+        return len(self.header_bytes) + sum(s.nbytes for s in self.sources)
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        """The tensors by name as numpy arrays, made on access (for training-state dedup)."""
+        return _LazyArrays({s.name: s for s in self.sources})
+
+    def chunks(self) -> Any:
+        """The safetensors bytes, in bounded pieces; each tensor's length is checked."""
+        yield self.header_bytes
+        for s in self.sources:
+            written = 0
+            for chunk in s.chunks():
+                written += len(chunk)
+                if written > s.nbytes:
+                    break
+                yield chunk
+            if written != s.nbytes:
+                raise FormatError(f"initializer {s.name!r} holds {written} bytes, its dtype and "
+                                  f"shape need {s.nbytes}")
+
+
+def safetensors_layout(tensors: list[tuple[str, str, tuple[int, ...], int]],
+                       metadata: Mapping[str, str] | None = None) -> tuple[bytes, list[str]]:
+    """The 8 + N header bytes safetensors writes for (name, dtype, shape, nbytes) tensors,
+    and the tensor names in data order."""
+    order = sorted(tensors, key=lambda t: (-_LAYOUT_RANK[t[1]], t[0]))
+    doc: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    pos = 0
+    for name, dtype, shape, nbytes in order:
+        doc[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
+        pos += nbytes
+    import json
+
+    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw, [t[0] for t in order]
+
+
+def _model_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` without its main graph's initializers (added back by the caller)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(out, fd, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(out.graph, fd, value)
+    return out
+
+
+def _copy_field(dst: Any, fd: Any, value: Any) -> None:
+    repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+    if repeated:
+        getattr(dst, fd.name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(dst, fd.name).CopyFrom(value)
+    else:
+        setattr(dst, fd.name, value)
+
+
+def _external_file(init: onnx.TensorProto) -> tuple[str, int, int | None]:
+    """(absolute path, offset, length) of an initializer's resolved external data."""
+    import os
+
+    ext = {e.key: e.value for e in init.external_data}
+    path = ext.get("location", "")
+    if not os.path.isabs(path):
+        raise FormatError(f"initializer {init.name!r} still refers to external data; "
+                          "load the model with its external data first")
+    try:
+        offset = int(ext.get("offset", "0"))
+        length = int(ext["length"]) if "length" in ext else None
+    except ValueError as e:
+        raise FormatError(f"initializer {init.name!r}: bad external data offset/length") from e
+    return path, offset, length
+
+
+def _file_chunks(path: str, offset: int, nbytes: int) -> Any:
+    def gen() -> Any:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            left = nbytes
+            while left:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    raise FormatError(f"external data file {path} ends before the tensor does")
+                left -= len(chunk)
+                yield chunk
+    return gen
+
+
+def _proto_chunks(init: onnx.TensorProto) -> Any:
+    from onnx import numpy_helper
+
+    def gen() -> Any:
+        if init.HasField("raw_data"):
+            yield init.raw_data  # ONNX raw_data is little-endian, as safetensors is
+            return
+        arr = numpy_helper.to_array(init)
+        yield np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    return gen
+
+
+def split_weights(model: onnx.ModelProto) -> SplitWeights:
+    """Plan ``weights.safetensors`` for ``model`` without copying any tensor data.
+
+    Moves the same initializers as :func:`externalize` (numeric, non-empty, of a
+    dtype numpy has): into safetensors, in safetensors' own layout, so the bytes
+    are those ``safetensors.numpy.save`` would write. Initializers whose external
+    data location is an absolute path (see ``bundle.convert.onnx_model``) are read
+    from that file while being written.
+    """
+    from onnx import TensorProto
+
+    plan: dict[str, tuple[str, tuple[int, ...], int, Any]] = {}
+    for init in model.graph.initializer:
+        st = _BY_ONNX.get(init.data_type)
+        if st is None or _DTYPES[st][2] is None:
+            continue
+        shape = tuple(int(d) for d in init.dims)
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        if count == 0:
+            continue
+        if init.name in plan:
+            raise FormatError(f"duplicate initializer name {init.name!r}")
+        nbytes = count * _DTYPES[st][0]
+        if init.data_location == TensorProto.EXTERNAL:
+            path, offset, length = _external_file(init)
+            if length is not None and length != nbytes:
+                raise FormatError(f"initializer {init.name!r}: external data length {length}, "
+                                  f"its dtype and shape need {nbytes}")
+            chunks = _file_chunks(path, offset, nbytes)
+        else:
+            chunks = _proto_chunks(init)
+        plan[init.name] = (st, shape, nbytes, chunks)
+    header_bytes, order = safetensors_layout([(n, p[0], p[1], p[2]) for n, p in plan.items()])
+    header = parse_header(header_bytes, len(header_bytes) + sum(p[2] for p in plan.values()))
+    skeleton = _model_skeleton(model)
+    for init in model.graph.initializer:
+        if init.name in plan:
+            t = skeleton.graph.initializer.add()
+            t.name, t.data_type = init.name, init.data_type
+            t.dims.extend(init.dims)
+        else:
+            t = skeleton.graph.initializer.add()
+            t.CopyFrom(init)
+            if t.data_location == TensorProto.EXTERNAL:  # stays in the graph: inline its data
+                path, offset, length = _external_file(t)
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    t.raw_data = f.read() if length is None else f.read(length)
+                t.data_location = TensorProto.DEFAULT
+                del t.external_data[:]
+    bind_external(skeleton, header)
+    sources = [TensorSource(n, plan[n][0], plan[n][1], plan[n][2], plan[n][3]) for n in order]
+    return SplitWeights(skeleton, header_bytes, header, sources)
+
+
+def inline_external_data(model: onnx.ModelProto) -> None:
+    """Read the data of every initializer that still points at a file into the model.
+
+    For the in-memory transforms (``precision``): the streaming writer itself never
+    needs it. Only resolved (absolute) locations are read, see ``convert.onnx_model``.
+    """
+    from onnx import TensorProto
+
+    for init in model.graph.initializer:
+        if init.data_location == TensorProto.EXTERNAL:
+            path, offset, length = _external_file(init)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                init.raw_data = f.read() if length is None else f.read(length)
+            init.data_location = TensorProto.DEFAULT
+            del init.external_data[:]

@@ -337,8 +337,16 @@ def test_alignment_padding_must_be_zero(tmp_path: Path) -> None:
     odd = struct.pack("<HHH", 0xD935, 2, 4097)
     _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": odd}), FormatError,
              "alignment padding")
-    ok = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0" * 4
-    assert _open(_write(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": ok})))
+    # a record that aligns nothing is a second encoding of the same entry
+    unaligned = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0" * 4
+    _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": unaligned}),
+             FormatError, "not 4096-byte aligned")
+    pad = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
+    ok = struct.pack("<HHH", 0xD935, 2 + pad, 4096) + b"\0" * pad
+    with ZipReader(_write(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": ok}))) as r:
+        assert r.entries["a.txt"].aligned
+        assert r.entries["a.txt"].data_offset == 4096
+        assert r.read("a.txt", max_size=3) == b"abc"
 
 
 def test_unneeded_zip64_field(tmp_path: Path) -> None:
