@@ -85,3 +85,26 @@ def test_compression_beyond_tolerance_is_refused(tmp_path: Path, sample: np.ndar
 def test_unknown_precision(tmp_path: Path) -> None:
     with pytest.raises(bundle.ConversionError, match="precision"):
         bundle.save(_mlp(), tmp_path / "x.mbundle", name="mlp", precision="int4")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_torch_mlp_compressed_against_torch(tmp_path: Path, precision: str) -> None:
+    """A PyTorch export carries initializer value_info; compression must still work."""
+    torch = pytest.importorskip("torch")
+    if precision == "fp16":
+        pytest.importorskip("onnxconverter_common")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 10)).eval()
+    x = torch.randn(64, 32)
+    with torch.no_grad():
+        want = net(x).numpy()
+    m = bundle.save(net, tmp_path / "t.mbundle", sample_input=x[:16].numpy(),
+                    precision=precision, tolerance=(0.1, 0.1), training_state=False)
+    assert m.model.precision == precision
+    got = bundle.load(tmp_path / "t.mbundle", allow_unsigned=True, device="cpu").predict(
+        x.numpy())
+    err = np.abs(got - want).max()
+    assert 0 < err < 0.05, err  # compressed (not bit-exact), and still close to torch
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
