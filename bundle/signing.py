@@ -13,6 +13,11 @@ signer; a hint that names another key is refused.
 
 ECDSA signatures use RFC 6979 deterministic nonces, so signing the same bytes
 with the same key gives the same signature (and the same bundle bytes).
+
+A key may carry an X.509 certificate chain (leaf first): its signatures then
+hold ``verificationMaterial.x509CertificateChain`` instead of a key hint, as
+OMS's certificate signer writes them, and a verifier that trusts the chain's
+root CA accepts the key without having been given it (:mod:`bundle.certs`).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ from pathlib import Path
 from typing import Any, Union
 
 from cryptography import exceptions as crypto_exceptions
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from . import _json
+from . import _json, certs
 from .errors import KeyFileError, SignatureError
 
 __all__ = [
@@ -131,12 +137,24 @@ class PublicKey:
 
 @dataclass(frozen=True, eq=False)
 class PrivateKey:
-    """A signing key. ECDSA signatures are deterministic (RFC 6979)."""
+    """A signing key. ECDSA signatures are deterministic (RFC 6979).
+
+    ``certificates``, when given, is the key's X.509 chain (leaf first, then
+    intermediates; the root may be left out) that its signatures embed.
+    """
 
     key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    certificates: tuple[x509.Certificate, ...] = ()
 
     def __post_init__(self) -> None:
         _key_type(self.key)
+        if self.certificates:
+            certs.check_signing_chain(self.certificates, self.public_key.pem())
+
+    def with_certificates(self, chain: certs.CertificateSource | Sequence[certs.CertificateSource],
+                          ) -> PrivateKey:
+        """This key with an X.509 chain (leaf first) to embed in its signatures."""
+        return PrivateKey(self.key, certs.load_certificates(chain, "certificate chain"))
 
     @property
     def public_key(self) -> PublicKey:
@@ -207,10 +225,18 @@ def _read_key_bytes(source: str | os.PathLike[str] | bytes, what: str) -> tuple[
 
 
 def load_private_key(source: str | os.PathLike[str] | bytes | PrivateKey,
-                     passphrase: bytes | None = None) -> PrivateKey:
-    """Load a PKCS#8 (or traditional) PEM private key, decrypting it with ``passphrase``."""
+                     passphrase: bytes | None = None, *,
+                     certificate_chain: Any = None) -> PrivateKey:
+    """Load a PKCS#8 (or traditional) PEM private key, decrypting it with ``passphrase``.
+
+    ``certificate_chain`` (certificates, PEM/DER bytes or files, leaf first)
+    attaches the key's X.509 chain, see :meth:`PrivateKey.with_certificates`.
+    """
     if isinstance(source, PrivateKey):
-        return source
+        return source if certificate_chain is None else source.with_certificates(
+            certificate_chain)
+    if certificate_chain is not None:
+        return load_private_key(source, passphrase).with_certificates(certificate_chain)
     data, name = _read_key_bytes(source, "private key")
     try:
         key = serialization.load_pem_private_key(data, passphrase)
@@ -244,24 +270,45 @@ def load_public_key(source: str | os.PathLike[str] | bytes | PublicKey) -> Publi
 
 
 class TrustStore:
-    """The set of public keys a deployment trusts, and how many must have signed."""
+    """The public keys and root CAs a deployment trusts, and how many must have signed.
 
-    def __init__(self, keys: Iterable[PublicKey], *, threshold: int = 1) -> None:
+    A signer counts when its key is one of ``keys``, or when its signature
+    carries a certificate chain that leads to one of ``roots`` (X.509, see
+    :mod:`bundle.certs`). Signers are counted by key id, so each distinct key
+    counts once toward ``threshold``, however many entries or certificates it
+    signed with. With roots, the threshold is not bounded by ``len(keys)``.
+    """
+
+    def __init__(self, keys: Iterable[PublicKey] = (), *, threshold: int = 1,
+                 roots: Iterable[x509.Certificate] = ()) -> None:
         unique: dict[str, PublicKey] = {}
         for k in keys:
             unique.setdefault(k.key_id, k)
-        if not unique:
+        anchors: dict[bytes, x509.Certificate] = {}
+        for r in roots:
+            anchors.setdefault(r.fingerprint(hashes.SHA256()), r)
+        if not unique and not anchors:
             raise SignatureError("no trusted keys given")
-        if not 1 <= threshold <= len(unique):
+        if threshold < 1 or (not anchors and threshold > len(unique)):
             raise SignatureError(f"threshold {threshold} needs between 1 and {len(unique)} "
                                  "distinct trusted keys")
         self.keys: tuple[PublicKey, ...] = tuple(unique.values())
+        self.roots: tuple[x509.Certificate, ...] = tuple(anchors.values())
         self.threshold = threshold
+
+    def with_roots(self, roots: Iterable[x509.Certificate]) -> TrustStore:
+        """This store with more trusted root CAs."""
+        return TrustStore(self.keys, threshold=self.threshold, roots=(*self.roots, *roots))
 
     @classmethod
     def from_paths(cls, paths: Iterable[str | os.PathLike[str]], *,
-                   threshold: int = 1) -> TrustStore:
-        """Keys from files, or from every ``*.pub`` file of each directory given."""
+                   threshold: int = 1,
+                   roots: Iterable[str | os.PathLike[str]] = ()) -> TrustStore:
+        """Keys from files, or from every ``*.pub`` file of each directory given.
+
+        ``roots`` are PEM/DER files of trusted root CA certificates.
+        """
+        anchors = load_roots(roots)
         keys: list[PublicKey] = []
         for p in paths:
             path = Path(p)
@@ -272,15 +319,22 @@ class TrustStore:
                 keys.extend(load_public_key(f) for f in found)
             else:
                 keys.append(load_public_key(path))
-        return cls(keys, threshold=threshold)
+        return cls(keys, threshold=threshold, roots=anchors)
 
     def key_ids(self) -> list[str]:
         """The ids of the trusted keys."""
         return [k.key_id for k in self.keys]
 
 
-TrustedKeys = Union[TrustStore, PublicKey, str, os.PathLike, Sequence[Union[PublicKey, str,
-                                                                             os.PathLike]]]
+def load_roots(sources: Any) -> tuple[x509.Certificate, ...]:
+    """Trusted root CA certificates from certificates, bytes or files; () for None/empty."""
+    if sources is None or (isinstance(sources, (list, tuple)) and not sources):
+        return ()
+    return certs.load_certificates(sources, "trusted root certificate")
+
+
+TrustedKeys = Union[TrustStore, PublicKey, str, "os.PathLike[str]",
+                    Sequence[Union[PublicKey, str, "os.PathLike[str]"]]]
 
 
 def as_trust_store(trusted: TrustedKeys) -> TrustStore:
@@ -308,23 +362,43 @@ def resources_digest(resources: Sequence[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def build_statement(model_name: str, resources: Sequence[tuple[str, str]]) -> bytes:
-    """The canonical in-toto Statement (OMS v1.0 predicate) over ``resources``."""
-    ordered = sorted(resources)
+def _shard_key(name: str) -> tuple[list[str], int, int]:
+    """Sort key of a ``path:start:end`` resource: OMS orders shards as (path, start, end)."""
+    path, start, end = name.rsplit(":", 2)
+    return path.split("/"), int(start), int(end)
+
+
+def build_statement(model_name: str, resources: Sequence[tuple[str, str]],
+                    shard_size: int | None = None) -> bytes:
+    """The canonical in-toto Statement (OMS v1.0 predicate) over ``resources``.
+
+    Without ``shard_size`` the resources are whole files (OMS ``files``
+    serialization); with it they are ``path:start:end`` pieces of at most
+    ``shard_size`` bytes, as OMS's ``shards`` serialization names them.
+    """
+    serialization: dict[str, Any] = {"method": "files", "hash_type": "sha256",
+                                     "allow_symlinks": False, "ignore_paths": ["signatures"]}
+    algorithm = "sha256"
+    if shard_size is None:
+        ordered = sorted(resources)
+    else:
+        ordered = sorted(resources, key=lambda r: _shard_key(r[0]))
+        serialization.update(method="shards", shard_size=shard_size)
+        algorithm = _shard_algorithm(shard_size)
     return _json.dumps({
         "_type": STATEMENT_TYPE,
         "subject": [{"name": model_name, "digest": {"sha256": resources_digest(ordered)}}],
         "predicateType": PREDICATE_TYPE,
         "predicate": {
-            "serialization": {
-                "method": "files",
-                "hash_type": "sha256",
-                "allow_symlinks": False,
-                "ignore_paths": ["signatures"],
-            },
-            "resources": [{"name": n, "algorithm": "sha256", "digest": d} for n, d in ordered],
+            "serialization": serialization,
+            "resources": [{"name": n, "algorithm": algorithm, "digest": d} for n, d in ordered],
         },
     })
+
+
+def _shard_algorithm(shard_size: int) -> str:
+    """What OMS's reference implementation calls a shard's SHA-256 (its digests compare by it)."""
+    return f"sha256-sharded-{shard_size}"
 
 
 def sign_statement(statement: bytes, key: PrivateKey) -> bytes:
@@ -332,13 +406,22 @@ def sign_statement(statement: bytes, key: PrivateKey) -> bytes:
     sig = key.sign(pae(PAYLOAD_TYPE, statement))
     return _json.dumps({
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": key.key_id}, "tlogEntries": []},
+        "verificationMaterial": _verification_material(key),
         "dsseEnvelope": {
             "payload": base64.b64encode(statement).decode("ascii"),
             "payloadType": PAYLOAD_TYPE,
             "signatures": [{"keyid": key.key_id, "sig": base64.b64encode(sig).decode("ascii")}],
         },
     })
+
+
+def _verification_material(key: PrivateKey) -> dict[str, Any]:
+    """A key hint, or (for a certified key) its chain as DER, leaf first, as OMS writes it."""
+    if not key.certificates:
+        return {"publicKey": {"hint": key.key_id}, "tlogEntries": []}
+    chain = [{"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER))
+              .decode("ascii")} for c in key.certificates]
+    return {"x509CertificateChain": {"certificates": chain}, "tlogEntries": []}
 
 
 @dataclass(frozen=True)
@@ -349,6 +432,8 @@ class Envelope:
     payload_type: str
     payload: bytes
     signature: bytes
+    certificates: tuple[bytes, ...] = ()
+    """DER certificates from ``verificationMaterial`` (leaf first); empty for key hints."""
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -377,6 +462,10 @@ def parse_envelope(data: bytes, entry: str) -> Envelope:
     hint = public.get("hint") if isinstance(public, dict) else None
     if hint is not None and (not isinstance(hint, str) or not _HEX64.fullmatch(hint)):
         raise SignatureError(f"signature {entry}: key hint is not a hex SHA-256", entry=entry)
+    chain = _material_certificates(material, entry)
+    if chain and public is not None:
+        raise SignatureError(f"signature {entry} holds both a public key hint and "
+                             "certificates", entry=entry)
     sigs = env.get("signatures")
     if not isinstance(sigs, list) or len(sigs) != 1 or not isinstance(sigs[0], dict):
         raise SignatureError(f"signature {entry} must hold exactly one DSSE signature",
@@ -390,7 +479,32 @@ def parse_envelope(data: bytes, entry: str) -> Envelope:
                              f"expected {PAYLOAD_TYPE!r}", entry=entry)
     return Envelope(hint or (keyid or None), payload_type,
                     _b64(env.get("payload"), f"{entry} payload"),
-                    _b64(sigs[0].get("sig"), f"{entry} signature"))
+                    _b64(sigs[0].get("sig"), f"{entry} signature"), chain)
+
+
+def _material_certificates(material: dict[str, Any], entry: str) -> tuple[bytes, ...]:
+    """DER certificates of ``x509CertificateChain`` (OMS) or ``certificate`` (bundle v0.3)."""
+    chain = material.get("x509CertificateChain")
+    single = material.get("certificate")
+    if chain is None and single is None:
+        return ()
+    if chain is not None and single is not None:
+        raise SignatureError(f"signature {entry} holds two kinds of certificate material",
+                             entry=entry)
+    if chain is not None:
+        items = chain.get("certificates") if isinstance(chain, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= certs.MAX_CHAIN_LENGTH:
+            raise SignatureError(f"signature {entry}: x509CertificateChain needs 1.."
+                                 f"{certs.MAX_CHAIN_LENGTH} certificates", entry=entry)
+    else:
+        items = [single]
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SignatureError(f"signature {entry}: certificate {i} is not an object",
+                                 entry=entry)
+        out.append(_b64(item.get("rawBytes"), f"{entry} certificate {i}"))
+    return tuple(out)
 
 
 def verify_envelope(env: Envelope, trust: TrustStore, entry: str) -> PublicKey | None:
@@ -406,8 +520,110 @@ def verify_envelope(env: Envelope, trust: TrustStore, entry: str) -> PublicKey |
     return None
 
 
-def parse_statement(payload: bytes, entry: str) -> list[tuple[str, str]]:
-    """Check an OMS v1.0 Statement and return its (name, sha256) resources."""
+@dataclass(frozen=True)
+class CertifiedSigner:
+    """A signer whose key a trusted root CA certified (see :mod:`bundle.certs`)."""
+
+    key: PublicKey
+    identity: certs.Identity
+
+
+def verify_certified(env: Envelope, trust: TrustStore, entry: str,
+                     now: Any) -> CertifiedSigner:
+    """Check ``env``'s embedded chain against the trusted roots, then its signature.
+
+    Order: parse the certificates, check the chain to a trusted root at ``now``
+    (validity, key usage), then the DSSE signature with the leaf's key. Raises
+    :class:`certs.CertificateRejectedError` with the reason when the signature does
+    not count; a malformed chain or a key-id mismatch is a SignatureError.
+    """
+    if not env.certificates:
+        raise certs.CertificateRejectedError("signature carries no certificate")
+    chain = certs.parse_der_chain(env.certificates, entry)
+    identity = certs.verify_chain(chain, trust.roots, now)
+    leaf_key = chain[0].public_key()
+    assert isinstance(leaf_key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
+    key = PublicKey(leaf_key)
+    if env.hint is not None and env.hint != key.key_id:
+        raise SignatureError(f"signature {entry} names key {env.hint[:16]} but its certificate "
+                             f"is for key {key.key_id[:16]}: a mismatched key id is refused",
+                             entry=entry)
+    if not key.verify(env.signature, pae(env.payload_type, env.payload)):
+        raise certs.CertificateRejectedError(f"signature does not verify with the key of "
+                                        f"certificate {identity.subject}")
+    return CertifiedSigner(key, identity)
+
+
+class Resources(list[tuple[str, str]]):
+    """A statement's (file, digest) pairs, one per file, with how the files were cut.
+
+    Under the ``shards`` method each file's pieces are joined back: one piece gives
+    its digest, several give their shard root -- the value the manifest records --
+    and ``sizes`` holds each file's length as its pieces declare it.
+    """
+
+    method: str = "files"
+    shard_size: int = 0
+    sizes: dict[str, int]
+
+    def __init__(self, items: Iterable[tuple[str, str]] = (), method: str = "files",
+                 shard_size: int = 0, sizes: dict[str, int] | None = None) -> None:
+        super().__init__(items)
+        self.method, self.shard_size, self.sizes = method, shard_size, dict(sizes or {})
+
+
+_SHARD_NAME = re.compile(r"(.+):(0|[1-9][0-9]{0,18}):([1-9][0-9]{0,18})")
+
+
+def _statement_serialization(pred: dict[str, Any], entry: str) -> tuple[str, int]:
+    ser = pred.get("serialization")
+    if not isinstance(ser, dict) or ser.get("hash_type") != "sha256" or \
+            ser.get("method") not in ("files", "shards"):
+        raise SignatureError(f"{entry}: serialization must be OMS 'files' or 'shards' with "
+                             "hash_type sha256", entry=entry)
+    if ser["method"] == "files":
+        return "files", 0
+    from .digest import MAX_SHARD_SIZE, MIN_SHARD_SIZE
+
+    size = ser.get("shard_size")
+    if isinstance(size, float) and size.is_integer():  # model_signing writes 4194304.0
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size & (size - 1) or \
+            not MIN_SHARD_SIZE <= size <= MAX_SHARD_SIZE:
+        raise SignatureError(f"{entry}: shard_size must be a power of two between "
+                             f"{MIN_SHARD_SIZE} and {MAX_SHARD_SIZE}", entry=entry)
+    return "shards", size
+
+
+def _join_shards(out: list[tuple[str, str]], shard_size: int, entry: str) -> Resources:
+    """Join ``path:start:end`` resources into one (path, digest) per file, checking
+    that each file's pieces are exactly its consecutive ``shard_size`` slices."""
+    from .digest import shard_root
+
+    pieces: dict[str, list[tuple[int, int, str]]] = {}
+    for name, digest in out:
+        m = _SHARD_NAME.fullmatch(name)
+        if m is None:
+            raise SignatureError(f"{entry}: shard resource {name!r} is not path:start:end",
+                                 entry=entry)
+        pieces.setdefault(m[1], []).append((int(m[2]), int(m[3]), digest))
+    joined, sizes = [], {}
+    for path, parts in pieces.items():
+        for i, (start, end, _d) in enumerate(parts):
+            last = i == len(parts) - 1
+            if start != i * shard_size or not (0 < end - start <= shard_size) or \
+                    (not last and end - start != shard_size):
+                raise SignatureError(f"{entry}: shards of {path!r} are not its consecutive "
+                                     f"{shard_size}-byte pieces (found {start}:{end})",
+                                     entry=entry)
+        digests = [d for _s, _e, d in parts]
+        joined.append((path, digests[0] if len(digests) == 1 else shard_root(digests)))
+        sizes[path] = parts[-1][1]
+    return Resources(joined, "shards", shard_size, sizes)
+
+
+def parse_statement(payload: bytes, entry: str) -> Resources:
+    """Check an OMS v1.0 Statement and return its (name, sha256) resources, one per file."""
     from .archive import check_entry_name
     from .errors import FormatError
 
@@ -424,28 +640,34 @@ def parse_statement(payload: bytes, entry: str) -> list[tuple[str, str]]:
     subjects = st.get("subject")
     if not isinstance(pred, dict) or not isinstance(subjects, list) or len(subjects) != 1:
         raise SignatureError(f"{entry}: statement needs one subject and a predicate", entry=entry)
+    method, shard_size = _statement_serialization(pred, entry)
     raw = pred.get("resources")
     if not isinstance(raw, list):
         raise SignatureError(f"{entry}: predicate has no resource list", entry=entry)
+    algorithm = "sha256" if method == "files" else _shard_algorithm(shard_size)
     out: list[tuple[str, str]] = []
     for r in raw:
-        if not isinstance(r, dict) or r.get("algorithm") != "sha256":
-            raise SignatureError(f"{entry}: every resource needs algorithm sha256", entry=entry)
+        if not isinstance(r, dict) or r.get("algorithm") != algorithm:
+            raise SignatureError(f"{entry}: every resource needs algorithm {algorithm}",
+                                 entry=entry)
         name, digest = r.get("name"), r.get("digest")
         if not isinstance(name, str) or not isinstance(digest, str) or \
                 not _HEX64.fullmatch(digest):
             raise SignatureError(f"{entry}: malformed resource {r!r}", entry=entry)
+        m = _SHARD_NAME.fullmatch(name) if method == "shards" else None
         try:
-            check_entry_name(name)
+            check_entry_name(m[1] if m is not None else name)
         except FormatError as e:
             raise SignatureError(f"{entry}: resource name not canonical: {e}", entry=entry) from e
         out.append((name, digest))
     names = [n for n, _ in out]
-    if names != sorted(set(names)):
+    ordered = sorted(set(names)) if method == "files" else \
+        sorted(set(names), key=lambda n: _shard_key(n) if _SHARD_NAME.fullmatch(n) else ([], 0, 0))
+    if names != ordered:
         raise SignatureError(f"{entry}: resources must be sorted and unique", entry=entry)
     subject = subjects[0]
     digest = subject.get("digest") if isinstance(subject, dict) else None
     if not isinstance(digest, dict) or digest.get("sha256") != resources_digest(out):
         raise SignatureError(f"{entry}: subject digest does not match the resources",
                              entry=entry)
-    return out
+    return Resources(out) if method == "files" else _join_shards(out, shard_size, entry)
