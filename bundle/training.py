@@ -39,6 +39,9 @@ or the string ``"inf"``, ``"-inf"`` or ``"nan"``; ``list``/``tuple`` with
 dtype name. Nothing else is representable: a function, a lambda or any other
 object in a state is refused at save time, naming its key.
 
+Keras models use the same two entries with ``"framework": {"name": "keras"}`` and
+their own ``model``/``optimizer`` listings (:mod:`bundle.training_keras`).
+
 Restoring (:func:`restore`) reads both entries from the verified archive,
 checks the given model, optimizer and scheduler against them completely, and
 only then assigns anything.
@@ -47,6 +50,7 @@ only then assigns anything.
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,13 +58,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _json
-from .digest import sha256_bytes
+from .digest import digest_bytes
 from .errors import ConversionError, FormatError, InputError, IntegrityError
 
 if TYPE_CHECKING:
     from ._verify import VerifiedBundle, VerifyReport
+    from .archive import ZipReader
+    from .manifest import Manifest
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "capture", "restore_verified"]
+__all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "capture", "check_entries",
+           "restore_verified"]
 
 STATE_JSON = "training/state.json"
 STATE_TENSORS = "training/state.safetensors"
@@ -410,12 +417,35 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
 # --------------------------------------------------------------------------- restore side
 
 
+def check_entries(reader: ZipReader, manifest: Manifest) -> None:
+    """Structure of a bundle's training state, for verify/load (no framework needed).
+
+    Exactly the two entries, ``state.json`` canonical JSON and ``state.safetensors``
+    a well-formed safetensors header; :func:`restore_verified` checks the rest.
+    """
+    from .weights import header_size, parse_header
+
+    files = {f.path: f for f in manifest.files if f.role == "training_state"}
+    if not files:
+        return
+    if set(files) != {STATE_JSON, STATE_TENSORS}:
+        raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
+                          f"found {sorted(files)}", entry=sorted(files)[0])
+    _json.loads_canonical(reader.read(STATE_JSON, max_size=MAX_STATE_JSON_BYTES),
+                          what=STATE_JSON)
+    size = files[STATE_TENSORS].size
+    first = reader.read_range(STATE_TENSORS, 0, min(8, size))
+    head = reader.read_range(STATE_TENSORS, 0, min(header_size(first), size))
+    parse_header(head, size, entry=STATE_TENSORS)
+
+
 def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
     """The two training entries, re-read and checked against the manifest's SHA-256."""
     files = {f.path: f for f in vb.report.manifest.files if f.role == "training_state"}
     if not files:
         raise InputError(f"{vb.report.path} holds no training state (it was saved without "
-                         "one, e.g. with training_state=False or from a non-PyTorch model)")
+                         "one, e.g. with training_state=False, or from a model that has "
+                         "none: scikit-learn, ONNX, a tf.Module or SavedModel)")
     if set(files) != {STATE_JSON, STATE_TENSORS}:
         raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
                           f"found {sorted(files)}")
@@ -423,14 +453,14 @@ def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
     for path, f in files.items():
         limit = MAX_STATE_JSON_BYTES if path == STATE_JSON else MAX_STATE_TENSOR_BYTES
         data = vb.reader.read(path, max_size=limit)
-        if sha256_bytes(data) != f.sha256:
+        if digest_bytes(data, f.shard_size or len(data)).sha256 != f.sha256:
             raise IntegrityError(f"{path}: SHA-256 does not match the manifest", entry=path)
         out[path] = data
     doc = _json.loads_canonical(out[STATE_JSON], what=STATE_JSON)
     return doc, out[STATE_TENSORS]
 
 
-def _tensors_of(data: bytes, entry: str) -> dict[str, Any]:
+def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, Any]:
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
 
@@ -478,6 +508,10 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     if doc["format"] != FORMAT or doc["version"] != VERSION:
         raise FormatError(f"{STATE_JSON}: format {doc['format']!r} version {doc['version']!r} "
                           f"is not {FORMAT!r} version {VERSION}", entry=STATE_JSON)
+    framework = doc["framework"].get("name") if isinstance(doc["framework"], dict) else None
+    if framework != "pytorch":
+        raise InputError(f"{vb.report.path} holds {framework!r} training state; restore it into "
+                         f"a {framework} model, not a PyTorch module")
     training = _tensors_of(tensor_bytes, STATE_TENSORS)
     assert vb.weights is not None, "restore reads the weights in memory"
     weights = _tensors_of(vb.weights, vb.report.manifest.file("weights").path)

@@ -13,7 +13,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 case ",$extras," in
-  *,torch,*|*,all,*) python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true ;;
+  *,torch,*|*,all,*|*,bench,*) python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true ;;
 esac
 python -m pip install -q -e ".[${extras}]" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import bundle, onnxruntime, safetensors, cryptography" \

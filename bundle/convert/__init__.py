@@ -54,10 +54,17 @@ _CONVERTERS: dict[str, str] = {
     "imblearn": "sklearn",
     "onnx": "onnx_model",
     "torch": "torch",
+    "keras": "tensorflow",
+    "tensorflow": "tensorflow",
 }
 
-_TORCH_ONLY = ("dynamic_axes", "exporter", "optimizer", "scheduler", "include_rng",
-               "training_state")
+# Options only some converters take, and which.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("dynamic_axes", "exporter", "optimizer", "scheduler", "include_rng",
+              "training_state"),
+    "tensorflow": ("dynamic_axes", "optimizer", "training_state", "signature"),
+}
+_FRAMEWORK_ONLY = tuple(dict.fromkeys(k for ks in _OPTIONS.values() for k in ks))
 
 
 def _converter_name(obj: Any) -> str:
@@ -74,19 +81,25 @@ def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
     import os
 
     if isinstance(model, (str, os.PathLike)):
-        name = "onnx_model"
+        name = "tensorflow" if os.path.isdir(model) else "onnx_model"  # a SavedModel
     else:
         name = _converter_name(model)
         if not name:
             raise ConversionError(
                 f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
                 "model-bundle exports scikit-learn estimators and pipelines, PyTorch "
-                "nn.Modules, onnx.ModelProto objects and .onnx files")
-    if name != "torch":
-        given = [k for k in _TORCH_ONLY if options.get(k) not in (None, False)]
-        if given:
-            raise ConversionError(f"{', '.join(given)} apply to PyTorch modules only")
-        options = {k: v for k, v in options.items() if k not in _TORCH_ONLY}
+                "nn.Modules, Keras models, tf.Modules, SavedModel directories, "
+                "onnx.ModelProto objects and .onnx files")
+    accepted = _OPTIONS.get(name, ())
+    given = [k for k in _FRAMEWORK_ONLY
+             if k not in accepted and options.get(k) not in (None, False)]
+    if given:
+        raise ConversionError(
+            f"{', '.join(given)} cannot be used with this model: exporter, scheduler and "
+            "include_rng apply to PyTorch modules only; dynamic_axes, optimizer and "
+            "training_state to PyTorch modules and TensorFlow/Keras models; signature to "
+            "tf.Modules and SavedModels")
+    options = {k: v for k, v in options.items() if k in accepted or k not in _FRAMEWORK_ONLY}
     module = importlib.import_module(f".{name}", __name__)
     fn: Callable[..., Converted] = module.convert
     return fn(model, sample_input, **options)

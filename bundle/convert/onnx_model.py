@@ -24,7 +24,9 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         try:
-            proto = onnx.load(path, load_external_data=True)
+            # External data stays on disk: the writer streams it into the bundle, so a
+            # model of any size (a single tensor over 2 GB too) never enters protobuf.
+            proto = onnx.load(path, load_external_data=False)
         except (OSError, ValueError, RuntimeError) as e:
             raise ConversionError(f"cannot read ONNX model {path}: {e}") from e
     elif isinstance(model, onnx.ModelProto):
@@ -33,24 +35,70 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
     else:
         raise ConversionError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     try:
-        onnx.checker.check_model(proto, full_check=False)
+        # A path is checked as a path: the checker then finds external data beside it.
+        onnx.checker.check_model(path if isinstance(model, (str, os.PathLike)) else proto,
+                                 full_check=False)
     except onnx.checker.ValidationError as e:
         raise ConversionError(f"the ONNX model is invalid: {str(e).splitlines()[0]}") from e
     if not proto.graph.output:
         raise ConversionError("the ONNX model has no outputs")
+    if isinstance(model, (str, os.PathLike)):
+        _resolve_external_data(proto, os.path.dirname(os.path.abspath(os.fspath(model))))
     from ..graph import io_specs
 
-    inputs, _ = io_specs(proto)
+    input_specs = io_specs(proto)[0]
     feeds = None
     if sample_input is not None:
         if isinstance(sample_input, dict):
             feeds = {k: np.asarray(v) for k, v in sample_input.items()}
-        elif len(inputs) == 1:
-            feeds = {inputs[0].name: np.asarray(sample_input)}
+        elif len(input_specs) == 1:
+            feeds = {input_specs[0].name: np.asarray(sample_input)}
         else:
-            raise ConversionError(f"the model has {len(inputs)} inputs: give sample_input as a "
-                                  "dict of input name -> array")
+            raise ConversionError(f"the model has {len(input_specs)} inputs: give sample_input "
+                                  "as a dict of input name -> array")
     return Converted(
         model=proto, task="generic", framework="onnx", framework_version=str(proto.ir_version),
         converter=proto.producer_name or "onnx", converter_version=proto.producer_version,
         feeds=feeds, reference={}, methods={"predict": Method(proto.graph.output[0].name)})
+
+
+def _resolve_external_data(proto: Any, base: str) -> None:
+    """Point each main-graph initializer's external data at its file's absolute path.
+
+    As onnx does when loading, the file must lie inside the model's directory
+    (no ``..``, no absolute location, no symlink out of it) and hold the range.
+    """
+    from onnx import TensorProto
+    from onnx.external_data_helper import (
+        _get_attribute_tensors,
+        _get_initializer_tensors,
+        load_external_data_for_tensor,
+    )
+
+    root = os.path.realpath(base)
+    elsewhere = [*list(_get_initializer_tensors(proto))[len(proto.graph.initializer):],
+                 *_get_attribute_tensors(proto)]
+    for t in elsewhere:  # subgraphs and attributes: inline, as onnx.load did
+        if t.data_location == TensorProto.EXTERNAL:
+            load_external_data_for_tensor(t, base)
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+    for init in proto.graph.initializer:
+        if init.data_location != TensorProto.EXTERNAL:
+            continue
+        ext = {e.key: e for e in init.external_data}
+        loc = ext["location"].value if "location" in ext else ""
+        target = os.path.realpath(os.path.join(root, loc))
+        if not loc or os.path.isabs(loc) or os.path.commonpath([root, target]) != root:
+            raise ConversionError(f"initializer {init.name!r}: external data location {loc!r} "
+                                  "is not a file inside the model's directory")
+        try:
+            offset = int(ext["offset"].value) if "offset" in ext else 0
+            length = int(ext["length"].value) if "length" in ext else None
+            size = os.path.getsize(target)
+        except (ValueError, OSError) as e:
+            raise ConversionError(f"initializer {init.name!r}: external data {loc!r}: {e}") from e
+        if offset < 0 or offset + (length or 0) > size:
+            raise ConversionError(f"initializer {init.name!r}: external data range runs past "
+                                  f"the end of {loc!r}")
+        ext["location"].value = target
