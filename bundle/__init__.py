@@ -22,6 +22,7 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 from ._verify import Signer, VerifyReport
 from ._version import __version__
 from .api import Inspection, inspect, load, restore, save, sign, verify
+from .directory import pack_directory
 from .errors import (
     BundleError,
     ConversionError,
@@ -34,15 +35,24 @@ from .errors import (
     SignatureError,
     UntrustedContentError,
 )
+from .freshness import FreshnessError
 from .manifest import Manifest
 from .runtime import Model
-from .signing import PrivateKey, PublicKey, TrustStore, generate_key, load_private_key, load_public_key
+from .signing import (
+    PrivateKey,
+    PublicKey,
+    TrustStore,
+    generate_key,
+    load_private_key,
+    load_public_key,
+)
 
 __all__ = [
     "BundleError",
     "ConversionError",
     "DeviceError",
     "FormatError",
+    "FreshnessError",
     "InputError",
     "Inspection",
     "IntegrityError",
@@ -63,6 +73,7 @@ __all__ = [
     "load",
     "load_private_key",
     "load_public_key",
+    "pack_directory",
     "restore",
     "save",
     "sign",

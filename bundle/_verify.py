@@ -12,31 +12,48 @@ handed on (graph and, for in-memory loads, weights): nothing is read twice.
 
 from __future__ import annotations
 
+import mmap
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import signing
-from .archive import ZipReader
-from .digest import sha256_bytes, sha256_chunks
+from . import certs, freshness, signing
+from .archive import ALIGNMENT, ZipReader
+from .digest import sha256_bytes
 from .errors import FormatError, IntegrityError, LimitError, SignatureError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
 
 __all__ = ["Signer", "VerifiedBundle", "VerifyReport", "verify_archive"]
 
 SIGNATURE_PREFIX = "signatures/"
 SIGNATURE_NAME = re.compile(r"signatures/[0-9a-f]{64}\.sig")
-MAX_SIGNATURE_BYTES = 256 * 1024
+MAX_SIGNATURE_BYTES = 4 << 20
+"""A sharded statement lists every 64 MiB piece (~170 bytes each, base64): 4 MiB of
+signature covers bundles of over a terabyte. Entries are read one at a time."""
 MAX_GRAPH_BYTES = 1 << 30
 """Largest graph entry accepted: weights live in the safetensors entry, not here."""
 
 
 @dataclass(frozen=True)
 class Signer:
-    """A trusted key that signed the bundle."""
+    """A trusted key that signed the bundle.
+
+    ``identity`` is set when the key was trusted through an X.509 chain to a
+    trusted root CA (subject, SAN, issuer, root), None for a directly trusted key.
+    """
 
     key_id: str
     key_type: str
     entry: str
+    identity: certs.Identity | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        d: dict[str, object] = {"key_id": self.key_id, "key_type": self.key_type,
+                                "entry": self.entry}
+        if self.identity is not None:
+            d["certificate"] = self.identity.to_dict()
+        return d
 
 
 @dataclass(frozen=True)
@@ -56,11 +73,11 @@ class VerifyReport:
         return {
             "path": self.path,
             "verified": self.verified,
-            "signers": [{"key_id": s.key_id, "key_type": s.key_type, "entry": s.entry}
-                        for s in self.signers],
+            "signers": [s.to_dict() for s in self.signers],
             "untrusted_signatures": list(self.untrusted_signatures),
             "files": [f.to_dict() for f in self.files],
             "model": self.manifest.model.to_dict(),
+            "expires": self.manifest.expires,
         }
 
 
@@ -71,8 +88,11 @@ class VerifiedBundle:
     reader: ZipReader
     report: VerifyReport
     graph: bytes
-    weights: bytes | None
+    weights: bytes | bytearray | mmap.mmap | None
     weights_head: bytes = field(default=b"")
+    accept: Callable[[], None] = field(default=lambda: None)
+    """Records the bundle in the rollback state; the caller calls it once the graph
+    and weights have passed their checks too (a bundle refused later is not 'seen')."""
 
 
 def signature_entries(reader: ZipReader) -> list[str]:
@@ -87,15 +107,24 @@ def signature_entries(reader: ZipReader) -> list[str]:
     return sorted(names)
 
 
-def _check_signatures(reader: ZipReader, manifest_bytes: bytes,
-                      trust: signing.TrustStore) -> tuple[tuple[Signer, ...], tuple[str, ...],
-                                                          list[tuple[str, str]]]:
+def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.TrustStore,
+                      now: object = None) -> tuple[tuple[Signer, ...], tuple[str, ...],
+                                                   list[tuple[str, str]]]:
+    """Who of the trusted signed; each signature, in entry order, is checked thus:
+
+    parse the Sigstore bundle; its key hint must match its entry name; try every
+    trusted key on PAE(payload); failing that, if it embeds a certificate chain
+    and roots are trusted, the chain must lead to a trusted root at ``now`` and
+    the leaf's key must verify. Only then is the statement parsed, and it must
+    cover this very manifest. Each distinct key counts once toward the threshold.
+    """
     names = signature_entries(reader)
     if not names:
         raise SignatureError("bundle is unsigned; pass allow_unsigned=True to load it anyway "
                              "(its integrity is still checked)")
     signers: dict[str, Signer] = {}
     untrusted: list[str] = []
+    reasons: list[str] = []
     resources: list[tuple[str, str]] | None = None
     manifest_digest = sha256_bytes(manifest_bytes)
     for name in names:
@@ -105,6 +134,14 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes,
             raise SignatureError(f"signature entry {name} holds a signature for key "
                                  f"{env.hint[:16]}", entry=name)
         key = signing.verify_envelope(env, trust, name)
+        identity: certs.Identity | None = None
+        if key is None and env.certificates and trust.roots:
+            try:
+                certified = signing.verify_certified(env, trust, name, now)
+            except certs.CertificateRejectedError as e:
+                reasons.append(f"{name}: {e}")
+            else:
+                key, identity = certified.key, certified.identity
         if key is None:
             untrusted.append(env.hint or name)
             continue
@@ -119,21 +156,30 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes,
                                  "trusted signature", entry=name)
         resources = signed
         # Each unique key counts once, however many entries it signed.
-        signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name))
+        signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name, identity))
     if len(signers) < trust.threshold:
         have = ", ".join(h[:16] for h in untrusted) or "none"
+        roots = (f"; trusted roots: {', '.join(r.subject.rfc4514_string() for r in trust.roots)}"
+                 if trust.roots else "")
+        why = f"; certificates refused: {'; '.join(reasons)}" if reasons else ""
         raise SignatureError(
             f"bundle is signed by {len(signers)} trusted key(s), {trust.threshold} required; "
             f"untrusted signer key ids: {have}; trusted: "
-            f"{', '.join(k[:16] for k in trust.key_ids())}")
+            f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'}{roots}{why}")
     assert resources is not None
     return tuple(signers.values()), tuple(untrusted), resources
 
 
 def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
                    allow_unsigned: bool = False, weights_in_memory: bool = True,
-                   ) -> VerifiedBundle:
-    """Run every check up to, not including, parsing the graph and weights."""
+                   policy: freshness.Policy | None = None,
+                   progress: ProgressCallback | None = None) -> VerifiedBundle:
+    """Run every check up to, not including, parsing the graph and weights.
+
+    ``policy`` adds the verification time, a minimum version and a rollback
+    record (:mod:`bundle.freshness`); expiry is always enforced.
+    """
+    policy = policy or freshness.Policy()
     if MANIFEST_NAME not in reader.entries:
         raise FormatError("bundle has no manifest.json", entry=MANIFEST_NAME)
     manifest_bytes = reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
@@ -143,7 +189,8 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
     resources: list[tuple[str, str]] | None = None
     if trust is not None:
         try:
-            signers, untrusted, resources = _check_signatures(reader, manifest_bytes, trust)
+            signers, untrusted, resources = _check_signatures(reader, manifest_bytes, trust,
+                                                              policy.time())
         except SignatureError:
             if not allow_unsigned:
                 raise
@@ -154,13 +201,12 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
         signature_entries(reader)
 
     manifest = Manifest.from_bytes(manifest_bytes)
+    signer_ids = [s.key_id for s in signers]
+    policy.check(manifest.model.name, manifest.model.version, manifest.expires, signer_ids)
 
     listed = {f.path: f for f in manifest.files}
     if resources is not None:
-        signed = dict(resources)
-        signed.pop(MANIFEST_NAME)
-        if signed != {p: f.sha256 for p, f in listed.items()}:
-            raise SignatureError("the signed resource list and manifest.json's files disagree")
+        _check_signed_files(resources, manifest, len(manifest_bytes))
     present = {n for n in reader.entries if not n.startswith(SIGNATURE_PREFIX)}
     present.discard(MANIFEST_NAME)
     extra, missing = present - listed.keys(), listed.keys() - present
@@ -171,55 +217,180 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
         raise IntegrityError(f"entries listed in the manifest are missing: {sorted(missing)}",
                              entry=sorted(missing)[0])
 
+    _check_container_layout(reader, manifest)
+    graph, weights, weights_head = _hash_files(reader, manifest, weights_in_memory, progress)
+    report = VerifyReport(reader.path, manifest, signers, untrusted, manifest.files,
+                          verified=bool(signers))
+    return VerifiedBundle(reader, report, graph, weights, weights_head,
+                          lambda: policy.record(manifest.model.name, manifest.model.version,
+                                                signer_ids))
+
+
+_NAME_BY_ROLE = {"graph": "model.onnx", "weights": "weights.safetensors"}
+
+
+def _check_container_layout(reader: ZipReader, manifest: Manifest) -> None:
+    """The zip bytes no hash covers are the writer's, so a bundle has one encoding.
+
+    Entry order (FORMAT.md 2.7), each entry's method and alignment record (2.5,
+    2.6) and the names of the graph and weights follow from the manifest; any other
+    choice would let a third party re-encode a signed bundle while it still
+    verifies. (A deflated entry's compressed bytes remain open: DEFLATE has many
+    encodings of the same content, and only the content is hashed.)
+    """
+    sigs = sorted(n for n in reader.entries if n.startswith(SIGNATURE_PREFIX))
+    order = [*sorted(f.path for f in manifest.files), MANIFEST_NAME, *sigs]
+    if list(reader.entries) != order:
+        raise FormatError("entries are not in the canonical order (content entries by "
+                          "name, manifest.json, signatures by key id)")
+    for f in manifest.files:
+        want = _NAME_BY_ROLE.get(f.role)
+        if want is not None and f.path != want:
+            raise FormatError(f"the {f.role} entry must be named {want!r}, not {f.path!r}",
+                              entry=f.path)
+        deflated = is_deflated(f.path, f.role)
+        _check_encoding(reader, f.path, deflated=deflated, aligned=not deflated)
+    for name in (MANIFEST_NAME, *sigs):
+        _check_encoding(reader, name, deflated=False, aligned=False)
+
+
+def _check_encoding(reader: ZipReader, name: str, *, deflated: bool, aligned: bool) -> None:
+    e = reader.entries[name]
+    if e.stored == deflated:
+        how = "DEFLATE-compressed" if deflated else "STORED"
+        raise FormatError(f"entry {name!r} must be {how} (FORMAT.md 2.5)", entry=name)
+    if e.aligned != aligned:
+        raise FormatError(f"entry {name!r} is not aligned to {ALIGNMENT} bytes (FORMAT.md 2.6)"
+                          if aligned else f"entry {name!r} carries an alignment record; only "
+                          "STORED content entries do (FORMAT.md 2.6)", entry=name)
+
+
+def _check_signed_files(resources: list[tuple[str, str]], manifest: Manifest,
+                        manifest_size: int) -> None:
+    """The signed statement must name exactly the manifest's files, cut as it says.
+
+    Under OMS's ``files`` method every digest is a whole file's, so no entry may
+    be sharded (a third-party verifier would hash whole files); under ``shards``
+    the pieces, joined back per file by :func:`signing.parse_statement`, must give
+    each sharded entry's root and every file's size.
+    """
+    method = getattr(resources, "method", "files")
+    signed = dict(resources)
+    signed.pop(MANIFEST_NAME)
+    # OMS's shards serialization lists no piece of an empty file.
+    want = {f.path: f.sha256 for f in manifest.files if method == "files" or f.size}
+    if signed != want:
+        raise SignatureError("the signed resource list and manifest.json's files disagree")
+    if method == "files" and manifest.shard_size:
+        raise SignatureError("the signature lists whole files but the manifest records "
+                             "sharded entries: it must use OMS's shards serialization")
+    if method == "shards":
+        sizes = getattr(resources, "sizes", {})
+        if sizes.get(MANIFEST_NAME) != manifest_size or \
+                any(sizes.get(f.path) != f.size for f in manifest.files if f.size):
+            raise SignatureError("the signed shards and manifest.json disagree on file sizes")
+        if manifest.shard_size and getattr(resources, "shard_size", 0) != manifest.shard_size:
+            raise SignatureError("the signature and manifest.json use different shard sizes")
+
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(advance, total)``: bytes just hashed, and the bytes the whole check hashes."""
+
+
+def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
+                progress: ProgressCallback | None,
+                ) -> tuple[bytes, mmap.mmap | None, bytes]:
+    """Hash every listed entry, shard by shard, comparing each with the manifest.
+
+    Returns the graph bytes, the weights read into memory (when asked) and the
+    weights' safetensors header, all taken from the very bytes that were hashed.
+    STORED entries are read by hashing threads with ``pread`` -- through small
+    buffers, or straight into the in-memory weights buffer -- all shards of all
+    entries in one pool; DEFLATE entries are inflated (bounded) and hashed in memory.
+    The zip CRC-32 of every entry is checked too: no hash covers the CRC field.
+    """
+    from .digest import ShortReadError, crc32_combine, hash_ranges
+    from .weights import header_size
+
+    total = sum(f.size for f in manifest.files)
+
+    def advance(n: int) -> None:
+        if progress is not None:
+            progress(n, total)
+
     graph = b""
-    weights: bytes | None = None
-    weights_head = b""
+    weights: mmap.mmap | None = None
+    spans: list[tuple[int, int]] = []
+    into: list[memoryview | None] = []
+    keep: list[int] = []
+    owners: list[FileEntry] = []
+    head_want = 0
     for f in manifest.files:
         e = reader.entries[f.path]
         if e.size != f.size:
             raise IntegrityError(f"{f.path}: manifest records {f.size} bytes, archive holds "
                                  f"{e.size}", entry=f.path)
-        if f.role == "graph":
+        if f.role == "weights":
+            _check_weights_entry(e, f)
+        if f.role == "graph" or not e.stored:
             data = reader.read(f.path, max_size=MAX_GRAPH_BYTES)
-            digest = sha256_bytes(data)
-            graph = data
-        elif f.role == "weights" and weights_in_memory:
-            _check_weights_entry(e, f)
-            data = reader.read(f.path, max_size=1 << 40)
-            digest = sha256_bytes(data)
-            weights = data
-        elif f.role == "weights":
-            _check_weights_entry(e, f)
-            digest, weights_head = _hash_keeping_head(reader, f.path)
-        else:
-            digest = sha256_chunks(reader.iter_entry(f.path, max_size=MAX_GRAPH_BYTES))
-        if digest != f.sha256:
-            raise IntegrityError(f"{f.path}: SHA-256 is {digest[:16]}..., the manifest records "
-                                 f"{f.sha256[:16]}...", entry=f.path)
-    report = VerifyReport(reader.path, manifest, signers, untrusted, manifest.files,
-                          verified=bool(signers))
-    return VerifiedBundle(reader, report, graph, weights, weights_head)
+            _compare(f, [sha256_bytes(memoryview(data)[a:b]) for a, b in f.spans])
+            graph = data if f.role == "graph" else graph
+            advance(len(data))
+            continue
+        buf: memoryview | None = None
+        if f.role == "weights":
+            if weights_in_memory:
+                # Anonymous memory, page-aligned as a mapping of the file would be, so
+                # the tensors onnxruntime runs on keep the alignment they have on disk.
+                weights = mmap.mmap(-1, max(e.size, 1))
+                buf = memoryview(weights)[:e.size]
+            else:  # a size hint only: what is parsed is checked against the hashed bytes
+                hint = b"".join(reader.iter_range(e.data_offset, e.data_offset + min(8, e.size)))
+                head_want = min(header_size(hint), e.size) if len(hint) == 8 else e.size
+        for a, b in f.spans:
+            spans.append((e.data_offset + a, e.data_offset + b))
+            into.append(buf[a:b] if buf is not None else None)
+            keep.append(max(0, min(head_want - a, b - a)) if f.role == "weights" else 0)
+            owners.append(f)
+    try:
+        results = hash_ranges(reader.fileno(), spans, into=into, keep=keep, progress=advance)
+    except ShortReadError as err:
+        raise IntegrityError(f"the bundle file changed while it was being verified ({err})"
+                             ) from err
+    head = b""
+    pos = 0
+    for f in dict.fromkeys(owners):
+        got = results[pos:pos + len(f.spans)]
+        pos += len(f.spans)
+        _compare(f, [r.hexdigest for r in got])
+        crc = got[0].crc32
+        for r in got[1:]:
+            crc = crc32_combine(crc, r.crc32, r.end - r.start)
+        if crc != reader.entries[f.path].crc32:
+            raise IntegrityError(f"entry {f.path!r} fails its zip CRC-32 check", entry=f.path)
+        if f.role == "weights":
+            head = bytes(weights[:header_size(bytes(weights[:8]))]) if weights is not None \
+                else b"".join(r.head for r in got)
+            if weights is None and len(head) >= 8 and \
+                    len(head) != min(header_size(head[:8]), f.size):
+                raise IntegrityError(f"{f.path}: its header changed while it was being "
+                                     "verified", entry=f.path)
+    return graph, weights, head
 
 
-def _hash_keeping_head(reader: ZipReader, name: str) -> tuple[str, bytes]:
-    """Hash a stored weights entry by streaming, keeping its safetensors header bytes.
-
-    The header is taken from the very chunks that were hashed, not read again.
-    """
-    import hashlib
-
-    from .weights import header_size
-
-    h = hashlib.sha256()
-    head = bytearray()
-    want = 8
-    for chunk in reader.iter_entry(name, max_size=1 << 40):
-        h.update(chunk)
-        if len(head) < want:
-            head += chunk
-            if want == 8 and len(head) >= 8:
-                want = header_size(bytes(head[:8]))
-    return h.hexdigest(), bytes(head[:want])
+def _compare(f: FileEntry, digests: list[str]) -> None:
+    """Each shard's digest (or the entry's, unsharded) against the manifest, by name."""
+    if not f.shards:
+        if digests[0] != f.sha256:
+            raise IntegrityError(f"{f.path}: SHA-256 is {digests[0][:16]}..., the manifest "
+                                 f"records {f.sha256[:16]}...", entry=f.path)
+        return
+    for i, (got, want, (a, b)) in enumerate(zip(digests, f.shards, f.spans, strict=True)):
+        if got != want:
+            raise IntegrityError(f"{f.path}: shard {i} of {len(f.shards)} (bytes {a}..{b}) has "
+                                 f"SHA-256 {got[:16]}..., the manifest records {want[:16]}...",
+                                 entry=f.path)
 
 
 def _check_weights_entry(e: object, f: FileEntry) -> None:

@@ -4,42 +4,72 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import signing
-from ._version import __version__
+from . import freshness, signing
 from ._verify import VerifyReport, signature_entries, verify_archive
+from ._version import __version__
 from .archive import ALIGNMENT, EntryData, ZipReader
-from .errors import ConversionError, FormatError, KeyFileError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, ModelInfo, OnnxInfo
+from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
+from .manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    OnnxInfo,
+    is_deflated,
+)
+from .training import check_entries as check_training_entries
 from .weights import WEIGHTS_NAME
 
 __all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
-
-ZERO_COPY_THRESHOLD = 64 << 20
-"""Weights at least this large are read by onnxruntime from the bundle file itself."""
 
 KeyLike = signing.PrivateKey | str | os.PathLike[str]
 
 
 def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None,
-                  passphrase: bytes | None) -> list[signing.PrivateKey]:
+                  passphrase: bytes | None, certificate_chain: Any = None,
+                  ) -> list[signing.PrivateKey]:
+    """Load the keys; a certificate chain goes to the key its leaf certifies."""
     if signing_key is None:
+        if certificate_chain is not None:
+            raise KeyFileError("certificate_chain given without a signing_key")
         return []
-    items = signing_key if isinstance(signing_key, (list, tuple)) else [signing_key]
-    return [signing.load_private_key(k, passphrase) for k in items]
+    items: list[Any] = list(signing_key) if isinstance(signing_key, (list, tuple)) \
+        else [signing_key]
+    keys = [signing.load_private_key(k, passphrase) for k in items]
+    if certificate_chain is None:
+        return keys
+    from .certs import load_certificates
+
+    chain = load_certificates(certificate_chain, "certificate chain")
+    leaf_pem = signing.PublicKey(chain[0].public_key()).pem()  # type: ignore[arg-type]
+    for i, k in enumerate(keys):
+        if k.public_key.pem() == leaf_pem:
+            keys[i] = k.with_certificates(chain)
+            return keys
+    raise KeyFileError(f"the certificate {chain[0].subject.rfc4514_string()} does not certify "
+                       "any of the signing keys (give the leaf certificate first)")
+
+
+def _policy(now: Any, min_version: str | None,
+            rollback_state: str | os.PathLike[str] | None) -> freshness.Policy:
+    return freshness.Policy(now, min_version, rollback_state)
 
 
 def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          signing_key: KeyLike | Sequence[KeyLike] | None = None,
-         passphrase: bytes | None = None, name: str | None = None, version: str = "1",
+         passphrase: bytes | None = None, certificate_chain: Any = None,
+         expires: Any = None, name: str | None = None, version: str = "1",
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
          created: str | None = None, target_opset: int | None = None,
          precision: str = "fp32", dynamic_axes: Mapping[str, Any] | None = None,
          exporter: str = "auto", optimizer: Any = None, scheduler: Any = None,
-         include_rng: bool = False, training_state: bool | None = None) -> Manifest:
+         include_rng: bool = False, training_state: bool | None = None,
+         signature: str | None = None) -> Manifest:
     """Export ``model`` to a bundle at ``path`` and return its manifest.
 
     ``model`` is a fitted scikit-learn estimator or pipeline, an ``onnx.ModelProto``
@@ -48,6 +78,12 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     the original; a disagreement beyond ``tolerance`` (atol, rtol) raises
     :class:`ConversionError` unless ``accept_mismatch``. ``signing_key`` (a key,
     a PEM path, or several) signs the bundle; without one it is unsigned.
+    ``certificate_chain`` (certificates, PEM/DER bytes or files, leaf first) is
+    embedded in the signature of the key its leaf certifies, for verifiers that
+    trust a root CA rather than the key. ``expires`` (an aware datetime, a
+    timedelta from now, or ``"YYYY-MM-DDTHH:MM:SSZ"``) is recorded in the signed
+    manifest; verifiers refuse the bundle from then on. ``version`` should be
+    dot-separated integers for verifiers to apply rollback protection.
     ``created`` is an optional timestamp string recorded as given (none by
     default, so the same model gives the same bytes). ``precision`` "fp16" or
     "int8" stores a compressed variant; its deviation from the original is
@@ -62,15 +98,30 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     parameter and buffer exactly, see :mod:`bundle.training`) unless
     ``training_state=False``; ``optimizer``, ``scheduler`` and ``include_rng`` add
     their states, for :func:`restore`.
+
+    Keras 3 model (Sequential, functional, subclassed), ``tf.Module`` or SavedModel
+    directory (through tf2onnx, see :mod:`bundle.convert.tensorflow`):
+    ``sample_input`` is an array, a list of arrays or a dict of named arrays, as
+    the model takes them; axis 0 and every ``None`` axis of a ``keras.Input`` are
+    dynamic unless ``dynamic_axes`` says otherwise (a tf.function's input
+    signature decides for the others). ``signature`` names the tf.Module method
+    (default ``__call__``) or the SavedModel signature (default
+    ``serving_default``). A Keras model's variables are kept for :func:`restore`
+    unless ``training_state=False``; ``optimizer`` (``model.optimizer``) adds the
+    optimizer's (see :mod:`bundle.training_keras`).
     """
     from . import parity as parity_mod
     from . import precision as precision_mod
     from . import weights as weights_mod
-    from ._writer import GRAPH_NAME, min_onnxruntime, pack
+    from ._writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
     from .convert import convert
     from .graph import io_specs
 
-    keys = _signing_keys(signing_key, passphrase)
+    keys = _signing_keys(signing_key, passphrase, certificate_chain)
+    try:
+        expires_at = None if expires is None else freshness.format_time(expires)
+    except ValueError as e:
+        raise ConversionError(f"expires: {e}") from e
     torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
                                        ("scheduler", scheduler), ("training_state", training_state))
                      if v is not None}
@@ -78,8 +129,12 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         torch_options["exporter"] = exporter
     if include_rng:
         torch_options["include_rng"] = True
+    if signature is not None:
+        torch_options["signature"] = signature
     converted = convert(model, sample_input, target_opset=target_opset, **torch_options)
     if precision != "fp32":
+        # The converters work on tensors in memory: read external data in first.
+        weights_mod.inline_external_data(converted.model)
         if not converted.reference and converted.feeds is not None:
             # Plain ONNX has no original framework: the fp32 graph is the reference.
             converted.reference = _run_onnx(converted.model, converted.feeds)
@@ -87,26 +142,29 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     onx = converted.model
     atol, rtol = tolerance or precision_mod.DEFAULT_TOLERANCE[precision]
 
-    parity = None
-    if converted.feeds is not None and converted.reference:
-        outs = _run_onnx(onx, converted.feeds)
-        rows = len(next(iter(converted.feeds.values())))
-        parity = parity_mod.check(
-            parity_mod.measure(outs, converted.reference, converted.methods, atol=atol,
-                               rtol=rtol, rows=rows), accept_mismatch)
-
-    tensors = weights_mod.externalize(onx)
-    training = converted.training.entries(tensors) if converted.training is not None else []
-    weights_bytes = weights_mod.serialize(tensors)
-    header = weights_mod.parse_header(weights_bytes, len(weights_bytes))
-    weights_mod.bind_external(onx, header)
-    graph_bytes = onx.SerializeToString()
+    # The weights go straight from the model into the bundle (no serialized copy);
+    # parity is then measured on the graph and weights as written.
+    split = weights_mod.split_weights(onx)
+    training = converted.training.entries(split.arrays) if converted.training is not None \
+        else []
+    graph_bytes = split.model.SerializeToString()
     inputs, outputs = io_specs(onx)
     opsets = {op.domain or "ai.onnx": op.version for op in onx.opset_import}
     model_name = name or type(model).__name__ if not isinstance(model, (str, os.PathLike)) \
-        else name or os.path.splitext(os.path.basename(os.fspath(model)))[0]
+        else name or os.path.splitext(os.path.basename(os.path.normpath(os.fspath(model))))[0]
     if not model_name:
         raise ConversionError("give the model a name")
+
+    parity = None
+
+    def measure_parity(written: str, offsets: dict[str, int]) -> None:
+        nonlocal parity
+        if converted.feeds is not None and converted.reference:
+            outs = _run_onnx(_Written(split, written, offsets[WEIGHTS_NAME]), converted.feeds)
+            rows = len(next(iter(converted.feeds.values())))
+            parity = parity_mod.check(
+                parity_mod.measure(outs, converted.reference, converted.methods, atol=atol,
+                                   rtol=rtol, rows=rows), accept_mismatch)
 
     def make_manifest(files: list[FileEntry]) -> Manifest:
         return Manifest(
@@ -117,22 +175,47 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
                           min_onnxruntime(onx.ir_version, opsets.get("ai.onnx", 1))),
             inputs=inputs, outputs=outputs, files=tuple(files), methods=converted.methods,
             columns=converted.columns, parity=parity, metadata=dict(metadata or {}),
-            created_by=f"model-bundle {__version__}", created=created)
+            created_by=f"model-bundle {__version__}", created=created, expires=expires_at)
 
-    contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True),
-                EntryData(WEIGHTS_NAME, weights_bytes, align=True)]
-    contents += [EntryData(n, data, compress=n.endswith(".json"), align=not n.endswith(".json"))
-                 for n, data in training]
+    contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True)]
+    contents += [EntryData(n, data, compress=is_deflated(n, "training_state"),
+                           align=not is_deflated(n, "training_state")) for n, data in training]
     return pack(path, contents, make_manifest, keys,
                 {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights",
-                 **{n: "training_state" for n, _ in training}})
+                 **{n: "training_state" for n, _ in training}},
+                streams=[StreamEntry(WEIGHTS_NAME, split.size, split.chunks)],
+                before_manifest=measure_parity)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """The graph as written into an unfinished bundle file, its weights mapped from there."""
+
+    split: Any
+    path: str
+    weights_offset: int
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Run on CPU; every output by name."""
+        import onnx
+
+        from .runtime import create_session
+
+        graph = onnx.ModelProto()
+        graph.CopyFrom(self.split.model)
+        session, _ = create_session(graph, self.split.header, self.path, self.weights_offset,
+                                    None, ["CPUExecutionProvider"], prepack=False)
+        names = [o.name for o in graph.graph.output]
+        return dict(zip(names, session.run(names, dict(feeds)), strict=True))
 
 
 def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
-    """Run an in-memory ONNX model on CPU; every output by name."""
+    """Run an ONNX model on CPU (in memory, or as written into a bundle); outputs by name."""
     import onnxruntime as ort
 
     try:
+        if isinstance(model, _Written):
+            return model.run(feeds)
         session = ort.InferenceSession(model.SerializeToString(),
                                        providers=["CPUExecutionProvider"])
         names = [o.name for o in model.graph.output]
@@ -144,17 +227,19 @@ def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
 
 def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKeys | None,
                    allow_unsigned: bool, weights_in_memory: bool | None,
-                   threshold: int | None) -> Any:
+                   threshold: int | None, *, trusted_roots: Any = None,
+                   policy: freshness.Policy | None = None, progress: Any = None) -> Any:
     trust = signing.as_trust_store(trusted_keys) if trusted_keys is not None else None
+    roots = signing.load_roots(trusted_roots)
+    if roots:
+        trust = trust.with_roots(roots) if trust is not None else signing.TrustStore(roots=roots)
     if trust is not None and threshold is not None:
-        trust = signing.TrustStore(trust.keys, threshold=threshold)
+        trust = signing.TrustStore(trust.keys, threshold=threshold, roots=trust.roots)
     reader = ZipReader(path)
     try:
-        if weights_in_memory is None:
-            w = next((f for f in reader.entries.values() if f.name == WEIGHTS_NAME), None)
-            weights_in_memory = w is None or w.size < ZERO_COPY_THRESHOLD
         return verify_archive(reader, trust, allow_unsigned=allow_unsigned,
-                              weights_in_memory=weights_in_memory)
+                              weights_in_memory=bool(weights_in_memory), policy=policy,
+                              progress=progress)
     except BaseException:
         reader.close()
         raise
@@ -162,7 +247,7 @@ def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKe
 
 def _check_content(vb: Any) -> tuple[Any, Any]:
     """Parse and check the verified weights header and graph."""
-    from .graph import check_graph, parse_model
+    from .graph import check_graph, io_specs, parse_model
     from .weights import parse_header
 
     manifest = vb.report.manifest
@@ -172,73 +257,101 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     gfile = manifest.file("graph")
     model = parse_model(vb.graph, gfile.path)
     check_graph(model, header, gfile.path)
+    inputs, outputs = io_specs(model)
+    if (inputs, outputs) != (manifest.inputs, manifest.outputs):
+        raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
+                          "graph's", entry=gfile.path)
+    check_training_entries(vb.reader, manifest)
     return model, header
 
 
 def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | None = None,
-           allow_unsigned: bool = False, threshold: int | None = None) -> VerifyReport:
+           allow_unsigned: bool = False, threshold: int | None = None,
+           trusted_roots: Any = None, now: Any = None, min_version: str | None = None,
+           rollback_state: str | os.PathLike[str] | None = None,
+           progress: Any = None) -> VerifyReport:
     """Verify signature, structure, every byte and the graph; return who signed what.
 
     Raises a :class:`BundleError` subclass naming what failed. Nothing is executed.
+    ``trusted_roots`` (root CA certificates or PEM files) also accepts signers whose
+    embedded X.509 chain leads to one of them; each signer's identity is reported.
+    ``now`` replaces the current time (expiry, certificate validity);
+    ``min_version`` refuses older bundles; ``rollback_state`` (a JSON file, created
+    if missing) refuses a version lower than one already accepted from the same
+    signer for the same model name, and records this one. See SECURITY.md.
     """
-    vb = _open_verified(path, trusted_keys, allow_unsigned, False, threshold)
+    vb = _open_verified(path, trusted_keys, allow_unsigned, False, threshold,
+                        trusted_roots=trusted_roots,
+                        policy=_policy(now, min_version, rollback_state), progress=progress)
     try:
         _check_content(vb)
-        return vb.report
+        vb.accept()
+        report: VerifyReport = vb.report
+        return report
     finally:
         vb.reader.close()
 
 
 def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | None = None,
          allow_unsigned: bool = False, device: str = "auto", threshold: int | None = None,
-         zero_copy: bool | None = None, session_options: Any = None,
-         provider_options: Mapping[str, Any] | None = None) -> Any:
+         zero_copy: bool = False, session_options: Any = None,
+         provider_options: Mapping[str, Any] | None = None, trusted_roots: Any = None,
+         now: Any = None, min_version: str | None = None,
+         rollback_state: str | os.PathLike[str] | None = None,
+         prepack: bool | None = None, progress: Any = None) -> Any:
     """Verify a bundle, then return a :class:`bundle.Model` ready to predict.
 
     ``device``: "auto" (CUDA when it really initialises, else CPU), "cpu", "cuda",
     "cuda:N" or "tensorrt"; an explicit GPU device that cannot run raises
     :class:`DeviceError`. ``provider_options`` pass through to the GPU provider.
-    ``zero_copy`` (default: for weights of 64 MiB and more) lets onnxruntime read
-    the weights straight from the bundle file rather than from the verified
-    in-memory copy; see SECURITY.md for what that means for a local writer.
+    By default the weights are read into memory while they are hashed and
+    onnxruntime runs on that very buffer (no copy, no 2 GB limit): what runs is
+    what was verified. ``zero_copy=True`` instead lets onnxruntime map the weights
+    straight from the bundle file (nothing read at load, pages shared between
+    processes), which a local writer of the file could change afterwards; see
+    SECURITY.md. ``prepack`` (onnxruntime re-laying MatMul/Gemm weights at load):
+    None decides by size (:data:`bundle.runtime.PREPACK_MAX_BYTES`).
+    ``progress(advance, total)`` is called as bytes are hashed.
+    ``trusted_roots``, ``now``, ``min_version``, ``rollback_state``: as for :func:`verify`.
     """
-    from .graph import inline_external, rebase_external
-    from .runtime import Model, select_providers
+    from .runtime import Model, create_session, select_providers
 
     providers = select_providers(device, provider_options)
-    in_memory = None if zero_copy is None else not zero_copy
-    vb = _open_verified(path, trusted_keys, allow_unsigned, in_memory, threshold)
+    before = _file_identity(path)
+    vb = _open_verified(path, trusted_keys, allow_unsigned, not zero_copy, threshold,
+                        trusted_roots=trusted_roots,
+                        policy=_policy(now, min_version, rollback_state), progress=progress)
     try:
-        model, _header = _check_content(vb)
+        model, header = _check_content(vb)
         manifest = vb.report.manifest
         _check_runtime_version(manifest)
-        import onnxruntime as ort
-
-        so = session_options or ort.SessionOptions()
-        so.log_severity_level = 3
-        if vb.weights is not None:
-            inline_external(model, vb.weights)
-        else:
-            entry = vb.reader.entries[manifest.file("weights").path]
-            abspath = os.path.abspath(vb.reader.path)
-            rebase_external(model, os.path.basename(abspath), entry.data_offset)
-            so.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                        os.path.dirname(abspath))
-            so.add_session_config_entry("session.disable_prepacking", "1")
-        try:
-            session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
-        except Exception as e:
-            raise FormatError(f"onnxruntime cannot load the verified graph: "
-                              f"{str(e).splitlines()[0]}") from e
-        return Model(session, manifest, vb.report)
+        entry = vb.reader.entries[manifest.file("weights").path]
+        session, keep = create_session(model, header, vb.reader.path, entry.data_offset,
+                                       vb.weights, providers, session_options, prepack)
+        if zero_copy and _file_identity(path) != before:
+            raise IntegrityError(f"{path} changed while it was being loaded (zero_copy: the "
+                                 "session reads the file); nothing was loaded")
+        vb.accept()
+        return Model(session, manifest, vb.report, keep)
     finally:
         vb.reader.close()
+
+
+def _file_identity(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or written: device, inode, size, times."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
             scheduler: Any = None, *, trusted_keys: signing.TrustedKeys | None = None,
             allow_unsigned: bool = False, threshold: int | None = None,
-            rng: bool = True) -> VerifyReport:
+            rng: bool = True, trusted_roots: Any = None, now: Any = None,
+            min_version: str | None = None,
+            rollback_state: str | os.PathLike[str] | None = None) -> VerifyReport:
     """Verify a bundle exactly as :func:`load` does, then load its training state.
 
     ``model`` (a PyTorch module of the same architecture) gets every parameter
@@ -247,13 +360,33 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     present and ``rng``. Everything is checked first -- names, shapes, dtypes,
     optimizer class and param groups -- and an :class:`InputError` lists every
     mismatch; nothing is loaded unless all fit. Nothing is unpickled.
+
+    A Keras model (and ``optimizer=model.optimizer``, built here if it is not yet)
+    gets every variable by position -- paths differ between two instances of one
+    model -- after shapes, dtypes and variable names are checked the same way
+    (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
+    random layers' seed states are model variables.
     """
     from .training import restore_verified
 
-    vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold)
+    keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
+    if keras_model and scheduler is not None:
+        raise InputError("Keras keeps a learning-rate schedule inside the optimizer: pass "
+                         "optimizer=, not scheduler=")
+
+    vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold,
+                        trusted_roots=trusted_roots,
+                        policy=_policy(now, min_version, rollback_state))
     try:
         _check_content(vb)
+        if keras_model:
+            from .training_keras import restore_verified as restore_keras
+
+            keras_report: VerifyReport = restore_keras(vb, model, optimizer)
+            vb.accept()
+            return keras_report
         report: VerifyReport = restore_verified(vb, model, optimizer, scheduler, rng=rng)
+        vb.accept()
         return report
     finally:
         vb.reader.close()
@@ -282,53 +415,93 @@ class Inspection:
     manifest: Manifest
     claimed_signers: tuple[str, ...]
     verified: bool = False
+    claimed_identities: Mapping[str, str] = field(default_factory=dict)
+    """Key id -> subject (and SAN) of the certificate its signature embeds, as claimed."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, marked unverified."""
         return {"path": self.path, "verified": False,
                 "claimed_signers": list(self.claimed_signers),
+                "claimed_identities": dict(self.claimed_identities),
                 "manifest": self.manifest.to_dict()}
+
+
+def _claimed_identities(reader: ZipReader, names: Sequence[str]) -> dict[str, str]:
+    """Leaf certificate subjects named by signature entries; nothing is verified."""
+    from ._verify import MAX_SIGNATURE_BYTES
+    from .certs import claimed_identity, parse_der_chain
+    from .errors import SignatureError
+
+    out: dict[str, str] = {}
+    for name in names:
+        key_id = name.split("/")[1].removesuffix(".sig")
+        try:
+            env = signing.parse_envelope(reader.read(name, max_size=MAX_SIGNATURE_BYTES), name)
+            if env.certificates:
+                out[key_id] = claimed_identity(parse_der_chain(env.certificates, name)[0])
+        except (SignatureError, FormatError) as e:
+            out[key_id] = f"(unreadable signature: {e.one_line()})"
+    return out
 
 
 def inspect(path: str | os.PathLike[str]) -> Inspection:
     """Read a bundle's manifest WITHOUT checking signatures or hashes.
 
-    The zip structure and the manifest schema are still checked; nothing else is
-    read. Use :func:`verify` before trusting anything this returns.
+    The zip structure and the manifest schema are still checked; besides the
+    manifest only the signature entries are read, for the certificate subjects
+    they claim. Use :func:`verify` before trusting anything this returns.
     """
     with ZipReader(path) as reader:
         if MANIFEST_NAME not in reader.entries:
             raise FormatError("bundle has no manifest.json", entry=MANIFEST_NAME)
         manifest = Manifest.from_bytes(reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES))
-        claimed = tuple(n.split("/")[1].removesuffix(".sig") for n in signature_entries(reader))
-    return Inspection(os.fspath(path), manifest, claimed)
+        names = signature_entries(reader)
+        claimed = tuple(n.split("/")[1].removesuffix(".sig") for n in names)
+        identities = _claimed_identities(reader, names)
+    return Inspection(os.fspath(path), manifest, claimed, claimed_identities=identities)
 
 
 def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike], *,
          passphrase: bytes | None = None,
-         trusted_keys: signing.TrustedKeys | None = None) -> VerifyReport:
+         trusted_keys: signing.TrustedKeys | None = None, certificate_chain: Any = None,
+         trusted_roots: Any = None, progress: Any = None) -> VerifyReport:
     """Add a signature to an existing bundle (atomically) after checking its integrity.
 
-    With ``trusted_keys``, the bundle must already verify against them before it
-    is countersigned; without, only its integrity is checked.
+    With ``trusted_keys`` (or ``trusted_roots``), the bundle must already verify
+    against them before it is countersigned; without, only its integrity is
+    checked. ``certificate_chain``: as for :func:`save`. The content is hashed once
+    and copied in the kernel; ``progress``: as for :func:`load`.
     """
+    from ._verify import _check_signatures
     from ._writer import resign
 
-    keys = _signing_keys(signing_key, passphrase)
+    keys = _signing_keys(signing_key, passphrase, certificate_chain)
     if not keys:
         raise KeyFileError("no signing key given")
-    vb = _open_verified(path, trusted_keys, trusted_keys is None, False, None)
+    before = _file_identity(path)
+    vb = _open_verified(path, trusted_keys, trusted_keys is None and trusted_roots is None,
+                        False, None, trusted_roots=trusted_roots, progress=progress)
     try:
         _check_content(vb)
         reader = vb.reader
         manifest_bytes = reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
         existing = signature_entries(reader)
-        w = reader.entries[WEIGHTS_NAME] if WEIGHTS_NAME in reader.entries else None
+        w = reader.entries.get(WEIGHTS_NAME)
         if w is not None and w.data_offset % ALIGNMENT:
             raise FormatError("weights entry is not aligned; re-export the bundle")
-        resign(path, reader, vb.report.manifest, manifest_bytes, keys, existing)
+
+        def unchanged() -> None:  # the copied bytes are the verified bytes
+            st = os.fstat(reader.fileno())
+            if before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                raise IntegrityError(f"{path} changed while it was being signed; not signed")
+
+        resign(path, reader, vb.report.manifest, manifest_bytes, keys, existing, unchanged)
     finally:
         vb.reader.close()
+    # The content was verified above and copied unchanged: check the new signatures only.
     trust = signing.TrustStore([k.public_key for k in keys])
-    return verify(path, trusted_keys=trust)
-
+    with ZipReader(path) as new:
+        signers, untrusted, _ = _check_signatures(
+            new, new.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES), trust)
+    return VerifyReport(path=os.fspath(path), manifest=vb.report.manifest, signers=signers,
+                        untrusted_signatures=untrusted, files=vb.report.files, verified=True)

@@ -7,11 +7,12 @@ Exit codes (one per class of failure, documented in README.md):
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,25 +45,140 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+PROGRESS_MIN_BYTES = 100_000_000
+"""Hashing less than this shows no progress bar (it takes well under a second)."""
+
+
+@contextlib.contextmanager
+def _hash_progress() -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(advance, total)`` callback drawing a bar on stderr, when it is a
+    terminal and the bundle is large enough for the wait to be noticed."""
+    console = _console(stderr=True)
+    state: dict[str, Any] = {}
+
+    def advance(n: int, total: int) -> None:
+        if "bar" not in state:
+            if total < PROGRESS_MIN_BYTES or not console.is_terminal:
+                state["bar"] = None
+            else:
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
+
+                bar = Progress("verifying SHA-256", BarColumn(), DownloadColumn(),
+                               TransferSpeedColumn(), TimeRemainingColumn(),
+                               console=console, transient=True)
+                bar.start()
+                state["bar"], state["task"] = bar, bar.add_task("hash", total=total)
+        if state["bar"] is not None:
+            state["bar"].advance(state["task"], n)
+
+    try:
+        yield advance
+    finally:
+        if state.get("bar") is not None:
+            state["bar"].stop()
+
+
+PASSPHRASE_ENV = "MODEL_BUNDLE_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+"""Read when no --passphrase-env is given and it is set. There is deliberately no
+--passphrase option: command lines are visible to other users (ps, /proc, history)."""
+
+
+def _env_passphrase(var: str) -> bytes:
+    value = os.environ.get(var)
+    if value is None:
+        raise KeyFileError(f"environment variable {var} is not set")
+    if not value:
+        raise KeyFileError(f"environment variable {var} is empty; a passphrase is needed")
+    return value.encode("utf-8")
+
+
 def _passphrase(env: str | None, key_path: str, prompt: bool) -> bytes | None:
+    """The passphrase of an existing key: --passphrase-env VAR, else $MODEL_BUNDLE_PASSPHRASE
+    (only for an encrypted key), else a no-echo prompt when stdin is a terminal."""
     if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise KeyFileError(f"environment variable {env} is not set")
-        return value.encode("utf-8")
-    if prompt:
-        data = Path(key_path).read_bytes()[:256] if Path(key_path).is_file() else b""
-        if b"ENCRYPTED" in data:
-            if not sys.stdin.isatty():
-                raise KeyFileError(f"{key_path} is encrypted: set --passphrase-env VAR")
-            return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
-    return None
-
-
-def _trust(keys: tuple[str, ...], threshold: int | None) -> signing.TrustStore | None:
-    if not keys:
+        return _env_passphrase(env)
+    if not prompt:
         return None
-    return signing.TrustStore.from_paths(keys, threshold=threshold or 1)
+    data = Path(key_path).read_bytes()[:256] if Path(key_path).is_file() else b""
+    if b"ENCRYPTED" not in data:
+        return None
+    if os.environ.get(PASSPHRASE_ENV) is not None:
+        return _env_passphrase(PASSPHRASE_ENV)
+    if not sys.stdin.isatty():
+        raise KeyFileError(f"{key_path} is encrypted: set {PASSPHRASE_ENV} or name a variable "
+                           "with --passphrase-env VAR (no terminal to prompt on)")
+    return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
+
+
+def _new_passphrase(env: str | None, encrypt: bool) -> bytes | None:
+    """The passphrase to encrypt a new key with: --passphrase-env VAR, else
+    $MODEL_BUNDLE_PASSPHRASE if set, else (with --encrypt) typed twice at a prompt."""
+    if env:
+        return _env_passphrase(env)
+    if os.environ.get(PASSPHRASE_ENV) is not None:
+        return _env_passphrase(PASSPHRASE_ENV)
+    if not encrypt:
+        return None
+    if not sys.stdin.isatty():
+        raise KeyFileError(f"--encrypt needs a terminal to prompt on; or set {PASSPHRASE_ENV}")
+    first = getpass.getpass("New key passphrase: ")
+    if not first:
+        raise KeyFileError("empty passphrase")
+    if getpass.getpass("Repeat passphrase: ") != first:
+        raise KeyFileError("the passphrases do not match")
+    return first.encode("utf-8")
+
+
+def _load_key(key_path: str, env: str | None,
+              chain: tuple[str, ...] = ()) -> signing.PrivateKey:
+    key = signing.load_private_key(key_path, _passphrase(env, key_path, True))
+    return key.with_certificates(list(chain)) if chain else key
+
+
+def _expires(value: str | None) -> str | None:
+    """--expires: an RFC 3339 UTC time, or a duration from now such as 90d or 12h."""
+    if value is None:
+        return None
+    import datetime as dt
+
+    from .freshness import format_time
+
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return format_time(dt.timedelta(**{units[value[-1]]: int(value[:-1])}))
+    try:
+        return format_time(value)
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; or give a duration such as 90d, 12h",
+                                 param_hint="--expires") from e
+
+
+def _trust(keys: tuple[str, ...], threshold: int | None,
+           roots: tuple[str, ...] = ()) -> signing.TrustStore | None:
+    if not keys and not roots:
+        return None
+    return signing.TrustStore.from_paths(keys, threshold=threshold or 1, roots=roots)
+
+
+def _signer_text(s: Any) -> str:
+    text = f"{s.key_type} {_short(s.key_id)}"
+    return text + (f" (certificate {_safe(s.identity.describe())})" if s.identity else "")
+
+
+_PASSPHRASE_HELP = (f"Environment variable holding the key's passphrase (default: "
+                    f"{PASSPHRASE_ENV} if set; else prompted on a terminal).")
+_CHAIN_HELP = ("X.509 certificate(s) of the key, PEM or DER, leaf first then intermediates "
+               "(repeatable, or one PEM file holding the chain); embedded in the signature.")
+_ROOT_HELP = "Trusted root CA certificate (PEM/DER, repeatable): accept signers it certifies."
+_MIN_VERSION_HELP = "Refuse a bundle whose model version is lower (integers: 3, 1.10.2)."
+_STATE_HELP = ("Rollback record (JSON, created if missing): refuse a version lower than one "
+               "already accepted from the same signer; record this one.")
 
 
 def _short(key_id: str) -> str:
@@ -83,11 +199,14 @@ def cli() -> None:
 @click.option("--type", "key_type", type=click.Choice(signing.KEY_TYPES),
               default="ecdsa-p256", show_default=True)
 @click.option("--passphrase-env", metavar="VAR",
-              help="Encrypt the private key with the passphrase in this environment variable.")
+              help="Encrypt the private key with the passphrase in this environment variable "
+                   f"(default: {PASSPHRASE_ENV} if set).")
+@click.option("--encrypt", is_flag=True, help="Prompt (twice, no echo) for a passphrase.")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-def keygen(prefix: str, key_type: str, passphrase_env: str | None, force: bool) -> None:
+def keygen(prefix: str, key_type: str, passphrase_env: str | None, encrypt: bool,
+           force: bool) -> None:
     """Generate a signing key pair."""
-    passphrase = _passphrase(passphrase_env, "", False)
+    passphrase = _new_passphrase(passphrase_env, encrypt)
     key = signing.generate_key(key_type)
     key_path, pub_path = key.save(prefix, passphrase=passphrase, overwrite=force)
     _console().print(f"wrote {key_path} (private, mode 0600) and {pub_path}\n"
@@ -98,16 +217,21 @@ def keygen(prefix: str, key_type: str, passphrase_env: str | None, force: bool) 
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
               help="Private key (PEM) to sign with.")
-@click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted key.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--certificate-chain", "chain", multiple=True, type=click.Path(dir_okay=False),
+              help=_CHAIN_HELP)
 @click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
               help="Only countersign if already signed by one of these keys.")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help="Only countersign if already signed by a signer this root CA certifies.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def sign(bundle_path: str, key_path: str, passphrase_env: str | None, trusted: tuple[str, ...],
-         as_json: bool) -> None:
+def sign(bundle_path: str, key_path: str, passphrase_env: str | None, chain: tuple[str, ...],
+         trusted: tuple[str, ...], roots: tuple[str, ...], as_json: bool) -> None:
     """Add a signature to BUNDLE (after checking its integrity)."""
-    passphrase = _passphrase(passphrase_env, key_path, True)
-    key = signing.load_private_key(key_path, passphrase)
-    report = api.sign(bundle_path, key, trusted_keys=_trust(trusted, None))
+    key = _load_key(key_path, passphrase_env, chain)
+    with _hash_progress() as progress:
+        report = api.sign(bundle_path, key, trusted_keys=_trust(trusted, None, roots),
+                          progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -121,24 +245,32 @@ def sign(bundle_path: str, key_path: str, passphrase_env: str | None, trusted: t
               help="Trusted public key file or trust-store directory (repeatable).")
 @click.option("--threshold", type=click.IntRange(min=1),
               help="Require signatures by at least this many distinct trusted keys.")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
 @click.option("--allow-unsigned", is_flag=True,
               help="Check integrity only, without requiring a trusted signature.")
+@click.option("--min-version", help=_MIN_VERSION_HELP)
+@click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
-           allow_unsigned: bool, as_json: bool) -> None:
+           roots: tuple[str, ...], allow_unsigned: bool, min_version: str | None,
+           rollback_state: str | None, as_json: bool) -> None:
     """Verify BUNDLE: exit 0 only if signed by a trusted key and every byte matches."""
-    report = api.verify(bundle_path, trusted_keys=_trust(trusted, threshold),
-                        allow_unsigned=allow_unsigned)
+    with _hash_progress() as progress:
+        report = api.verify(bundle_path, trusted_keys=_trust(trusted, threshold, roots),
+                            allow_unsigned=allow_unsigned, min_version=min_version,
+                            rollback_state=rollback_state, progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
     m = report.manifest.model
     out = _console()
     if report.verified:
-        who = ", ".join(f"{s.key_type} {_short(s.key_id)}" for s in report.signers)
+        who = ", ".join(_signer_text(s) for s in report.signers)
+        until = f"; expires {report.manifest.expires}" if report.manifest.expires else ""
         out.print(f"[green]OK[/green] {_safe(bundle_path)}: {_safe(repr(m.name))} "
                   f"v{_safe(m.version)} signed by {who}; "
-                  f"{len(report.files)} files + manifest hashed")
+                  f"{len(report.files)} files + manifest hashed{until}")
     else:
         out.print(f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] "
                   f"{_safe(bundle_path)}: {_safe(repr(m.name))} v{_safe(m.version)}; "
@@ -195,8 +327,12 @@ def _inspect_table(insp: api.Inspection) -> None:
     out.print(ft)
     training = any(f.role == "training_state" for f in man.files)
     out.print(f"Training state: {'present' if training else 'none'}")
+    if man.expires:
+        out.print(f"Expires: {man.expires}")
     out.print("Claimed signers (unverified): " +
-              (", ".join(_short(k) for k in insp.claimed_signers) or "none"))
+              (", ".join(_short(k) + (f" (certificate {_safe(insp.claimed_identities[k])})"
+                                      if k in insp.claimed_identities else "")
+                         for k in insp.claimed_signers) or "none"))
     for k, v in man.metadata.items():
         out.print(f"  {_safe(k)}: {_safe(v)}")
 
@@ -274,6 +410,12 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
               help="Trusted public key file or trust-store directory (repeatable).")
+@click.option("--threshold", type=click.IntRange(min=1),
+              help="Require signatures by at least this many distinct trusted keys.")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
+@click.option("--min-version", help=_MIN_VERSION_HELP)
+@click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP)
 @click.option("--allow-unsigned", is_flag=True, help="Run a bundle with no trusted signature.")
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Input data: .npy, .csv (with a header row for tabular models) or .json.")
@@ -284,16 +426,17 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
               default="predict", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict(bundle_path: str, trusted: tuple[str, ...], allow_unsigned: bool, input_path: str,
-            output_path: str | None, method: str, device: str, as_json: bool) -> None:
+def predict(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
+            roots: tuple[str, ...], min_version: str | None, rollback_state: str | None,
+            allow_unsigned: bool, input_path: str, output_path: str | None, method: str,
+            device: str, as_json: bool) -> None:
     """Verify BUNDLE, then run it on an input file."""
-    model = api.load(bundle_path, trusted_keys=_trust(trusted, None),
-                     allow_unsigned=allow_unsigned, device=device)
+    with _hash_progress() as progress:
+        model = api.load(bundle_path, trusted_keys=_trust(trusted, threshold, roots),
+                         allow_unsigned=allow_unsigned, device=device, min_version=min_version,
+                         rollback_state=rollback_state, progress=progress)
     data = _read_input(input_path, model)
-    if method == "run":
-        outputs = model.run(data)
-    else:
-        outputs = {method: getattr(model, method)(data)}
+    outputs = model.run(data) if method == "run" else {method: getattr(model, method)(data)}
     if output_path:
         _write_output(output_path, outputs)
     if as_json:
@@ -322,19 +465,44 @@ def predict(bundle_path: str, trusted: tuple[str, ...], allow_unsigned: bool, in
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
               help="Private key(s) to sign with; unsigned without.")
-@click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted key.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--certificate-chain", "chain", multiple=True, type=click.Path(dir_okay=False),
+              help=_CHAIN_HELP + " Attached to the --key its leaf certifies.")
 @click.option("--name", help="Model name (default: the file name).")
 @click.option("--version", "model_version", default="1", show_default=True)
 @click.option("--description", default="")
+@click.option("--expires", "expires", metavar="TIME",
+              help="Signed expiry: RFC 3339 UTC (2030-01-31T00:00:00Z) or a duration (90d, 12h).")
 def export(onnx_path: str, bundle_path: str, key_paths: tuple[str, ...],
-           passphrase_env: str | None, name: str | None, model_version: str,
-           description: str) -> None:
+           passphrase_env: str | None, chain: tuple[str, ...], name: str | None,
+           model_version: str, description: str, expires: str | None) -> None:
     """Pack an existing ONNX model (weights into safetensors) into a signed BUNDLE."""
     keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
     manifest = api.save(onnx_path, bundle_path, signing_key=keys or None, name=name,
-                        version=model_version, description=description)
+                        version=model_version, description=description,
+                        certificate_chain=list(chain) or None, expires=_expires(expires))
+    signed = "signed by " + ", ".join(_short(k.key_id) for k in keys) if keys else "UNSIGNED"
     _console().print(f"wrote {bundle_path}: {manifest.model.name!r} v{manifest.model.version}, "
-                     f"{'signed by ' + ', '.join(_short(k.key_id) for k in keys) if keys else 'UNSIGNED'}")
+                     f"{signed}")
+
+
+@cli.command()
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, exists=True))
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--signature", "signatures", multiple=True, type=click.Path(dir_okay=False),
+              help="A signature file over DIR (e.g. model_signing's model.sig), repeatable; "
+                   "DIR/signatures/*.sig are kept too.")
+def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
+    """Pack DIR (an unzipped bundle, maybe signed with model_signing) into BUNDLE.
+
+    Every file is checked against DIR/manifest.json; verify BUNDLE afterwards.
+    """
+    from .directory import pack_directory
+
+    manifest = pack_directory(directory, bundle_path, signatures=signatures)
+    _console().print(f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "
+                     f"v{_safe(manifest.model.version)}, {len(manifest.files)} files; "
+                     "run `model-bundle verify` to check its signatures")
 
 
 def main(argv: list[str] | None = None) -> int:

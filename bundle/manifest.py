@@ -52,7 +52,7 @@ def _fail(path: str, msg: str) -> FormatError:
     return FormatError(f"manifest.json: {path}: {msg}", entry=MANIFEST_NAME)
 
 
-def _obj(v: Any, path: str, required: set[str], optional: set[str] = frozenset()) -> dict:  # type: ignore[assignment]
+def _obj(v: Any, path: str, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
     if not isinstance(v, dict):
         raise _fail(path, f"expected an object, found {type(v).__name__}")
     missing = required - v.keys()
@@ -72,6 +72,15 @@ def _str(v: Any, path: str, max_len: int = _IDENT_MAX, *, empty: bool = False) -
     return v
 
 
+def is_deflated(path: str, role: str) -> bool:
+    """How a content entry is stored (FORMAT.md 2.5-2.6), one rule for writer and reader.
+
+    The graph and JSON entries are DEFLATEd; every other content entry (safetensors,
+    assets) is STORED with its data aligned, so that it can be mapped.
+    """
+    return role == "graph" or path.endswith(".json")
+
+
 def _int(v: Any, path: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise _fail(path, f"expected an integer in [{lo}, {hi}], found {v!r}")
@@ -79,9 +88,11 @@ def _int(v: Any, path: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
 
 
 def _num(v: Any, path: str) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-        raise _fail(path, f"expected a non-negative number, found {v!r}")
-    return float(v)
+    # A JSON float only: an integer spelling (0 for 0.0) would be a second encoding of
+    # the same manifest, since these fields are always written as floats.
+    if type(v) is not float or not v >= 0:
+        raise _fail(path, f"expected a non-negative number written as a float, found {v!r}")
+    return v
 
 
 def _bool(v: Any, path: str) -> bool:
@@ -96,7 +107,7 @@ def _enum(v: Any, path: str, allowed: tuple[str, ...]) -> str:
     return v  # type: ignore[no-any-return]
 
 
-def _list(v: Any, path: str, max_len: int = 4096) -> list:
+def _list(v: Any, path: str, max_len: int = 4096) -> list[Any]:
     if not isinstance(v, list) or len(v) > max_len:
         raise _fail(path, f"expected a list of at most {max_len} items")
     return v
@@ -170,12 +181,21 @@ class Method:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One content entry of the bundle: path, role, size and SHA-256 of its bytes."""
+    """One content entry of the bundle: path, role, size and SHA-256 of its bytes.
+
+    An entry larger than its ``shard_size`` is recorded in shards (spec/SHARDS.md):
+    ``shards`` lists the SHA-256 of each consecutive ``shard_size``-byte piece (the
+    last one shorter) and ``sha256`` is then the shard root -- SHA-256 over the raw
+    32-byte shard digests -- not the plain hash of the entry. Smaller entries carry
+    no shards and their plain SHA-256 (bundles written before sharding look so).
+    """
 
     path: str
     role: str
     size: int
     sha256: str
+    shards: tuple[str, ...] = ()
+    shard_size: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -187,15 +207,58 @@ class FileEntry:
         _enum(self.role, "files.role", FILE_ROLES)
         if not _HEX64.fullmatch(self.sha256):
             raise _fail("files", f"{self.path}: sha256 must be 64 lowercase hex digits")
+        if self.shards or self.shard_size:
+            self._check_shards()
+
+    def _check_shards(self) -> None:
+        from .digest import MAX_SHARD_SIZE, MIN_SHARD_SIZE, shard_root
+
+        s = self.shard_size
+        if isinstance(s, bool) or not isinstance(s, int) or s & (s - 1) or \
+                not MIN_SHARD_SIZE <= s <= MAX_SHARD_SIZE:
+            raise _fail("files", f"{self.path}: shard_size must be a power of two between "
+                        f"{MIN_SHARD_SIZE} and {MAX_SHARD_SIZE}, found {s!r}")
+        if self.size <= s:
+            raise _fail("files", f"{self.path}: an entry of {self.size} bytes is not sharded "
+                        f"at shard_size {s} (only entries larger than it are)")
+        if len(self.shards) != -(-self.size // s):
+            raise _fail("files", f"{self.path}: {self.size} bytes in shards of {s} make "
+                        f"{-(-self.size // s)} shards, {len(self.shards)} are listed")
+        for i, d in enumerate(self.shards):
+            if not isinstance(d, str) or not _HEX64.fullmatch(d):
+                raise _fail("files", f"{self.path}: shard {i} must be 64 lowercase hex digits")
+        if shard_root(self.shards) != self.sha256:
+            raise _fail("files", f"{self.path}: sha256 is not the root of its shards (SHA-256 "
+                        "over the concatenated shard digests)")
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """[start, end) of each shard within the entry; one span when unsharded."""
+        from .digest import shard_spans
+
+        return shard_spans(self.size, self.shard_size) if self.shards else [(0, self.size)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "role": self.role, "size": self.size, "sha256": self.sha256}
+        d: dict[str, Any] = {"path": self.path, "role": self.role, "size": self.size,
+                             "sha256": self.sha256}
+        if self.shards:
+            d["shard_size"] = self.shard_size
+            d["shards"] = list(self.shards)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> FileEntry:
-        d = _obj(d, path, {"path", "role", "size", "sha256"})
+        d = _obj(d, path, {"path", "role", "size", "sha256"}, {"shard_size", "shards"})
+        if ("shards" in d) != ("shard_size" in d):
+            raise _fail(path, "shards and shard_size come together")
+        shards = tuple(_str(x, f"{path}.shards[{i}]", 64) for i, x in
+                       enumerate(_list(d.get("shards", []), f"{path}.shards", 1 << 16)))
+        if "shards" in d and not shards:
+            # An empty list would vanish on re-serialization: one manifest, one encoding.
+            raise _fail(f"{path}.shards", "a sharded entry lists at least two shards")
         return cls(_str(d["path"], f"{path}.path", 255), _str(d["role"], f"{path}.role"),
-                   _int(d["size"], f"{path}.size"), _str(d["sha256"], f"{path}.sha256", 64))
+                   _int(d["size"], f"{path}.size"), _str(d["sha256"], f"{path}.sha256", 64),
+                   shards, _int(d.get("shard_size", 0), f"{path}.shard_size"))
 
 
 @dataclass(frozen=True)
@@ -208,8 +271,8 @@ class OutputParity:
     mismatches: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "mismatches": self.mismatches}
+        return {"name": self.name, "max_abs": float(self.max_abs),
+                "max_rel": float(self.max_rel), "mismatches": self.mismatches}
 
 
 @dataclass(frozen=True)
@@ -228,7 +291,7 @@ class Parity:
         return all(o.mismatches == 0 for o in self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tolerance": {"atol": self.atol, "rtol": self.rtol},
+        return {"tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
                 "sample_rows": self.sample_rows, "accepted_mismatch": self.accepted_mismatch,
                 "outputs": [o.to_dict() for o in self.outputs]}
 
@@ -325,6 +388,9 @@ class Manifest:
     created_by: str = ""
     created: str | None = None
     format_version: int = FORMAT_VERSION
+    expires: str | None = None
+    """RFC 3339 UTC instant (``YYYY-MM-DDTHH:MM:SSZ``) after which verifiers refuse the
+    bundle; signed like every manifest field. Omitted from the JSON when None."""
 
     def __post_init__(self) -> None:
         if self.format_version != FORMAT_VERSION:
@@ -336,6 +402,7 @@ class Manifest:
         roles = [f.role for f in self.files]
         if roles.count("graph") != 1 or roles.count("weights") != 1:
             raise _fail("files", "exactly one 'graph' and one 'weights' entry are required")
+        self._check_shard_size()
         for group, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
             names = [s.name for s in specs]
             if not names or len(set(names)) != len(names):
@@ -356,6 +423,34 @@ class Manifest:
                     or len(v) > _TEXT_MAX:
                 raise _fail("metadata", "keys and values must be strings (key 1..256, "
                             "value ..8192 characters)")
+        if self.expires is not None:
+            from .freshness import parse_time
+
+            try:
+                parse_time(self.expires, "expires")
+            except ValueError as e:
+                raise _fail("expires", str(e)) from e
+
+    def _check_shard_size(self) -> None:
+        """One shard size per bundle, and every entry larger than it sharded.
+
+        The signed statement then names each piece exactly as OMS's ``shards``
+        serialization would cut the unzipped files (spec/SHARDS.md).
+        """
+        sizes = {f.shard_size for f in self.files if f.shards}
+        if len(sizes) > 1:
+            raise _fail("files", f"entries are sharded with different sizes {sorted(sizes)}")
+        if sizes:
+            s = sizes.pop()
+            big = [f.path for f in self.files if not f.shards and f.size > s]
+            if big:
+                raise _fail("files", f"{big[0]} is larger than the shard size {s} but not "
+                            "sharded")
+
+    @property
+    def shard_size(self) -> int:
+        """The bundle's shard size; 0 when no entry is sharded."""
+        return next((f.shard_size for f in self.files if f.shards), 0)
 
     # -- accessors
 
@@ -379,7 +474,7 @@ class Manifest:
             "metadata": dict(sorted(self.metadata.items())),
             "created_by": self.created_by,
             "created": self.created,
-        }
+        } | ({"expires": self.expires} if self.expires is not None else {})
 
     def to_bytes(self) -> bytes:
         """The canonical JSON stored in the bundle."""
@@ -397,11 +492,12 @@ class Manifest:
     def from_dict(cls, d: Any) -> Manifest:
         """Build from a parsed JSON object, checking every field."""
         if isinstance(d, dict) and (d.get("format_version") != FORMAT_VERSION
-                                    or isinstance(d.get("format_version"), bool)):
+                                    or type(d.get("format_version")) is not int):
             raise _fail("format_version", f"{d.get('format_version')!r} is not supported by this "
                         f"reader (it reads version {FORMAT_VERSION})")
         d = _obj(d, "$", {"format_version", "model", "onnx", "inputs", "outputs", "columns",
-                          "methods", "files", "parity", "metadata", "created_by", "created"})
+                          "methods", "files", "parity", "metadata", "created_by", "created"},
+                 {"expires"})
         methods = d["methods"]
         if not isinstance(methods, dict):
             raise _fail("methods", "expected an object")
@@ -426,5 +522,6 @@ class Manifest:
             metadata=metadata,
             created_by=_str(d["created_by"], "created_by", 128),
             created=None if created is None else _str(created, "created", 64),
+            expires=_str(d["expires"], "expires", 20) if "expires" in d else None,
             format_version=d["format_version"],
         )
