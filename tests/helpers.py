@@ -22,7 +22,7 @@ from bundle import _json, signing
 from bundle._writer import GRAPH_NAME, statement_for
 from bundle.archive import EntryData, ZipReader, ZipWriter
 from bundle.digest import sha256_bytes
-from bundle.manifest import MANIFEST_NAME, FileEntry, Manifest
+from bundle.manifest import MANIFEST_NAME, FileEntry, Manifest, is_deflated
 from bundle.weights import WEIGHTS_NAME
 
 LOCAL = struct.Struct("<IHHHHHIIIHH")
@@ -118,7 +118,8 @@ def build_signed(out: str | Path, contents: dict[str, bytes], keys: Sequence[Any
     mbytes = manifest_bytes if manifest_bytes is not None else manifest.to_bytes()
     statement = statement_for(manifest, mbytes)
     sigs = {k.key_id: signing.sign_statement(statement, k) for k in keys}
-    entries = [EntryData(n, d, align=(n == WEIGHTS_NAME), compress=(n == GRAPH_NAME))
+    entries = [EntryData(n, d, compress=is_deflated(n, roles[n]),
+                         align=not is_deflated(n, roles[n]))
                for n, d in sorted(contents.items())]
     entries.append(EntryData(MANIFEST_NAME, mbytes))
     entries += [EntryData(f"signatures/{kid}.sig", sigs[kid]) for kid in sorted(sigs)]

@@ -10,6 +10,7 @@ exactly the entries given. Every refusal must be a BundleError subclass, from
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pickle
@@ -44,6 +45,7 @@ from bundle.errors import (
     SignatureError,
     UntrustedContentError,
 )
+from bundle.manifest import MANIFEST_NAME
 from bundle.weights import WEIGHTS_NAME
 
 GRAPH = "model.onnx"
@@ -375,6 +377,9 @@ def test_same_key_counts_once(tmp_path: Path, key: bundle.PrivateKey,
     del env["verificationMaterial"]["publicKey"]
     del env["dsseEnvelope"]["signatures"][0]["keyid"]
     entries["signatures/" + "a" * 64 + ".sig"] = _json.dumps(env)
+    rank = {MANIFEST_NAME: 1}  # the canonical order: content, manifest, signatures
+    entries = dict(sorted(entries.items(), key=lambda kv: (
+        2 if kv[0].startswith("signatures/") else rank.get(kv[0], 0), kv[0])))
     twice = rewrite(one, tmp_path / "twice.mbundle", entries)
     assert bundle.verify(twice, trusted_keys=key.public_key).verified
     trust = bundle.TrustStore([key.public_key, key2.public_key], threshold=2)
@@ -824,3 +829,66 @@ def test_signed_resources_must_equal_the_manifest(tmp_path: Path, tiny: Path,
     entries[sig_name(key)] = signing.sign_statement(statement, key)
     refused(rewrite(tiny, tmp_path / "r.mbundle", entries), SignatureError, key.public_key,
             "disagree")
+
+
+def test_deflate_reencoding_is_accepted_as_the_same_content(
+        tmp_path: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FORMAT.md 2.5: only a deflated entry's content is hashed, not its DEFLATE stream.
+
+    Re-compressing the graph at another level changes bytes no hash covers; this is
+    accepted by design (SECURITY.md), and what verifies and runs is the same graph.
+    """
+    import zlib
+
+    one = save_tiny(tmp_path / "one.mbundle", key)
+    real = zlib.compressobj
+    monkeypatch.setattr(zlib, "compressobj", lambda *a: real(1, zlib.DEFLATED, -15, 1))
+    other = rewrite(one, tmp_path / "other.mbundle", read_entries(one))
+    monkeypatch.setattr(zlib, "compressobj", real)
+    assert other.read_bytes() != one.read_bytes()
+    assert read_entries(other) == read_entries(one)
+    a = bundle.verify(one, trusted_keys=key.public_key)
+    b = bundle.verify(other, trusted_keys=key.public_key)
+    assert b.verified
+    assert a.files == b.files
+    np.testing.assert_array_equal(
+        bundle.load(one, trusted_keys=key.public_key, device="cpu").predict(X)[0],
+        bundle.load(other, trusted_keys=key.public_key, device="cpu").predict(X)[0])
+
+
+def test_a_pickle_asset_is_hashed_and_never_unpickled(tmp_path: Path,
+                                                      key: bundle.PrivateKey) -> None:
+    """Assets are opaque signed bytes: verify and load hash them and never parse them."""
+    marker = tmp_path / "pickle-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    data = pickle.dumps(Payload())
+    one = save_tiny(tmp_path / "one.mbundle", key)
+    content = {n: d for n, d in read_entries(one).items() if n in (GRAPH, WEIGHTS_NAME)}
+    path = build_signed(tmp_path / "asset.mbundle", {**content, "notes.pkl": data},
+                        [key], base=manifest_of(one), roles={"notes.pkl": "asset"})
+    report = bundle.verify(path, trusted_keys=key.public_key)
+    asset = next(f for f in report.files if f.path == "notes.pkl")
+    assert asset.role == "asset"
+    assert asset.sha256 == hashlib.sha256(data).hexdigest()
+    bundle.load(path, trusted_keys=key.public_key, device="cpu").predict(X)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change", ["dtype", "name", "shape"])
+def test_manifest_io_must_be_the_graphs(tmp_path: Path, tiny: Path, key: bundle.PrivateKey,
+                                        change: str) -> None:
+    """A signed manifest that describes other inputs than the graph has is refused."""
+    import dataclasses
+
+    base = manifest_of(tiny)
+    x = base.inputs[0]
+    other = {"dtype": dataclasses.replace(x, dtype="float64"),
+             "name": dataclasses.replace(x, name="Z"),
+             "shape": dataclasses.replace(x, shape=(None, 5))}[change]
+    path = build_signed(tmp_path / "io.mbundle", contents_of(tiny), [key],
+                        base=dataclasses.replace(base, inputs=(other, *base.inputs[1:])))
+    refused(path, FormatError, key.public_key, "not the graph's")
