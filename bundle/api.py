@@ -11,6 +11,7 @@ from . import freshness, signing
 from ._verify import VerifyReport, signature_entries, verify_archive
 from ._version import __version__
 from .archive import ALIGNMENT, EntryData, ZipReader
+from .assets import check_assets
 from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
 from .manifest import (
     MANIFEST_NAME,
@@ -262,6 +263,7 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
         raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
                           "graph's", entry=gfile.path)
     check_training_entries(vb.reader, manifest)
+    check_assets(vb.reader, manifest)
     return model, header
 
 

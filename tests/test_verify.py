@@ -856,26 +856,41 @@ def test_deflate_reencoding_is_accepted_as_the_same_content(
         bundle.load(other, trusted_keys=key.public_key, device="cpu").predict(X)[0])
 
 
-def test_a_pickle_asset_is_hashed_and_never_unpickled(tmp_path: Path,
-                                                      key: bundle.PrivateKey) -> None:
-    """Assets are opaque signed bytes: verify and load hash them and never parse them."""
-    marker = tmp_path / "pickle-ran"
-
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (os.system, (f"touch {marker}",))
-
-    data = pickle.dumps(Payload())
+def _with_assets(tmp_path: Path, key: bundle.PrivateKey, assets: dict[str, bytes]) -> Path:
     one = save_tiny(tmp_path / "one.mbundle", key)
     content = {n: d for n, d in read_entries(one).items() if n in (GRAPH, WEIGHTS_NAME)}
-    path = build_signed(tmp_path / "asset.mbundle", {**content, "notes.pkl": data},
-                        [key], base=manifest_of(one), roles={"notes.pkl": "asset"})
-    report = bundle.verify(path, trusted_keys=key.public_key)
-    asset = next(f for f in report.files if f.path == "notes.pkl")
-    assert asset.role == "asset"
-    assert asset.sha256 == hashlib.sha256(data).hexdigest()
-    bundle.load(path, trusted_keys=key.public_key, device="cpu").predict(X)
-    assert not marker.exists()
+    return build_signed(tmp_path / "asset.mbundle", {**content, **assets}, [key],
+                        base=manifest_of(one), roles=dict.fromkeys(assets, "asset"))
+
+
+def test_data_assets_verify_and_are_listed(tmp_path: Path, key: bundle.PrivateKey) -> None:
+    from safetensors.numpy import save as st_save
+
+    assets = {"labels.json": b'{"0": "cat", "1": "dog"}', "vocab.txt": "a\tb\r\nc é\n".encode(),
+              "extra.safetensors": st_save({"t": np.arange(6, dtype=np.float32)})}
+    report = bundle.verify(_with_assets(tmp_path, key, assets), trusted_keys=key.public_key)
+    listed = {f.path: f for f in report.files if f.role == "asset"}
+    assert set(listed) == set(assets)
+    assert all(listed[n].sha256 == hashlib.sha256(d).hexdigest() for n, d in assets.items())
+
+
+@pytest.mark.usefixtures("no_unpickling")
+@pytest.mark.parametrize(("name", "data", "match"), [
+    ("notes.txt", PICKLE, "not UTF-8 text"),
+    ("labels.json", PICKLE, "not JSON"),
+    ("model.pkl", PICKLE, "only .json"),
+    ("run.sh", b"echo hi\n", "only .json"),
+    ("vocab.txt", b"a\x00b", "control character U+0000"),
+    ("table.csv", b"a,b\x1b[31m", "control character U+001B"),
+    ("extra.safetensors", PICKLE, "safetensors"),
+])
+def test_assets_that_are_not_data_are_refused_structurally(
+        tmp_path: Path, key: bundle.PrivateKey, name: str, data: bytes, match: str) -> None:
+    """A signed pickle (or any opaque blob) cannot travel as an asset, whatever its name."""
+    err = refused(_with_assets(tmp_path, key, {name: data}), BundleError, key.public_key,
+                  match)
+    assert isinstance(err, (UntrustedContentError, FormatError))
+    assert err.entry == name
 
 
 @pytest.mark.parametrize("change", ["dtype", "name", "shape"])

@@ -1244,8 +1244,9 @@ P = "pickle"
 simple("pickle-unlisted-txt", P, "IntegrityError", "not listed in the manifest",
        "a pickle stream added as notes.txt, unlisted and unsigned",
        lambda c: c.rewrite({**c.a, "notes.txt": PICKLE}))
-# A pickle listed and signed as an 'asset' is accepted: assets are opaque bytes that
-# are hashed and never parsed (SECURITY.md); tests/test_verify.py checks nothing runs.
+simple("pickle-signed-asset-txt", P, "UntrustedContentError", "notes.txt",
+       "a pickle stream listed and signed as an 'asset' named notes.txt",
+       lambda c: c.signed({**c.content(), "notes.txt": PICKLE}, roles={"notes.txt": "asset"}))
 simple("pickle-signed-training-state", P, "FormatError", "training/state.json",
        "a pickle stream listed and signed as training/state.json",
        lambda c: c.signed({**c.content(), "training/state.json": PICKLE},
