@@ -362,6 +362,11 @@ def resources_digest(resources: Sequence[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
+def _path_key(name: str) -> list[str]:
+    """OMS orders files as paths, component by component ("a/b" before "a-b")."""
+    return name.split("/")
+
+
 def _shard_key(name: str) -> tuple[list[str], int, int]:
     """Sort key of a ``path:start:end`` resource: OMS orders shards as (path, start, end)."""
     path, start, end = name.rsplit(":", 2)
@@ -380,7 +385,7 @@ def build_statement(model_name: str, resources: Sequence[tuple[str, str]],
                                      "allow_symlinks": False, "ignore_paths": ["signatures"]}
     algorithm = "sha256"
     if shard_size is None:
-        ordered = sorted(resources)
+        ordered = sorted(resources, key=lambda r: _path_key(r[0]))
     else:
         ordered = sorted(resources, key=lambda r: _shard_key(r[0]))
         serialization.update(method="shards", shard_size=shard_size)
@@ -661,7 +666,7 @@ def parse_statement(payload: bytes, entry: str) -> Resources:
             raise SignatureError(f"{entry}: resource name not canonical: {e}", entry=entry) from e
         out.append((name, digest))
     names = [n for n, _ in out]
-    ordered = sorted(set(names)) if method == "files" else \
+    ordered = sorted(set(names), key=_path_key) if method == "files" else \
         sorted(set(names), key=lambda n: _shard_key(n) if _SHARD_NAME.fullmatch(n) else ([], 0, 0))
     if names != ordered:
         raise SignatureError(f"{entry}: resources must be sorted and unique", entry=entry)

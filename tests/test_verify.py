@@ -907,3 +907,19 @@ def test_manifest_io_must_be_the_graphs(tmp_path: Path, tiny: Path, key: bundle.
     path = build_signed(tmp_path / "io.mbundle", contents_of(tiny), [key],
                         base=dataclasses.replace(base, inputs=(other, *base.inputs[1:])))
     refused(path, FormatError, key.public_key, "not the graph's")
+
+
+def test_statement_orders_files_by_path_components_as_model_signing_does() -> None:
+    """model_signing sorts resources as paths ("a/b" before "a-b"), not as strings."""
+    d1, d2, d3 = "1" * 64, "2" * 64, "3" * 64
+    res = [("a-b", d1), ("a/b", d2), ("manifest.json", d3)]
+    doc = json.loads(signing.build_statement("m", res))
+    names = [r["name"] for r in doc["predicate"]["resources"]]
+    assert names == ["a/b", "a-b", "manifest.json"]
+    assert dict(signing.parse_statement(_json.dumps(doc), "s")) == dict(res)
+    doc["predicate"]["resources"].sort(key=lambda r: r["name"])  # plain string order
+    h = hashlib.sha256(b"".join(bytes.fromhex(r["digest"])
+                                for r in doc["predicate"]["resources"]))
+    doc["subject"][0]["digest"]["sha256"] = h.hexdigest()
+    with pytest.raises(SignatureError, match="sorted"):
+        signing.parse_statement(_json.dumps(doc), "s")
