@@ -239,18 +239,27 @@ def sign(bundle_path: str, key_path: str, passphrase_env: str | None, chain: tup
                          f"{_short(key.key_id)}")
 
 
+def _trust_options(fn: Any) -> Any:
+    """The trust and freshness options shared by verify and predict."""
+    for option in reversed((
+        click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+                     help="Trusted public key file or trust-store directory (repeatable)."),
+        click.option("--threshold", type=click.IntRange(min=1),
+                     help="Require signatures by at least this many distinct trusted keys."),
+        click.option("--trusted-root", "roots", multiple=True,
+                     type=click.Path(dir_okay=False), help=_ROOT_HELP),
+        click.option("--min-version", help=_MIN_VERSION_HELP),
+        click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP),
+    )):
+        fn = option(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-              help="Trusted public key file or trust-store directory (repeatable).")
-@click.option("--threshold", type=click.IntRange(min=1),
-              help="Require signatures by at least this many distinct trusted keys.")
-@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help=_ROOT_HELP)
+@_trust_options
 @click.option("--allow-unsigned", is_flag=True,
               help="Check integrity only, without requiring a trusted signature.")
-@click.option("--min-version", help=_MIN_VERSION_HELP)
-@click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
            roots: tuple[str, ...], allow_unsigned: bool, min_version: str | None,
@@ -408,14 +417,7 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
 
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-              help="Trusted public key file or trust-store directory (repeatable).")
-@click.option("--threshold", type=click.IntRange(min=1),
-              help="Require signatures by at least this many distinct trusted keys.")
-@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help=_ROOT_HELP)
-@click.option("--min-version", help=_MIN_VERSION_HELP)
-@click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP)
+@_trust_options
 @click.option("--allow-unsigned", is_flag=True, help="Run a bundle with no trusted signature.")
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Input data: .npy, .csv (with a header row for tabular models) or .json.")

@@ -23,11 +23,12 @@ import contextlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._native import quiet_native_stderr
 from ._verify import VerifyReport
 from .errors import DeviceError, InputError
 from .manifest import Manifest, TensorSpec
@@ -47,24 +48,6 @@ _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float1
 
 _probe_lock = threading.Lock()
 _cuda_ok: bool | None = None
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence native-library chatter on fd 2 (onnxruntime's missing-CUDA wall of text)."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _nvidia_driver_present() -> bool:
@@ -92,7 +75,7 @@ def _cuda_usable(ort: Any) -> bool:
                                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
                 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
                 m.ir_version = 8
-                with _quiet_native_stderr():
+                with quiet_native_stderr():
                     if hasattr(ort, "preload_dlls"):
                         with contextlib.suppress(Exception):
                             ort.preload_dlls()

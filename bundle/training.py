@@ -460,6 +460,17 @@ def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
     return doc, out[STATE_TENSORS]
 
 
+def read_state(vb: VerifiedBundle) -> tuple[dict[str, Any], bytes]:
+    """The verified state document (top level and format checked) and tensor bytes."""
+    doc, tensor_bytes = _read_verified(vb)
+    doc = _obj(doc, "$", {"format", "version", "framework", "model", "optimizer",
+                          "scheduler", "rng"})
+    if doc["format"] != FORMAT or doc["version"] != VERSION:
+        raise FormatError(f"{STATE_JSON}: format {doc['format']!r} version {doc['version']!r} "
+                          f"is not {FORMAT!r} version {VERSION}", entry=STATE_JSON)
+    return doc, tensor_bytes
+
+
 def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, Any]:
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
@@ -502,12 +513,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     """
     import torch
 
-    doc, tensor_bytes = _read_verified(vb)
-    doc = _obj(doc, "$", {"format", "version", "framework", "model", "optimizer",
-                          "scheduler", "rng"})
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise FormatError(f"{STATE_JSON}: format {doc['format']!r} version {doc['version']!r} "
-                          f"is not {FORMAT!r} version {VERSION}", entry=STATE_JSON)
+    doc, tensor_bytes = read_state(vb)
     framework = doc["framework"].get("name") if isinstance(doc["framework"], dict) else None
     if framework != "pytorch":
         raise InputError(f"{vb.report.path} holds {framework!r} training state; restore it into "

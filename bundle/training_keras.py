@@ -48,7 +48,7 @@ import numpy as np
 
 from . import _json
 from .errors import ConversionError, FormatError, InputError
-from .training import FORMAT, STATE_JSON, STATE_TENSORS, VERSION, _few, _obj, _read_verified, _same
+from .training import FORMAT, STATE_JSON, STATE_TENSORS, VERSION, _few, _obj, _same, read_state
 
 if TYPE_CHECKING:
     from ._verify import VerifiedBundle, VerifyReport
@@ -256,12 +256,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
     """
     import keras
 
-    doc, tensor_bytes = _read_verified(vb)
-    doc = _obj(doc, "$", {"format", "version", "framework", "model", "optimizer",
-                          "scheduler", "rng"})
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise FormatError(f"{STATE_JSON}: format {doc['format']!r} version {doc['version']!r} "
-                          f"is not {FORMAT!r} version {VERSION}", entry=STATE_JSON)
+    doc, tensor_bytes = read_state(vb)
     fw = _obj(doc["framework"], "framework", {"name", "version"})
     if fw["name"] != "keras":
         raise InputError(f"{vb.report.path} holds {fw['name']!r} training state; it restores "

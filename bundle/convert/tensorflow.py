@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from .._native import quiet_native_stderr
 from ..errors import ConversionError
 from ..manifest import Method
 from . import Converted
@@ -95,25 +96,6 @@ class ExportFallbackWarning(UserWarning):
 # --------------------------------------------------------------------------- quiet import
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send fd 2 to /dev/null: TensorFlow's C++ start-up logs bypass Python entirely."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _import(keras_model: bool) -> tuple[Any, Any, Any]:
     """tensorflow, tf2onnx and (for a Keras model) keras, imported quietly."""
     saved = {k: os.environ.get(k) for k in _QUIET_ENV}
@@ -121,7 +103,7 @@ def _import(keras_model: bool) -> tuple[Any, Any, Any]:
         os.environ.setdefault(k, v)
     fresh = "tensorflow" not in sys.modules or "tf2onnx" not in sys.modules
     try:
-        with _native_stderr_silenced() if fresh else contextlib.nullcontext(), \
+        with quiet_native_stderr() if fresh else contextlib.nullcontext(), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import tensorflow as tf
@@ -1047,7 +1029,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             from .. import training_keras
 
             state = training_keras.capture(model, optimizer)
-        with _native_stderr_silenced():  # grappler logs natively while tf2onnx runs
+        with quiet_native_stderr():  # grappler logs natively while tf2onnx runs
             onx, fed, fallback = _trace_and_convert(tf, tf2onnx, plan, len(out_names), opset)
     if fallback:
         warnings.warn(f"{plan.label}: tracing with the variables as inputs failed ({fallback}); "
