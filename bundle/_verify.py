@@ -16,12 +16,16 @@ import mmap
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from . import certs, freshness, signing
+from . import freshness, signing
 from .archive import ALIGNMENT, ZipReader
 from .digest import sha256_bytes
 from .errors import FormatError, IntegrityError, LimitError, SignatureError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
+
+if TYPE_CHECKING:
+    from . import certs
 
 __all__ = ["Signer", "VerifiedBundle", "VerifyReport", "verify_archive"]
 
@@ -136,9 +140,11 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
         key = signing.verify_envelope(env, trust, name)
         identity: certs.Identity | None = None
         if key is None and env.certificates and trust.roots:
+            from .certs import CertificateRejectedError
+
             try:
                 certified = signing.verify_certified(env, trust, name, now)
-            except certs.CertificateRejectedError as e:
+            except CertificateRejectedError as e:
                 reasons.append(f"{name}: {e}")
             else:
                 key, identity = certified.key, certified.identity

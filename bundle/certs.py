@@ -39,6 +39,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .errors import KeyFileError, SignatureError
+from .signing import MAX_CHAIN_LENGTH
 
 __all__ = [
     "LEAF_KEY_TYPES",
@@ -52,8 +53,6 @@ __all__ = [
 
 LEAF_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519")
 """Leaf key types a certificate signer may use (the Web PKI curves, and Ed25519)."""
-MAX_CHAIN_LENGTH = 8
-"""Most certificates one signature may carry (leaf plus intermediates)."""
 MAX_CERTIFICATE_BYTES = 16 * 1024
 MAX_CERTIFICATE_FILE = 1024 * 1024
 

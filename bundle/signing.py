@@ -31,15 +31,22 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from cryptography import exceptions as crypto_exceptions
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from . import _json, certs
+from . import _json
 from .errors import KeyFileError, SignatureError
+
+if TYPE_CHECKING:  # X.509 is imported when a certificate is at hand (~0.1 s at start-up)
+    from cryptography import x509
+
+    from . import certs
+
+MAX_CHAIN_LENGTH = 8
+"""Most certificates one signature may carry (leaf plus intermediates)."""
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -149,11 +156,15 @@ class PrivateKey:
     def __post_init__(self) -> None:
         _key_type(self.key)
         if self.certificates:
+            from . import certs
+
             certs.check_signing_chain(self.certificates, self.public_key.pem())
 
     def with_certificates(self, chain: certs.CertificateSource | Sequence[certs.CertificateSource],
                           ) -> PrivateKey:
         """This key with an X.509 chain (leaf first) to embed in its signatures."""
+        from . import certs
+
         return PrivateKey(self.key, certs.load_certificates(chain, "certificate chain"))
 
     @property
@@ -330,6 +341,8 @@ def load_roots(sources: Any) -> tuple[x509.Certificate, ...]:
     """Trusted root CA certificates from certificates, bytes or files; () for None/empty."""
     if sources is None or (isinstance(sources, (list, tuple)) and not sources):
         return ()
+    from . import certs
+
     return certs.load_certificates(sources, "trusted root certificate")
 
 
@@ -498,9 +511,9 @@ def _material_certificates(material: dict[str, Any], entry: str) -> tuple[bytes,
                              entry=entry)
     if chain is not None:
         items = chain.get("certificates") if isinstance(chain, dict) else None
-        if not isinstance(items, list) or not 1 <= len(items) <= certs.MAX_CHAIN_LENGTH:
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN_LENGTH:
             raise SignatureError(f"signature {entry}: x509CertificateChain needs 1.."
-                                 f"{certs.MAX_CHAIN_LENGTH} certificates", entry=entry)
+                                 f"{MAX_CHAIN_LENGTH} certificates", entry=entry)
     else:
         items = [single]
     out = []
@@ -542,6 +555,8 @@ def verify_certified(env: Envelope, trust: TrustStore, entry: str,
     :class:`certs.CertificateRejectedError` with the reason when the signature does
     not count; a malformed chain or a key-id mismatch is a SignatureError.
     """
+    from . import certs
+
     if not env.certificates:
         raise certs.CertificateRejectedError("signature carries no certificate")
     chain = certs.parse_der_chain(env.certificates, entry)

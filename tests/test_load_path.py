@@ -50,7 +50,8 @@ CHILD = textwrap.dedent("""
     np.save(sys.argv[4], proba, allow_pickle=False)
     banned = [name for name in {banned!r} if name in sys.modules]
     print(json.dumps({{"events": sorted(set(events)), "banned": banned,
-                      "signers": [s.key_id for s in report.signers]}}))
+                      "signers": [s.key_id for s in report.signers],
+                      "x509": "cryptography.x509" in sys.modules}}))
 """).format(banned=BANNED)
 
 
@@ -67,6 +68,8 @@ def test_fresh_process_load_imports_no_framework_and_never_unpickles(
     assert info["events"] == [], info["events"]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, atol=1e-5)
     assert len(info["signers"]) == 1
+    # X.509 (~0.1 s of start-up) is imported only when a certificate is involved
+    assert info["x509"] is False
 
 
 def test_audit_hook_would_catch_unpickling() -> None:
