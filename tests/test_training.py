@@ -362,3 +362,34 @@ def test_restore_never_unpickles(checkpoint: tuple[str, Path, dict[str, Any]]) -
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info == {"events": [], "epoch": K}
+
+
+def test_sharded_training_state_restores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optimizer state larger than the shard size is recorded in shards and restores."""
+    from bundle import digest
+    from bundle.manifest import Manifest
+
+    monkeypatch.setattr(digest, "SHARD_SIZE", digest.MIN_SHARD_SIZE)
+    torch.manual_seed(6)
+    model = Net(hidden=12288)  # ~630 k parameters: Adam moments of ~5 MB > 4 MiB
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train(model, opt, torch.optim.lr_scheduler.StepLR(opt, step_size=2), range(2))
+    path = tmp_path / "big.mbundle"
+    bundle.save(model, path, sample_input=SAMPLE, optimizer=opt)
+    with zipfile.ZipFile(path) as z:
+        manifest = Manifest.from_bytes(z.read("manifest.json"))
+    state = next(f for f in manifest.files if f.path == training.STATE_TENSORS)
+    assert state.shards, "the test needs a sharded training entry"
+    torch.manual_seed(7)
+    other = Net(hidden=12288)
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-3)
+    bundle.restore(path, other, other_opt, allow_unsigned=True)
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    want, got = opt.state_dict()["state"], other_opt.state_dict()["state"]
+    assert want.keys() == got.keys()
+    for i in want:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(want[i][name], got[i][name]), (i, name, want[i][name].dtype,
+                                                               got[i][name].dtype)
