@@ -501,3 +501,29 @@ def test_sample_that_forward_rejects_is_a_conversion_error(tmp_path: Path) -> No
         bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=np.zeros((3, 6)))  # float64
     with pytest.raises(bundle.ConversionError, match="not a parameter"):
         bundle.save(MLP(), tmp_path / "x.mbundle", sample_input={"y": torch.zeros(3, 6)})
+
+
+class _Nested(nn.Module):
+    def __init__(self, shape: str) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.shape = shape
+
+    def forward(self, x: Any) -> Any:
+        y = self.lin(x)
+        return {"nested": {"y": y}, "ok": y} if self.shape == "nested" else \
+            {"": y} if self.shape == "empty-key" else () if self.shape == "none" else "text"
+
+
+@pytest.mark.parametrize(("shape", "match"), [
+    ("nested", r"output 'nested' is a dict, not a tensor"),
+    ("empty-key", r"dict with key ''"),
+    ("none", r"returns no outputs"),
+    ("text", r"returns a str"),
+])
+def test_unsupported_output_structures_are_named(tmp_path: Path, shape: str,
+                                                 match: str) -> None:
+    with pytest.raises(bundle.ConversionError, match=match):
+        bundle.save(_Nested(shape).eval(), tmp_path / "n.mbundle",
+                    sample_input=np.zeros((2, 4), np.float32))
+    assert not (tmp_path / "n.mbundle").exists()

@@ -25,7 +25,7 @@ from ..manifest import Column, Method
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Converted", "convert"]
+__all__ = ["Converted", "convert", "named_outputs"]
 
 
 @dataclass
@@ -103,3 +103,33 @@ def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
     module = importlib.import_module(f".{name}", __name__)
     fn: Callable[..., Converted] = module.convert
     return fn(model, sample_input, **options)
+
+
+def named_outputs(out: Any, label: str, is_tensor: Callable[[Any], bool],
+                  ) -> tuple[list[str], list[Any]]:
+    """Name what a model returns: one tensor is "output", a sequence "output_<i>", a dict
+    its keys (non-empty strings). Nested structures are refused, naming the output."""
+    if is_tensor(out):
+        return ["output"], [out]
+    if isinstance(out, Mapping):
+        names, values = [], []
+        for k, v in out.items():
+            if not isinstance(k, str) or not k:
+                raise ConversionError(f"{label} returns a dict with key {k!r}; output names "
+                                      "must be non-empty strings")
+            names.append(k)
+            values.append(v)
+    elif isinstance(out, (tuple, list)):
+        names = [f"output_{i}" for i in range(len(out))]
+        values = list(out)
+    else:
+        raise ConversionError(f"{label} returns a {type(out).__name__}; return a tensor, a "
+                              "tuple of tensors or a dict of tensors")
+    if not values:
+        raise ConversionError(f"{label} returns no outputs")
+    for n, v in zip(names, values, strict=True):
+        if not is_tensor(v):
+            raise ConversionError(f"{label}: output {n!r} is a {type(v).__name__}, not a "
+                                  "tensor; nested outputs are not supported: return a flat "
+                                  "tuple or dict")
+    return names, values

@@ -75,7 +75,7 @@ import numpy as np
 from .._native import quiet_native_stderr
 from ..errors import ConversionError
 from ..manifest import Method
-from . import Converted
+from . import Converted, named_outputs
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -571,27 +571,7 @@ def _saved_model_plan(tf: Any, path: str, sample: Any, signature: str | None,
 
 
 def _outputs(tf: Any, out: Any, label: str) -> tuple[list[str], list[Any]]:
-    if isinstance(out, Mapping):
-        names, values = [], []
-        for k, v in out.items():
-            if not isinstance(k, str) or not k:
-                raise ConversionError(f"{label} returns a dict with key {k!r}; output names "
-                                      "must be non-empty strings")
-            names.append(k)
-            values.append(v)
-    elif isinstance(out, (list, tuple)):
-        names = [f"output_{i}" for i in range(len(out))]
-        values = list(out)
-    else:
-        names, values = ["output"], [out]
-    if not values:
-        raise ConversionError(f"{label} returns no outputs")
-    for n, v in zip(names, values, strict=True):
-        if not (tf.is_tensor(v) or isinstance(v, np.ndarray)):
-            raise ConversionError(f"{label}: output {n!r} is a {type(v).__name__}, not a "
-                                  "tensor; nested outputs are not supported: return a flat "
-                                  "list or dict")
-    return names, values
+    return named_outputs(out, label, lambda v: tf.is_tensor(v) or isinstance(v, np.ndarray))
 
 
 # --------------------------------------------------------------------------- conversion

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..manifest import Method
-from . import Converted
+from . import Converted, named_outputs
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -182,29 +182,7 @@ def _axes(names: list[str], tensors: list[Any],
 
 
 def _outputs(torch: Any, out: Any) -> tuple[list[str], list[Any]]:
-    if isinstance(out, torch.Tensor):
-        return ["output"], [out]
-    if isinstance(out, Mapping):
-        names, values = [], []
-        for k, v in out.items():
-            if not isinstance(k, str) or not k:
-                raise ConversionError(f"forward() returns a dict with key {k!r}; output names "
-                                      "must be non-empty strings")
-            names.append(k)
-            values.append(v)
-    elif isinstance(out, (tuple, list)):
-        names = [f"output_{i}" for i in range(len(out))]
-        values = list(out)
-    else:
-        raise ConversionError(f"forward() returns a {type(out).__name__}; return a tensor, a "
-                              "tuple of tensors or a dict of tensors")
-    if not values:
-        raise ConversionError("forward() returns no outputs")
-    for n, v in zip(names, values, strict=True):
-        if not isinstance(v, torch.Tensor):
-            raise ConversionError(f"output {n!r} is a {type(v).__name__}, not a tensor; nested "
-                                  "outputs are not supported: return a flat tuple or dict")
-    return names, values
+    return named_outputs(out, "forward()", lambda v: isinstance(v, torch.Tensor))
 
 
 def _to_numpy(t: Any, where: str) -> np.ndarray:
