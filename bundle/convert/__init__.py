@@ -25,7 +25,7 @@ from ..manifest import Column, Method
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Converted", "convert", "named_outputs"]
+__all__ = ["Converted", "axis_names", "check_dynamic_axes", "convert", "named_outputs"]
 
 
 @dataclass
@@ -133,3 +133,31 @@ def named_outputs(out: Any, label: str, is_tensor: Callable[[Any], bool],
                                   "tensor; nested outputs are not supported: return a flat "
                                   "tuple or dict")
     return names, values
+
+
+def check_dynamic_axes(dynamic_axes: Mapping[str, Any] | None,
+                       names: list[str]) -> dict[str, Any]:
+    """The user's ``dynamic_axes`` as a dict, refusing names that are not inputs."""
+    given = dict(dynamic_axes or {})
+    unknown = set(given) - set(names)
+    if unknown:
+        raise ConversionError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; the "
+                              f"inputs are {names}")
+    return given
+
+
+def axis_names(name: str, spec: Any, ndim: int) -> dict[int, str]:
+    """One input's dynamic axes {axis: name}: a list of axes gets generated names,
+    negative axes count from the end; each axis must exist and be named."""
+    if not isinstance(spec, Mapping):
+        spec = {int(a): f"{name}_dim{int(a)}" for a in spec}
+    out: dict[int, str] = {}
+    for axis, dim in spec.items():
+        if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
+            raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
+                                  f"in a {ndim}-D input")
+        if not isinstance(dim, str) or not dim:
+            raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
+                                  "(a non-empty string)")
+        out[axis % ndim] = dim
+    return out

@@ -75,7 +75,7 @@ import numpy as np
 from .._native import quiet_native_stderr
 from ..errors import ConversionError
 from ..manifest import Method
-from . import Converted, named_outputs
+from . import Converted, axis_names, check_dynamic_axes, named_outputs
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -256,31 +256,12 @@ def _cast(arr: np.ndarray, dtype: str, where: str) -> np.ndarray:
 def _dynamic(names: list[str], arrays: list[np.ndarray], declared: list[set[int]],
              dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
     """Axis 0 and the declared-None axes of each input, unless ``dynamic_axes`` says otherwise."""
-    given = dict(dynamic_axes or {})
-    unknown = set(given) - set(names)
-    if unknown:
-        raise ConversionError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; the "
-                              f"inputs are {names}")
+    given = check_dynamic_axes(dynamic_axes, names)
     axes: dict[str, dict[int, str]] = {}
     for name, arr, decl in zip(names, arrays, declared, strict=True):
-        if name in given:
-            spec = given[name]
-            if not isinstance(spec, Mapping):
-                spec = {int(a): f"{name}_dim{int(a)}" for a in spec}
-        else:
-            spec = {a: "batch" if a == 0 else f"{name}_dim{a}"
-                    for a in sorted({0, *decl}) if a < arr.ndim}
-        out: dict[int, str] = {}
-        for axis, dim in spec.items():
-            if not isinstance(axis, int) or isinstance(axis, bool) or \
-                    not -arr.ndim <= axis < arr.ndim:
-                raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
-                                      f"in a {arr.ndim}-D input")
-            if not isinstance(dim, str) or not dim:
-                raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
-                                      "(a non-empty string)")
-            out[axis % arr.ndim] = dim
-        axes[name] = out
+        spec = given[name] if name in given else {
+            a: "batch" if a == 0 else f"{name}_dim{a}" for a in sorted({0, *decl}) if a < arr.ndim}
+        axes[name] = axis_names(name, spec, arr.ndim)
     return axes
 
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..manifest import Method
-from . import Converted, named_outputs
+from . import Converted, axis_names, check_dynamic_axes, named_outputs
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -139,27 +139,12 @@ def _sig(params: Sequence[inspect.Parameter]) -> str:
 def _axes(names: list[str], tensors: list[Any],
           dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
     """Dynamic axes per input: axis 0 ('batch') by default; ``dynamic_axes`` overrides."""
-    given = dict(dynamic_axes or {})
-    unknown = set(given) - set(names)
-    if unknown:
-        raise ConversionError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; the "
-                              f"inputs are {names}")
+    given = check_dynamic_axes(dynamic_axes, names)
     axes: dict[str, dict[int, str]] = {}
     sizes: dict[str, tuple[str, int, int]] = {}
     for name, t in zip(names, tensors, strict=True):
-        spec = given.get(name, {0: "batch"} if t.dim() >= 1 else {})
-        if not isinstance(spec, Mapping):
-            spec = {int(a): f"{name}_dim{int(a)}" for a in spec}
-        out: dict[int, str] = {}
-        for axis, dim in spec.items():
-            if not isinstance(axis, int) or isinstance(axis, bool) or \
-                    not -t.dim() <= axis < t.dim():
-                raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
-                                      f"in a {t.dim()}-D input")
-            if not isinstance(dim, str) or not dim:
-                raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
-                                      "(a non-empty string)")
-            axis %= t.dim()
+        out = axis_names(name, given.get(name, {0: "batch"} if t.dim() >= 1 else {}), t.dim())
+        for axis, dim in out.items():
             size = int(t.shape[axis])
             if size < 2:
                 raise ConversionError(
@@ -173,7 +158,6 @@ def _axes(names: list[str], tensors: list[Any],
                     f"dynamic axis {dim!r} is {osize} in {other!r} (axis {oaxis}) but {size} in "
                     f"{name!r} (axis {axis}); axes sharing a name must have the same size")
             sizes.setdefault(dim, (name, axis, size))
-            out[axis] = dim
         axes[name] = out
     return axes
 
