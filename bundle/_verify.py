@@ -22,7 +22,15 @@ from . import freshness, signing
 from .archive import ALIGNMENT, ZipReader
 from .digest import sha256_bytes
 from .errors import FormatError, IntegrityError, LimitError, SignatureError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
+from .manifest import (
+    GRAPH_NAME,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    FileEntry,
+    Manifest,
+    is_deflated,
+)
+from .weights import WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from . import certs
@@ -94,6 +102,9 @@ class VerifiedBundle:
     graph: bytes
     weights: bytes | bytearray | mmap.mmap | None
     weights_head: bytes = field(default=b"")
+    inflated: dict[str, bytes] = field(default_factory=dict)
+    """Every DEFLATE entry (graph, JSON) by path, as inflated and hashed: what later
+    checks parse, so nothing is read twice."""
     accept: Callable[[], None] = field(default=lambda: None)
     """Records the bundle in the rollback state; the caller calls it once the graph
     and weights have passed their checks too (a bundle refused later is not 'seen')."""
@@ -224,15 +235,17 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
                              entry=sorted(missing)[0])
 
     _check_container_layout(reader, manifest)
-    graph, weights, weights_head = _hash_files(reader, manifest, weights_in_memory, progress)
+    inflated, weights, weights_head = _hash_files(reader, manifest, weights_in_memory,
+                                                  progress)
     report = VerifyReport(reader.path, manifest, signers, untrusted, manifest.files,
                           verified=bool(signers))
-    return VerifiedBundle(reader, report, graph, weights, weights_head,
+    return VerifiedBundle(reader, report, inflated[manifest.file("graph").path], weights,
+                          weights_head, inflated,
                           lambda: policy.record(manifest.model.name, manifest.model.version,
                                                 signer_ids))
 
 
-_NAME_BY_ROLE = {"graph": "model.onnx", "weights": "weights.safetensors"}
+_NAME_BY_ROLE = {"graph": GRAPH_NAME, "weights": WEIGHTS_NAME}
 
 
 def _check_container_layout(reader: ZipReader, manifest: Manifest) -> None:
@@ -305,11 +318,12 @@ ProgressCallback = Callable[[int, int], None]
 
 def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
                 progress: ProgressCallback | None,
-                ) -> tuple[bytes, mmap.mmap | None, bytes]:
+                ) -> tuple[dict[str, bytes], mmap.mmap | None, bytes]:
     """Hash every listed entry, shard by shard, comparing each with the manifest.
 
-    Returns the graph bytes, the weights read into memory (when asked) and the
-    weights' safetensors header, all taken from the very bytes that were hashed.
+    Returns the bytes of every DEFLATE entry (the graph among them) by path, the
+    weights read into memory (when asked) and the weights' safetensors header, all
+    taken from the very bytes that were hashed.
     STORED entries are read by hashing threads with ``pread`` -- through small
     buffers, or straight into the in-memory weights buffer -- all shards of all
     entries in one pool; DEFLATE entries are inflated (bounded) and hashed in memory.
@@ -324,7 +338,7 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
         if progress is not None:
             progress(n, total)
 
-    graph = b""
+    inflated: dict[str, bytes] = {}
     weights: mmap.mmap | None = None
     spans: list[tuple[int, int]] = []
     into: list[memoryview | None] = []
@@ -341,7 +355,7 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
         if f.role == "graph" or not e.stored:
             data = reader.read(f.path, max_size=MAX_GRAPH_BYTES)
             _compare(f, [sha256_bytes(memoryview(data)[a:b]) for a, b in f.spans])
-            graph = data if f.role == "graph" else graph
+            inflated[f.path] = data
             advance(len(data))
             continue
         buf: memoryview | None = None
@@ -382,7 +396,7 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
                     len(head) != min(header_size(head[:8]), f.size):
                 raise IntegrityError(f"{f.path}: its header changed while it was being "
                                      "verified", entry=f.path)
-    return graph, weights, head
+    return inflated, weights, head
 
 
 def _compare(f: FileEntry, digests: list[str]) -> None:
@@ -400,12 +414,9 @@ def _compare(f: FileEntry, digests: list[str]) -> None:
 
 
 def _check_weights_entry(e: object, f: FileEntry) -> None:
-    from .archive import ALIGNMENT, Entry
+    """The size limit; STORED and aligned are checked with the layout (by role)."""
+    from .archive import Entry
 
     assert isinstance(e, Entry)
-    if not e.stored:
-        raise FormatError(f"{f.path} must be STORED (uncompressed)", entry=f.path)
-    if e.data_offset % ALIGNMENT:
-        raise FormatError(f"{f.path} data is not aligned to {ALIGNMENT} bytes", entry=f.path)
     if e.size > (1 << 40):
         raise LimitError(f"{f.path} is too large", entry=f.path)

@@ -35,12 +35,11 @@ from .digest import (
     shard_root,
     shard_spans,
 )
-from .manifest import MANIFEST_NAME, FileEntry, Manifest
+from .manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 
 __all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
            "statement_for"]
 
-GRAPH_NAME = "model.onnx"
 
 # Oldest onnxruntime release implementing each default-domain opset / IR version.
 _ORT_FOR_OPSET = {13: "1.7", 14: "1.10", 15: "1.11", 16: "1.12", 17: "1.14", 18: "1.16",

@@ -55,11 +55,6 @@ def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None,
                        "any of the signing keys (give the leaf certificate first)")
 
 
-def _policy(now: Any, min_version: str | None,
-            rollback_state: str | os.PathLike[str] | None) -> freshness.Policy:
-    return freshness.Policy(now, min_version, rollback_state)
-
-
 def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          signing_key: KeyLike | Sequence[KeyLike] | None = None,
          passphrase: bytes | None = None, certificate_chain: Any = None,
@@ -262,8 +257,8 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     if (inputs, outputs) != (manifest.inputs, manifest.outputs):
         raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
                           "graph's", entry=gfile.path)
-    check_training_entries(vb.reader, manifest)
-    check_assets(vb.reader, manifest)
+    check_training_entries(vb.reader, manifest, vb.inflated)
+    check_assets(vb.reader, manifest, vb.inflated)
     return model, header
 
 
@@ -283,8 +278,8 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | 
     signer for the same model name, and records this one. See SECURITY.md.
     """
     vb = _open_verified(path, trusted_keys, allow_unsigned, False, threshold,
-                        trusted_roots=trusted_roots,
-                        policy=_policy(now, min_version, rollback_state), progress=progress)
+                        trusted_roots=trusted_roots, progress=progress,
+                        policy=freshness.Policy(now, min_version, rollback_state))
     try:
         _check_content(vb)
         vb.accept()
@@ -321,8 +316,8 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
     providers = select_providers(device, provider_options)
     before = _file_identity(path)
     vb = _open_verified(path, trusted_keys, allow_unsigned, not zero_copy, threshold,
-                        trusted_roots=trusted_roots,
-                        policy=_policy(now, min_version, rollback_state), progress=progress)
+                        trusted_roots=trusted_roots, progress=progress,
+                        policy=freshness.Policy(now, min_version, rollback_state))
     try:
         model, header = _check_content(vb)
         manifest = vb.report.manifest
@@ -378,7 +373,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
 
     vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold,
                         trusted_roots=trusted_roots,
-                        policy=_policy(now, min_version, rollback_state))
+                        policy=freshness.Policy(now, min_version, rollback_state))
     try:
         _check_content(vb)
         if keras_model:

@@ -19,6 +19,7 @@ in this package ever unpickles, and a text file is only text (SECURITY.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from . import _json
@@ -37,27 +38,29 @@ TEXT_EXTENSIONS = (".txt", ".md", ".csv", ".tsv")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def check_assets(reader: ZipReader, manifest: Manifest) -> None:
-    """Refuse any asset that is not one of the allowed data formats (see module doc)."""
+def check_assets(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, bytes]) -> None:
+    """Refuse any asset that is not one of the allowed data formats (see module doc).
+
+    ``inflated`` holds the verified bytes of the DEFLATE entries (the JSON assets).
+    """
     for f in manifest.files:
         if f.role == "asset":
-            _check_one(reader, f.path, f.size)
+            _check_one(reader, f.path, f.size, inflated)
 
 
-def _check_one(reader: ZipReader, path: str, size: int) -> None:
+def _check_one(reader: ZipReader, path: str, size: int, inflated: Mapping[str, bytes]) -> None:
     name = path.lower()
     if name.endswith(".safetensors"):
-        from .weights import header_size, parse_header
+        from .weights import read_header
 
-        first = reader.read_range(path, 0, min(8, size))
-        parse_header(reader.read_range(path, 0, min(header_size(first), size)), size,
-                     entry=path)
+        read_header(reader, path, size)
         return
     if not name.endswith((".json", *TEXT_EXTENSIONS)):
         raise UntrustedContentError(
             f"asset {path!r}: only .json, {', '.join(TEXT_EXTENSIONS)} and .safetensors "
             "assets are allowed (an opaque file could be a pickle or a program)", entry=path)
-    data = reader.read(path, max_size=MAX_TEXT_ASSET_BYTES)
+    data = inflated[path] if path in inflated else reader.read(path,
+                                                               max_size=MAX_TEXT_ASSET_BYTES)
     if name.endswith(".json"):
         try:
             _json.loads(data, what=path)

@@ -22,6 +22,7 @@ from .errors import FormatError
 __all__ = [
     "DTYPES",
     "FORMAT_VERSION",
+    "GRAPH_NAME",
     "MAX_MANIFEST_BYTES",
     "Column",
     "FileEntry",
@@ -33,6 +34,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+GRAPH_NAME = "model.onnx"
+"""The graph entry's name (role ``graph``; FORMAT.md 6)."""
 MAX_MANIFEST_BYTES = 4 << 20
 
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64",

@@ -59,7 +59,7 @@ import numpy as np
 
 from . import _json
 from .digest import digest_bytes
-from .errors import ConversionError, FormatError, InputError, IntegrityError
+from .errors import ConversionError, FormatError, InputError, IntegrityError, LimitError
 
 if TYPE_CHECKING:
     from ._verify import VerifiedBundle, VerifyReport
@@ -417,13 +417,15 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
 # --------------------------------------------------------------------------- restore side
 
 
-def check_entries(reader: ZipReader, manifest: Manifest) -> None:
+def check_entries(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, bytes],
+                  ) -> None:
     """Structure of a bundle's training state, for verify/load (no framework needed).
 
-    Exactly the two entries, ``state.json`` canonical JSON and ``state.safetensors``
-    a well-formed safetensors header; :func:`restore_verified` checks the rest.
+    Exactly the two entries, ``state.json`` canonical JSON (``inflated``: the verified
+    bytes of the DEFLATE entries) and ``state.safetensors`` a well-formed safetensors
+    header; :func:`restore_verified` checks the rest.
     """
-    from .weights import header_size, parse_header
+    from .weights import read_header
 
     files = {f.path: f for f in manifest.files if f.role == "training_state"}
     if not files:
@@ -431,16 +433,16 @@ def check_entries(reader: ZipReader, manifest: Manifest) -> None:
     if set(files) != {STATE_JSON, STATE_TENSORS}:
         raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
                           f"found {sorted(files)}", entry=sorted(files)[0])
-    _json.loads_canonical(reader.read(STATE_JSON, max_size=MAX_STATE_JSON_BYTES),
-                          what=STATE_JSON)
-    size = files[STATE_TENSORS].size
-    first = reader.read_range(STATE_TENSORS, 0, min(8, size))
-    head = reader.read_range(STATE_TENSORS, 0, min(header_size(first), size))
-    parse_header(head, size, entry=STATE_TENSORS)
+    if files[STATE_JSON].size > MAX_STATE_JSON_BYTES:
+        raise LimitError(f"{STATE_JSON} is {files[STATE_JSON].size} bytes; the limit is "
+                         f"{MAX_STATE_JSON_BYTES}", entry=STATE_JSON)
+    _json.loads_canonical(inflated[STATE_JSON], what=STATE_JSON)
+    read_header(reader, STATE_TENSORS, files[STATE_TENSORS].size)
 
 
 def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
-    """The two training entries, re-read and checked against the manifest's SHA-256."""
+    """The two training entries: the JSON as verified, the tensors re-read and re-hashed
+    (verification hashes STORED entries without keeping them)."""
     files = {f.path: f for f in vb.report.manifest.files if f.role == "training_state"}
     if not files:
         raise InputError(f"{vb.report.path} holds no training state (it was saved without "
@@ -449,15 +451,12 @@ def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
     if set(files) != {STATE_JSON, STATE_TENSORS}:
         raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
                           f"found {sorted(files)}")
-    out = {}
-    for path, f in files.items():
-        limit = MAX_STATE_JSON_BYTES if path == STATE_JSON else MAX_STATE_TENSOR_BYTES
-        data = vb.reader.read(path, max_size=limit)
-        if digest_bytes(data, f.shard_size or len(data)).sha256 != f.sha256:
-            raise IntegrityError(f"{path}: SHA-256 does not match the manifest", entry=path)
-        out[path] = data
-    doc = _json.loads_canonical(out[STATE_JSON], what=STATE_JSON)
-    return doc, out[STATE_TENSORS]
+    f = files[STATE_TENSORS]
+    data = vb.reader.read(STATE_TENSORS, max_size=MAX_STATE_TENSOR_BYTES)
+    if digest_bytes(data, f.shard_size or len(data)).sha256 != f.sha256:
+        raise IntegrityError(f"{STATE_TENSORS}: SHA-256 does not match the manifest",
+                             entry=STATE_TENSORS)
+    return _json.loads_canonical(vb.inflated[STATE_JSON], what=STATE_JSON), data
 
 
 def read_state(vb: VerifiedBundle) -> tuple[dict[str, Any], bytes]:

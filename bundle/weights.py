@@ -27,8 +27,10 @@ from .errors import FormatError, LimitError
 if TYPE_CHECKING:
     import onnx
 
+    from .archive import ZipReader
+
 __all__ = ["MAX_HEADER_BYTES", "WEIGHTS_NAME", "SplitWeights", "TensorInfo", "TensorSource",
-           "inline_external_data", "parse_header", "split_weights"]
+           "inline_external_data", "parse_header", "read_header", "split_weights"]
 
 WEIGHTS_NAME = "weights.safetensors"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own MAX_HEADER_SIZE
@@ -134,6 +136,13 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
         raise FormatError(f"{entry}: {data_len - pos} trailing bytes after the last tensor",
                           entry=entry)
     return Header(tensors, meta, 8 + n)
+
+
+def read_header(reader: ZipReader, path: str, size: int) -> Header:
+    """Parse the safetensors header of a STORED entry of ``size`` bytes, reading only it."""
+    first = reader.read_range(path, 0, min(8, size))
+    return parse_header(reader.read_range(path, 0, min(header_size(first), size)), size,
+                        entry=path)
 
 
 def header_size(first8: bytes) -> int:
@@ -381,8 +390,8 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
     """Plan ``weights.safetensors`` for ``model`` without copying any tensor data.
 
     Moves the same initializers as :func:`externalize` (numeric, non-empty, of a
-    dtype numpy has): into safetensors, in safetensors' own layout, so the bytes
-    are those ``safetensors.numpy.save`` would write. Initializers whose external
+    dtype numpy has) into safetensors, in safetensors' own layout, so the bytes are
+    those ``safetensors.numpy.save`` would write. Initializers whose external
     data location is an absolute path (see ``bundle.convert.onnx_model``) are read
     from that file while being written.
     """
@@ -421,12 +430,7 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
             t = skeleton.graph.initializer.add()
             t.CopyFrom(init)
             if t.data_location == TensorProto.EXTERNAL:  # stays in the graph: inline its data
-                path, offset, length = _external_file(t)
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    t.raw_data = f.read() if length is None else f.read(length)
-                t.data_location = TensorProto.DEFAULT
-                del t.external_data[:]
+                _inline_from_file(t)
     bind_external(skeleton, header)
     sources = [TensorSource(n, plan[n][0], plan[n][1], plan[n][2], plan[n][3]) for n in order]
     return SplitWeights(skeleton, header_bytes, header, sources)
@@ -442,9 +446,16 @@ def inline_external_data(model: onnx.ModelProto) -> None:
 
     for init in model.graph.initializer:
         if init.data_location == TensorProto.EXTERNAL:
-            path, offset, length = _external_file(init)
-            with open(path, "rb") as f:
-                f.seek(offset)
-                init.raw_data = f.read() if length is None else f.read(length)
-            init.data_location = TensorProto.DEFAULT
-            del init.external_data[:]
+            _inline_from_file(init)
+
+
+def _inline_from_file(init: onnx.TensorProto) -> None:
+    """Read an initializer's resolved external data into its ``raw_data``."""
+    from onnx import TensorProto
+
+    path, offset, length = _external_file(init)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        init.raw_data = f.read() if length is None else f.read(length)
+    init.data_location = TensorProto.DEFAULT
+    del init.external_data[:]
