@@ -106,14 +106,8 @@ def _check_signature(data: bytes, source: str, manifest: Manifest,
     return _key_id(env, source)
 
 
-def _spans(f: FileEntry) -> list[tuple[int, int]]:
-    """[start, end) of each recorded digest: the shards of a sharded entry, else the file."""
-    return list(getattr(f, "spans", [(0, f.size)]))
-
-
 def _expect(f: FileEntry, digests: list[str]) -> None:
-    shards = list(getattr(f, "shards", ()))
-    if digests != (shards or [f.sha256]):
+    if digests != (list(f.shards) or [f.sha256]):
         raise IntegrityError(f"{f.path}: SHA-256 differs from the manifest (or the file "
                              "changed while it was packed)", entry=f.path)
 
@@ -127,7 +121,7 @@ def _file_entry(root: Path, f: FileEntry) -> EntryData:
                              f"{st.st_size}", entry=f.path)
     if is_deflated(f.path, f.role):
         data = _read(path, "file", MAX_GRAPH_BYTES)
-        _expect(f, [sha256_bytes(data[a:b]) for a, b in _spans(f)])
+        _expect(f, [sha256_bytes(data[a:b]) for a, b in f.spans])
         # the same options bundle.save uses, so an unzipped bundle packs to the same bytes
         return EntryData(f.path, data, compress=True)
     return EntryData(f.path, chunks=_hashed_chunks(path, f), size=f.size, align=True)
@@ -137,7 +131,7 @@ def _hashed_chunks(path: Path, f: FileEntry) -> Iterator[bytes]:
     """Stream a file into the bundle, refusing it at the end if a digest differs."""
     digests: list[str] = []
     with open(path, "rb") as fh:
-        for a, b in _spans(f):
+        for a, b in f.spans:
             h = hashlib.sha256()
             pos = a
             while pos < b and (chunk := fh.read(min(_CHUNK, b - pos))):
