@@ -6,7 +6,7 @@ On a file of ``--mib`` MiB held in the page cache (the disk out of the picture,
 as for a bundle just written or read before), for each candidate shard size,
 each run measures back to back -- so that a busy machine slows both alike --
 
-* one thread reading the file through ``bundle.digest.hash_ranges`` (pread,
+* one thread reading the file through ``bundle.format.digest.hash_ranges`` (pread,
   SHA-256 and CRC-32, one shard),
 * all cores: ``hash_ranges`` over the file cut at the shard size (what
   verification does),
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bundle import digest
+from bundle.format import digest
 
 MIB = 1 << 20
 

@@ -82,7 +82,7 @@ def _stale_value_info_free(module: Any, sample: Any) -> Any:
     prints): onnxruntime's quantizer transposes Gemm weights but the exporter's
     value_info still gives their old shape, so its shape inference refuses.
     """
-    from bundle.convert import convert
+    from bundle.export import convert
 
     onx = convert(module, sample).model
     names = {i.name for i in onx.graph.initializer}
@@ -127,7 +127,7 @@ def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
     row.size_mb = path.stat().st_size / 1e6
     if error:
         row.note = (f"bundle.save(module) failed: {error}; measured by exporting the module "
-                    "to ONNX (bundle.convert), dropping the value_info of initializers, and "
+                    "to ONNX (bundle.export), dropping the value_info of initializers, and "
                     "bundle.save(onnx_graph, precision='int8') (export time includes both; "
                     "the manifest parity is then against the fp32 ONNX graph)")
     else:

@@ -19,10 +19,8 @@ Nothing on the load path unpickles, evals, or imports a training framework.
     >>> m.predict(X)
 """
 
-from ._verify import Signer, VerifyReport
 from ._version import __version__
 from .api import Inspection, inspect, load, restore, save, sign, verify
-from .directory import pack_directory
 from .errors import (
     BundleError,
     ConversionError,
@@ -35,10 +33,11 @@ from .errors import (
     SignatureError,
     UntrustedContentError,
 )
-from .freshness import FreshnessError
-from .manifest import Manifest
-from .runtime import Model
-from .signing import (
+from .export.pack import pack_directory
+from .format.manifest import Manifest
+from .runtime.model import Model
+from .trust.freshness import FreshnessError
+from .trust.signing import (
     PrivateKey,
     PublicKey,
     TrustStore,
@@ -46,6 +45,7 @@ from .signing import (
     load_private_key,
     load_public_key,
 )
+from .trust.verify import Signer, VerifyReport
 
 __all__ = [
     "BundleError",

@@ -7,13 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import freshness, signing
-from ._verify import VerifyReport, signature_entries, verify_archive
 from ._version import __version__
-from .archive import ALIGNMENT, EntryData, ZipReader
-from .assets import check_assets
 from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
-from .manifest import (
+from .format.archive import ALIGNMENT, EntryData, ZipReader
+from .format.assets import check_assets
+from .format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     FileEntry,
@@ -22,8 +20,10 @@ from .manifest import (
     OnnxInfo,
     is_deflated,
 )
-from .training import check_entries as check_training_entries
-from .weights import WEIGHTS_NAME
+from .format.weights import WEIGHTS_NAME
+from .training.state import check_entries as check_training_entries
+from .trust import freshness, signing
+from .trust.verify import VerifyReport, signature_entries, verify_archive
 
 __all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
 
@@ -43,7 +43,7 @@ def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None,
     keys = [signing.load_private_key(k, passphrase) for k in items]
     if certificate_chain is None:
         return keys
-    from .certs import load_certificates
+    from .trust.certs import load_certificates
 
     chain = load_certificates(certificate_chain, "certificate chain")
     leaf_pem = signing.PublicKey(chain[0].public_key()).pem()  # type: ignore[arg-type]
@@ -106,12 +106,12 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     unless ``training_state=False``; ``optimizer`` (``model.optimizer``) adds the
     optimizer's (see :mod:`bundle.training_keras`).
     """
-    from . import parity as parity_mod
-    from . import precision as precision_mod
-    from . import weights as weights_mod
-    from ._writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
-    from .convert import convert
-    from .graph import io_specs
+    from .export import convert
+    from .export import parity as parity_mod
+    from .export import precision as precision_mod
+    from .export.writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
+    from .format import weights as weights_mod
+    from .format.graph import io_specs
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     try:
@@ -195,7 +195,7 @@ class _Written:
         """Run on CPU; every output by name."""
         import onnx
 
-        from .runtime import create_session
+        from .runtime.model import create_session
 
         graph = onnx.ModelProto()
         graph.CopyFrom(self.split.model)
@@ -243,8 +243,8 @@ def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKe
 
 def _check_content(vb: Any) -> tuple[Any, Any]:
     """Parse and check the verified weights header and graph."""
-    from .graph import check_graph, io_specs, parse_model
-    from .weights import parse_header
+    from .format.graph import check_graph, io_specs, parse_model
+    from .format.weights import parse_header
 
     manifest = vb.report.manifest
     wfile = manifest.file("weights")
@@ -311,7 +311,7 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
     ``progress(advance, total)`` is called as bytes are hashed.
     ``trusted_roots``, ``now``, ``min_version``, ``rollback_state``: as for :func:`verify`.
     """
-    from .runtime import Model, create_session, select_providers
+    from .runtime.model import Model, create_session, select_providers
 
     providers = select_providers(device, provider_options)
     before = _file_identity(path)
@@ -364,7 +364,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
     """
-    from .training import restore_verified
+    from .training.state import restore_verified
 
     keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
     if keras_model and scheduler is not None:
@@ -377,7 +377,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     try:
         _check_content(vb)
         if keras_model:
-            from .training_keras import restore_verified as restore_keras
+            from .training.keras import restore_verified as restore_keras
 
             keras_report: VerifyReport = restore_keras(vb, model, optimizer)
             vb.accept()
@@ -392,7 +392,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
 def _check_runtime_version(manifest: Manifest) -> None:
     import onnxruntime as ort
 
-    from ._writer import _ver
+    from .export.writer import _ver
 
     need = manifest.onnx.min_onnxruntime
     have = ort.__version__.split("+")[0]
@@ -425,9 +425,9 @@ class Inspection:
 
 def _claimed_identities(reader: ZipReader, names: Sequence[str]) -> dict[str, str]:
     """Leaf certificate subjects named by signature entries; nothing is verified."""
-    from ._verify import MAX_SIGNATURE_BYTES
-    from .certs import claimed_identity, parse_der_chain
     from .errors import SignatureError
+    from .trust.certs import claimed_identity, parse_der_chain
+    from .trust.verify import MAX_SIGNATURE_BYTES
 
     out: dict[str, str] = {}
     for name in names:
@@ -469,8 +469,8 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
     checked. ``certificate_chain``: as for :func:`save`. The content is hashed once
     and copied in the kernel; ``progress``: as for :func:`load`.
     """
-    from ._verify import _check_signatures
-    from ._writer import resign
+    from .export.writer import resign
+    from .trust.verify import _check_signatures
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     if not keys:

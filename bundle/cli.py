@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import api, signing
+from . import api
 from ._version import __version__
 from .errors import BundleError, InputError, KeyFileError
+from .trust import signing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,7 +148,7 @@ def _expires(value: str | None) -> str | None:
         return None
     import datetime as dt
 
-    from .freshness import format_time
+    from .trust.freshness import format_time
 
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if value[:-1].isdigit() and value[-1:] in units:
@@ -499,7 +500,7 @@ def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
 
     Every file is checked against DIR/manifest.json; verify BUNDLE afterwards.
     """
-    from .directory import pack_directory
+    from .export.pack import pack_directory
 
     manifest = pack_directory(directory, bundle_path, signatures=signatures)
     _console().print(f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "

@@ -61,7 +61,7 @@ class Harness:
     """Builds inputs into a bundle file and runs verify and load on it."""
 
     def __init__(self, work: Path | None = None) -> None:
-        from bundle.manifest import Manifest
+        from bundle.format.manifest import Manifest
 
         self._tmp = tempfile.TemporaryDirectory(prefix="fuzz-verify-")  # run.sh: in RAM
         self.work = Path(work or self._tmp.name)
@@ -70,10 +70,10 @@ class Harness:
         self.trust = __import__("bundle").TrustStore([self.key.public_key])
         base = self.work / "base.mbundle"
         _save_base(base, self.key)
-        from bundle._writer import GRAPH_NAME
-        from bundle.archive import ZipReader
-        from bundle.manifest import MANIFEST_NAME
-        from bundle.weights import WEIGHTS_NAME
+        from bundle.export.writer import GRAPH_NAME
+        from bundle.format.archive import ZipReader
+        from bundle.format.manifest import MANIFEST_NAME
+        from bundle.format.weights import WEIGHTS_NAME
 
         with ZipReader(base) as r:
             self.base = {n: r.read(n, max_size=1 << 20) for n in r.entries}
@@ -90,11 +90,11 @@ class Harness:
 
     def signed_with(self, target: str, data: bytes) -> bytes:
         """The base bundle with ``target``'s bytes replaced, hashed and signed."""
-        from bundle import signing
-        from bundle._writer import statement_for
-        from bundle.archive import EntryData, ZipWriter
-        from bundle.digest import sha256_bytes
-        from bundle.manifest import MANIFEST_NAME, FileEntry
+        from bundle.export.writer import statement_for
+        from bundle.format.archive import EntryData, ZipWriter
+        from bundle.format.digest import sha256_bytes
+        from bundle.format.manifest import MANIFEST_NAME, FileEntry
+        from bundle.trust import signing
 
         graph_name, weights_name, _ = self.names
         contents = {graph_name: self.base[graph_name], weights_name: self.base[weights_name]}
@@ -182,7 +182,7 @@ def _trusted_key() -> object:
     """The fuzzing key: fixed, so seed files stay signed by it across runs."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from bundle import signing
+    from bundle.trust import signing
 
     scalar = int.from_bytes(b"model-bundle fuzz trusted key...", "big") >> 2 | 1
     return signing.PrivateKey(ec.derive_private_key(scalar, ec.SECP256R1()))
@@ -256,7 +256,7 @@ def _zip64_tail(data: bytes) -> bytes:
 
 def _unsigned(h: Harness) -> bytes:
     """The base bundle without its signature entry (refused: unsigned)."""
-    from bundle.archive import EntryData, ZipWriter
+    from bundle.format.archive import EntryData, ZipWriter
 
     buf = io.BytesIO()
     w = ZipWriter(buf)

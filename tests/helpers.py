@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 import bundle
-from bundle import _json, signing
-from bundle._writer import GRAPH_NAME, statement_for
-from bundle.archive import EntryData, ZipReader, ZipWriter
-from bundle.digest import sha256_bytes
-from bundle.manifest import MANIFEST_NAME, FileEntry, Manifest, is_deflated
-from bundle.weights import WEIGHTS_NAME
+from bundle.export.writer import GRAPH_NAME, statement_for
+from bundle.format import canonical_json as _json
+from bundle.format.archive import EntryData, ZipReader, ZipWriter
+from bundle.format.digest import sha256_bytes
+from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest, is_deflated
+from bundle.format.weights import WEIGHTS_NAME
+from bundle.trust import signing
 
 LOCAL = struct.Struct("<IHHHHHIIIHH")
 CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")

@@ -31,7 +31,7 @@ from adversarial.generate import Case, specs
 
 import bundle
 from bundle import errors
-from bundle.archive import ZipReader, ZipWriter
+from bundle.format.archive import ZipReader, ZipWriter
 
 MAX_SECONDS = 20
 MAX_TRACED_BYTES = 64 << 20
@@ -264,7 +264,7 @@ def test_reader_accepts_the_writers_zip64_layout(tmp_path: Path) -> None:
     what ZipWriter writes past 4 GiB: an entry of 2**32 bytes (zip64 sizes), one after it
     (zip64 offset) and a central directory past 4 GiB (zip64 end records). The big entry's
     data is a hole in a sparse file; the writer writes every header itself."""
-    from bundle.archive import EntryData
+    from bundle.format.archive import EntryData
 
     big = 1 << 32
     path = tmp_path / "big.zip"

@@ -30,7 +30,8 @@ from helpers import (
 )
 
 import bundle
-from bundle.archive import (
+from bundle.errors import FormatError, IntegrityError, LimitError
+from bundle.format.archive import (
     ALIGNMENT,
     MAX_DEFLATE_RATIO,
     MAX_ENTRIES,
@@ -39,8 +40,7 @@ from bundle.archive import (
     ZipWriter,
     check_entry_name,
 )
-from bundle.errors import FormatError, IntegrityError, LimitError
-from bundle.weights import WEIGHTS_NAME
+from bundle.format.weights import WEIGHTS_NAME
 
 
 def _write(tmp_path: Path, data: bytes, name: str = "x.zip") -> Path:

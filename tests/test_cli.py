@@ -106,7 +106,7 @@ def test_verify_failure_classes_have_distinct_codes(
 
     # flip a byte inside the stored weights entry: only the hash can notice
     data = bytearray(cli_env["bundle"].read_bytes())
-    from bundle.archive import ZipReader
+    from bundle.format.archive import ZipReader
 
     with ZipReader(cli_env["bundle"]) as r:
         e = r.entries["weights.safetensors"]

@@ -151,7 +151,7 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
 def test_exception_inside_a_write_leaves_the_old_file_and_no_temp(
         tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception while the temporary file is being written changes nothing."""
-    from bundle.archive import ZipWriter
+    from bundle.format.archive import ZipWriter
 
     k1, k2 = keys
     target = tmp_path / "model.mbundle"

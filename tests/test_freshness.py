@@ -11,13 +11,13 @@ import pytest
 from helpers import build_signed, manifest_of, read_entries, rewrite, save_tiny, tiny_model
 
 import bundle
-from bundle import freshness
-from bundle._writer import GRAPH_NAME
 from bundle.cli import main
 from bundle.errors import ConversionError, FormatError, IntegrityError, SignatureError
-from bundle.freshness import FreshnessError, parse_version
-from bundle.manifest import MANIFEST_NAME, Manifest
-from bundle.weights import WEIGHTS_NAME
+from bundle.export.writer import GRAPH_NAME
+from bundle.format.manifest import MANIFEST_NAME, Manifest
+from bundle.format.weights import WEIGHTS_NAME
+from bundle.trust import freshness
+from bundle.trust.freshness import FreshnessError, parse_version
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2030, 1, 31, 12, 0, 0, tzinfo=UTC)

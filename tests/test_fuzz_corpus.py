@@ -84,7 +84,7 @@ def test_crash_reproducer(harness: Any, path: Path) -> None:
 def test_known_bug_filter_is_narrow(harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A reported bug is recognised by its message *and* the module raising it, and only
     outside strict mode."""
-    from bundle import _json
+    from bundle.format import canonical_json as _json
 
     monkeypatch.setitem(fuzz_verify.KNOWN_BUGS, "demo",
                         (r"^ValueError: demo is not valid JSON \| .*_json\.py$", "a test entry"))

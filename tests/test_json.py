@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bundle import FormatError, _json
+from bundle import FormatError
+from bundle.format import canonical_json as _json
 
 
 @pytest.mark.parametrize(("data", "match"), [

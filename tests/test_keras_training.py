@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
 
 import bundle  # noqa: E402
-from bundle import training  # noqa: E402
+from bundle.training import state as training  # noqa: E402
 
 X = np.random.default_rng(1).standard_normal((48, 6)).astype(np.float32)
 Y = (X[:, :3] @ np.arange(9, dtype=np.float32).reshape(3, 3) / 9).astype(np.float32)
@@ -150,7 +150,7 @@ def test_restore_without_trust_is_refused(checkpoint: tuple[Path, Any]) -> None:
 def test_tampered_training_state_is_refused(checkpoint: tuple[Path, Any],
                                             key: tuple[Any, Path], tmp_path: Path) -> None:
     path, _ = checkpoint
-    from bundle.archive import ZipReader
+    from bundle.format.archive import ZipReader
 
     data = bytearray(path.read_bytes())
     with ZipReader(path) as reader:

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from helpers import read_entries, rewrite, save_tiny
 
 import bundle
-from bundle import _json, signing
 from bundle.errors import KeyFileError, SignatureError
+from bundle.format import canonical_json as _json
+from bundle.trust import signing
 
 KEY_TYPES = ["ecdsa-p256", "ed25519"]
 

@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import bundle
-from bundle.archive import ZipReader
-from bundle.graph import parse_model
+from bundle.format.archive import ZipReader
+from bundle.format.graph import parse_model
 
 
 def _mlp() -> object:

@@ -32,10 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bundle
-from bundle import _json
-from bundle.archive import ZipReader
 from bundle.errors import BundleError, FormatError
-from bundle.manifest import (
+from bundle.format import canonical_json as _json
+from bundle.format.archive import ZipReader
+from bundle.format.manifest import (
     COLUMN_KINDS,
     DTYPES,
     FILE_ROLES,
@@ -51,7 +51,7 @@ from bundle.manifest import (
     Parity,
     TensorSpec,
 )
-from bundle.manifest import OutputParity as OutputParityT
+from bundle.format.manifest import OutputParity as OutputParityT
 
 SETTINGS = settings(derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,4 +1,4 @@
-"""spec/manifest.schema.json and bundle.manifest's own validator say the same thing.
+"""spec/manifest.schema.json and bundle.format.manifest's own validator say the same thing.
 
 Every manifest the exporters write validates against the JSON Schema; every
 mutation in the table below is refused by BOTH the schema and
@@ -23,10 +23,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import bundle
-from bundle import _json
-from bundle.archive import ZipReader
 from bundle.errors import FormatError
-from bundle.manifest import MANIFEST_NAME, Manifest
+from bundle.format import canonical_json as _json
+from bundle.format.archive import ZipReader
+from bundle.format.manifest import MANIFEST_NAME, Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "spec" / "manifest.schema.json").read_text(encoding="utf-8"))
@@ -68,7 +68,7 @@ def test_schema_is_valid_draft_2020_12_and_strict() -> None:
 
 
 def test_schema_enums_and_version_are_the_parsers() -> None:
-    from bundle import manifest as m
+    from bundle.format import manifest as m
 
     defs, props = SCHEMA["$defs"], SCHEMA["properties"]
     assert props["format_version"]["const"] == m.FORMAT_VERSION
@@ -246,7 +246,7 @@ MIB = 1 << 20
 def _sharded(size: int = 9 * MIB, shard_size: int = 4 * MIB, count: int | None = None,
              root: str | None = None) -> Callable[[Doc], None]:
     """Make the weights entry a sharded one of ``size`` bytes (consistent unless told)."""
-    from bundle.digest import shard_root
+    from bundle.format.digest import shard_root
 
     def apply(doc: Doc) -> None:
         n = -(-size // shard_size) if count is None else count

@@ -21,12 +21,14 @@ import pytest
 from helpers import read_entries, save_tiny, write_raw
 
 import bundle
-from bundle import _json, digest, signing
-from bundle._writer import GRAPH_NAME, statement_for
-from bundle.archive import EntryData, ZipReader
 from bundle.errors import FormatError, IntegrityError, SignatureError
-from bundle.manifest import MANIFEST_NAME, FileEntry, Manifest
-from bundle.weights import WEIGHTS_NAME
+from bundle.export.writer import GRAPH_NAME, statement_for
+from bundle.format import canonical_json as _json
+from bundle.format import digest
+from bundle.format.archive import EntryData, ZipReader
+from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest
+from bundle.format.weights import WEIGHTS_NAME
+from bundle.trust import signing
 
 S = digest.MIN_SHARD_SIZE
 N = 896  # 4 MatMul layers of 896 x 896 float32: 12.25 MiB of weights, 4 shards of 4 MiB
@@ -165,7 +167,7 @@ def test_bundle_written_the_old_way_still_verifies(tmp_path: Path,
                                                    key: bundle.PrivateKey) -> None:
     """A format-1 bundle as written before sharding: whole-entry hashes, files statement,
     weights serialized in memory by the safetensors library."""
-    from bundle import weights as weights_mod
+    from bundle.format import weights as weights_mod
 
     new = save_tiny(tmp_path / "new.mbundle", key)
     entries = read_entries(new)
@@ -349,7 +351,7 @@ def test_manifest_shard_sizes_must_agree() -> None:
 
 
 def _with_files(files: list[FileEntry]) -> Manifest:
-    from bundle.manifest import ModelInfo, OnnxInfo, TensorSpec
+    from bundle.format.manifest import ModelInfo, OnnxInfo, TensorSpec
 
     return Manifest(ModelInfo("m", "1", "", "generic", "onnx", "9", "onnx", ""),
                     OnnxInfo(9, {"ai.onnx": 17}, "1.16"),

@@ -389,7 +389,7 @@ def test_parity_recorded_in_manifest(save_load: SaveLoad, data: dict[str, np.nda
 
 
 def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarray]) -> None:
-    from bundle.parity import DEFAULT_ATOL, DEFAULT_RTOL
+    from bundle.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 
     model = Ridge().fit(data["X"], data["yr"])
     manifest, _ = save_load(model, data["X"][:SAMPLE_ROWS])

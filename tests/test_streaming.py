@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import bundle
-from bundle import runtime
-from bundle.archive import ZipReader
 from bundle.errors import FormatError, IntegrityError
-from bundle.weights import WEIGHTS_NAME, split_weights
+from bundle.format.archive import ZipReader
+from bundle.format.weights import WEIGHTS_NAME, split_weights
+from bundle.runtime import model as runtime
 
 LARGE = os.environ.get("MODEL_BUNDLE_LARGE_TESTS") == "1"
 
@@ -111,7 +111,7 @@ def test_export_holds_no_serialized_copy_of_the_weights(tmp_path: Path,
     with ZipReader(out) as r:
         e = r.entries[WEIGHTS_NAME]
         data = b"".join(r.iter_range(e.data_offset, e.data_offset + e.size))
-    from bundle.weights import parse_header
+    from bundle.format.weights import parse_header
 
     header = parse_header(data, len(data))
     raw = (tmp_path / "src" / "weights.bin").read_bytes()
@@ -287,7 +287,7 @@ def test_progress_reports_every_hashed_byte(mid: tuple[Path, list[Any]],
 def test_sign_hashes_once_and_keeps_the_content(tmp_path: Path, mid: tuple[Path, list[Any]],
                                                 key: bundle.PrivateKey,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from bundle import digest
+    from bundle.format import digest
 
     path = tmp_path / "s.mbundle"
     path.write_bytes(mid[0].read_bytes())

@@ -25,8 +25,8 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
 
 import bundle  # noqa: E402
-from bundle import training  # noqa: E402
-from bundle.convert.tensorflow import ExportFallbackWarning  # noqa: E402
+from bundle.export.tensorflow import ExportFallbackWarning  # noqa: E402
+from bundle.training import state as training  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -331,7 +331,7 @@ def test_frozen_trace_fallback_folds_and_keeps_state(tmp_path: Path, keys: tuple
                                                      exported: dict[str, Any],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """If the stateless trace fails, variables are frozen; what tf2onnx folds is kept apart."""
-    from bundle.convert import tensorflow as tfconv
+    from bundle.export import tensorflow as tfconv
 
     def broken(*_: Any) -> Any:
         raise RuntimeError("no stateless call")

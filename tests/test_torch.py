@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 
 import bundle  # noqa: E402
 from bundle.cli import main  # noqa: E402
-from bundle.convert.torch import ExportFallbackWarning  # noqa: E402
+from bundle.export.torch import ExportFallbackWarning  # noqa: E402
 
 # --------------------------------------------------------------------------- models
 

@@ -19,7 +19,7 @@ pytest.importorskip("onnxscript")
 from torch import nn  # noqa: E402
 
 import bundle  # noqa: E402
-from bundle import training  # noqa: E402
+from bundle.training import state as training  # noqa: E402
 
 
 class Net(nn.Module):
@@ -216,7 +216,7 @@ def test_tampered_training_state_is_refused(checkpoint: tuple[str, Path, dict[st
                                             key: tuple[Any, Path], tmp_path: Path) -> None:
     kind, path, _ = checkpoint
     data = bytearray(path.read_bytes())
-    from bundle.archive import ZipReader
+    from bundle.format.archive import ZipReader
 
     with ZipReader(path) as reader:
         entry = reader.entries[training.STATE_TENSORS]
@@ -276,14 +276,14 @@ def test_typed_tree_round_trips_exactly() -> None:
     }
     enc = training._Encoder()
     doc = enc.encode(value, ("x",))
-    raw = bundle._json.dumps(doc)  # canonical JSON: no NaN/Infinity literals
+    raw = bundle.format.canonical_json.dumps(doc)  # canonical JSON: no NaN/Infinity literals
     assert b"NaN" not in raw
     assert b"Infinity" not in raw
     from safetensors.torch import save
 
     st = save(enc.tensors)
     dec = training._Decoder(training._tensors_of(st, "t"))
-    back = dec.decode(bundle._json.loads(raw, what="t"), "x")
+    back = dec.decode(bundle.format.canonical_json.loads(raw, what="t"), "x")
     assert list(back) == list(value)
     assert math.isnan(back["nan"])
     assert back["inf"] == math.inf
@@ -366,8 +366,8 @@ def test_restore_never_unpickles(checkpoint: tuple[str, Path, dict[str, Any]]) -
 
 def test_sharded_training_state_restores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Optimizer state larger than the shard size is recorded in shards and restores."""
-    from bundle import digest
-    from bundle.manifest import Manifest
+    from bundle.format import digest
+    from bundle.format.manifest import Manifest
 
     monkeypatch.setattr(digest, "SHARD_SIZE", digest.MIN_SHARD_SIZE)
     torch.manual_seed(6)

@@ -36,8 +36,6 @@ from helpers import (
 from onnx import TensorProto, helper, numpy_helper
 
 import bundle
-from bundle import _json, signing
-from bundle.archive import ALIGNMENT, ZipReader
 from bundle.errors import (
     BundleError,
     FormatError,
@@ -45,8 +43,11 @@ from bundle.errors import (
     SignatureError,
     UntrustedContentError,
 )
-from bundle.manifest import MANIFEST_NAME
-from bundle.weights import WEIGHTS_NAME
+from bundle.format import canonical_json as _json
+from bundle.format.archive import ALIGNMENT, ZipReader
+from bundle.format.manifest import MANIFEST_NAME
+from bundle.format.weights import WEIGHTS_NAME
+from bundle.trust import signing
 
 GRAPH = "model.onnx"
 X = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 1.5, -0.5]],
@@ -673,7 +674,7 @@ def test_huge_safetensors_header_length(tmp_path: Path, tiny: Path,
 
 def test_unused_weights_tensor(tmp_path: Path, tiny: Path, key: bundle.PrivateKey) -> None:
     entries = read_entries(tiny)
-    from bundle.weights import parse_header
+    from bundle.format.weights import parse_header
 
     h = parse_header(entries[WEIGHTS_NAME], len(entries[WEIGHTS_NAME]))
     header = {n: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
@@ -683,7 +684,7 @@ def test_unused_weights_tensor(tmp_path: Path, tiny: Path, key: bundle.PrivateKe
     data = entries[WEIGHTS_NAME][h.data_start:] + b"evil"
 
     def fix_offsets(m: onnx.ModelProto) -> None:  # the header grew: move the references
-        from bundle.weights import Header, bind_external
+        from bundle.format.weights import Header, bind_external
         new = safetensors_bytes(header, data)
         nh = parse_header(new, len(new))
         for init in m.graph.initializer:
@@ -820,7 +821,7 @@ def test_signed_resources_must_equal_the_manifest(tmp_path: Path, tiny: Path,
     """A statement signed by the trusted key that covers this manifest but lists other files."""
     entries = read_entries(tiny)
     manifest = manifest_of(tiny)
-    from bundle.digest import sha256_bytes
+    from bundle.format.digest import sha256_bytes
 
     resources = [(f.path, f.sha256) for f in manifest.files]
     resources.append(("manifest.json", sha256_bytes(entries["manifest.json"])))

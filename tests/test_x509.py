@@ -18,11 +18,12 @@ from helpers import read_entries, rewrite, save_tiny, tiny_model
 from pki import CLIENT_AUTH, CODE_SIGNING, NOW, PKI, issue, key_usage, pem
 
 import bundle
-from bundle import _json, signing
-from bundle._writer import statement_for
 from bundle.cli import main
 from bundle.errors import KeyFileError, SignatureError
-from bundle.manifest import MANIFEST_NAME, Manifest
+from bundle.export.writer import statement_for
+from bundle.format import canonical_json as _json
+from bundle.format.manifest import MANIFEST_NAME, Manifest
+from bundle.trust import signing
 
 
 @pytest.fixture(scope="module")

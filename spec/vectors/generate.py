@@ -44,13 +44,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import bundle
-from bundle import _json, signing
-from bundle import weights as weights_mod
-from bundle._writer import GRAPH_NAME, min_onnxruntime, pack, statement_for
-from bundle.archive import EntryData, ZipReader, ZipWriter
-from bundle.digest import sha256_bytes
-from bundle.graph import io_specs
-from bundle.manifest import (
+from bundle.export.parity import measure
+from bundle.export.writer import GRAPH_NAME, min_onnxruntime, pack, statement_for
+from bundle.format import canonical_json as _json
+from bundle.format import weights as weights_mod
+from bundle.format.archive import EntryData, ZipReader, ZipWriter
+from bundle.format.digest import sha256_bytes
+from bundle.format.graph import io_specs
+from bundle.format.manifest import (
     MANIFEST_NAME,
     Column,
     FileEntry,
@@ -59,7 +60,7 @@ from bundle.manifest import (
     ModelInfo,
     OnnxInfo,
 )
-from bundle.parity import measure
+from bundle.trust import signing
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = weights_mod.WEIGHTS_NAME

@@ -48,11 +48,12 @@ if str(_TESTS) not in sys.path:  # run as a script: make tests/helpers.py import
     sys.path.insert(0, str(_TESTS))
 
 import bundle  # noqa: E402
-from bundle import _json, signing  # noqa: E402
-from bundle._writer import GRAPH_NAME, statement_for  # noqa: E402
-from bundle.digest import sha256_bytes  # noqa: E402
-from bundle.manifest import MANIFEST_NAME, FileEntry, Manifest  # noqa: E402
-from bundle.weights import WEIGHTS_NAME, parse_header  # noqa: E402
+from bundle.export.writer import GRAPH_NAME, statement_for  # noqa: E402
+from bundle.format import canonical_json as _json  # noqa: E402
+from bundle.format.digest import sha256_bytes  # noqa: E402
+from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest  # noqa: E402
+from bundle.format.weights import WEIGHTS_NAME, parse_header  # noqa: E402
+from bundle.trust import signing  # noqa: E402
 
 __all__ = ["Case", "Raw", "build", "raw_zip"]
 
@@ -1214,7 +1215,7 @@ for _label, _weights, _err, _msg, _what in (
 def _unused(c: Ctx) -> bytes:
     from helpers import safetensors_bytes
 
-    from bundle.weights import Header, bind_external
+    from bundle.format.weights import Header, bind_external
 
     w = c.a[WEIGHTS_NAME]
     h = parse_header(w, len(w))

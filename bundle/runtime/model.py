@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ._native import quiet_native_stderr
-from ._verify import VerifyReport
-from .errors import DeviceError, InputError
-from .manifest import Manifest, TensorSpec
+from ..errors import DeviceError, InputError
+from ..format.manifest import Manifest, TensorSpec
+from ..trust.verify import VerifyReport
+from .native import quiet_native_stderr
 
 __all__ = ["PREPACK_MAX_BYTES", "Model", "create_session", "select_providers"]
 
@@ -180,7 +180,7 @@ def _initializer_values(model: Any, header: Any, weights: Any) -> dict[str, Any]
     """
     from onnxruntime import OrtValue
 
-    from .weights import numpy_dtype
+    from ..format.weights import numpy_dtype
 
     buf = np.frombuffer(weights, dtype=np.uint8)
     buf.flags.writeable = False
@@ -215,7 +215,7 @@ def _reader(weights: Any, path: str, base: int) -> Any:
             f.seek(base + off)
             data = f.read(n)
         if len(data) != n:
-            from .errors import IntegrityError
+            from ..errors import IntegrityError
 
             raise IntegrityError(f"{os.path.basename(path)} changed after it was verified")
         return data
@@ -234,8 +234,8 @@ def create_session(model: Any, header: Any, bundle_path: str, weights_offset: in
     """
     import onnxruntime as ort
 
-    from .errors import FormatError
-    from .graph import inline_small_external, rebase_external
+    from ..errors import FormatError
+    from ..format.graph import inline_small_external, rebase_external
 
     so = session_options or ort.SessionOptions()
     so.log_severity_level = 3

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..manifest import Method
+from ..format.manifest import Method
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
@@ -383,7 +383,7 @@ def _tidy(model: Any) -> None:
     """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
     from onnx import inliner
 
-    from ..graph import STANDARD_DOMAINS
+    from ..format.graph import STANDARD_DOMAINS
 
     if len(model.functions):
         inlined = inliner.inline_local_functions(model)
@@ -439,7 +439,7 @@ def _adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> No
     """Name initializers after the state_dict tensors they hold exactly (see module doc)."""
     from onnx import numpy_helper
 
-    from ..training import _same
+    from ..training.state import _same
 
     inits = {i.name: i for i in model.graph.initializer}
     taken = set(inits) | {v.name for v in (*model.graph.input, *model.graph.output)}
@@ -498,7 +498,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             training_state: bool | None = None, **_: Any) -> Converted:
     """Export an ``nn.Module`` (see the module docstring)."""
     torch = _import()
-    from .. import training as training_mod
+    from ..training import state as training_mod
 
     if not isinstance(model, torch.nn.Module):
         raise ConversionError(f"expected a torch.nn.Module, got {type(model).__qualname__}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 def dumps(value: Any) -> bytes:

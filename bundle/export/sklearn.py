@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..manifest import Column, Method
+from ..format.manifest import Column, Method
 from . import Converted
 
 _INSTALL = "install the scikit-learn extra: pip install 'model-bundle[sklearn]'"
@@ -199,7 +199,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     else:
         plan.append(("predict", outputs[0]))
 
-    from ..graph import io_specs
+    from ..format.graph import io_specs
 
     shapes = {spec.name: spec.shape for spec in io_specs(onx)[1]}
     methods: dict[str, Method] = {}

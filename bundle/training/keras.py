@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _json
-from .errors import ConversionError, FormatError, InputError
-from .training import FORMAT, STATE_JSON, STATE_TENSORS, VERSION, _few, _obj, _same, read_state
+from ..errors import ConversionError, FormatError, InputError
+from ..format import canonical_json as _json
+from .state import FORMAT, STATE_JSON, STATE_TENSORS, VERSION, _few, _obj, _same, read_state
 
 if TYPE_CHECKING:
-    from ._verify import VerifiedBundle, VerifyReport
+    from ..trust.verify import VerifiedBundle, VerifyReport
 
 __all__ = ["KerasTrainingState", "capture", "restore_verified"]
 
@@ -97,7 +97,7 @@ class KerasTrainingState:
         A variable bit-identical to a weights tensor refers to it (by its own
         name when it has one); every other is stored once here.
         """
-        from .weights import serialize
+        from ..format.weights import serialize
 
         by_layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
         for name, w in weights.items():
@@ -177,13 +177,13 @@ def capture(model: Any, optimizer: Any = None) -> KerasTrainingState:
 
 
 def _arrays_of(data: bytes | bytearray | mmap.mmap, entry: str) -> tuple[Any, memoryview]:
-    from .weights import parse_header
+    from ..format.weights import parse_header
 
     return parse_header(bytes(data), len(data), entry=entry), memoryview(data)
 
 
 def _array(header: Any, view: memoryview, key: str, entry: str) -> np.ndarray:
-    from .weights import numpy_dtype
+    from ..format.weights import numpy_dtype
 
     info = header.tensors[key]
     dtype = numpy_dtype(info)

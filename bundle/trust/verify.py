@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import freshness, signing
-from .archive import ALIGNMENT, ZipReader
-from .digest import sha256_bytes
-from .errors import FormatError, IntegrityError, LimitError, SignatureError
-from .manifest import (
+from ..errors import FormatError, IntegrityError, LimitError, SignatureError
+from ..format.archive import ALIGNMENT, ZipReader
+from ..format.digest import sha256_bytes
+from ..format.manifest import (
     GRAPH_NAME,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
@@ -30,7 +29,8 @@ from .manifest import (
     Manifest,
     is_deflated,
 )
-from .weights import WEIGHTS_NAME
+from ..format.weights import WEIGHTS_NAME
+from . import freshness, signing
 
 if TYPE_CHECKING:
     from . import certs
@@ -329,8 +329,8 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
     entries in one pool; DEFLATE entries are inflated (bounded) and hashed in memory.
     The zip CRC-32 of every entry is checked too: no hash covers the CRC field.
     """
-    from .digest import ShortReadError, crc32_combine, hash_ranges
-    from .weights import header_size
+    from ..format.digest import ShortReadError, crc32_combine, hash_ranges
+    from ..format.weights import header_size
 
     total = sum(f.size for f in manifest.files)
 
@@ -415,7 +415,7 @@ def _compare(f: FileEntry, digests: list[str]) -> None:
 
 def _check_weights_entry(e: object, f: FileEntry) -> None:
     """The size limit; STORED and aligned are checked with the layout (by role)."""
-    from .archive import Entry
+    from ..format.archive import Entry
 
     assert isinstance(e, Entry)
     if e.size > (1 << 40):

@@ -37,8 +37,8 @@ from cryptography import exceptions as crypto_exceptions
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from . import _json
-from .errors import KeyFileError, SignatureError
+from ..errors import KeyFileError, SignatureError
+from ..format import canonical_json as _json
 
 if TYPE_CHECKING:  # X.509 is imported when a certificate is at hand (~0.1 s at start-up)
     from cryptography import x509
@@ -603,7 +603,7 @@ def _statement_serialization(pred: dict[str, Any], entry: str) -> tuple[str, int
                              "hash_type sha256", entry=entry)
     if ser["method"] == "files":
         return "files", 0
-    from .digest import MAX_SHARD_SIZE, MIN_SHARD_SIZE
+    from ..format.digest import MAX_SHARD_SIZE, MIN_SHARD_SIZE
 
     size = ser.get("shard_size")
     if isinstance(size, float) and size.is_integer():  # model_signing writes 4194304.0
@@ -618,7 +618,7 @@ def _statement_serialization(pred: dict[str, Any], entry: str) -> tuple[str, int
 def _join_shards(out: list[tuple[str, str]], shard_size: int, entry: str) -> Resources:
     """Join ``path:start:end`` resources into one (path, digest) per file, checking
     that each file's pieces are exactly its consecutive ``shard_size`` slices."""
-    from .digest import shard_root
+    from ..format.digest import shard_root
 
     pieces: dict[str, list[tuple[int, int, str]]] = {}
     for name, digest in out:
@@ -644,8 +644,8 @@ def _join_shards(out: list[tuple[str, str]], shard_size: int, entry: str) -> Res
 
 def parse_statement(payload: bytes, entry: str) -> Resources:
     """Check an OMS v1.0 Statement and return its (name, sha256) resources, one per file."""
-    from .archive import check_entry_name
-    from .errors import FormatError
+    from ..errors import FormatError
+    from ..format.archive import check_entry_name
 
     try:
         st = _json.loads(payload, what=f"{entry} payload")

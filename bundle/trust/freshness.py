@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SignatureError
+from ..errors import SignatureError
 
 __all__ = [
     "FreshnessError",

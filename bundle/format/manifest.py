@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _json
+from ..errors import FormatError
+from . import canonical_json as _json
 from .archive import check_entry_name
-from .errors import FormatError
 
 __all__ = [
     "DTYPES",
@@ -427,7 +427,7 @@ class Manifest:
                 raise _fail("metadata", "keys and values must be strings (key 1..256, "
                             "value ..8192 characters)")
         if self.expires is not None:
-            from .freshness import parse_time
+            from ..trust.freshness import parse_time
 
             try:
                 parse_time(self.expires, "expires")

@@ -57,14 +57,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _json
-from .digest import digest_bytes
-from .errors import ConversionError, FormatError, InputError, IntegrityError, LimitError
+from ..errors import ConversionError, FormatError, InputError, IntegrityError, LimitError
+from ..format import canonical_json as _json
+from ..format.digest import digest_bytes
 
 if TYPE_CHECKING:
-    from ._verify import VerifiedBundle, VerifyReport
-    from .archive import ZipReader
-    from .manifest import Manifest
+    from ..format.archive import ZipReader
+    from ..format.manifest import Manifest
+    from ..trust.verify import VerifiedBundle, VerifyReport
 
 __all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "capture", "check_entries",
            "restore_verified"]
@@ -425,7 +425,7 @@ def check_entries(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, 
     bytes of the DEFLATE entries) and ``state.safetensors`` a well-formed safetensors
     header; :func:`restore_verified` checks the rest.
     """
-    from .weights import read_header
+    from ..format.weights import read_header
 
     files = {f.path: f for f in manifest.files if f.role == "training_state"}
     if not files:
@@ -474,7 +474,7 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
 
-    from .weights import parse_header
+    from ..format.weights import parse_header
 
     header = parse_header(bytes(data), len(data), entry=entry)
     view = memoryview(data)

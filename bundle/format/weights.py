@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _json
-from .errors import FormatError, LimitError
+from ..errors import FormatError, LimitError
+from . import canonical_json as _json
 
 if TYPE_CHECKING:
     import onnx

@@ -25,13 +25,13 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import signing
-from ._verify import MAX_GRAPH_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNATURE_PREFIX
-from ._writer import atomic_write
-from .archive import EntryData, ZipWriter
-from .digest import sha256_bytes
-from .errors import FormatError, IntegrityError, SignatureError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
+from ..errors import FormatError, IntegrityError, SignatureError
+from ..format.archive import EntryData, ZipWriter
+from ..format.digest import sha256_bytes
+from ..format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
+from ..trust import signing
+from ..trust.verify import MAX_GRAPH_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNATURE_PREFIX
+from .writer import atomic_write
 
 __all__ = ["OMS_IGNORED", "pack_directory"]
 
@@ -76,7 +76,7 @@ def _key_id(env: signing.Envelope, source: str) -> str:
     if env.hint is not None:
         return env.hint
     if env.certificates:
-        from .certs import parse_der_chain
+        from ..trust.certs import parse_der_chain
 
         leaf = parse_der_chain(env.certificates, source)[0].public_key()
         return signing.PublicKey(leaf).key_id  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..manifest import Column, Method
+from ..format.manifest import Column, Method
 
 if TYPE_CHECKING:
     import onnx

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..manifest import Method
+from ..format.manifest import Method
 from . import Converted
 
 
@@ -44,7 +44,7 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         raise ConversionError("the ONNX model has no outputs")
     if isinstance(model, (str, os.PathLike)):
         _resolve_external_data(proto, os.path.dirname(os.path.abspath(os.fspath(model))))
-    from ..graph import io_specs
+    from ..format.graph import io_specs
 
     input_specs = io_specs(proto)[0]
     feeds = None

@@ -21,7 +21,7 @@ import os
 import tempfile
 from typing import TYPE_CHECKING
 
-from .errors import ConversionError
+from ..errors import ConversionError
 
 if TYPE_CHECKING:
     import onnx

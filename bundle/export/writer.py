@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import signing
-from .archive import EntryData, ZipReader, ZipWriter
-from .digest import (
+from ..format.archive import EntryData, ZipReader, ZipWriter
+from ..format.digest import (
     Digest,
     RangeDigest,
     crc32_combine,
@@ -35,7 +34,8 @@ from .digest import (
     shard_root,
     shard_spans,
 )
-from .manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
+from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
+from ..trust import signing
 
 __all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
            "statement_for"]
@@ -194,7 +194,7 @@ def pack(path: str | os.PathLike[str], contents: Sequence[EntryData],
     in the (flushed) temporary file -- the export's parity check runs the very
     graph and weights written there.
     """
-    from . import digest
+    from ..format import digest
 
     size = shard_size or digest.SHARD_SIZE
     items: list[EntryData | StreamEntry] = sorted([*contents, *streams], key=lambda c: c.name)

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import ConversionError
-from .manifest import Method, OutputParity, Parity
+from ..errors import ConversionError
+from ..format.manifest import Method, OutputParity, Parity
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3

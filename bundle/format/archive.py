@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .errors import FormatError, IntegrityError, LimitError
+from ..errors import FormatError, IntegrityError, LimitError
 
 __all__ = [
     "ALIGNMENT",

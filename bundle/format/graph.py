@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from .errors import FormatError, UntrustedContentError
+from ..errors import FormatError, UntrustedContentError
 from .manifest import TensorSpec
 from .weights import WEIGHTS_NAME, Header
 

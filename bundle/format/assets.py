@@ -22,8 +22,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from . import _json
-from .errors import FormatError, UntrustedContentError
+from ..errors import FormatError, UntrustedContentError
+from . import canonical_json as _json
 
 if TYPE_CHECKING:
     from .archive import ZipReader

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .errors import KeyFileError, SignatureError
+from ..errors import KeyFileError, SignatureError
 from .signing import MAX_CHAIN_LENGTH
 
 __all__ = [

@@ -72,9 +72,9 @@ from typing import Any
 
 import numpy as np
 
-from .._native import quiet_native_stderr
 from ..errors import ConversionError
-from ..manifest import Method
+from ..format.manifest import Method
+from ..runtime.native import quiet_native_stderr
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
@@ -665,7 +665,7 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
     """Refuse ops tf2onnx left as TensorFlow ops, naming each with its layer."""
     from onnx import defs
 
-    from ..graph import STANDARD_DOMAINS
+    from ..format.graph import STANDARD_DOMAINS
 
     bad: dict[str, list[str]] = {}
     for g in _all_graphs(onx.graph):
@@ -987,7 +987,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         reference = {n: np.asarray(v) for n, v in zip(out_names, out_values, strict=True)}
         state = None
         if kind == "keras" and training_state is not False:
-            from .. import training_keras
+            from ..training import keras as training_keras
 
             state = training_keras.capture(model, optimizer)
         with quiet_native_stderr():  # grappler logs natively while tf2onnx runs

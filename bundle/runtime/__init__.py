@@ -1,0 +1,1 @@
+"""Running a verified bundle: onnxruntime sessions and devices, and ``Model``."""
