@@ -26,6 +26,7 @@ from .errors import (
     ConversionError,
     DeviceError,
     FormatError,
+    FreshnessError,
     InputError,
     IntegrityError,
     KeyFileError,
@@ -36,7 +37,6 @@ from .errors import (
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
-from .trust.freshness import FreshnessError
 from .trust.signing import (
     PrivateKey,
     PublicKey,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
@@ -23,7 +23,11 @@ from .format.manifest import (
 from .format.weights import WEIGHTS_NAME
 from .training.state import check_entries as check_training_entries
 from .trust import freshness, signing
+from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
+
+if TYPE_CHECKING:
+    from .runtime.model import Model
 
 __all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
 
@@ -221,20 +225,12 @@ def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
                               f"{str(e).splitlines()[0]}") from e
 
 
-def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKeys | None,
-                   allow_unsigned: bool, weights_in_memory: bool | None,
-                   threshold: int | None, *, trusted_roots: Any = None,
-                   policy: freshness.Policy | None = None, progress: Any = None) -> Any:
-    trust = signing.as_trust_store(trusted_keys) if trusted_keys is not None else None
-    roots = signing.load_roots(trusted_roots)
-    if roots:
-        trust = trust.with_roots(roots) if trust is not None else signing.TrustStore(roots=roots)
-    if trust is not None and threshold is not None:
-        trust = signing.TrustStore(trust.keys, threshold=threshold, roots=trust.roots)
+def _open_verified(path: str | os.PathLike[str], policy: TrustPolicy,
+                   weights_in_memory: bool, progress: Any = None) -> Any:
     reader = ZipReader(path)
     try:
-        return verify_archive(reader, trust, allow_unsigned=allow_unsigned,
-                              weights_in_memory=bool(weights_in_memory), policy=policy,
+        return verify_archive(reader, policy.trust_store, allow_unsigned=policy.allow_unsigned,
+                              weights_in_memory=weights_in_memory, policy=policy.freshness,
                               progress=progress)
     except BaseException:
         reader.close()
@@ -262,7 +258,8 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     return model, header
 
 
-def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | None = None,
+def verify(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
+           trusted_keys: signing.TrustedKeys | None = None,
            allow_unsigned: bool = False, threshold: int | None = None,
            trusted_roots: Any = None, now: Any = None, min_version: str | None = None,
            rollback_state: str | os.PathLike[str] | None = None,
@@ -270,16 +267,19 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | 
     """Verify signature, structure, every byte and the graph; return who signed what.
 
     Raises a :class:`BundleError` subclass naming what failed. Nothing is executed.
-    ``trusted_roots`` (root CA certificates or PEM files) also accepts signers whose
-    embedded X.509 chain leads to one of them; each signer's identity is reported.
-    ``now`` replaces the current time (expiry, certificate validity);
-    ``min_version`` refuses older bundles; ``rollback_state`` (a JSON file, created
-    if missing) refuses a version lower than one already accepted from the same
-    signer for the same model name, and records this one. See SECURITY.md.
+    ``trust`` (a :class:`TrustPolicy`) says whom to trust; the other keywords are
+    shortcuts that build one (give one or the other). ``trusted_roots`` (root CA
+    certificates or PEM files) also accepts signers whose embedded X.509 chain leads
+    to one of them; each signer's identity is reported. ``now`` replaces the current
+    time (expiry, certificate validity); ``min_version`` refuses older bundles;
+    ``rollback_state`` (a JSON file, created if missing) refuses a version lower than
+    one already accepted for the same model name, and records this one. See
+    SECURITY.md. A wrong argument value raises ``ValueError``/``TypeError``.
     """
-    vb = _open_verified(path, trusted_keys, allow_unsigned, False, threshold,
-                        trusted_roots=trusted_roots, progress=progress,
-                        policy=freshness.Policy(now, min_version, rollback_state))
+    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
+                            threshold=threshold, trusted_roots=trusted_roots, now=now,
+                            min_version=min_version, rollback_state=rollback_state)
+    vb = _open_verified(path, policy, False, progress)
     try:
         _check_content(vb)
         vb.accept()
@@ -289,14 +289,17 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | 
         vb.reader.close()
 
 
-def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | None = None,
+def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
+         trusted_keys: signing.TrustedKeys | None = None,
          allow_unsigned: bool = False, device: str = "auto", threshold: int | None = None,
          zero_copy: bool = False, session_options: Any = None,
          provider_options: Mapping[str, Any] | None = None, trusted_roots: Any = None,
          now: Any = None, min_version: str | None = None,
          rollback_state: str | os.PathLike[str] | None = None,
-         prepack: bool | None = None, progress: Any = None) -> Any:
+         prepack: bool | None = None, progress: Any = None) -> Model:
     """Verify a bundle, then return a :class:`bundle.Model` ready to predict.
+
+    ``trust`` (a :class:`TrustPolicy`), or its keyword shortcuts, as for :func:`verify`.
 
     ``device``: "auto" (CUDA when it really initialises, else CPU), "cpu", "cuda",
     "cuda:N" or "tensorrt"; an explicit GPU device that cannot run raises
@@ -311,13 +314,14 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
     ``progress(advance, total)`` is called as bytes are hashed.
     ``trusted_roots``, ``now``, ``min_version``, ``rollback_state``: as for :func:`verify`.
     """
-    from .runtime.model import Model, create_session, select_providers
+    from .runtime.model import create_session, select_providers
 
+    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
+                            threshold=threshold, trusted_roots=trusted_roots, now=now,
+                            min_version=min_version, rollback_state=rollback_state)
     providers = select_providers(device, provider_options)
     before = _file_identity(path)
-    vb = _open_verified(path, trusted_keys, allow_unsigned, not zero_copy, threshold,
-                        trusted_roots=trusted_roots, progress=progress,
-                        policy=freshness.Policy(now, min_version, rollback_state))
+    vb = _open_verified(path, policy, not zero_copy, progress)
     try:
         model, header = _check_content(vb)
         manifest = vb.report.manifest
@@ -329,6 +333,8 @@ def load(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | No
             raise IntegrityError(f"{path} changed while it was being loaded (zero_copy: the "
                                  "session reads the file); nothing was loaded")
         vb.accept()
+        from .runtime.model import Model
+
         return Model(session, manifest, vb.report, keep)
     finally:
         vb.reader.close()
@@ -344,7 +350,8 @@ def _file_identity(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
 
 
 def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
-            scheduler: Any = None, *, trusted_keys: signing.TrustedKeys | None = None,
+            scheduler: Any = None, *, trust: TrustPolicy | None = None,
+            trusted_keys: signing.TrustedKeys | None = None,
             allow_unsigned: bool = False, threshold: int | None = None,
             rng: bool = True, trusted_roots: Any = None, now: Any = None,
             min_version: str | None = None,
@@ -371,9 +378,10 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
         raise InputError("Keras keeps a learning-rate schedule inside the optimizer: pass "
                          "optimizer=, not scheduler=")
 
-    vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold,
-                        trusted_roots=trusted_roots,
-                        policy=freshness.Policy(now, min_version, rollback_state))
+    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
+                            threshold=threshold, trusted_roots=trusted_roots, now=now,
+                            min_version=min_version, rollback_state=rollback_state)
+    vb = _open_verified(path, policy, True)
     try:
         _check_content(vb)
         if keras_model:
@@ -459,13 +467,13 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
 
 
 def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike], *,
-         passphrase: bytes | None = None,
+         passphrase: bytes | None = None, trust: TrustPolicy | None = None,
          trusted_keys: signing.TrustedKeys | None = None, certificate_chain: Any = None,
          trusted_roots: Any = None, progress: Any = None) -> VerifyReport:
     """Add a signature to an existing bundle (atomically) after checking its integrity.
 
-    With ``trusted_keys`` (or ``trusted_roots``), the bundle must already verify
-    against them before it is countersigned; without, only its integrity is
+    With ``trust`` (or ``trusted_keys`` / ``trusted_roots``), the bundle must already
+    verify against it before it is countersigned; without, only its integrity is
     checked. ``certificate_chain``: as for :func:`save`. The content is hashed once
     and copied in the kernel; ``progress``: as for :func:`load`.
     """
@@ -476,8 +484,11 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
     if not keys:
         raise KeyFileError("no signing key given")
     before = _file_identity(path)
-    vb = _open_verified(path, trusted_keys, trusted_keys is None and trusted_roots is None,
-                        False, None, trusted_roots=trusted_roots, progress=progress)
+    if trust is None and trusted_keys is None and trusted_roots is None:
+        policy = TrustPolicy(allow_unsigned=True)
+    else:
+        policy = resolve_policy(trust, trusted_keys=trusted_keys, trusted_roots=trusted_roots)
+    vb = _open_verified(path, policy, False, progress)
     try:
         _check_content(vb)
         reader = vb.reader

@@ -1,8 +1,8 @@
 """The ``model-bundle`` command line: parse arguments, call the library, print.
 
-Exit codes (one per class of failure, documented in README.md):
-0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity, 5 signature,
-6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device.
+Exit codes (one per class of failure, documented in README.md; the table is
+:data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
+5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device.
 """
 
 from __future__ import annotations
@@ -20,12 +20,44 @@ import click
 
 from . import api
 from ._version import __version__
-from .errors import BundleError, InputError, KeyFileError
+from .errors import (
+    BundleError,
+    ConversionError,
+    DeviceError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    KeyFileError,
+    SignatureError,
+    UntrustedContentError,
+)
 from .trust import signing
+from .trust.policy import TrustPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_CODES: dict[type[BundleError], int] = {
+    FormatError: 3,  # LimitError too
+    IntegrityError: 4,
+    SignatureError: 5,  # FreshnessError too
+    UntrustedContentError: 6,
+    ConversionError: 7,
+    InputError: 8,
+    KeyFileError: 9,
+    DeviceError: 10,
+}
+"""The exit code of each class of failure; a subclass exits with its nearest listed base."""
+
+
+def exit_code_of(error: BundleError | type[BundleError]) -> int:
+    """The CLI exit code for an error (or error class): its class's, else its nearest
+    listed base's."""
+    for cls in (error if isinstance(error, type) else type(error)).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_UNEXPECTED
 
 
 def _safe(value: object) -> str:
@@ -160,11 +192,16 @@ def _expires(value: str | None) -> str | None:
                                  param_hint="--expires") from e
 
 
-def _trust(keys: tuple[str, ...], threshold: int | None,
-           roots: tuple[str, ...] = ()) -> signing.TrustStore | None:
-    if not keys and not roots:
-        return None
-    return signing.TrustStore.from_paths(keys, threshold=threshold or 1, roots=roots)
+def _policy(keys: tuple[str, ...], threshold: int | None = None, roots: tuple[str, ...] = (),
+            *, min_version: str | None = None, rollback_state: str | None = None,
+            allow_unsigned: bool = False) -> TrustPolicy:
+    """The trust options as one policy; a wrong value is a usage error (exit 2)."""
+    try:
+        return TrustPolicy(list(keys) if keys else None, roots=list(roots) or None,
+                           threshold=threshold or 1, min_version=min_version,
+                           rollback_state=rollback_state, allow_unsigned=allow_unsigned)
+    except (ValueError, TypeError) as e:
+        raise click.UsageError(str(e)) from e
 
 
 def _signer_text(s: Any) -> str:
@@ -179,7 +216,7 @@ _CHAIN_HELP = ("X.509 certificate(s) of the key, PEM or DER, leaf first then int
 _ROOT_HELP = "Trusted root CA certificate (PEM/DER, repeatable): accept signers it certifies."
 _MIN_VERSION_HELP = "Refuse a bundle whose model version is lower (integers: 3, 1.10.2)."
 _STATE_HELP = ("Rollback record (JSON, created if missing): refuse a version lower than one "
-               "already accepted from the same signer; record this one.")
+               "already accepted for the same model name; record this one.")
 
 
 def _short(key_id: str) -> str:
@@ -231,7 +268,8 @@ def sign(bundle_path: str, key_path: str, passphrase_env: str | None, chain: tup
     """Add a signature to BUNDLE (after checking its integrity)."""
     key = _load_key(key_path, passphrase_env, chain)
     with _hash_progress() as progress:
-        report = api.sign(bundle_path, key, trusted_keys=_trust(trusted, None, roots),
+        report = api.sign(bundle_path, key,
+                          trust=_policy(trusted, roots=roots) if trusted or roots else None,
                           progress=progress)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -267,9 +305,9 @@ def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
            rollback_state: str | None, as_json: bool) -> None:
     """Verify BUNDLE: exit 0 only if signed by a trusted key and every byte matches."""
     with _hash_progress() as progress:
-        report = api.verify(bundle_path, trusted_keys=_trust(trusted, threshold, roots),
-                            allow_unsigned=allow_unsigned, min_version=min_version,
-                            rollback_state=rollback_state, progress=progress)
+        report = api.verify(bundle_path, progress=progress, trust=_policy(
+            trusted, threshold, roots, min_version=min_version, rollback_state=rollback_state,
+            allow_unsigned=allow_unsigned))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -435,9 +473,9 @@ def predict(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
             device: str, as_json: bool) -> None:
     """Verify BUNDLE, then run it on an input file."""
     with _hash_progress() as progress:
-        model = api.load(bundle_path, trusted_keys=_trust(trusted, threshold, roots),
-                         allow_unsigned=allow_unsigned, device=device, min_version=min_version,
-                         rollback_state=rollback_state, progress=progress)
+        model = api.load(bundle_path, device=device, progress=progress, trust=_policy(
+            trusted, threshold, roots, min_version=min_version, rollback_state=rollback_state,
+            allow_unsigned=allow_unsigned))
     data = _read_input(input_path, model)
     outputs = model.run(data) if method == "run" else {method: getattr(model, method)(data)}
     if output_path:
@@ -520,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except BundleError as e:
         click.echo(f"error: {e.one_line()}", err=True)
-        return e.exit_code
+        return exit_code_of(e)
     except Exception as e:  # never a traceback for a user; the class names the bug
         click.echo(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]}",
                    err=True)

@@ -1,9 +1,12 @@
 """The exception hierarchy: every failure model-bundle reports is a BundleError.
 
-Each class carries the CLI exit code for its class of failure, so the command
-line can print one line and pick a code without knowing the details. Lower
-level errors (zlib, protobuf, json, cryptography) are always wrapped with
-``raise ... from e`` so the message says what was wrong in bundle terms.
+One class per kind of failure, so a caller (and the CLI, which maps each class
+to an exit code in :mod:`bundle.cli`) can tell them apart without reading
+messages. Lower level errors (zlib, protobuf, json, cryptography) are always
+wrapped with ``raise ... from e`` so the message says what was wrong in bundle
+terms. A caller's wrong *argument value* (a threshold of 0, a malformed
+``min_version``) is a ``ValueError`` or ``TypeError``, not one of these: these
+describe files, keys, models and data.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ __all__ = [
     "ConversionError",
     "DeviceError",
     "FormatError",
+    "FreshnessError",
     "InputError",
     "IntegrityError",
     "KeyFileError",
@@ -26,10 +30,7 @@ class BundleError(Exception):
     """Root of every error raised by model-bundle.
 
     ``entry`` names the bundle entry (or file) concerned, when there is one.
-    ``exit_code`` is what the CLI exits with for this class of failure.
     """
-
-    exit_code = 1
 
     def __init__(self, message: str, *, entry: str | None = None) -> None:
         super().__init__(message)
@@ -47,52 +48,39 @@ class BundleError(Exception):
 class FormatError(BundleError):
     """The file is not a well-formed bundle: zip structure, names, manifest schema."""
 
-    exit_code = 3
-
 
 class LimitError(FormatError):
     """A size, count or ratio limit of the format was exceeded."""
-
-    exit_code = 3
 
 
 class IntegrityError(BundleError):
     """Content does not match what the manifest (or signed statement) records."""
 
-    exit_code = 4
-
 
 class SignatureError(BundleError):
     """Unsigned, badly signed, or not signed by any trusted key."""
 
-    exit_code = 5
+
+class FreshnessError(SignatureError):
+    """Signed, but not acceptable now: expired, older than the required minimum
+    version, or older than a version already accepted (rollback)."""
 
 
 class UntrustedContentError(BundleError):
     """Signed content that the loader refuses anyway (custom ops, stray paths...)."""
 
-    exit_code = 6
-
 
 class ConversionError(BundleError):
     """A model could not be exported, or its ONNX form disagrees with the original."""
-
-    exit_code = 7
 
 
 class InputError(BundleError):
     """Data given to predict/run does not fit the model's input signature."""
 
-    exit_code = 8
-
 
 class KeyFileError(BundleError):
     """A key file could not be read, decrypted, or is of an unsupported type."""
 
-    exit_code = 9
-
 
 class DeviceError(BundleError):
     """The requested execution device cannot run this session."""
-
-    exit_code = 10

@@ -31,6 +31,7 @@ from adversarial.generate import Case, specs
 
 import bundle
 from bundle import errors
+from bundle.cli import exit_code_of as cli_exit_code
 from bundle.format.archive import ZipReader, ZipWriter
 
 MAX_SECONDS = 20
@@ -169,7 +170,7 @@ def test_case_is_refused_by_verify_and_load(corpus: Corpus, name: str) -> None:
         assert type(err) is expected, \
             f"{name} [{fn}]: {type(err).__name__} ({err}), expected {case.error}"
         assert case.message in str(err), f"{name} [{fn}]: {err!s} lacks {case.message!r}"
-        assert err.exit_code == expected.exit_code
+        assert cli_exit_code(err) == cli_exit_code(expected)
 
 
 def test_corpus_size_and_coverage(corpus: Corpus) -> None:
@@ -231,7 +232,7 @@ def test_cli_verify_exit_codes(corpus: Corpus, tmp_path: Path) -> None:
             args += ["--threshold", str(case.threshold)]
         proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
         expected = getattr(errors, case.error)
-        assert proc.returncode == expected.exit_code, (case.name, proc.returncode, proc.stderr)
+        assert proc.returncode == cli_exit_code(expected), (case.name, proc.returncode, proc.stderr)
         assert f"{case.error}:" in proc.stderr, (case.name, proc.stderr)
         assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir()), "the CLI wrote files while refusing"

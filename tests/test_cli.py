@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import bundle
+from bundle.cli import exit_code_of as cli_exit_code
 from bundle.cli import main
 
 
@@ -52,7 +53,7 @@ def test_keygen_writes_private_key_0600(cli_env: dict[str, Path]) -> None:
 def test_keygen_refuses_to_overwrite(cli_env: dict[str, Path],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "keygen", "--out", cli_env["dir"] / "alice")
-    assert code == bundle.KeyFileError.exit_code
+    assert code == cli_exit_code(bundle.KeyFileError)
     assert "already exists" in err
 
 
@@ -81,7 +82,7 @@ def test_verify_ok_and_json(cli_env: dict[str, Path], capsys: pytest.CaptureFixt
 def test_verify_untrusted_key_exits_signature_code(cli_env: dict[str, Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "verify", cli_env["bundle"], "--trusted-key", cli_env["bob"])
-    assert code == bundle.SignatureError.exit_code == 5
+    assert code == cli_exit_code(bundle.SignatureError) == 5
     assert err.startswith("error: SignatureError:")
     assert "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
@@ -101,7 +102,7 @@ def test_verify_failure_classes_have_distinct_codes(
     garbage = tmp_path / "garbage.mbundle"
     garbage.write_bytes(b"this is not a zip" * 10)
     code, _, err = run(capsys, "verify", garbage, "--trusted-key", cli_env["alice"])
-    assert code == bundle.FormatError.exit_code == 3
+    assert code == cli_exit_code(bundle.FormatError) == 3
     assert "not a zip" in err
 
     # flip a byte inside the stored weights entry: only the hash can notice
@@ -114,7 +115,7 @@ def test_verify_failure_classes_have_distinct_codes(
     tampered = tmp_path / "tampered.mbundle"
     tampered.write_bytes(bytes(data))
     code, _, err = run(capsys, "verify", tampered, "--trusted-key", cli_env["alice"])
-    assert code in (bundle.IntegrityError.exit_code, bundle.FormatError.exit_code)
+    assert code in (cli_exit_code(bundle.IntegrityError), cli_exit_code(bundle.FormatError))
     assert "weights.safetensors" in err
 
     code, _, err = run(capsys, "verify", tmp_path / "missing.mbundle", "--trusted-key",
@@ -124,7 +125,7 @@ def test_verify_failure_classes_have_distinct_codes(
 
     code, _, err = run(capsys, "verify", cli_env["bundle"], "--trusted-key",
                        tmp_path / "nokey.pub")
-    assert code == bundle.KeyFileError.exit_code == 9
+    assert code == cli_exit_code(bundle.KeyFileError) == 9
 
 
 def test_usage_error_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,7 +173,7 @@ def test_predict_bad_input_exit_code(cli_env: dict[str, Path], tmp_path: Path,
     np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
     code, _, err = run(capsys, "predict", cli_env["bundle"], "--trusted-key", cli_env["alice"],
                        "--input", tmp_path / "bad.npy")
-    assert code == bundle.InputError.exit_code == 8
+    assert code == cli_exit_code(bundle.InputError) == 8
     assert "shape" in err
 
 

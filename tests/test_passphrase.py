@@ -12,6 +12,7 @@ from helpers import save_tiny, tiny_model
 
 import bundle
 from bundle.cli import PASSPHRASE_ENV, main
+from bundle.cli import exit_code_of as cli_exit_code
 from bundle.errors import KeyFileError
 
 SECRET = "correct horse battery"
@@ -84,11 +85,11 @@ def test_sign_with_named_environment_variable(
     assert _signed_by(path, k)  # type: ignore[arg-type]
     clean_env.delenv("MY_KEY_PW")
     code, _, err = run(capsys, "sign", path, "--key", key_path, "--passphrase-env", "MY_KEY_PW")
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "MY_KEY_PW is not set" in err
     clean_env.setenv("MY_KEY_PW", "")
     code, _, err = run(capsys, "sign", path, "--key", key_path, "--passphrase-env", "MY_KEY_PW")
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "is empty" in err
 
 
@@ -100,7 +101,7 @@ def test_wrong_passphrase(tmp_path: Path, clean_env: pytest.MonkeyPatch,
     before = path.read_bytes()
     clean_env.setenv(PASSPHRASE_ENV, "Xyzzy-91")
     code, _, err = run(capsys, "sign", path, "--key", key_path)
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "wrong passphrase" in err
     assert "Xyzzy-91" not in err  # the value is never echoed
     assert path.read_bytes() == before
@@ -113,7 +114,7 @@ def test_encrypted_key_without_terminal_or_variable(
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setattr(sys.stdin, "isatty", lambda: False, raising=False)
     code, _, err = run(capsys, "sign", path, "--key", key_path)
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert PASSPHRASE_ENV in err
     assert "--passphrase-env" in err
 
@@ -164,7 +165,7 @@ def test_keygen_encrypts_from_the_default_variable(
     assert bundle.load_private_key(tmp_path / "k.key", SECRET.encode()).key_id
     clean_env.setenv(PASSPHRASE_ENV, "")
     code, _, err = run(capsys, "keygen", "--out", tmp_path / "k2")
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "empty" in err
     assert not (tmp_path / "k2.key").exists()
 
@@ -177,12 +178,12 @@ def test_keygen_encrypt_prompts_twice(tmp_path: Path, clean_env: pytest.MonkeyPa
     assert bundle.load_private_key(tmp_path / "k.key", SECRET.encode()).key_id
     _tty(clean_env, [SECRET, SECRET + "!"])
     code, _, err = run(capsys, "keygen", "--out", tmp_path / "k2", "--encrypt")
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "do not match" in err
     assert not (tmp_path / "k2.key").exists()
     clean_env.setattr(sys.stdin, "isatty", lambda: False, raising=False)
     code, _, err = run(capsys, "keygen", "--out", tmp_path / "k3", "--encrypt")
-    assert code == KeyFileError.exit_code
+    assert code == cli_exit_code(KeyFileError)
     assert "terminal" in err
     # without --encrypt (and no variable) the key is written unencrypted, as before
     assert run(capsys, "keygen", "--out", tmp_path / "k4")[0] == 0

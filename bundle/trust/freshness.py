@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import SignatureError
+from ..errors import FreshnessError
 
 __all__ = [
-    "FreshnessError",
     "Policy",
     "format_time",
     "parse_time",
@@ -49,10 +48,6 @@ _RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2
 _VERSION = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18}){0,15}")
 STATE_FORMAT = "model-bundle-rollback-state/1"
 MAX_STATE_BYTES = 16 << 20
-
-
-class FreshnessError(SignatureError):
-    """A correctly signed bundle that is expired, older than allowed, or a rollback."""
 
 
 def parse_time(text: str, what: str = "time") -> dt.datetime:

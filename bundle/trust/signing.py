@@ -298,11 +298,12 @@ class TrustStore:
         anchors: dict[bytes, x509.Certificate] = {}
         for r in roots:
             anchors.setdefault(r.fingerprint(hashes.SHA256()), r)
+        # A caller's wrong argument, not a property of any bundle: ValueError.
         if not unique and not anchors:
-            raise SignatureError("no trusted keys given")
+            raise ValueError("no trusted keys given")
         if threshold < 1 or (not anchors and threshold > len(unique)):
-            raise SignatureError(f"threshold {threshold} needs between 1 and {len(unique)} "
-                                 "distinct trusted keys")
+            raise ValueError(f"threshold {threshold} needs between 1 and {len(unique)} "
+                             "distinct trusted keys")
         self.keys: tuple[PublicKey, ...] = tuple(unique.values())
         self.roots: tuple[x509.Certificate, ...] = tuple(anchors.values())
         self.threshold = threshold
