@@ -20,9 +20,10 @@ from .format.manifest import (
     OnnxInfo,
     is_deflated,
 )
+from .format.versions import format_time
 from .format.weights import WEIGHTS_NAME
 from .training.state import check_entries as check_training_entries
-from .trust import freshness, signing
+from .trust import signing
 from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
 
@@ -119,7 +120,7 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     try:
-        expires_at = None if expires is None else freshness.format_time(expires)
+        expires_at = None if expires is None else format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
     torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
@@ -400,12 +401,12 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
 def _check_runtime_version(manifest: Manifest) -> None:
     import onnxruntime as ort
 
-    from .export.writer import _ver
+    from .format.versions import release_tuple
 
     need = manifest.onnx.min_onnxruntime
     have = ort.__version__.split("+")[0]
     try:
-        too_old = _ver(".".join(have.split(".")[:3])) < _ver(need)
+        too_old = release_tuple(have) < release_tuple(need)
     except ValueError:
         return
     if too_old:

@@ -180,7 +180,7 @@ def _expires(value: str | None) -> str | None:
         return None
     import datetime as dt
 
-    from .trust.freshness import format_time
+    from .format.versions import format_time
 
     units = {"d": "days", "h": "hours", "m": "minutes"}
     if value[:-1].isdigit() and value[-1:] in units:

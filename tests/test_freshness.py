@@ -22,9 +22,9 @@ from bundle.errors import (
 )
 from bundle.export.writer import GRAPH_NAME
 from bundle.format.manifest import MANIFEST_NAME, Manifest
+from bundle.format.versions import parse_time, parse_version
 from bundle.format.weights import WEIGHTS_NAME
 from bundle.trust import freshness
-from bundle.trust.freshness import parse_version
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2030, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -93,7 +93,7 @@ def test_expiry_forms(tmp_path: Path, key: bundle.PrivateKey) -> None:
         "2030-01-31T12:00:00Z"
     rel = manifest_of(save_tiny(tmp_path / "r.mbundle", key, expires=dt.timedelta(days=30)))
     assert rel.expires is not None
-    delta = freshness.parse_time(rel.expires) - dt.datetime.now(UTC)
+    delta = parse_time(rel.expires) - dt.datetime.now(UTC)
     assert dt.timedelta(days=29) < delta <= dt.timedelta(days=30)
     for bad in ("2030-01-31T12:00:00+01:00", "2030-01-31 12:00:00Z", "2030-02-30T00:00:00Z",
                 "2030-01-31T12:00:00.5Z", dt.datetime(2030, 1, 1), 42):

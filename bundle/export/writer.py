@@ -35,6 +35,7 @@ from ..format.digest import (
     shard_spans,
 )
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
+from ..format.versions import release_tuple
 from ..trust import signing
 
 __all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
@@ -49,15 +50,11 @@ _ORT_FOR_IR = {7: "1.7", 8: "1.10", 9: "1.15", 10: "1.17", 11: "1.20", 12: "1.22
                13: "1.24"}
 
 
-def _ver(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in v.split("."))
-
-
 def min_onnxruntime(ir_version: int, opset: int) -> str:
     """The oldest onnxruntime that can run a graph of this IR version and opset."""
     candidates = [_ORT_FOR_IR.get(ir_version, "1.24" if ir_version > 13 else "1.7"),
                   _ORT_FOR_OPSET.get(opset, "1.24" if opset > 25 else "1.7")]
-    return max(candidates, key=_ver)
+    return max(candidates, key=release_tuple)
 
 
 @contextlib.contextmanager

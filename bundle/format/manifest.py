@@ -427,7 +427,7 @@ class Manifest:
                 raise _fail("metadata", "keys and values must be strings (key 1..256, "
                             "value ..8192 characters)")
         if self.expires is not None:
-            from ..trust.freshness import parse_time
+            from .versions import parse_time
 
             try:
                 parse_time(self.expires, "expires")

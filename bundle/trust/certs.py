@@ -39,7 +39,6 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ..errors import KeyFileError, SignatureError
-from .signing import MAX_CHAIN_LENGTH
 
 __all__ = [
     "LEAF_KEY_TYPES",
@@ -50,6 +49,9 @@ __all__ = [
     "load_certificates",
     "verify_chain",
 ]
+
+MAX_CHAIN_LENGTH = 8
+"""Most certificates one signature may carry (leaf plus intermediates)."""
 
 LEAF_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "ed25519")
 """Leaf key types a certificate signer may use (the Web PKI curves, and Ed25519)."""

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..format.versions import parse_time, parse_version
 from . import freshness, signing
 
 if TYPE_CHECKING:
@@ -54,11 +55,11 @@ class TrustPolicy:
                 raise TypeError(f"min_version must be a string such as '3' or '1.10.2', "
                                 f"not {type(min_version).__name__}")
             try:
-                freshness.parse_version(min_version)
+                parse_version(min_version)
             except ValueError as e:
                 raise ValueError(f"min_version: {e}") from e
         if isinstance(now, str):
-            now = freshness.parse_time(now, "now")
+            now = parse_time(now, "now")
         elif now is not None and not isinstance(now, dt.datetime):
             raise TypeError(f"now must be a datetime or an RFC 3339 UTC string, "
                             f"not {type(now).__name__}")

@@ -45,8 +45,6 @@ if TYPE_CHECKING:  # X.509 is imported when a certificate is at hand (~0.1 s at 
 
     from . import certs
 
-MAX_CHAIN_LENGTH = 8
-"""Most certificates one signature may carry (leaf plus intermediates)."""
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -512,6 +510,8 @@ def _material_certificates(material: dict[str, Any], entry: str) -> tuple[bytes,
                              entry=entry)
     if chain is not None:
         items = chain.get("certificates") if isinstance(chain, dict) else None
+        from .certs import MAX_CHAIN_LENGTH
+
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN_LENGTH:
             raise SignatureError(f"signature {entry}: x509CertificateChain needs 1.."
                                  f"{MAX_CHAIN_LENGTH} certificates", entry=entry)
