@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from suite import machine, models, results
-from suite.timing import latencies
+from suite.timing import latencies, ort_session_options, threads
 
 PRECISIONS = ("fp32", "fp16", "int8")
 HELD_OUT_ROWS = 256
@@ -137,7 +137,9 @@ def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
         default.unlink()
     if manifest.parity is not None:
         row.parity = max(o.max_abs for o in manifest.parity.outputs)
-    m = bundle.load(path, allow_unsigned=True, device="cpu")
+    # spinning off: the rows are timed round-robin, and spinning would slow the next one
+    m = bundle.load(path, allow_unsigned=True, device="cpu",
+                    session_options=ort_session_options())
     with torch.no_grad():
         ref = module(held).numpy()
     got = m.predict(held.numpy())
@@ -152,6 +154,7 @@ def _measure_model(name: str, module: Any, sample: Any, held: Any, tmp: Path,
     """PyTorch eager and each precision; latencies timed round-robin across all of them."""
     import torch
 
+    torch.set_num_threads(threads())  # what the onnxruntime sessions get
     rows = [Row(name, "torch eager (fp32)")]
     fns: dict[str, Callable[[Any], Any]] = {}
 
@@ -220,8 +223,8 @@ def main() -> None:
         f"`python benchmarks/precision_table.py --runs {args.runs}` — measured "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
         *machine.describe(PACKAGES),
-        f"- torch intra-op threads {torch.get_num_threads()}; onnxruntime with its "
-        "default session options on CPUExecutionProvider",
+        f"- torch and onnxruntime intra-op threads {torch.get_num_threads()}; onnxruntime "
+        "thread spinning off (intra- and inter-op) on CPUExecutionProvider",
         others.note(),
         "",
         "Deploy = `bundle.save(..., training_state=False)`; default = with the exact "

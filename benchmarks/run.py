@@ -137,7 +137,8 @@ def main() -> None:
     print(body)
     verdicts = [t.verdict for t in items]
     print(f"\n{verdicts.count('PASS')} PASS, {verdicts.count('MISS')} MISS, "
-          f"{verdicts.count('n/a')} n/a; {elapsed / 60:.1f} min", file=sys.stderr)
+          f"{verdicts.count('tie')} tie, {verdicts.count('n/a')} n/a; {elapsed / 60:.1f} min",
+          file=sys.stderr)
     write = args.write or not (args.quick or args.only)
     if not write or args.no_write:
         return
@@ -156,7 +157,9 @@ def main() -> None:
         " prediction (1 row) returns; peak RSS = the child's VmHWM then. model-bundle loads "
         "verify the signature and every byte first (`bundle.load(path, trusted_keys=pub, "
         "device='cpu')`: everything runs on the CPU). Predict latency: in-process, medians, "
-        "timed round-robin across the formats of a model. The breakdown column gives, from "
+        "timed round-robin across the formats of a model, every side with the same intra-op "
+        "thread count and onnxruntime's thread spinning off (raw session and bundle alike); "
+        "a ratio inside the noise is reported as a tie. The breakdown column gives, from "
         "the same spawn, when the format's own imports were done and when the model was "
         "loaded (model-bundle imports onnx/onnxruntime lazily inside `bundle.load`, so they "
         "count as loading there; unpickling imports scikit-learn's modules the same way).",

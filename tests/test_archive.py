@@ -91,8 +91,86 @@ def _written() -> bytes:
     return buf.getvalue()
 
 
-def test_writer_is_deterministic() -> None:
-    assert _written() == _written()
+# One STORED entry "a.txt" = b"hello\n", spelled out field by field from PKWARE's APPNOTE
+# (not from the writer's constants): what a conforming deterministic writer must produce.
+KNOWN_ZIP = b"".join([
+    # local file header at offset 0
+    b"PK\x03\x04",  # signature
+    b"\x14\x00",  # version needed: 2.0
+    b"\x00\x08",  # flags: bit 11, the name is UTF-8
+    b"\x00\x00",  # method: STORED
+    b"\x00\x00",  # time 00:00:00
+    b"\x21\x00",  # date 1980-01-01 (day 1, month 1 << 5, year 1980 + 0)
+    b"\x20\x30\x3a\x36",  # CRC-32 of b"hello\n": 0x363a3020
+    b"\x06\x00\x00\x00", b"\x06\x00\x00\x00",  # compressed, uncompressed size
+    b"\x05\x00", b"\x00\x00",  # name length, extra length
+    b"a.txt", b"hello\n",
+    # central directory at offset 41
+    b"PK\x01\x02",  # signature
+    b"\x14\x03",  # made by: Unix (3), 2.0
+    b"\x14\x00", b"\x00\x08", b"\x00\x00", b"\x00\x00", b"\x21\x00",  # as above
+    b"\x20\x30\x3a\x36", b"\x06\x00\x00\x00", b"\x06\x00\x00\x00",
+    b"\x05\x00", b"\x00\x00", b"\x00\x00",  # name, extra, comment lengths
+    b"\x00\x00", b"\x00\x00",  # disk number, internal attributes
+    b"\x00\x00\xa4\x81",  # external attributes: 0o100644 << 16, a regular rw-r--r-- file
+    b"\x00\x00\x00\x00",  # local header offset
+    b"a.txt",
+    # end of central directory
+    b"PK\x05\x06", b"\x00\x00", b"\x00\x00",  # signature, disk numbers
+    b"\x01\x00", b"\x01\x00",  # entries on this disk, in all
+    b"\x33\x00\x00\x00", b"\x29\x00\x00\x00",  # directory size 51, offset 41
+    b"\x00\x00",  # no comment
+])
+
+
+def test_writer_output_is_the_known_bytes() -> None:
+    buf = io.BytesIO()
+    w = ZipWriter(buf)
+    w.write(EntryData("a.txt", b"hello\n"))
+    w.close()
+    assert buf.getvalue() == KNOWN_ZIP
+    with zipfile.ZipFile(io.BytesIO(KNOWN_ZIP)) as z:  # and the expectation is a zip
+        assert z.read("a.txt") == b"hello\n"
+
+
+def test_writer_layout_as_zipfile_reads_it() -> None:
+    """Contiguous entries from offset 0, the directory right after them, the weights'
+    data 4096-aligned, fixed timestamps and attributes, CRCs and sizes of the data given."""
+    data = _written()
+    expected = {e.name: e.data if e.data is not None else b"abcde" for e in _entries()}
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+        assert [i.filename for i in infos] == list(expected)
+        at = 0
+        for i in infos:
+            content = expected[i.filename]
+            assert i.header_offset == at, i.filename
+            sig, *_, nlen, xlen = LOCAL.unpack_from(data, at)
+            assert sig == SIG_LOCAL
+            data_offset = at + LOCAL.size + nlen + xlen
+            assert (i.file_size, i.CRC) == (len(content), zlib.crc32(content)), i.filename
+            if i.filename == WEIGHTS_NAME:
+                assert data_offset % ALIGNMENT == 0
+                assert xlen > 0
+            else:
+                assert xlen == 0, f"{i.filename}: an extra field it does not need"
+            payload = data[data_offset:data_offset + i.compress_size]
+            if i.compress_type == zipfile.ZIP_DEFLATED:
+                assert i.filename == "model.onnx"
+                assert zlib.decompress(payload, -15) == content
+            else:
+                assert i.compress_type == zipfile.ZIP_STORED
+                assert payload == content
+            assert i.date_time == (1980, 1, 1, 0, 0, 0)
+            assert (i.create_system, i.external_attr >> 16) == (3, 0o100644)
+            assert (i.flag_bits, i.internal_attr, i.extra, i.comment) == (0x0800, 0, b"", b"")
+            assert z.read(i) == content
+            at = data_offset + i.compress_size
+        assert z.comment == b""
+    # the central directory starts where the last entry ends; the end record ends the file
+    assert data[at:at + 4] == struct.pack("<I", SIG_CENTRAL)
+    cd_size, cd_offset, comment_len = struct.unpack_from("<IIH", data, len(data) - 10)
+    assert (cd_offset, cd_offset + cd_size, comment_len) == (at, len(data) - 22, 0)
 
 
 def test_same_bundle_twice_gives_identical_bytes(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ def _states(tmp: Path, k1: Path, k2: Path) -> tuple[dict[bytes, str], float]:
     return states, (time.perf_counter() - start) / 2
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     k1, k2 = keys
     (tmp_path / "expected").mkdir()

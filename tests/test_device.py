@@ -88,7 +88,12 @@ def test_io_binding_matches_run(tiny: Path) -> None:
         m.run_bound({"nope": x})
 
 
-def test_provider_options_reach_cpu_selection_unchanged() -> None:
+def test_cpu_selection_ignores_gpu_provider_options() -> None:
+    """Provider options are for the GPU provider: the CPU provider gets none of them."""
     assert runtime.select_providers("cpu", {"device_id": "1"}) == ["CPUExecutionProvider"]
-    with pytest.raises(bundle.DeviceError):
+    assert runtime.select_providers("cpu", {"trt_fp16_enable": "1"}) == ["CPUExecutionProvider"]
+
+
+def test_malformed_device_index_is_an_error() -> None:
+    with pytest.raises(bundle.DeviceError, match="expected tensorrt or tensorrt:N"):
         runtime.select_providers("tensorrt:z")

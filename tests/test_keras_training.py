@@ -63,6 +63,7 @@ def checkpoint(key: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory,
     return path, {"model": values(ref.variables), "optimizer": values(ref.optimizer.variables)}
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_training(
         checkpoint: tuple[Path, dict[str, list[np.ndarray]]], key: tuple[Any, Path]) -> None:
     path, ref = checkpoint
@@ -81,6 +82,7 @@ def test_resume_matches_uninterrupted_training(
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_state_lists_every_variable(checkpoint: tuple[Path, Any]) -> None:
     path, _ = checkpoint
     with zipfile.ZipFile(path) as z:
@@ -99,6 +101,7 @@ def test_state_lists_every_variable(checkpoint: tuple[Path, Any]) -> None:
     assert all(t["source"] == "training" for t in opt["tensors"])
 
 
+@pytest.mark.slow
 def test_mismatches_are_listed_and_nothing_is_assigned(
         checkpoint: tuple[Path, Any], key: tuple[Any, Path]) -> None:
     path, _ = checkpoint
@@ -126,6 +129,7 @@ def test_mismatches_are_listed_and_nothing_is_assigned(
         bundle.restore(path, model=deeper, trusted_keys=key[1])
 
 
+@pytest.mark.slow
 def test_other_optimizer_is_refused(checkpoint: tuple[Path, Any], key: tuple[Any, Path]) -> None:
     path, _ = checkpoint
     model = build()
@@ -137,6 +141,7 @@ def test_other_optimizer_is_refused(checkpoint: tuple[Path, Any], key: tuple[Any
         bundle.restore(path, model, model.optimizer, object(), trusted_keys=key[1])
 
 
+@pytest.mark.slow
 def test_restore_without_trust_is_refused(checkpoint: tuple[Path, Any]) -> None:
     path, _ = checkpoint
     model = build(seed=5)
@@ -147,6 +152,7 @@ def test_restore_without_trust_is_refused(checkpoint: tuple[Path, Any]) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_tampered_training_state_is_refused(checkpoint: tuple[Path, Any],
                                             key: tuple[Any, Path], tmp_path: Path) -> None:
     path, _ = checkpoint
@@ -210,6 +216,7 @@ def test_subclassed_model_restores_by_position(tmp_path: Path) -> None:
     np.testing.assert_array_equal(b(x).numpy(), a(x).numpy())
 
 
+@pytest.mark.slow
 def test_restore_never_unpickles(checkpoint: tuple[Path, Any], key: tuple[Any, Path]) -> None:
     path, _ = checkpoint
     model = build()
@@ -228,6 +235,7 @@ def test_restore_never_unpickles(checkpoint: tuple[Path, Any], key: tuple[Any, P
     assert events == []
 
 
+@pytest.mark.slow
 def test_keras_state_is_not_restored_into_a_torch_module(checkpoint: tuple[Path, Any],
                                                           key: tuple[Any, Path]) -> None:
     torch = pytest.importorskip("torch")

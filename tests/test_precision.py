@@ -87,6 +87,7 @@ def test_unknown_precision(tmp_path: Path) -> None:
         bundle.save(_mlp(), tmp_path / "x.mbundle", name="mlp", precision="int4")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_torch_mlp_compressed_against_torch(tmp_path: Path, precision: str) -> None:
     """A PyTorch export carries initializer value_info; compression must still work."""

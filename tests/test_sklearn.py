@@ -388,13 +388,29 @@ def test_parity_recorded_in_manifest(save_load: SaveLoad, data: dict[str, np.nda
     assert {o["name"] for o in d["outputs"]} == set(by_name)
 
 
-def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarray]) -> None:
-    from bundle.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarray],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``tolerance`` an fp32 export is held to atol 1e-4, rtol 1e-3: a converter off
+    by half of that is accepted (and the deviation recorded), one off by twice is refused."""
+    import bundle.api as api
 
+    real = api._run_onnx
+    scale = {"by": 0.5}
+
+    def off(model: Any, feeds: Any) -> dict[str, Any]:
+        return {k: v + scale["by"] * (1e-4 + 1e-3 * np.abs(v)) if v.dtype.kind == "f" else v
+                for k, v in real(model, feeds).items()}
+
+    monkeypatch.setattr(api, "_run_onnx", off)
     model = Ridge().fit(data["X"], data["yr"])
     manifest, _ = save_load(model, data["X"][:SAMPLE_ROWS])
     assert manifest.parity is not None
-    assert (manifest.parity.atol, manifest.parity.rtol) == (DEFAULT_ATOL, DEFAULT_RTOL)
+    assert (manifest.parity.atol, manifest.parity.rtol) == (1e-4, 1e-3)
+    assert manifest.parity.passed
+    assert manifest.parity.outputs[0].max_abs >= 0.5e-4
+    scale["by"] = 2.0
+    with pytest.raises(bundle.ConversionError, match=r"out of tolerance"):
+        save_load(model, data["X"][:SAMPLE_ROWS])
 
 
 def test_parity_failure_raises_and_writes_nothing(tmp_path: Path, signing_key: Any,

@@ -192,6 +192,7 @@ def _load(path: Path, keys: tuple[Any, Path]) -> Any:
 # --------------------------------------------------------------------------- common models
 
 
+@pytest.mark.slow
 def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     module, path, manifest = exported["mlp"]
     assert manifest.model.converter == "torch.onnx.dynamo"
@@ -207,6 +208,7 @@ def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     assert m.signers == [keys[0].key_id]
 
 
+@pytest.mark.slow
 def test_cnn_with_batchnorm_dropout_pooling(exported: dict[str, Any],
                                             keys: tuple[Any, Path]) -> None:
     module, path, _ = exported["cnn"]
@@ -215,6 +217,7 @@ def test_cnn_with_batchnorm_dropout_pooling(exported: dict[str, Any],
     np.testing.assert_allclose(got, _own(module, x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_recurrent(exported: dict[str, Any], keys: tuple[Any, Path], name: str) -> None:
     module, path, _ = exported[name]
@@ -223,6 +226,7 @@ def test_recurrent(exported: dict[str, Any], keys: tuple[Any, Path], name: str) 
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_transformer_encoder_over_int64_tokens(exported: dict[str, Any],
                                                keys: tuple[Any, Path]) -> None:
     module, path, manifest = exported["encoder"]
@@ -235,6 +239,7 @@ def test_transformer_encoder_over_int64_tokens(exported: dict[str, Any],
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_inputs_two_outputs(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     module, path, manifest = exported["two"]
     assert [s.name for s in manifest.inputs] == ["image", "meta"]
@@ -295,6 +300,7 @@ def _st_keys(data: bytes) -> set[str]:
     return set(json.loads(data[8:8 + n])) - {"__metadata__"}
 
 
+@pytest.mark.slow
 def test_weights_keep_state_dict_names_and_each_tensor_is_stored_once(
         exported: dict[str, Any]) -> None:
     for name in ("mlp", "cnn", "lstm", "encoder", "two"):
@@ -460,6 +466,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_loads_and_predicts_without_torch(exported: dict[str, Any], keys: tuple[Any, Path],
                                           tmp_path: Path) -> None:
     module, path, _ = exported["two"]
@@ -477,6 +484,7 @@ def test_loads_and_predicts_without_torch(exported: dict[str, Any], keys: tuple[
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want[0].numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_inspect_shows_dynamic_axes_and_training_state(
         exported: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     _, path, _ = exported["encoder"]
@@ -489,6 +497,7 @@ def test_cli_inspect_shows_dynamic_axes_and_training_state(
     assert doc["manifest"]["inputs"][0]["shape"] == ["batch", "seq"]
 
 
+@pytest.mark.slow
 def test_verify_covers_training_entries(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     _, path, _ = exported["mlp"]
     report = bundle.verify(path, trusted_keys=keys[1])

@@ -97,6 +97,7 @@ def checkpoint(request: pytest.FixtureRequest, key: tuple[Any, Path],
     return kind, path, {"model": ref, "optimizer": ropt, "scheduler": rsched}
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_training(checkpoint: tuple[str, Path, dict[str, Any]],
                                                key: tuple[Any, Path]) -> None:
     kind, path, ref = checkpoint
@@ -118,6 +119,7 @@ def test_resume_matches_uninterrupted_training(checkpoint: tuple[str, Path, dict
             torch.testing.assert_close(got_state["state"][idx][k], v, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_state_is_keyed_by_parameter_name(checkpoint: tuple[str, Path, dict[str, Any]]) -> None:
     _kind, path, _ = checkpoint
     with zipfile.ZipFile(path) as z:
@@ -135,6 +137,7 @@ def test_state_is_keyed_by_parameter_name(checkpoint: tuple[str, Path, dict[str,
     assert {f.path: f.role for f in man.files}[training.STATE_JSON] == "training_state"
 
 
+@pytest.mark.slow
 def test_restore_without_trust_is_refused(checkpoint: tuple[str, Path, dict[str, Any]]) -> None:
     kind, path, _ = checkpoint
     model, opt, _ = fresh(kind, seed=5)
@@ -145,6 +148,7 @@ def test_restore_without_trust_is_refused(checkpoint: tuple[str, Path, dict[str,
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.slow
 def test_mismatches_are_listed_and_nothing_is_loaded(
         checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path]) -> None:
     kind, path, _ = checkpoint
@@ -173,6 +177,7 @@ def test_mismatches_are_listed_and_nothing_is_loaded(
     assert json.dumps(str(opt.state_dict())) == opt_before
 
 
+@pytest.mark.slow
 def test_optimizer_parameter_names_must_match(checkpoint: tuple[str, Path, dict[str, Any]],
                                               key: tuple[Any, Path]) -> None:
     kind, path, _ = checkpoint
@@ -212,6 +217,7 @@ def test_bundle_without_training_state(tmp_path: Path) -> None:
         bundle.save(Net(), path, sample_input=SAMPLE, training_state=False, include_rng=True)
 
 
+@pytest.mark.slow
 def test_tampered_training_state_is_refused(checkpoint: tuple[str, Path, dict[str, Any]],
                                             key: tuple[Any, Path], tmp_path: Path) -> None:
     kind, path, _ = checkpoint
@@ -354,6 +360,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_restore_never_unpickles(checkpoint: tuple[str, Path, dict[str, Any]]) -> None:
     kind, path, _ = checkpoint
     res = subprocess.run([sys.executable, "-c", CHILD, str(path), kind,

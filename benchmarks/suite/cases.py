@@ -6,7 +6,9 @@ peak RSS), and times in-process prediction at 1 and 1000 rows for the
 framework itself, a raw onnxruntime session on the bundle's own graph, and the
 loaded bundle. "Raw onnxruntime" reads ``model.onnx`` + ``weights.safetensors``
 unzipped from the bundle (the bundle's graph points into the safetensors file
-with ordinary ONNX external data), with default session options.
+with ordinary ONNX external data). In-process timing gives every side the same
+intra-op thread count and turns onnxruntime's thread spinning off, for the raw
+session and the bundle alike (see :func:`.timing.ort_session_options`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from . import models
-from .timing import Cold, fresh_interleaved, latencies, median, timed
+from .timing import (
+    Cold,
+    fresh_interleaved,
+    latency_stats,
+    median,
+    ort_session_options,
+    threads,
+    timed,
+)
 
 
 @dataclass
@@ -42,6 +52,8 @@ class Row:
     rss_mib: float | None = None
     p1_s: float | None = None
     p1000_s: float | None = None
+    p1_min_s: float | None = None
+    p1000_min_s: float | None = None
     note: str = ""
 
 
@@ -142,7 +154,8 @@ def _bundle_cases(ctx: Ctx, result: Result, saved: bool, bp: Path, d: Path, xpat
              BUNDLE: ("bundle", {"path": str(bp), "x": str(xpath), "pub": str(ctx.pub_path)})}
     fns: dict[str, Any] = {RAW_ORT: _ort_fn(_raw_session(onnx_path), output, "float32")}
     try:
-        fns[BUNDLE] = bundle.load(bp, trusted_keys=ctx.pub_path, device="cpu").predict
+        fns[BUNDLE] = bundle.load(bp, trusted_keys=ctx.pub_path, device="cpu",
+                                  session_options=ort_session_options()).predict
     except bundle.BundleError as e:
         result.notes.append(f"in-process bundle.load failed: {type(e).__name__}: {e}")
     return cases, fns
@@ -174,7 +187,8 @@ def _cold(ctx: Ctx, result: Result, cases: dict[str, tuple[str, dict[str, Any]]]
 def _raw_session(onnx_path: Path) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(),
+                                providers=["CPUExecutionProvider"])
 
 
 def _latencies(result: Result, fns: dict[str, Callable[[Any], Any]],
@@ -183,10 +197,11 @@ def _latencies(result: Result, fns: dict[str, Callable[[Any], Any]],
     budgets = {"p1_s": (300, 3.0), "p1000_s": (30, 6.0)}
     for attr, x in batches.items():
         reps, budget = budgets[attr]
-        medians = latencies({impl: (lambda fn=fn, x=x: fn(x)) for impl, fn in fns.items()},
-                            reps=reps, budget_s=budget * len(fns))
-        for impl, value in medians.items():
-            setattr(result.row(impl), attr, value)
+        stats = latency_stats({impl: (lambda fn=fn, x=x: fn(x)) for impl, fn in fns.items()},
+                              reps=reps, budget_s=budget * len(fns))
+        for impl, value in stats.items():
+            setattr(result.row(impl), attr, value.median)
+            setattr(result.row(impl), attr.replace("_s", "_min_s"), value.min)
 
 
 def _ort_fn(session: Any, output: str, dtype: str) -> Callable[[Any], Any]:
@@ -260,6 +275,7 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
     import torch
     from safetensors.torch import save_file
 
+    torch.set_num_threads(threads())  # what the onnxruntime sessions get
     result = Result(name, baseline="safetensors + meta-device torch" if big
                     else "torch.load + load_state_dict")
     d = ctx.tmp / ("torch1g" if big else "torch100")
@@ -333,6 +349,12 @@ def keras_case(ctx: Ctx, name: str, widths: tuple[int, ...]) -> Result:
     d = ctx.tmp / "keras100"
     d.mkdir()
     try:
+        import tensorflow as tf
+
+        try:  # what the onnxruntime sessions get; settable only before TensorFlow starts
+            tf.config.threading.set_intra_op_parallelism_threads(threads())
+        except RuntimeError:
+            result.notes.append("TensorFlow was already running: its default thread count")
         model = models.keras_mlp(widths)
     except ImportError as e:
         result.row("keras load_model").note = f"n/a (keras not importable: {e})"

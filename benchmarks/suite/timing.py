@@ -50,9 +50,60 @@ def latency(fn: Callable[[], Any], *, reps: int, budget_s: float, warmup: int = 
     return median(times)
 
 
-def latencies(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: float,
-              warmup: int = 3, min_reps: int = 5) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin.
+def threads() -> int:
+    """Intra-op threads every in-process side gets (onnxruntime, torch, TensorFlow).
+
+    One figure for all, so a latency ratio compares implementations, not thread pools.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def ort_session_options() -> Any:
+    """onnxruntime SessionOptions for latency timing: worker threads that do not spin.
+
+    After a run, spinning workers keep the cores busy for a while, and in a
+    round-robin that time lands on whatever is timed next (a numpy job: 2.5 ms
+    alone, 6.2 ms right after an onnxruntime call, 2.5 ms with spinning off).
+    A new object per session: ``bundle.load`` adds entries to the one it is given.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return so
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds per call: the median, and the fastest call (what the noise cannot lower)."""
+
+    median: float
+    min: float
+
+
+TIE_BAND = (0.95, 1.05)
+"""Median ratios inside this band are within run-to-run noise on a shared machine."""
+
+
+def ratio_or_tie(mine: Latency, base: Latency) -> tuple[float, bool]:
+    """``mine.median / base.median``, and whether the two are a tie.
+
+    A tie: the ratio within :data:`TIE_BAND` and each one's [min, median] range
+    overlapping the other's, i.e. the difference is no larger than the spread.
+    """
+    ratio = mine.median / base.median
+    overlap = mine.min <= base.median and base.min <= mine.median
+    return ratio, TIE_BAND[0] <= ratio <= TIE_BAND[1] and overlap
+
+
+def latency_stats(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: float,
+                  warmup: int = 3, min_reps: int = 5) -> dict[str, Latency]:
+    """Median and fastest seconds per call of each function, timed round-robin.
 
     One call of each per round, the order reversed every other round, so that a
     burst of load from another process hits every implementation alike.
@@ -70,7 +121,14 @@ def latencies(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: floa
             fn()
             times[name].append(time.perf_counter() - t)
         rounds += 1
-    return {name: median(v) for name, v in times.items()}
+    return {name: Latency(median(v), min(v)) for name, v in times.items()}
+
+
+def latencies(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: float,
+              warmup: int = 3, min_reps: int = 5) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin (see latency_stats)."""
+    stats = latency_stats(fns, reps=reps, budget_s=budget_s, warmup=warmup, min_reps=min_reps)
+    return {name: s.median for name, s in stats.items()}
 
 
 @dataclass(frozen=True)

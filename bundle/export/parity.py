@@ -14,9 +14,6 @@ import numpy as np
 from ..errors import ConversionError
 from ..format.manifest import Method, OutputParity, Parity
 
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-3
-
 
 def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
             rtol: float) -> OutputParity:
