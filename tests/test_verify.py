@@ -923,3 +923,12 @@ def test_statement_orders_files_by_path_components_as_model_signing_does() -> No
     doc["subject"][0]["digest"]["sha256"] = h.hexdigest()
     with pytest.raises(SignatureError, match="sorted"):
         signing.parse_statement(_json.dumps(doc), "s")
+
+
+def test_inline_data_fields_come_from_the_tensorproto_descriptor() -> None:
+    """The external-initializer check covers every data field of TensorProto."""
+    from bundle.graph import _inline_fields
+
+    assert _inline_fields() >= {"raw_data", "float_data", "int32_data", "string_data",
+                                "int64_data", "double_data", "uint64_data"}
+    assert "external_data" not in _inline_fields()
