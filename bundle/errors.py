@@ -17,6 +17,7 @@ __all__ = [
     "IntegrityError",
     "KeyFileError",
     "LimitError",
+    "RunTimeoutError",
     "SignatureError",
     "UntrustedContentError",
 ]
@@ -96,3 +97,12 @@ class DeviceError(BundleError):
     """The requested execution device cannot run this session."""
 
     exit_code = 10
+
+
+class RunTimeoutError(BundleError):
+    """A run did not finish within the caller's ``timeout``; onnxruntime stopped it.
+
+    The model stays usable: the next call runs normally.
+    """
+
+    exit_code = 11

@@ -16,6 +16,7 @@ import os
 import pickle
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from helpers import (
     rewrite,
     safetensors_bytes,
     save_tiny,
+    spin_model,
     tiny_model,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -932,3 +934,41 @@ def test_inline_data_fields_come_from_the_tensorproto_descriptor() -> None:
     assert _inline_fields() >= {"raw_data", "float_data", "int32_data", "string_data",
                                 "int64_data", "double_data", "uint64_data"}
     assert "external_data" not in _inline_fields()
+
+
+# --------------------------------------------------------------------------- run timeouts
+
+FOREVER = np.array([1 << 60])
+"""A trip count for spin_model that no machine finishes."""
+
+
+@pytest.fixture(scope="module")
+def spin(tmp_path_factory: pytest.TempPathFactory, key: bundle.PrivateKey) -> bundle.Model:
+    path = tmp_path_factory.mktemp("spin") / "spin.mbundle"
+    bundle.save(spin_model(), path, sample_input=np.array([3]), signing_key=key)
+    return bundle.load(path, trusted_keys=key.public_key, device="cpu")
+
+
+@pytest.mark.parametrize("how", ["run", "predict", "run_bound"])
+def test_timeout_stops_a_signed_endless_loop_and_the_model_stays_usable(
+        spin: bundle.Model, how: str) -> None:
+    """A trusted signer's Loop of 2**60 iterations is stopped by ``timeout=``."""
+    call = {"run": lambda x, **kw: spin.run(x, **kw)["Y"],
+            "predict": spin.predict,
+            "run_bound": lambda x, **kw: spin.run_bound({"N": x}, **kw)["Y"]}[how]
+    start = time.monotonic()
+    with pytest.raises(bundle.RunTimeoutError, match=r"within 0\.2 s") as info:
+        call(FOREVER, timeout=0.2)
+    assert time.monotonic() - start < 10
+    assert info.value.exit_code == 11
+    assert call(np.array([5]), timeout=30).tolist() == [5.0]
+    assert call(np.array([2])).tolist() == [2.0]  # no timeout given: no limit
+
+
+@pytest.mark.parametrize(("bad", "exc"), [(0, ValueError), (-1.0, ValueError),
+                                      (float("nan"), ValueError), (float("inf"), ValueError),
+                                      ("1", TypeError), (True, TypeError)])
+def test_timeout_must_be_positive_seconds(spin: bundle.Model, bad: Any,
+                                          exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="timeout"):
+        spin.predict(np.array([1]), timeout=bad)

@@ -1023,10 +1023,10 @@ simple("external-data-and-inline-data", C, "UntrustedContentError", "inline",
        lambda c: c.graph(_inline_too))
 
 
-def _inline_field(name: str, values: list[Any]) -> Callable[[Any], None]:
+def _inline_field(name: str, values: list[Any]) -> Callable[[Ctx], bytes]:
     def edit(m: Any) -> None:
         getattr(m.graph.initializer[0], name).extend(values)
-    return edit
+    return lambda c: c.graph(edit)
 
 
 # Every data field of TensorProto, not only the usual float/int ones: onnxruntime may
@@ -1036,7 +1036,7 @@ for _field, _values in (("uint64_data", [1, 2, 3]), ("string_data", [b"x"]),
                         ("int64_data", [1])):
     simple(f"external-data-and-{_field.replace('_', '-')}", C, "UntrustedContentError",
            "inline", f"signed graph: an external initializer also carrying {_field}",
-           lambda c, _e=_inline_field(_field, _values): c.graph(_e))
+           _inline_field(_field, _values))
 
 
 def _sparse_initializer(m: Any) -> None:
