@@ -224,7 +224,8 @@ def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
 def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKeys | None,
                    allow_unsigned: bool, weights_in_memory: bool | None,
                    threshold: int | None, *, trusted_roots: Any = None,
-                   policy: freshness.Policy | None = None, progress: Any = None) -> Any:
+                   policy: freshness.Policy | None = None, progress: Any = None,
+                   in_memory: tuple[str, ...] = ()) -> Any:
     trust = signing.as_trust_store(trusted_keys) if trusted_keys is not None else None
     roots = signing.load_roots(trusted_roots)
     if roots:
@@ -235,7 +236,7 @@ def _open_verified(path: str | os.PathLike[str], trusted_keys: signing.TrustedKe
     try:
         return verify_archive(reader, trust, allow_unsigned=allow_unsigned,
                               weights_in_memory=bool(weights_in_memory), policy=policy,
-                              progress=progress)
+                              progress=progress, in_memory=in_memory)
     except BaseException:
         reader.close()
         raise
@@ -257,8 +258,9 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     if (inputs, outputs) != (manifest.inputs, manifest.outputs):
         raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
                           "graph's", entry=gfile.path)
-    check_training_entries(vb.reader, manifest, vb.inflated)
-    check_assets(vb.reader, manifest, vb.inflated)
+    verified = {**vb.inflated, **vb.stored}  # as hashed: never read again
+    check_training_entries(manifest, verified)
+    check_assets(manifest, verified)
     return model, header
 
 
@@ -364,7 +366,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
     """
-    from .training import restore_verified
+    from .training import STATE_TENSORS, restore_verified
 
     keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
     if keras_model and scheduler is not None:
@@ -373,7 +375,8 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
 
     vb = _open_verified(path, trusted_keys, allow_unsigned, True, threshold,
                         trusted_roots=trusted_roots,
-                        policy=freshness.Policy(now, min_version, rollback_state))
+                        policy=freshness.Policy(now, min_version, rollback_state),
+                        in_memory=(STATE_TENSORS,))
     try:
         _check_content(vb)
         if keras_model:

@@ -126,6 +126,39 @@ def rewrite(path: str | Path, out: str | Path, entries: dict[str, bytes]) -> Pat
                                      compress=(n == GRAPH_NAME)) for n, d in entries.items()])
 
 
+def _recording(method: Any, reads: list[str]) -> Any:
+    def record(self: ZipReader, name: str, *a: Any, **k: Any) -> Any:
+        reads.append(name)
+        return method(self, name, *a, **k)
+    return record
+
+
+def swap_after_hashing(monkeypatch: Any, names: Sequence[str]) -> list[str]:
+    """Overwrite entries ``names`` in the file with 0xFF bytes right after verification
+    hashed them; return the list of entry names read through the ZipReader after that.
+
+    A check that parses what was hashed neither sees the new bytes nor reads again.
+    """
+    from bundle import _verify
+
+    hash_files = _verify._hash_files
+    reads: list[str] = []
+
+    def swapped(reader: ZipReader, *args: Any, **kw: Any) -> Any:
+        out = hash_files(reader, *args, **kw)
+        with open(reader.path, "r+b") as f:
+            for name in names:
+                e = reader.entries[name]
+                f.seek(e.data_offset)
+                f.write(b"\xff" * e.size)
+        for method in ("read", "read_range", "iter_entry"):
+            monkeypatch.setattr(ZipReader, method, _recording(getattr(ZipReader, method), reads))
+        return out
+
+    monkeypatch.setattr(_verify, "_hash_files", swapped)
+    return reads
+
+
 def manifest_of(path: str | Path) -> Manifest:
     return Manifest.from_bytes(read_entries(path)[MANIFEST_NAME])
 

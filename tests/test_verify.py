@@ -33,6 +33,7 @@ from helpers import (
     safetensors_bytes,
     save_tiny,
     spin_model,
+    swap_after_hashing,
     tiny_model,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -876,6 +877,29 @@ def test_data_assets_verify_and_are_listed(tmp_path: Path, key: bundle.PrivateKe
     listed = {f.path: f for f in report.files if f.role == "asset"}
     assert set(listed) == set(assets)
     assert all(listed[n].sha256 == hashlib.sha256(d).hexdigest() for n, d in assets.items())
+
+
+def test_stored_assets_and_training_state_are_checked_as_hashed(
+        tmp_path: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is read twice: the asset and training-state checks parse the bytes that
+    were hashed, even if the file changes under them, and never read those entries."""
+    from safetensors.numpy import save as st_save
+
+    stored = {"vocab.txt": b"a\tb\n", "extra.safetensors": st_save({"t": np.arange(3.0)}),
+              "training/state.safetensors": st_save({"m": np.zeros(2, np.float32)})}
+    one = save_tiny(tmp_path / "one.mbundle", key)
+    content = {n: d for n, d in read_entries(one).items() if n in (GRAPH, WEIGHTS_NAME)}
+    path = build_signed(tmp_path / "state.mbundle",
+                        {**content, **stored, "training/state.json": b"{}"}, [key],
+                        base=manifest_of(one),
+                        roles={"vocab.txt": "asset", "extra.safetensors": "asset",
+                               "training/state.json": "training_state",
+                               "training/state.safetensors": "training_state"})
+    reads = swap_after_hashing(monkeypatch, list(stored))
+    bundle.verify(path, trusted_keys=key.public_key)
+    assert not set(reads) & set(stored), reads
+    with ZipReader(path) as r:  # the swap happened: a re-read would have seen it
+        assert r.read_range("vocab.txt", 0, 2) == b"\xff\xff"
 
 
 @pytest.mark.usefixtures("no_unpickling")
