@@ -31,6 +31,7 @@ from .errors import (
     IntegrityError,
     KeyFileError,
     LimitError,
+    RunTimeoutError,
     SignatureError,
     UntrustedContentError,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "Model",
     "PrivateKey",
     "PublicKey",
+    "RunTimeoutError",
     "SignatureError",
     "Signer",
     "TrustStore",

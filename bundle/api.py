@@ -227,12 +227,13 @@ def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _open_verified(path: str | os.PathLike[str], policy: TrustPolicy,
-                   weights_in_memory: bool, progress: Any = None) -> Any:
+                   weights_in_memory: bool, progress: Any = None,
+                   in_memory: tuple[str, ...] = ()) -> Any:
     reader = ZipReader(path)
     try:
         return verify_archive(reader, policy.trust_store, allow_unsigned=policy.allow_unsigned,
                               weights_in_memory=weights_in_memory, policy=policy.freshness,
-                              progress=progress)
+                              progress=progress, in_memory=in_memory)
     except BaseException:
         reader.close()
         raise
@@ -254,8 +255,9 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     if (inputs, outputs) != (manifest.inputs, manifest.outputs):
         raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
                           "graph's", entry=gfile.path)
-    check_training_entries(vb.reader, manifest, vb.inflated)
-    check_assets(vb.reader, manifest, vb.inflated)
+    verified = {**vb.inflated, **vb.stored}  # as hashed: never read again
+    check_training_entries(manifest, verified)
+    check_assets(manifest, verified)
     return model, header
 
 
@@ -372,7 +374,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
     """
-    from .training.state import restore_verified
+    from .training.state import STATE_TENSORS, restore_verified
 
     keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
     if keras_model and scheduler is not None:
@@ -382,7 +384,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
                             threshold=threshold, trusted_roots=trusted_roots, now=now,
                             min_version=min_version, rollback_state=rollback_state)
-    vb = _open_verified(path, policy, True)
+    vb = _open_verified(path, policy, True, in_memory=(STATE_TENSORS,))
     try:
         _check_content(vb)
         if keras_model:

@@ -2,7 +2,8 @@
 
 Exit codes (one per class of failure, documented in README.md; the table is
 :data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
-5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device.
+5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
+11 run timeout.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -28,6 +30,7 @@ from .errors import (
     InputError,
     IntegrityError,
     KeyFileError,
+    RunTimeoutError,
     SignatureError,
     UntrustedContentError,
 )
@@ -47,6 +50,7 @@ EXIT_CODES: dict[type[BundleError], int] = {
     InputError: 8,
     KeyFileError: 9,
     DeviceError: 10,
+    RunTimeoutError: 11,
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 
@@ -454,6 +458,13 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
         raise InputError(f"output {path}: use a .npy, .csv or .json file")
 
 
+def _positive_seconds(ctx: click.Context, param: click.Parameter,
+                      value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a positive number of seconds")
+    return value
+
+
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @_trust_options
@@ -466,18 +477,21 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
                                              "decision_function", "run"]),
               default="predict", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--timeout", type=float, metavar="SECONDS", callback=_positive_seconds,
+              help="Stop the run after SECONDS (exit code 11); default: no limit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
             roots: tuple[str, ...], min_version: str | None, rollback_state: str | None,
             allow_unsigned: bool, input_path: str, output_path: str | None, method: str,
-            device: str, as_json: bool) -> None:
+            device: str, timeout: float | None, as_json: bool) -> None:
     """Verify BUNDLE, then run it on an input file."""
     with _hash_progress() as progress:
         model = api.load(bundle_path, device=device, progress=progress, trust=_policy(
             trusted, threshold, roots, min_version=min_version, rollback_state=rollback_state,
             allow_unsigned=allow_unsigned))
     data = _read_input(input_path, model)
-    outputs = model.run(data) if method == "run" else {method: getattr(model, method)(data)}
+    outputs = model.run(data, timeout=timeout) if method == "run" else \
+        {method: getattr(model, method)(data, timeout=timeout)}
     if output_path:
         _write_output(output_path, outputs)
     if as_json:

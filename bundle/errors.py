@@ -21,6 +21,7 @@ __all__ = [
     "IntegrityError",
     "KeyFileError",
     "LimitError",
+    "RunTimeoutError",
     "SignatureError",
     "UntrustedContentError",
 ]
@@ -84,3 +85,10 @@ class KeyFileError(BundleError):
 
 class DeviceError(BundleError):
     """The requested execution device cannot run this session."""
+
+
+class RunTimeoutError(BundleError):
+    """A run did not finish within the caller's ``timeout``; onnxruntime stopped it.
+
+    The model stays usable: the next call runs normally.
+    """

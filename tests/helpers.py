@@ -61,6 +61,39 @@ def tiny_model(seed: int = 0, *, domain: str = "", op: str = "Relu") -> Any:
     return model
 
 
+def spin_model() -> Any:
+    """Y[1] = N[1] iterations of "add one": a Loop whose trip count is the input's value.
+
+    The trip count comes from the input so that saving (which runs the sample) is
+    cheap while an input of 2**60 makes one call run for ever.
+    """
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["N", "scalar"], ["M"]),
+         helper.make_node("Loop", ["M", "true", "zero"], ["Y"], body=body)],
+        "spin",
+        [helper.make_tensor_value_info("N", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
+        initializer=[helper.make_tensor("scalar", TensorProto.INT64, [0], []),
+                     helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+                     helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="tests")
+    model.ir_version = 8
+    return model
+
+
 def save_tiny(path: str | Path, key: Any = None, *, seed: int = 0, **kw: Any) -> Path:
     """Save the tiny model as a bundle signed with ``key`` (a key or a list; None: unsigned)."""
     bundle.save(tiny_model(seed), path, sample_input=None, signing_key=key, name="tiny", **kw)
@@ -92,6 +125,39 @@ def rewrite(path: str | Path, out: str | Path, entries: dict[str, bytes]) -> Pat
     """Write ``entries`` (name -> bytes) as a bundle, the weights aligned, the graph deflated."""
     return write_raw(out, [EntryData(n, d, align=(n == WEIGHTS_NAME),
                                      compress=(n == GRAPH_NAME)) for n, d in entries.items()])
+
+
+def _recording(method: Any, reads: list[str]) -> Any:
+    def record(self: ZipReader, name: str, *a: Any, **k: Any) -> Any:
+        reads.append(name)
+        return method(self, name, *a, **k)
+    return record
+
+
+def swap_after_hashing(monkeypatch: Any, names: Sequence[str]) -> list[str]:
+    """Overwrite entries ``names`` in the file with 0xFF bytes right after verification
+    hashed them; return the list of entry names read through the ZipReader after that.
+
+    A check that parses what was hashed neither sees the new bytes nor reads again.
+    """
+    from bundle.trust import verify as _verify
+
+    hash_files = _verify._hash_files
+    reads: list[str] = []
+
+    def swapped(reader: ZipReader, *args: Any, **kw: Any) -> Any:
+        out = hash_files(reader, *args, **kw)
+        with open(reader.path, "r+b") as f:
+            for name in names:
+                e = reader.entries[name]
+                f.seek(e.data_offset)
+                f.write(b"\xff" * e.size)
+        for method in ("read", "read_range", "iter_entry"):
+            monkeypatch.setattr(ZipReader, method, _recording(getattr(ZipReader, method), reads))
+        return out
+
+    monkeypatch.setattr(_verify, "_hash_files", swapped)
+    return reads
 
 
 def manifest_of(path: str | Path) -> Manifest:

@@ -177,6 +177,32 @@ def test_predict_bad_input_exit_code(cli_env: dict[str, Path], tmp_path: Path,
     assert "shape" in err
 
 
+def test_predict_timeout_exit_code(cli_env: dict[str, Path], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout stops a signed graph that would run for ever (a Loop of 2**60 steps)."""
+    from helpers import spin_model
+
+    path = tmp_path / "spin.mbundle"
+    bundle.save(spin_model(), path, sample_input=np.array([3]),
+                signing_key=cli_env["alice_key"])
+    np.save(tmp_path / "forever.npy", np.array([1 << 60]))
+    np.save(tmp_path / "four.npy", np.array([4]))
+    code, _, err = run(capsys, "predict", path, "--trusted-key", cli_env["alice"],
+                       "--input", tmp_path / "forever.npy", "--timeout", "0.2")
+    assert code == cli_exit_code(bundle.RunTimeoutError) == 11
+    assert "RunTimeoutError" in err
+    assert "0.2 s" in err
+    code, out, _ = run(capsys, "predict", path, "--trusted-key", cli_env["alice"],
+                       "--input", tmp_path / "four.npy", "--timeout", "30", "--json")
+    assert code == 0
+    assert json.loads(out)["outputs"]["predict"] == [4.0]
+    for bad in ("0", "-1", "nan", "soon"):
+        code, _, err = run(capsys, "predict", path, "--trusted-key", cli_env["alice"],
+                           "--input", tmp_path / "four.npy", "--timeout", bad)
+        assert code == 2, bad
+        assert "timeout" in err.lower()
+
+
 def test_sign_adds_second_signer(cli_env: dict[str, Path], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     copy = tmp_path / "copy.mbundle"

@@ -235,6 +235,30 @@ def test_tampered_training_state_is_refused(checkpoint: tuple[str, Path, dict[st
         bundle.restore(bad, model, opt, trusted_keys=key[1])
 
 
+def test_restore_uses_the_hashed_training_bytes(checkpoint: tuple[str, Path, dict[str, Any]],
+                                                key: tuple[Any, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimizer tensors restored are those verification hashed, read once: a change
+    to the file after hashing is neither seen nor a reason to read the entry again."""
+    import shutil
+
+    from helpers import swap_after_hashing
+
+    kind, path, _ = checkpoint
+    copy = tmp_path / "copy.mbundle"
+    shutil.copyfile(path, copy)
+    want_model, want_opt, _ = fresh(kind)
+    bundle.restore(path, want_model, want_opt, trusted_keys=key[1])
+    reads = swap_after_hashing(monkeypatch, [training.STATE_TENSORS])
+    model, opt, _ = fresh(kind)
+    bundle.restore(copy, model, opt, trusted_keys=key[1])
+    assert training.STATE_TENSORS not in reads
+    for (k, a), (_, b) in zip(want_model.state_dict().items(), model.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    assert repr(opt.state_dict()) == repr(want_opt.state_dict())
+
+
 def test_tied_weights_are_stored_once(tmp_path: Path) -> None:
     class Tied(nn.Module):
         def __init__(self) -> None:

@@ -16,6 +16,7 @@ import os
 import pickle
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from helpers import (
     rewrite,
     safetensors_bytes,
     save_tiny,
+    spin_model,
+    swap_after_hashing,
     tiny_model,
 )
 from onnx import TensorProto, helper, numpy_helper
@@ -573,7 +576,9 @@ def test_sparse_tensor_external_data(tmp_path: Path, tiny: Path, key: bundle.Pri
         m.graph.node.insert(0, node)
 
     path = signed_variant(tiny, tmp_path / "sparse.mbundle", key, graph=edit)
-    refused(path, UntrustedContentError, key.public_key, "external data")
+    # Sparse initializers are now refused as such, whatever data they hold.
+    refused(path, UntrustedContentError, key.public_key,
+            "sparse initializer" if case.startswith("initializer") else "external data")
     with pytest.raises(UntrustedContentError):
         bundle.load(path, trusted_keys=key.public_key, device="cpu", zero_copy=True)
 
@@ -878,6 +883,29 @@ def test_data_assets_verify_and_are_listed(tmp_path: Path, key: bundle.PrivateKe
     assert all(listed[n].sha256 == hashlib.sha256(d).hexdigest() for n, d in assets.items())
 
 
+def test_stored_assets_and_training_state_are_checked_as_hashed(
+        tmp_path: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is read twice: the asset and training-state checks parse the bytes that
+    were hashed, even if the file changes under them, and never read those entries."""
+    from safetensors.numpy import save as st_save
+
+    stored = {"vocab.txt": b"a\tb\n", "extra.safetensors": st_save({"t": np.arange(3.0)}),
+              "training/state.safetensors": st_save({"m": np.zeros(2, np.float32)})}
+    one = save_tiny(tmp_path / "one.mbundle", key)
+    content = {n: d for n, d in read_entries(one).items() if n in (GRAPH, WEIGHTS_NAME)}
+    path = build_signed(tmp_path / "state.mbundle",
+                        {**content, **stored, "training/state.json": b"{}"}, [key],
+                        base=manifest_of(one),
+                        roles={"vocab.txt": "asset", "extra.safetensors": "asset",
+                               "training/state.json": "training_state",
+                               "training/state.safetensors": "training_state"})
+    reads = swap_after_hashing(monkeypatch, list(stored))
+    bundle.verify(path, trusted_keys=key.public_key)
+    assert not set(reads) & set(stored), reads
+    with ZipReader(path) as r:  # the swap happened: a re-read would have seen it
+        assert r.read_range("vocab.txt", 0, 2) == b"\xff\xff"
+
+
 @pytest.mark.usefixtures("no_unpickling")
 @pytest.mark.parametrize(("name", "data", "match"), [
     ("notes.txt", PICKLE, "not UTF-8 text"),
@@ -927,3 +955,50 @@ def test_statement_orders_files_by_path_components_as_model_signing_does() -> No
     doc["subject"][0]["digest"]["sha256"] = h.hexdigest()
     with pytest.raises(SignatureError, match="sorted"):
         signing.parse_statement(_json.dumps(doc), "s")
+
+
+def test_inline_data_fields_come_from_the_tensorproto_descriptor() -> None:
+    """The external-initializer check covers every data field of TensorProto."""
+    from bundle.format.graph import _inline_fields
+
+    assert _inline_fields() >= {"raw_data", "float_data", "int32_data", "string_data",
+                                "int64_data", "double_data", "uint64_data"}
+    assert "external_data" not in _inline_fields()
+
+
+# --------------------------------------------------------------------------- run timeouts
+
+FOREVER = np.array([1 << 60])
+"""A trip count for spin_model that no machine finishes."""
+
+
+@pytest.fixture(scope="module")
+def spin(tmp_path_factory: pytest.TempPathFactory, key: bundle.PrivateKey) -> bundle.Model:
+    path = tmp_path_factory.mktemp("spin") / "spin.mbundle"
+    bundle.save(spin_model(), path, sample_input=np.array([3]), signing_key=key)
+    return bundle.load(path, trusted_keys=key.public_key, device="cpu")
+
+
+@pytest.mark.parametrize("how", ["run", "predict", "run_bound"])
+def test_timeout_stops_a_signed_endless_loop_and_the_model_stays_usable(
+        spin: bundle.Model, how: str) -> None:
+    """A trusted signer's Loop of 2**60 iterations is stopped by ``timeout=``."""
+    call = {"run": lambda x, **kw: spin.run(x, **kw)["Y"],
+            "predict": spin.predict,
+            "run_bound": lambda x, **kw: spin.run_bound({"N": x}, **kw)["Y"]}[how]
+    start = time.monotonic()
+    with pytest.raises(bundle.RunTimeoutError, match=r"within 0\.2 s") as info:
+        call(FOREVER, timeout=0.2)
+    assert time.monotonic() - start < 10
+    assert cli_exit_code(info.value) == 11
+    assert call(np.array([5]), timeout=30).tolist() == [5.0]
+    assert call(np.array([2])).tolist() == [2.0]  # no timeout given: no limit
+
+
+@pytest.mark.parametrize(("bad", "exc"), [(0, ValueError), (-1.0, ValueError),
+                                      (float("nan"), ValueError), (float("inf"), ValueError),
+                                      ("1", TypeError), (True, TypeError)])
+def test_timeout_must_be_positive_seconds(spin: bundle.Model, bad: Any,
+                                          exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="timeout"):
+        spin.predict(np.array([1]), timeout=bad)

@@ -22,11 +22,10 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import FormatError, UntrustedContentError
+from ..errors import FormatError, LimitError, UntrustedContentError
 from . import canonical_json as _json
 
 if TYPE_CHECKING:
-    from .archive import ZipReader
     from .manifest import Manifest
 
 __all__ = ["MAX_TEXT_ASSET_BYTES", "TEXT_EXTENSIONS", "check_assets"]
@@ -38,29 +37,32 @@ TEXT_EXTENSIONS = (".txt", ".md", ".csv", ".tsv")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def check_assets(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, bytes]) -> None:
+def check_assets(manifest: Manifest, verified: Mapping[str, bytes]) -> None:
     """Refuse any asset that is not one of the allowed data formats (see module doc).
 
-    ``inflated`` holds the verified bytes of the DEFLATE entries (the JSON assets).
+    ``verified`` holds the bytes verification hashed, by path: whole JSON and text
+    assets, and at least the header of a safetensors asset. The file is not read.
     """
     for f in manifest.files:
         if f.role == "asset":
-            _check_one(reader, f.path, f.size, inflated)
+            _check_one(f.path, f.size, verified)
 
 
-def _check_one(reader: ZipReader, path: str, size: int, inflated: Mapping[str, bytes]) -> None:
+def _check_one(path: str, size: int, verified: Mapping[str, bytes]) -> None:
     name = path.lower()
     if name.endswith(".safetensors"):
-        from .weights import read_header
+        from .weights import parse_header
 
-        read_header(reader, path, size)
+        parse_header(verified[path], size, entry=path)
         return
     if not name.endswith((".json", *TEXT_EXTENSIONS)):
         raise UntrustedContentError(
             f"asset {path!r}: only .json, {', '.join(TEXT_EXTENSIONS)} and .safetensors "
             "assets are allowed (an opaque file could be a pickle or a program)", entry=path)
-    data = inflated[path] if path in inflated else reader.read(path,
-                                                               max_size=MAX_TEXT_ASSET_BYTES)
+    if size > MAX_TEXT_ASSET_BYTES:
+        raise LimitError(f"entry {path!r} is {size} bytes; the limit is "
+                         f"{MAX_TEXT_ASSET_BYTES}", entry=path)
+    data = verified[path]
     if name.endswith(".json"):
         try:
             _json.loads(data, what=path)

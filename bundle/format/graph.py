@@ -6,11 +6,15 @@ no ``EPContext`` nodes (they carry precompiled engines), no model-local
 functions, external data only on main-graph initializers and only as an exact
 reference to a tensor of the bundle's own safetensors entry (location, offset,
 length, dtype and shape all matching its header). Any other location -- ``../x``,
-absolute paths, onnxruntime's in-memory marker -- is refused.
+absolute paths, onnxruntime's in-memory marker -- is refused, and so is an
+external initializer that also carries inline data (in any TensorProto data
+field). Sparse tensors (sparse initializers, ``Constant.sparse_value``) are
+refused: onnxruntime densifies them at load, to a size the signer chooses.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -84,6 +88,42 @@ def _check_names(g: onnx.GraphProto, entry: str) -> None:
                           f"{bad!r}", entry=entry)
 
 
+@functools.cache
+def _inline_fields() -> frozenset[str]:
+    """Every TensorProto field that holds tensor values in the graph itself.
+
+    Taken from the descriptor, not listed by hand, so that a data field a later
+    onnx adds is refused on an external initializer too (a hand-written list once
+    missed ``uint64_data`` and ``string_data``).
+    """
+    from onnx import TensorProto
+
+    return frozenset(f.name for f in TensorProto.DESCRIPTOR.fields
+                     if f.name.endswith("_data") and f.name != "external_data")
+
+
+def _check_no_sparse(g: onnx.GraphProto, entry: str) -> None:
+    """Refuse sparse tensors: onnxruntime densifies them when the session is created.
+
+    A few bytes of values and indices with a dense shape of the signer's choosing
+    become that shape's full size in memory at load, before any input is seen. No
+    exporter this package uses writes them (skl2onnx, torch.onnx and tf2onnx store
+    dense initializers), so they are refused rather than bounded.
+    """
+    if len(g.sparse_initializer):
+        raise UntrustedContentError(
+            f"{entry}: graph {g.name!r} has {len(g.sparse_initializer)} sparse "
+            "initializer(s); sparse tensors are refused (onnxruntime densifies them at load)",
+            entry=entry)
+    for node in g.node:
+        for attr in node.attribute:
+            if attr.HasField("sparse_tensor") or len(attr.sparse_tensors):
+                raise UntrustedContentError(
+                    f"{entry}: node {node.name or node.op_type!r} has a sparse tensor "
+                    f"attribute {attr.name!r}; sparse tensors are refused (onnxruntime "
+                    "densifies them at load)", entry=entry)
+
+
 def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
     from onnx import TensorProto
@@ -124,11 +164,7 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
                     raise UntrustedContentError(
                         f"{entry}: subgraph initializer {init.name!r} uses external data",
                         entry=entry)
-        for sp in g.sparse_initializer:
-            if any(t.data_location == TensorProto.EXTERNAL or len(t.external_data)
-                   for t in (sp.values, sp.indices)):
-                raise UntrustedContentError(
-                    f"{entry}: sparse initializer uses external data", entry=entry)
+        _check_no_sparse(g, entry)
 
     used: set[str] = set()
     for init in model.graph.initializer:
@@ -163,11 +199,11 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
                 f"{entry}: initializer {init.name!r} declares type {init.data_type} shape "
                 f"{list(init.dims)} but its tensor is {info.dtype} {list(info.shape)}",
                 entry=entry)
-        if init.raw_data or init.float_data or init.int64_data or init.int32_data or \
-                init.double_data:
+        inline = sorted(f.name for f, _ in init.ListFields() if f.name in _inline_fields())
+        if inline:
             raise UntrustedContentError(
-                f"{entry}: external initializer {init.name!r} also carries inline data",
-                entry=entry)
+                f"{entry}: external initializer {init.name!r} also carries inline data "
+                f"({', '.join(inline)})", entry=entry)
         if init.name in used:
             raise UntrustedContentError(f"{entry}: initializer {init.name!r} appears twice",
                                         entry=entry)

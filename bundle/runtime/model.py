@@ -20,6 +20,7 @@ choice per model size, :data:`PREPACK_MAX_BYTES`; ``prepack=`` overrides it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import warnings
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError, InputError, RunTimeoutError
 from ..format.manifest import Manifest, TensorSpec
 from ..trust.verify import VerifyReport
 from .native import quiet_native_stderr
@@ -269,6 +270,60 @@ def create_session(model: Any, header: Any, bundle_path: str, weights_offset: in
     return session, keep
 
 
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive, finite number of seconds (or None "
+                         f"for no limit), not {timeout!r}")
+    return float(timeout)
+
+
+class _Deadline:
+    """Run options whose ``terminate`` flag a timer sets once ``timeout`` seconds pass.
+
+    onnxruntime checks the flag before each kernel, also inside a Loop's or Scan's
+    body, so a signed graph that computes for ever (a Loop with a trip count of
+    2**60) stops within one kernel's time and the session stays usable; a fresh
+    RunOptions per call means the next call is not stopped at once. No timeout: no
+    options, no thread.
+    """
+
+    def __init__(self, timeout: object) -> None:
+        self.timeout = _check_timeout(timeout)
+        self.options: Any = None
+        self._timer: threading.Timer | None = None
+        self._fired = threading.Event()
+
+    def __enter__(self) -> _Deadline:
+        if self.timeout is not None:
+            import onnxruntime as ort
+
+            self.options = ort.RunOptions()
+            self.options.log_severity_level = 4  # reported as RunTimeoutError, not logged too
+            self._timer = threading.Timer(self.timeout, self._stop)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def _stop(self) -> None:
+        self._fired.set()
+        self.options.terminate = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def raise_if_expired(self, e: Exception, what: str) -> None:
+        """Raise RunTimeoutError for a failure the timer caused (``e`` says why it stopped)."""
+        if self._fired.is_set():
+            raise RunTimeoutError(f"{what} did not finish within {self.timeout:g} s; "
+                                  "onnxruntime stopped it") from e
+
+
 class Model:
     """A verified bundle, ready to run. Made by :func:`bundle.load`."""
 
@@ -347,16 +402,25 @@ class Model:
 
     # -- running
 
-    def run(self, inputs: Any, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Run the graph; return every (or each named) output by name."""
+    def run(self, inputs: Any, outputs: Sequence[str] | None = None, *,
+            timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run the graph; return every (or each named) output by name.
+
+        ``timeout``: seconds the run may take (None: no limit); past it onnxruntime
+        is stopped and :class:`RunTimeoutError` raised. A signed graph can compute
+        for as long as its author wants: pass one for bundles you did not write.
+        """
+        deadline = _Deadline(timeout)
         feeds = self._feeds(inputs)
         names = list(outputs) if outputs else [o.name for o in self.manifest.outputs]
         unknown = set(names) - {o.name for o in self.manifest.outputs}
         if unknown:
             raise InputError(f"unknown output(s) {sorted(unknown)}")
         try:
-            values = self._session.run(names, feeds)
+            with deadline:
+                values = self._session.run(names, feeds, deadline.options)
         except Exception as e:  # onnxruntime raises its own exception types
+            deadline.raise_if_expired(e, "the run")
             raise InputError(f"onnxruntime refused the input: {str(e).splitlines()[0]}") from e
         return dict(zip(names, values, strict=True))
 
@@ -380,9 +444,13 @@ class Model:
         return {k: OrtValue.ortvalue_from_numpy(v, kind, index)
                 for k, v in self._feeds(inputs).items()}
 
-    def run_bound(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None,
-                  ) -> dict[str, np.ndarray]:
-        """Run with IO binding: device-resident inputs (from :meth:`to_device`) stay put."""
+    def run_bound(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None, *,
+                  timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Run with IO binding: device-resident inputs (from :meth:`to_device`) stay put.
+
+        ``timeout``: as for :meth:`run`.
+        """
+        deadline = _Deadline(timeout)
         names = list(outputs) if outputs else [o.name for o in self.manifest.outputs]
         binding = self._session.io_binding()
         for name, value in inputs.items():
@@ -396,33 +464,38 @@ class Model:
         for name in names:
             binding.bind_output(name, kind, index)
         try:
-            self._session.run_with_iobinding(binding)
+            with deadline:
+                self._session.run_with_iobinding(binding, deadline.options)
         except Exception as e:
+            deadline.raise_if_expired(e, "the run")
             raise InputError(f"onnxruntime refused the input: {str(e).splitlines()[0]}") from e
         return dict(zip(names, binding.copy_outputs_to_cpu(), strict=True))
 
-    def _method(self, method: str, data: Any) -> np.ndarray:
+    def _method(self, method: str, data: Any, timeout: float | None) -> np.ndarray:
         spec = self.manifest.methods.get(method)
         if spec is None:
             offered = sorted(self.manifest.methods)
             raise InputError(f"this model offers no {method}(); it offers {offered} and run()")
-        out = self.run(data, [spec.output])[spec.output]
+        out = self.run(data, [spec.output], timeout=timeout)[spec.output]
         return out.reshape(out.shape[:-1]) if spec.squeeze else out
 
-    def predict(self, data: Any) -> np.ndarray:
-        """What the original model's ``predict`` gives (labels for a classifier)."""
+    def predict(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
+        """What the original model's ``predict`` gives (labels for a classifier).
+
+        ``timeout``: seconds the run may take, as for :meth:`run` (so for each method).
+        """
         if "predict" not in self.manifest.methods and "transform" in self.manifest.methods:
-            return self._method("transform", data)
-        return self._method("predict", data)
+            return self._method("transform", data, timeout)
+        return self._method("predict", data, timeout)
 
-    def predict_proba(self, data: Any) -> np.ndarray:
+    def predict_proba(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
         """Class probabilities (scikit-learn classifiers)."""
-        return self._method("predict_proba", data)
+        return self._method("predict_proba", data, timeout)
 
-    def transform(self, data: Any) -> np.ndarray:
+    def transform(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
         """What the original's ``transform`` gives (scalers, encoders, clusterers...)."""
-        return self._method("transform", data)
+        return self._method("transform", data, timeout)
 
-    def decision_function(self, data: Any) -> np.ndarray:
+    def decision_function(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
         """What the original's ``decision_function`` gives (e.g. SVC without probabilities)."""
-        return self._method("decision_function", data)
+        return self._method("decision_function", data, timeout)

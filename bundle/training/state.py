@@ -57,12 +57,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConversionError, FormatError, InputError, IntegrityError, LimitError
+from ..errors import ConversionError, FormatError, InputError, LimitError
 from ..format import canonical_json as _json
-from ..format.digest import digest_bytes
 
 if TYPE_CHECKING:
-    from ..format.archive import ZipReader
     from ..format.manifest import Manifest
     from ..trust.verify import VerifiedBundle, VerifyReport
 
@@ -417,15 +415,15 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
 # --------------------------------------------------------------------------- restore side
 
 
-def check_entries(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, bytes],
-                  ) -> None:
+def check_entries(manifest: Manifest, verified: Mapping[str, bytes]) -> None:
     """Structure of a bundle's training state, for verify/load (no framework needed).
 
-    Exactly the two entries, ``state.json`` canonical JSON (``inflated``: the verified
-    bytes of the DEFLATE entries) and ``state.safetensors`` a well-formed safetensors
-    header; :func:`restore_verified` checks the rest.
+    Exactly the two entries, ``state.json`` canonical JSON and ``state.safetensors``
+    a well-formed safetensors header, both parsed from ``verified``: the bytes
+    verification hashed, by path (at least the header of ``state.safetensors``).
+    :func:`restore_verified` checks the rest.
     """
-    from ..format.weights import read_header
+    from ..format.weights import parse_header
 
     files = {f.path: f for f in manifest.files if f.role == "training_state"}
     if not files:
@@ -436,13 +434,13 @@ def check_entries(reader: ZipReader, manifest: Manifest, inflated: Mapping[str, 
     if files[STATE_JSON].size > MAX_STATE_JSON_BYTES:
         raise LimitError(f"{STATE_JSON} is {files[STATE_JSON].size} bytes; the limit is "
                          f"{MAX_STATE_JSON_BYTES}", entry=STATE_JSON)
-    _json.loads_canonical(inflated[STATE_JSON], what=STATE_JSON)
-    read_header(reader, STATE_TENSORS, files[STATE_TENSORS].size)
+    _json.loads_canonical(verified[STATE_JSON], what=STATE_JSON)
+    parse_header(verified[STATE_TENSORS], files[STATE_TENSORS].size, entry=STATE_TENSORS)
 
 
-def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
-    """The two training entries: the JSON as verified, the tensors re-read and re-hashed
-    (verification hashes STORED entries without keeping them)."""
+def _read_verified(vb: VerifiedBundle) -> tuple[Any, mmap.mmap]:
+    """The two training entries as verification hashed them (never read again): the
+    caller verified with ``in_memory=(STATE_TENSORS,)``."""
     files = {f.path: f for f in vb.report.manifest.files if f.role == "training_state"}
     if not files:
         raise InputError(f"{vb.report.path} holds no training state (it was saved without "
@@ -452,14 +450,16 @@ def _read_verified(vb: VerifiedBundle) -> tuple[Any, bytes]:
         raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
                           f"found {sorted(files)}")
     f = files[STATE_TENSORS]
-    data = vb.reader.read(STATE_TENSORS, max_size=MAX_STATE_TENSOR_BYTES)
-    if digest_bytes(data, f.shard_size or len(data)).sha256 != f.sha256:
-        raise IntegrityError(f"{STATE_TENSORS}: SHA-256 does not match the manifest",
-                             entry=STATE_TENSORS)
+    if f.size > MAX_STATE_TENSOR_BYTES:
+        raise LimitError(f"{STATE_TENSORS} is {f.size} bytes; the limit is "
+                         f"{MAX_STATE_TENSOR_BYTES}", entry=STATE_TENSORS)
+    data = vb.whole.get(STATE_TENSORS)
+    if data is None:
+        raise ValueError(f"verify with in_memory=({STATE_TENSORS!r},) to restore")
     return _json.loads_canonical(vb.inflated[STATE_JSON], what=STATE_JSON), data
 
 
-def read_state(vb: VerifiedBundle) -> tuple[dict[str, Any], bytes]:
+def read_state(vb: VerifiedBundle) -> tuple[dict[str, Any], mmap.mmap]:
     """The verified state document (top level and format checked) and tensor bytes."""
     doc, tensor_bytes = _read_verified(vb)
     doc = _obj(doc, "$", {"format", "version", "framework", "model", "optimizer",

@@ -7,14 +7,17 @@ entries has been read, and none of them has been interpreted beyond JSON.
 Then the manifest is parsed against the schema, the archive's entries are
 compared with it (exactly the listed files, plus the manifest and signatures),
 and every listed entry is hashed. The bytes that were hashed are the bytes
-handed on (graph and, for in-memory loads, weights): nothing is read twice.
+handed on -- the graph and JSON entries, the weights (for in-memory loads) or
+their header, the text assets, the header of every other safetensors entry, and
+whole entries the caller asks for (the training tensors, to restore): nothing is
+read twice.
 """
 
 from __future__ import annotations
 
 import mmap
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -105,6 +108,11 @@ class VerifiedBundle:
     inflated: dict[str, bytes] = field(default_factory=dict)
     """Every DEFLATE entry (graph, JSON) by path, as inflated and hashed: what later
     checks parse, so nothing is read twice."""
+    stored: dict[str, bytes] = field(default_factory=dict)
+    """STORED entries other than the weights, by path, as hashed: text assets whole,
+    and of every ``.safetensors`` entry its header (its first 8 + N bytes)."""
+    whole: dict[str, mmap.mmap] = field(default_factory=dict)
+    """The STORED entries the caller asked for (``in_memory``), whole, as hashed."""
     accept: Callable[[], None] = field(default=lambda: None)
     """Records the bundle in the rollback state; the caller calls it once the graph
     and weights have passed their checks too (a bundle refused later is not 'seen')."""
@@ -190,11 +198,13 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
 def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
                    allow_unsigned: bool = False, weights_in_memory: bool = True,
                    policy: freshness.Policy | None = None,
-                   progress: ProgressCallback | None = None) -> VerifiedBundle:
+                   progress: ProgressCallback | None = None,
+                   in_memory: Collection[str] = ()) -> VerifiedBundle:
     """Run every check up to, not including, parsing the graph and weights.
 
     ``policy`` adds the verification time, a minimum version and a rollback
-    record (:mod:`bundle.freshness`); expiry is always enforced.
+    record (:mod:`bundle.freshness`); expiry is always enforced. ``in_memory``
+    names STORED entries to keep whole, as hashed (:attr:`VerifiedBundle.whole`).
     """
     policy = policy or freshness.Policy()
     if MANIFEST_NAME not in reader.entries:
@@ -235,12 +245,12 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
                              entry=sorted(missing)[0])
 
     _check_container_layout(reader, manifest)
-    inflated, weights, weights_head = _hash_files(reader, manifest, weights_in_memory,
-                                                  progress)
+    inflated, weights, weights_head, stored, whole = _hash_files(
+        reader, manifest, weights_in_memory, progress, in_memory)
     report = VerifyReport(reader.path, manifest, signers, untrusted, manifest.files,
                           verified=bool(signers))
     return VerifiedBundle(reader, report, inflated[manifest.file("graph").path], weights,
-                          weights_head, inflated,
+                          weights_head, inflated, stored, whole,
                           lambda: policy.record(manifest.model.name, manifest.model.version,
                                                 signer_ids))
 
@@ -316,14 +326,24 @@ ProgressCallback = Callable[[int, int], None]
 """``progress(advance, total)``: bytes just hashed, and the bytes the whole check hashes."""
 
 
+def _text_asset(f: FileEntry) -> bool:
+    """A STORED entry :mod:`bundle.assets` checks whole (it refuses larger ones unread)."""
+    from ..format.assets import MAX_TEXT_ASSET_BYTES, TEXT_EXTENSIONS
+
+    return f.role == "asset" and f.size <= MAX_TEXT_ASSET_BYTES and \
+        f.path.lower().endswith(TEXT_EXTENSIONS)
+
+
 def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
-                progress: ProgressCallback | None,
-                ) -> tuple[dict[str, bytes], mmap.mmap | None, bytes]:
+                progress: ProgressCallback | None, in_memory: Collection[str] = (),
+                ) -> tuple[dict[str, bytes], mmap.mmap | None, bytes, dict[str, bytes],
+                           dict[str, mmap.mmap]]:
     """Hash every listed entry, shard by shard, comparing each with the manifest.
 
     Returns the bytes of every DEFLATE entry (the graph among them) by path, the
-    weights read into memory (when asked) and the weights' safetensors header, all
-    taken from the very bytes that were hashed.
+    weights read into memory (when asked), the weights' safetensors header, and
+    what is kept of the other STORED entries (:attr:`VerifiedBundle.stored` and
+    ``whole``), all taken from the very bytes that were hashed.
     STORED entries are read by hashing threads with ``pread`` -- through small
     buffers, or straight into the in-memory weights buffer -- all shards of all
     entries in one pool; DEFLATE entries are inflated (bounded) and hashed in memory.
@@ -340,11 +360,14 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
 
     inflated: dict[str, bytes] = {}
     weights: mmap.mmap | None = None
+    kept: dict[str, bytes] = {}
+    whole: dict[str, mmap.mmap] = {}
+    text: dict[str, bytearray] = {}
     spans: list[tuple[int, int]] = []
     into: list[memoryview | None] = []
     keep: list[int] = []
     owners: list[FileEntry] = []
-    head_want = 0
+    head_want: dict[str, int] = {}
     for f in manifest.files:
         e = reader.entries[f.path]
         if e.size != f.size:
@@ -359,19 +382,26 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
             advance(len(data))
             continue
         buf: memoryview | None = None
-        if f.role == "weights":
-            if weights_in_memory:
-                # Anonymous memory, page-aligned as a mapping of the file would be, so
-                # the tensors onnxruntime runs on keep the alignment they have on disk.
-                weights = mmap.mmap(-1, max(e.size, 1))
-                buf = memoryview(weights)[:e.size]
-            else:  # a size hint only: what is parsed is checked against the hashed bytes
-                hint = b"".join(reader.iter_range(e.data_offset, e.data_offset + min(8, e.size)))
-                head_want = min(header_size(hint), e.size) if len(hint) == 8 else e.size
+        if f.role == "weights" and weights_in_memory:
+            # Anonymous memory, page-aligned as a mapping of the file would be, so
+            # the tensors onnxruntime runs on keep the alignment they have on disk.
+            weights = mmap.mmap(-1, max(e.size, 1))
+            buf = memoryview(weights)[:e.size]
+        elif f.role != "weights" and f.path in in_memory:
+            _check_weights_entry(e, f)  # the same size limit as for weights read into memory
+            whole[f.path] = mmap.mmap(-1, max(e.size, 1))
+            buf = memoryview(whole[f.path])[:e.size]
+        elif _text_asset(f):
+            text[f.path] = bytearray(e.size)
+            buf = memoryview(text[f.path])
+        elif f.role == "weights" or f.path.endswith(".safetensors"):
+            # A size hint only: what is parsed is checked against the hashed bytes.
+            hint = b"".join(reader.iter_range(e.data_offset, e.data_offset + min(8, e.size)))
+            head_want[f.path] = min(header_size(hint), e.size) if len(hint) == 8 else e.size
         for a, b in f.spans:
             spans.append((e.data_offset + a, e.data_offset + b))
             into.append(buf[a:b] if buf is not None else None)
-            keep.append(max(0, min(head_want - a, b - a)) if f.role == "weights" else 0)
+            keep.append(max(0, min(head_want.get(f.path, 0) - a, b - a)))
             owners.append(f)
     try:
         results = hash_ranges(reader.fileno(), spans, into=into, keep=keep, progress=advance)
@@ -389,14 +419,23 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
             crc = crc32_combine(crc, r.crc32, r.end - r.start)
         if crc != reader.entries[f.path].crc32:
             raise IntegrityError(f"entry {f.path!r} fails its zip CRC-32 check", entry=f.path)
-        if f.role == "weights":
-            head = bytes(weights[:header_size(bytes(weights[:8]))]) if weights is not None \
-                else b"".join(r.head for r in got)
-            if weights is None and len(head) >= 8 and \
-                    len(head) != min(header_size(head[:8]), f.size):
+        if f.path in head_want:
+            part = b"".join(r.head for r in got)
+            if len(part) >= 8 and len(part) != min(header_size(part[:8]), f.size):
                 raise IntegrityError(f"{f.path}: its header changed while it was being "
                                      "verified", entry=f.path)
-    return inflated, weights, head
+            if f.role == "weights":
+                head = part
+            else:
+                kept[f.path] = part
+        elif f.role == "weights" and weights is not None:
+            head = bytes(weights[:header_size(bytes(weights[:8]))])
+        elif f.path in whole:
+            got_all = whole[f.path]
+            kept[f.path] = bytes(got_all[:min(header_size(bytes(got_all[:8])), f.size)])
+        elif f.path in text:
+            kept[f.path] = bytes(text.pop(f.path))
+    return inflated, weights, head, kept, whole
 
 
 def _compare(f: FileEntry, digests: list[str]) -> None:

@@ -1024,6 +1024,50 @@ simple("external-data-and-inline-data", C, "UntrustedContentError", "inline",
        lambda c: c.graph(_inline_too))
 
 
+def _inline_field(name: str, values: list[Any]) -> Callable[[Ctx], bytes]:
+    def edit(m: Any) -> None:
+        getattr(m.graph.initializer[0], name).extend(values)
+    return lambda c: c.graph(edit)
+
+
+# Every data field of TensorProto, not only the usual float/int ones: onnxruntime may
+# take the inline copy instead of the checked external bytes.
+for _field, _values in (("uint64_data", [1, 2, 3]), ("string_data", [b"x"]),
+                        ("float_data", [0.5]), ("double_data", [0.5]), ("int32_data", [1]),
+                        ("int64_data", [1])):
+    simple(f"external-data-and-{_field.replace('_', '-')}", C, "UntrustedContentError",
+           "inline", f"signed graph: an external initializer also carrying {_field}",
+           _inline_field(_field, _values))
+
+
+def _sparse_initializer(m: Any) -> None:
+    from onnx import TensorProto, helper
+
+    # 7 bytes of values that onnxruntime densifies at session creation: here 4 MB, but
+    # the dense shape is the signer's to choose (2**28 x 4 would be 4 GiB).
+    values = helper.make_tensor("S", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("S_i", TensorProto.INT64, [1], [0])
+    m.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [1 << 18, 4]))
+
+
+def _sparse_constant(m: Any) -> None:
+    from onnx import TensorProto, helper
+
+    values = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+    m.graph.node.insert(0, helper.make_node(
+        "Constant", [], ["sparse_c"], sparse_value=helper.make_sparse_tensor(
+            values, indices, [1 << 18, 4])))
+
+
+simple("graph-sparse-initializer", C, "UntrustedContentError", "sparse",
+       "signed graph with a sparse initializer (onnxruntime densifies it at load: a few "
+       "bytes become the dense shape's size in memory)", lambda c: c.graph(_sparse_initializer))
+simple("graph-sparse-constant", C, "UntrustedContentError", "sparse",
+       "signed graph with a Constant node holding a sparse_value (densified likewise)",
+       lambda c: c.graph(_sparse_constant))
+
+
 def _node_domain(m: Any) -> None:
     m.graph.node[2].domain = "com.evil"
 
