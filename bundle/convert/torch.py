@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import ConversionError
 from ..manifest import Method
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
+from .onnx_graph import adopt_state_names, tidy
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -366,129 +367,6 @@ def _rename_dims(model: Any, names: list[str], axes: dict[str, dict[int, str]]) 
                 d.dim_param = pattern.sub(lambda m: symbols[m.group(1)], d.dim_param)
 
 
-# --------------------------------------------------------------------------- graph tidying
-
-
-def _all_graphs(graph: Any) -> Iterator[Any]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_graphs(attr.g)
-            for g in attr.graphs:
-                yield from _all_graphs(g)
-
-
-def _tidy(model: Any) -> None:
-    """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
-    from onnx import inliner
-
-    from ..graph import STANDARD_DOMAINS
-
-    if len(model.functions):
-        inlined = inliner.inline_local_functions(model)
-        model.CopyFrom(inlined)
-        del model.functions[:]
-    used = set()
-    for g in _all_graphs(model.graph):
-        g.doc_string = ""
-        del g.metadata_props[:]
-        for node in g.node:
-            used.add(node.domain)
-            node.doc_string = ""
-            del node.metadata_props[:]
-            if node.domain not in STANDARD_DOMAINS:
-                raise ConversionError(
-                    f"the exported graph calls {node.domain}::{node.op_type}, which is not a "
-                    "standard ONNX operator (a custom op without an ONNX translation); bundles "
-                    "hold standard operators only")
-        for coll in (g.input, g.output, g.value_info, g.initializer):
-            for item in coll:
-                item.doc_string = ""
-                del item.metadata_props[:]
-    keep = [op for op in model.opset_import if op.domain in ("", "ai.onnx") or op.domain in used]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
-    model.doc_string = ""
-    del model.metadata_props[:]
-
-
-def _rename_values(graph: Any, mapping: dict[str, str]) -> None:
-    """Rename values throughout ``graph`` and the subgraphs that see them."""
-    for init in graph.initializer:
-        init.name = mapping.get(init.name, init.name)
-    for vi in (*graph.input, *graph.output, *graph.value_info):
-        vi.name = mapping.get(vi.name, vi.name)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in mapping:
-                node.input[i] = mapping[name]
-        for i, name in enumerate(node.output):
-            if name in mapping:
-                node.output[i] = mapping[name]
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                local = {v.name for v in (*sub.input, *sub.initializer)}
-                local |= {o for n in sub.node for o in n.output}
-                inner = {k: v for k, v in mapping.items() if k not in local}
-                if inner:
-                    _rename_values(sub, inner)
-
-
-def _adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> None:
-    """Name initializers after the state_dict tensors they hold exactly (see module doc)."""
-    from onnx import numpy_helper
-
-    from ..training import _same
-
-    inits = {i.name: i for i in model.graph.initializer}
-    taken = set(inits) | {v.name for v in (*model.graph.input, *model.graph.output)}
-    taken |= {o for n in model.graph.node for o in n.output}
-    mapping: dict[str, str] = {}
-    values: dict[str, np.ndarray] = {}
-
-    def value(name: str) -> np.ndarray:
-        if name not in values:
-            values[name] = numpy_helper.to_array(inits[name])
-        return values[name]
-
-    # 1. a parameter's name on something that is not that parameter's value: move it aside
-    for name in list(inits):
-        if name in state:
-            want = state[name]
-            if want is None or not _same(value(name), want):
-                new, n = f"{name}.folded", 1
-                while new in taken:
-                    n += 1
-                    new = f"{name}.folded{n}"
-                taken.add(new)
-                mapping[name] = new
-    claimed = {n for n in inits if n in state and n not in mapping}
-    # 2. an exporter-named initializer holding a parameter's exact value: give it that name
-    layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
-    for name, arr in state.items():
-        if arr is not None and name not in claimed:
-            layout.setdefault((arr.dtype.str, arr.shape), []).append(name)
-    for name in inits:
-        if name in claimed or (name in state and name not in mapping):
-            continue
-        try:
-            arr = value(name)
-        except Exception:  # noqa: S112 - types numpy cannot hold keep their names
-            continue
-        for candidate in layout.get((arr.dtype.str, arr.shape), []):
-            if candidate in claimed or (candidate in taken and candidate not in mapping):
-                continue
-            want = state[candidate]
-            if want is not None and _same(arr, want):
-                mapping[name] = candidate
-                claimed.add(candidate)
-                taken.add(candidate)
-                break
-    if mapping:
-        _rename_values(model.graph, mapping)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -545,7 +423,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                 with _quiet(torch, caught):
                     onx = _dynamo(torch, model, args, kwargs, names, out_names, axes,
                                   target_opset)
-                    _tidy(onx)
+                    tidy(onx)
             except _DynamoFailedError as e:
                 if exporter == "dynamo":
                     raise ConversionError(f"cannot export {name}: {e.message}") from e.cause
@@ -560,7 +438,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                 with _quiet(torch, caught):
                     onx = _torchscript(torch, model, args, kwargs, names, out_names, axes,
                                        target_opset)
-                    _tidy(onx)
+                    tidy(onx)
             except Exception as e:
                 if fallback_reason:
                     raise ConversionError(
@@ -589,7 +467,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     else:
         snapshot = {k: training_mod.as_numpy(t.detach().to("cpu"))
                     for k, t in model.state_dict().items()}
-    _adopt_state_names(onx, snapshot)
+    adopt_state_names(onx, snapshot)
     graph_inputs = [i.name for i in onx.graph.input]
     if graph_inputs != names:
         raise ConversionError(f"the exported graph's inputs {graph_inputs} are not the sample's "
