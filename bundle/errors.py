@@ -4,6 +4,7 @@ Each class carries the CLI exit code for its class of failure, so the command
 line can print one line and pick a code without knowing the details. Lower
 level errors (zlib, protobuf, json, cryptography) are always wrapped with
 ``raise ... from e`` so the message says what was wrong in bundle terms.
+:class:`ExportFallbackWarning` is the one warning class the exporters emit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ __all__ = [
     "BundleError",
     "ConversionError",
     "DeviceError",
+    "ExportFallbackWarning",
     "FormatError",
     "InputError",
     "IntegrityError",
@@ -96,3 +98,17 @@ class DeviceError(BundleError):
     """The requested execution device cannot run this session."""
 
     exit_code = 10
+
+
+class ExportFallbackWarning(UserWarning):
+    """An exporter's first route failed and a fallback produced the graph instead.
+
+    PyTorch: the dynamo exporter failed and the TorchScript exporter was used.
+    Keras: tracing with the variables as graph inputs failed and the variables
+    were frozen into constants. The parity check runs on the result either way.
+    ``cause`` is the exception the first route failed with, when there is one.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause

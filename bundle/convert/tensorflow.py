@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 
 from .._native import quiet_native_stderr
-from ..errors import ConversionError
+from ..errors import ConversionError, ExportFallbackWarning
 from ..manifest import Method
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
 from .onnx_graph import adopt_state_names, all_graphs, rename_values, tidy
@@ -88,10 +88,6 @@ _AUTO_INPUT = re.compile(r"(keras_tensor|input_layer)(_\d+)?")
 _UNKNOWN_DIM = re.compile(r"unk__\d+")
 _SMALL = 64  # elements: float constants up to this size are graph structure, not weights
 _FLOAT_TYPES = (1, 10, 11, 16)  # ONNX TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-class ExportFallbackWarning(UserWarning):
-    """A Keras model was exported with its variables frozen into constants."""
 
 
 # --------------------------------------------------------------------------- quiet import
@@ -560,19 +556,20 @@ def _outputs(tf: Any, out: Any, label: str) -> tuple[list[str], list[Any]]:
 
 
 def _trace_and_convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
-                       ) -> tuple[Any, dict[str, tuple[str, np.ndarray]], str]:
+                       ) -> tuple[Any, dict[str, tuple[str, np.ndarray]],
+                                  ConversionError | None]:
     """The ONNX model, the graph inputs that stand for variables (name -> (path, value)),
-    and why the stateless trace was given up ("" when it was not).
+    and why the stateless trace was given up (None when it was not).
 
     A Keras model is first traced with its variables as inputs (:class:`_Stateless`);
     should that fail, it is traced as it runs, variables frozen into constants.
     """
-    reason = ""
+    reason = None
     if plan.stateless is not None:
         try:
-            return (*_convert(tf, tf2onnx, plan, n_out, opset, plan.stateless), "")
+            return (*_convert(tf, tf2onnx, plan, n_out, opset, plan.stateless), None)
         except ConversionError as e:
-            reason = str(e)  # the plain trace below gives the error worth raising, if any
+            reason = e  # the plain trace below gives the error worth raising, if any
     return (*_convert(tf, tf2onnx, plan, n_out, opset, None), reason)
 
 
@@ -981,11 +978,12 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             state = training_keras.capture(model, optimizer)
         with quiet_native_stderr():  # grappler logs natively while tf2onnx runs
             onx, fed, fallback = _trace_and_convert(tf, tf2onnx, plan, len(out_names), opset)
-    if fallback:
-        warnings.warn(f"{plan.label}: tracing with the variables as inputs failed ({fallback}); "
-                      "exported with them frozen into constants instead, which tf2onnx may "
-                      "fold or transform (those variables are kept in the training state)",
-                      ExportFallbackWarning, stacklevel=4)
+    if fallback is not None:
+        warnings.warn(ExportFallbackWarning(
+            f"{plan.label}: tracing with the variables as inputs failed ({fallback}); exported "
+            "with them frozen into constants instead, which tf2onnx may fold or transform "
+            "(those variables are kept in the training state)",
+            fallback.__cause__ or fallback), stacklevel=4)
     _unsupported(onx, plan)
     _canonical_names(onx)
     _name_io(onx, plan, out_names, _bind_variables(onx, fed))
