@@ -93,7 +93,9 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     "torchscript". The bundle also holds the module's training state (every
     parameter and buffer exactly, see :mod:`bundle.training`) unless
     ``training_state=False``; ``optimizer``, ``scheduler`` and ``include_rng`` add
-    their states, for :func:`restore`.
+    their states, for :func:`restore`. A reduced ``precision`` ("fp16", "int8")
+    bundle holds training state only when asked: ``training_state=True``, or an
+    ``optimizer``/``scheduler`` (or ``include_rng``) given; the same holds for Keras.
 
     Keras 3 model (Sequential, functional, subclassed), ``tf.Module`` or SavedModel
     directory (through tf2onnx, see :mod:`bundle.convert.tensorflow`):
@@ -118,6 +120,11 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         expires_at = None if expires is None else freshness.format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
+    if precision != "fp32" and training_state is None and optimizer is None and \
+            scheduler is None and not include_rng:
+        # A reduced-precision bundle is for serving: the full-precision training state
+        # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
+        training_state = False
     torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
                                        ("scheduler", scheduler), ("training_state", training_state))
                      if v is not None}
