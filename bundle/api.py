@@ -92,13 +92,15 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     in :data:`bundle.precision.DEFAULT_TOLERANCE`).
 
     PyTorch ``nn.Module``: ``sample_input`` is a tensor, a tuple of tensors or a dict
-    of named tensors (2+ rows); axis 0 of each input is dynamic unless
+    of named tensors (one row is enough); axis 0 of each input is dynamic unless
     ``dynamic_axes`` (``{input: {axis: "name"}}``) says otherwise. ``exporter``:
     "auto" (dynamo, falling back to TorchScript with a warning), "dynamo" or
     "torchscript". The bundle also holds the module's training state (every
     parameter and buffer exactly, see :mod:`bundle.training`) unless
     ``training_state=False``; ``optimizer``, ``scheduler`` and ``include_rng`` add
-    their states, for :func:`restore`.
+    their states, for :func:`restore`. A reduced ``precision`` ("fp16", "int8")
+    bundle holds training state only when asked: ``training_state=True``, or an
+    ``optimizer``/``scheduler`` (or ``include_rng``) given; the same holds for Keras.
 
     Keras 3 model (Sequential, functional, subclassed), ``tf.Module`` or SavedModel
     directory (through tf2onnx, see :mod:`bundle.convert.tensorflow`):
@@ -123,6 +125,11 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         expires_at = None if expires is None else format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
+    if precision != "fp32" and training_state is None and optimizer is None and \
+            scheduler is None and not include_rng:
+        # A reduced-precision bundle is for serving: the full-precision training state
+        # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
+        training_state = False
     torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
                                        ("scheduler", scheduler), ("training_state", training_state))
                      if v is not None}
@@ -161,11 +168,13 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     def measure_parity(written: str, offsets: dict[str, int]) -> None:
         nonlocal parity
         if converted.feeds is not None and converted.reference:
-            outs = _run_onnx(_Written(split, written, offsets[WEIGHTS_NAME]), converted.feeds)
+            graph = _Written(split, written, offsets[WEIGHTS_NAME])
             rows = len(next(iter(converted.feeds.values())))
-            parity = parity_mod.check(
-                parity_mod.measure(outs, converted.reference, converted.methods, atol=atol,
-                                   rtol=rtol, rows=rows), accept_mismatch)
+            measured = [parity_mod.measure(_run_onnx(graph, feeds), reference,
+                                           converted.methods, atol=atol, rtol=rtol, rows=rows)
+                        for feeds, reference in ((converted.feeds, converted.reference),
+                                                 *converted.extra_checks)]
+            parity = parity_mod.check(parity_mod.worst(measured), accept_mismatch)
 
     def make_manifest(files: list[FileEntry]) -> Manifest:
         return Manifest(

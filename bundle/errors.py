@@ -15,6 +15,7 @@ __all__ = [
     "BundleError",
     "ConversionError",
     "DeviceError",
+    "ExportFallbackWarning",
     "FormatError",
     "FreshnessError",
     "InputError",
@@ -92,3 +93,17 @@ class RunTimeoutError(BundleError):
 
     The model stays usable: the next call runs normally.
     """
+
+
+class ExportFallbackWarning(UserWarning):
+    """An exporter's first route failed and a fallback produced the graph instead.
+
+    PyTorch: the dynamo exporter failed and the TorchScript exporter was used.
+    Keras: tracing with the variables as graph inputs failed and the variables
+    were frozen into constants. The parity check runs on the result either way.
+    ``cause`` is the exception the first route failed with, when there is one.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause

@@ -192,6 +192,26 @@ def test_model_only_and_unbuilt_optimizer(tmp_path: Path) -> None:
                     optimizer=model.optimizer)
 
 
+def test_reduced_precision_carries_training_state_only_when_asked(tmp_path: Path) -> None:
+    model = build(hidden=64, seed=8)
+    fit(model, 1)
+
+    def training_entries(path: Path) -> set[str]:
+        return {f.path for f in bundle.inspect(path).manifest.files
+                if f.role == "training_state"}
+
+    plain, kept = tmp_path / "int8.mbundle", tmp_path / "int8-opt.mbundle"
+    bundle.save(model, plain, sample_input=X[:16], precision="int8", tolerance=(0.2, 0.2))
+    assert not training_entries(plain)
+    bundle.save(model, kept, sample_input=X[:16], precision="int8", tolerance=(0.2, 0.2),
+                optimizer=model.optimizer)
+    assert training_entries(kept)
+    other = build(hidden=64, seed=9)
+    bundle.restore(kept, model=other, optimizer=other.optimizer, allow_unsigned=True)
+    for a, b in zip(values(model.variables), values(other.variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_subclassed_model_restores_by_position(tmp_path: Path) -> None:
     class Net(keras.Model):
         def __init__(self) -> None:

@@ -109,3 +109,40 @@ def test_torch_mlp_compressed_against_torch(tmp_path: Path, precision: str) -> N
     err = np.abs(got - want).max()
     assert 0 < err < 0.05, err  # compressed (not bit-exact), and still close to torch
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
+
+
+def _training_entries(path: Path) -> set[str]:
+    return {f.path for f in bundle.inspect(path).manifest.files if f.role == "training_state"}
+
+
+def test_torch_reduced_precision_carries_training_state_only_when_asked(tmp_path: Path) -> None:
+    """The fp32 training state beside int8 weights made the int8 bundle the bigger one."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                              torch.nn.Linear(256, 10)).eval()
+    x = torch.randn(16, 64)
+    fp32, int8 = tmp_path / "fp32.mbundle", tmp_path / "int8.mbundle"
+    bundle.save(net, fp32, sample_input=x)
+    bundle.save(net, int8, sample_input=x, precision="int8", tolerance=(0.1, 0.1))
+    assert _training_entries(fp32)  # full precision keeps it by default
+    assert not _training_entries(int8)
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+
+    kept = tmp_path / "int8-train.mbundle"
+    bundle.save(net, kept, sample_input=x, precision="int8", tolerance=(0.1, 0.1),
+                training_state=True)
+    assert _training_entries(kept) == {"training/state.json", "training/state.safetensors"}
+    torch.manual_seed(2)
+    other = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 10))
+    bundle.restore(kept, other, allow_unsigned=True)
+    for (k, a), (_, b) in zip(net.state_dict().items(), other.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k  # the fp32 values, not the quantized ones
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with_opt = tmp_path / "int8-opt.mbundle"
+    bundle.save(net, with_opt, sample_input=x, precision="int8", tolerance=(0.1, 0.1),
+                optimizer=opt)
+    assert _training_entries(with_opt)

@@ -25,7 +25,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
 
 import bundle  # noqa: E402
-from bundle.export.tensorflow import ExportFallbackWarning  # noqa: E402
+from bundle import ExportFallbackWarning  # noqa: E402
 from bundle.training import state as training  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -339,8 +339,10 @@ def test_frozen_trace_fallback_folds_and_keeps_state(tmp_path: Path, keys: tuple
     monkeypatch.setattr(tfconv._Stateless, "call", broken)
     model = exported["mlp"][0]
     path = tmp_path / "frozen.mbundle"
-    with pytest.warns(ExportFallbackWarning, match="no stateless call"):
+    with pytest.warns(ExportFallbackWarning, match="no stateless call") as seen:
         manifest = bundle.save(model, path, sample_input=rand(3, 6), signing_key=keys[0])
+    (w,) = [w for w in seen if w.category is ExportFallbackWarning]
+    assert isinstance(w.message.cause, RuntimeError)  # type: ignore[union-attr]
     assert manifest.parity is not None
     assert manifest.parity.passed
     x = rand(9, 6)

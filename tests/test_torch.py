@@ -22,8 +22,8 @@ pytest.importorskip("onnxscript")
 from torch import nn  # noqa: E402
 
 import bundle  # noqa: E402
+from bundle import ExportFallbackWarning  # noqa: E402
 from bundle.cli import main  # noqa: E402
-from bundle.export.torch import ExportFallbackWarning  # noqa: E402
 
 # --------------------------------------------------------------------------- models
 
@@ -364,6 +364,73 @@ def test_fallback_to_torchscript_is_warned_and_recorded(tmp_path: Path,
     assert set(dict(module.named_parameters())) <= _st_keys(_entries(path)["weights.safetensors"])
 
 
+def test_one_fallback_warning_class_for_every_exporter() -> None:
+    from bundle.export import tensorflow as tfconv
+    from bundle.export import torch as torchconv
+
+    assert issubclass(bundle.ExportFallbackWarning, UserWarning)
+    assert torchconv.ExportFallbackWarning is bundle.ExportFallbackWarning
+    assert tfconv.ExportFallbackWarning is bundle.ExportFallbackWarning
+
+
+ANSI_MESSAGE = ("Failed to convert the exported program to an ONNX model. \x1b[96mThis is "
+                "step 3/3\x1b[0m of exporting the model to ONNX.\n## Exception summary")
+
+
+def _dynamo_fails(monkeypatch: pytest.MonkeyPatch) -> Exception:
+    """Make the dynamo translation fail as torch does, colour codes included."""
+    error = torch.onnx.OnnxExporterError(ANSI_MESSAGE)
+    real = torch.onnx.export
+
+    def export(*args: Any, **kw: Any) -> Any:
+        if kw.get("dynamo"):
+            raise error
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    return error
+
+
+def test_fallback_warning_has_no_colour_codes_and_keeps_the_cause(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    error = _dynamo_fails(monkeypatch)
+    with pytest.warns(ExportFallbackWarning, match=r"This is step 3/3 of exporting") as seen:
+        m = bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=torch.randn(3, 6))
+    assert m.model.converter == "torch.onnx.torchscript"
+    (w,) = [w for w in seen if w.category is ExportFallbackWarning]
+    assert "\x1b" not in str(w.message)
+    assert w.message.cause is error  # type: ignore[union-attr]
+    with pytest.raises(bundle.ConversionError, match=r"This is step 3/3 of exporting") as info:
+        bundle.save(MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6),
+                    exporter="dynamo")
+    assert "\x1b" not in str(info.value)
+    assert info.value.__cause__ is error
+
+
+def test_fallback_is_decided_by_type_not_message(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-standard op left in the dynamo graph falls back whatever the error's wording."""
+    from bundle.export import onnx_graph
+    from bundle.export import torch as torchconv
+
+    calls: list[Any] = []
+
+    def tidy(model: Any) -> None:
+        calls.append(model)
+        if len(calls) == 1:  # the dynamo graph
+            raise onnx_graph.NonStandardOperatorError("graph calls acme::Fused")
+        onnx_graph.tidy(model)
+
+    monkeypatch.setattr(torchconv, "tidy", tidy)
+    with pytest.warns(ExportFallbackWarning, match=r"acme::Fused"):
+        m = bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=torch.randn(3, 6))
+    assert m.model.converter == "torch.onnx.torchscript"
+    calls.clear()
+    with pytest.raises(bundle.ConversionError, match=r"acme::Fused"):
+        bundle.save(MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6),
+                    exporter="dynamo")
+
+
 def test_unsupported_operator_names_operator_and_module(tmp_path: Path) -> None:
     with pytest.raises(bundle.ConversionError) as info:
         bundle.save(WithCustomOp(opaque), tmp_path / "x.mbundle", sample_input=torch.randn(3, 6))
@@ -417,9 +484,85 @@ def test_dynamic_axis_the_model_fixes_is_named(tmp_path: Path) -> None:
     assert m.inputs[0].shape == (4, 6)
 
 
-def test_sample_with_one_row_is_refused_with_advice(tmp_path: Path) -> None:
-    with pytest.raises(bundle.ConversionError, match="at least 2"):
-        bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=torch.randn(1, 6))
+class SmallCNN(nn.Module):
+    """Conv2d + BatchNorm (eval) + Linear: the shape of every tutorial's image model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc(torch.flatten(torch.relu(self.bn(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize(("make", "shape"), [(SmallCNN, (3, 6, 6)), (MLP, (6,))])
+def test_sample_of_batch_one_exports_and_predicts_any_batch(
+        tmp_path: Path, keys: tuple[Any, Path], make: Any, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(7)
+    module = make()
+    if isinstance(module, SmallCNN):
+        with torch.no_grad():  # BatchNorm statistics that are not the identity
+            module.bn.running_mean.uniform_(-0.5, 0.5)
+            module.bn.running_var.uniform_(0.5, 2.0)
+    module.eval()
+    sample = torch.randn(1, *shape)
+    path, manifest = _export(tmp_path, keys[0], module, sample)
+    assert manifest.inputs[0].shape == ("batch", *shape)
+    assert manifest.parity is not None
+    assert manifest.parity.passed
+    assert manifest.parity.sample_rows == 1  # measured on exactly the sample given
+    m = _load(path, keys)
+    for x in (sample, torch.randn(1, *shape), torch.randn(5, *shape)):
+        np.testing.assert_allclose(m.predict(x.numpy()), _own(module, x).numpy(), atol=1e-5)
+
+
+def test_batch_one_dict_and_tuple_samples(tmp_path: Path, keys: tuple[Any, Path]) -> None:
+    torch.manual_seed(8)
+    module = DictOut().eval()
+    for i, sample in enumerate(({"meta": torch.randn(1, 2), "image": torch.randn(1, 3)},
+                                (torch.randn(1, 3), torch.randn(1, 2)))):
+        path = tmp_path / f"d{i}.mbundle"
+        manifest = bundle.save(module, path, sample_input=sample, signing_key=keys[0])
+        assert [(s.name, s.shape) for s in manifest.inputs] == [("image", ("batch", 3)),
+                                                                ("meta", ("batch", 2))]
+        m = _load(path, keys)
+        for n in (1, 5):
+            x = {"image": torch.randn(n, 3), "meta": torch.randn(n, 2)}
+            got, want = m.run({k: v.numpy() for k, v in x.items()}), _own(module, x)
+            for k in ("score", "prob"):
+                np.testing.assert_allclose(got[k], want[k].numpy(), atol=1e-5)
+
+
+def test_batch_one_with_named_dynamic_axes(tmp_path: Path, keys: tuple[Any, Path]) -> None:
+    torch.manual_seed(9)
+    module = Encoder().eval()
+    path, manifest = _export(tmp_path, keys[0], module, torch.randint(0, 20, (1, 6)),
+                             dynamic_axes={"tokens": {0: "n", 1: "seq"}})
+    assert manifest.inputs[0].shape == ("n", "seq")
+    m = _load(path, keys)
+    for shape in ((1, 6), (5, 6), (1, 9), (3, 4)):
+        tokens = torch.randint(0, 20, shape)
+        np.testing.assert_allclose(m.predict(tokens.numpy()), _own(module, tokens).numpy(),
+                                   atol=1e-5)
+
+
+class OneRowSpecial(nn.Module):
+    """Behaves differently for one row: a graph traced on two rows must not pass for it."""
+
+    def forward(self, x: Any) -> Any:
+        return x * 2 if x.shape[0] == 1 else x + 1
+
+
+def test_batch_one_parity_is_measured_on_the_sample_itself(tmp_path: Path) -> None:
+    with pytest.raises(bundle.ConversionError, match="disagrees"):
+        bundle.save(OneRowSpecial(), tmp_path / "x.mbundle", sample_input=torch.randn(1, 4))
+
+
+def test_empty_dynamic_axis_is_refused_with_advice(tmp_path: Path) -> None:
+    with pytest.raises(bundle.ConversionError, match=r"size 0 on dynamic axis 0"):
+        bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=torch.randn(0, 6))
 
 
 def test_parity_failure_refused_unless_accepted(tmp_path: Path) -> None:

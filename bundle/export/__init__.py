@@ -47,6 +47,9 @@ class Converted:
     notes: tuple[str, ...] = ()
     training: Any = None
     """Training state to store beside the graph (:class:`bundle.training.TrainingState`)."""
+    extra_checks: tuple[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], ...] = ()
+    """More (feeds, reference) pairs the graph must reproduce, beyond the sample itself
+    (the PyTorch exporter's widened copy of a batch-1 sample, which it traced)."""
 
 
 _CONVERTERS: dict[str, str] = {

@@ -7,7 +7,7 @@ per output, goes into the manifest whether it passes or not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +54,20 @@ def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
             got = got.reshape(got.shape[:-1])
         results.append(compare(name, got, np.asarray(want), atol, rtol))
     return Parity(atol, rtol, rows, tuple(results))
+
+
+def worst(measured: Sequence[Parity]) -> Parity:
+    """Several measurements of the same outputs as one: each output's largest deviations
+    and all its mismatches; the first measurement's tolerance and rows (the caller's
+    sample)."""
+    first = measured[0]
+    outputs = []
+    for out in first.outputs:
+        same = [o for p in measured for o in p.outputs if o.name == out.name]
+        outputs.append(OutputParity(out.name, max(o.max_abs for o in same),
+                                    max(o.max_rel for o in same),
+                                    sum(o.mismatches for o in same)))
+    return Parity(first.atol, first.rtol, first.sample_rows, tuple(outputs))
 
 
 def check(parity: Parity, accept_mismatch: bool) -> Parity:

@@ -72,10 +72,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import ConversionError, ExportFallbackWarning
 from ..format.manifest import Method
 from ..runtime.native import quiet_native_stderr
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
+from .onnx_graph import adopt_state_names, all_graphs, rename_values, tidy
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -87,10 +88,6 @@ _AUTO_INPUT = re.compile(r"(keras_tensor|input_layer)(_\d+)?")
 _UNKNOWN_DIM = re.compile(r"unk__\d+")
 _SMALL = 64  # elements: float constants up to this size are graph structure, not weights
 _FLOAT_TYPES = (1, 10, 11, 16)  # ONNX TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-
-
-class ExportFallbackWarning(UserWarning):
-    """A Keras model was exported with its variables frozen into constants."""
 
 
 # --------------------------------------------------------------------------- quiet import
@@ -559,19 +556,20 @@ def _outputs(tf: Any, out: Any, label: str) -> tuple[list[str], list[Any]]:
 
 
 def _trace_and_convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
-                       ) -> tuple[Any, dict[str, tuple[str, np.ndarray]], str]:
+                       ) -> tuple[Any, dict[str, tuple[str, np.ndarray]],
+                                  ConversionError | None]:
     """The ONNX model, the graph inputs that stand for variables (name -> (path, value)),
-    and why the stateless trace was given up ("" when it was not).
+    and why the stateless trace was given up (None when it was not).
 
     A Keras model is first traced with its variables as inputs (:class:`_Stateless`);
     should that fail, it is traced as it runs, variables frozen into constants.
     """
-    reason = ""
+    reason = None
     if plan.stateless is not None:
         try:
-            return (*_convert(tf, tf2onnx, plan, n_out, opset, plan.stateless), "")
+            return (*_convert(tf, tf2onnx, plan, n_out, opset, plan.stateless), None)
         except ConversionError as e:
-            reason = str(e)  # the plain trace below gives the error worth raising, if any
+            reason = e  # the plain trace below gives the error worth raising, if any
     return (*_convert(tf, tf2onnx, plan, n_out, opset, None), reason)
 
 
@@ -634,7 +632,7 @@ def _bind_variables(onx: Any, fed: Mapping[str, tuple[str, np.ndarray]]) -> dict
     from onnx import helper
 
     graph = onx.graph
-    used = {name for g in _all_graphs(graph) for n in g.node for name in n.input}
+    used = {name for g in all_graphs(graph) for n in g.node for name in n.input}
     mapping = {}
     for vi in graph.input:
         if vi.name in fed and vi.name in used:
@@ -651,16 +649,6 @@ def _bind_variables(onx: Any, fed: Mapping[str, tuple[str, np.ndarray]]) -> dict
     return mapping
 
 
-def _all_graphs(graph: Any) -> Iterator[Any]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_graphs(attr.g)
-            for g in attr.graphs:
-                yield from _all_graphs(g)
-
-
 def _unsupported(onx: Any, plan: _Plan) -> None:
     """Refuse ops tf2onnx left as TensorFlow ops, naming each with its layer."""
     from onnx import defs
@@ -668,7 +656,7 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
     from ..format.graph import STANDARD_DOMAINS
 
     bad: dict[str, list[str]] = {}
-    for g in _all_graphs(onx.graph):
+    for g in all_graphs(onx.graph):
         for node in g.node:
             if node.domain in STANDARD_DOMAINS and defs.has(node.op_type, node.domain):
                 continue
@@ -701,7 +689,7 @@ def _layer_of(op_name: str, layers: Mapping[str, Any]) -> str:
 
 def _rename_all(onx: Any, fn: Callable[[str], str]) -> None:
     """Apply ``fn`` to every value and node name in every graph (a global, injective map)."""
-    for g in _all_graphs(onx.graph):
+    for g in all_graphs(onx.graph):
         for coll in (g.initializer, g.input, g.output, g.value_info):
             for item in coll:
                 item.name = fn(item.name)
@@ -729,7 +717,7 @@ def _canonical_names(onx: Any) -> None:
     keep = {v.name for v in (*graph.input, *graph.output)}
     mapping: dict[str, str] = {}
     consts: dict[str, int] = {}
-    init_names = {i.name for g in _all_graphs(graph) for i in g.initializer}
+    init_names = {i.name for g in all_graphs(graph) for i in g.initializer}
 
     def value(name: str) -> None:
         if not name or name in keep or name in mapping:
@@ -755,12 +743,12 @@ def _canonical_names(onx: Any) -> None:
             value(vi.name)
 
     walk(graph)
-    for g in _all_graphs(graph):
+    for g in all_graphs(graph):
         for init in g.initializer:  # unused ones, if any, last
             value(init.name)
     _rename_all(onx, lambda name: mapping.get(name, name))
     nodes = 0
-    for g in _all_graphs(graph):
+    for g in all_graphs(graph):
         for node in g.node:
             node.name = f"{node.op_type}_{nodes}"
             nodes += 1
@@ -777,8 +765,6 @@ def _name_io(onx: Any, plan: _Plan, out_names: list[str], extra: Mapping[str, st
 
     ``extra`` renames more values the same way (variable inputs to their paths).
     """
-    from .torch import _rename_values
-
     graph = onx.graph
     inits = {i.name for i in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in inits]
@@ -795,7 +781,7 @@ def _name_io(onx: Any, plan: _Plan, out_names: list[str], extra: Mapping[str, st
     mapping = dict(zip(want_in, plan.names, strict=True))
     mapping.update(zip(outputs, out_names, strict=True))
     mapping.update(extra)
-    taken = {v for g in _all_graphs(graph) for n in g.node for v in (*n.input, *n.output)}
+    taken = {v for g in all_graphs(graph) for n in g.node for v in (*n.input, *n.output)}
     taken |= {i.name for i in graph.initializer} | set(inputs) | set(outputs)
     clash = [n for n in mapping.values() if n in taken and n not in mapping]
     for n in clash:  # an internal value already has a name we want: move it aside
@@ -805,7 +791,7 @@ def _name_io(onx: Any, plan: _Plan, out_names: list[str], extra: Mapping[str, st
             new = f"{n}.tf{k}"
         taken.add(new)
         mapping[n] = new
-    _rename_values(graph, mapping)
+    rename_values(graph, mapping)
     for vi in graph.input:
         axes = plan.axes.get(vi.name)
         if axes is None:
@@ -822,7 +808,7 @@ def _output_dims(onx: Any) -> None:
 
     graph = onx.graph
     del graph.value_info[:]
-    for g in _all_graphs(graph):
+    for g in all_graphs(graph):
         for vi in (*g.input, *g.output, *g.value_info):
             for d in vi.type.tensor_type.shape.dim:
                 if _UNKNOWN_DIM.fullmatch(d.dim_param):
@@ -992,23 +978,22 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             state = training_keras.capture(model, optimizer)
         with quiet_native_stderr():  # grappler logs natively while tf2onnx runs
             onx, fed, fallback = _trace_and_convert(tf, tf2onnx, plan, len(out_names), opset)
-    if fallback:
-        warnings.warn(f"{plan.label}: tracing with the variables as inputs failed ({fallback}); "
-                      "exported with them frozen into constants instead, which tf2onnx may "
-                      "fold or transform (those variables are kept in the training state)",
-                      ExportFallbackWarning, stacklevel=4)
+    if fallback is not None:
+        warnings.warn(ExportFallbackWarning(
+            f"{plan.label}: tracing with the variables as inputs failed ({fallback}); exported "
+            "with them frozen into constants instead, which tf2onnx may fold or transform "
+            "(those variables are kept in the training state)",
+            fallback.__cause__ or fallback), stacklevel=4)
     _unsupported(onx, plan)
     _canonical_names(onx)
     _name_io(onx, plan, out_names, _bind_variables(onx, fed))
     _output_dims(onx)
 
-    from .torch import _adopt_state_names, _tidy
-
-    _tidy(onx)
+    tidy(onx)
     variables = plan.variables()
     fed_paths = {path for path, _ in fed.values()}
     # fed variables are initializers of their exact value already; name the others
-    _adopt_state_names(onx, {k: v for k, v in variables.items() if k not in fed_paths})
+    adopt_state_names(onx, {k: v for k, v in variables.items() if k not in fed_paths})
     _small_constants_to_nodes(onx, set(variables) | fed_paths)
     feeds = dict(zip(plan.names, plan.arrays, strict=True))
     version = keras.__version__ if keras is not None else tf.__version__

@@ -6,7 +6,10 @@ of tensors are keyword arguments and take their keys. Integer inputs (token
 ids) keep their dtype. Outputs are named by their dict keys when ``forward()``
 returns a dict, else ``output`` (one tensor) or ``output_0``, ``output_1``...
 (a tuple); ``predict`` gives the first. Axis 0 of every input is dynamic
-("batch") unless ``dynamic_axes`` says otherwise for that input.
+("batch") unless ``dynamic_axes`` says otherwise for that input. A sample of
+size 1 on a dynamic axis (``torch.randn(1, 3, 224, 224)``) is exported on its
+copy repeated to size 2 there, because torch.export would fix a size of 1;
+parity is checked on the sample as given and on that copy.
 
 Export runs in two steps so that failures can be explained: ``torch.export``
 captures the module (a dynamic axis the code fixes to a constant, or a shape
@@ -14,8 +17,9 @@ that depends on tensor values, is reported here, naming the axis or the line),
 then ``torch.onnx.export(..., dynamo=True)`` translates it (an operator without
 an ONNX translation is reported with the module that calls it). When the dynamo
 path fails for another reason, or an operator cannot be translated, the
-TorchScript exporter is tried instead, with a warning; the manifest's
-``model.converter`` says which one produced the graph.
+TorchScript exporter is tried instead, with an :class:`bundle.ExportFallbackWarning`
+that gives torch's reason (and carries its exception as ``cause``); the
+manifest's ``model.converter`` says which one produced the graph.
 
 The graph is exported without onnxscript's optimizer, so parameters and buffers
 reach the ONNX initializers verbatim under their ``state_dict`` names
@@ -41,21 +45,23 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
+from ..errors import ConversionError, ExportFallbackWarning
 from ..format.manifest import Method
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
+from .onnx_graph import NonStandardOperatorError, adopt_state_names, tidy
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
                  "bool")
 
 
-class ExportFallbackWarning(UserWarning):
-    """The dynamo exporter failed and the TorchScript exporter was used instead."""
-
-
 class _DynamoFailedError(Exception):
-    """The dynamo path failed in a way the TorchScript exporter may not."""
+    """The dynamo path failed in a way the TorchScript exporter may not.
+
+    Raised only inside ``_dynamo``, so that catching this type -- not reading
+    messages -- decides whether exporter="auto" falls back; ``cause`` is the
+    exception torch (or the graph check) raised.
+    """
 
     def __init__(self, message: str, cause: BaseException | None) -> None:
         super().__init__(message)
@@ -71,8 +77,12 @@ def _import() -> Any:
     return torch
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def _first_line(e: BaseException, limit: int = 400) -> str:
-    text = " ".join(str(e).strip().split("\n")[0].split()) or type(e).__name__
+    # torch colours parts of its messages for terminals; warnings and logs get plain text
+    text = " ".join(_ANSI.sub("", str(e)).strip().split("\n")[0].split()) or type(e).__name__
     return text[:limit]
 
 
@@ -138,7 +148,10 @@ def _sig(params: Sequence[inspect.Parameter]) -> str:
 
 def _axes(names: list[str], tensors: list[Any],
           dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
-    """Dynamic axes per input: axis 0 ('batch') by default; ``dynamic_axes`` overrides."""
+    """Dynamic axes per input: axis 0 ('batch') by default; ``dynamic_axes`` overrides.
+
+    Size 1 is accepted (see :func:`_widened`); size 0 is not: there is nothing to repeat.
+    """
     given = check_dynamic_axes(dynamic_axes, names)
     axes: dict[str, dict[int, str]] = {}
     sizes: dict[str, tuple[str, int, int]] = {}
@@ -146,12 +159,11 @@ def _axes(names: list[str], tensors: list[Any],
         out = axis_names(name, given.get(name, {0: "batch"} if t.dim() >= 1 else {}), t.dim())
         for axis, dim in out.items():
             size = int(t.shape[axis])
-            if size < 2:
+            if size < 1:
                 raise ConversionError(
                     f"sample_input {name!r} has size {size} on dynamic axis {axis} ({dim!r}); "
-                    "torch.export treats sizes 0 and 1 as constants, so give a sample with at "
-                    f"least 2 there (e.g. 2 rows), or make the axis static with "
-                    f"dynamic_axes={{{name!r}: {{}}}}")
+                    "give a sample with at least 1 there (e.g. 1 row), or make the axis "
+                    f"static with dynamic_axes={{{name!r}: {{}}}}")
             if dim in sizes and sizes[dim][2] != size:
                 other, oaxis, osize = sizes[dim]
                 raise ConversionError(
@@ -160,6 +172,30 @@ def _axes(names: list[str], tensors: list[Any],
             sizes.setdefault(dim, (name, axis, size))
         axes[name] = out
     return axes
+
+
+def _widened(torch: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str],
+             tensors: list[Any], axes: dict[str, dict[int, str]],
+             ) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]] | None:
+    """The sample repeated to size 2 along each of its dynamic axes of size 1, or None.
+
+    torch.export specializes a size-1 dimension to the constant 1 (and the
+    TorchScript tracer would bake it into reshapes), so a batch-1 sample -- the
+    one every tutorial uses -- is exported on its repetition instead, which the
+    model computes the same way row by row; parity is then checked on both.
+    """
+    if not any(int(t.shape[a]) == 1 for n, t in zip(names, tensors, strict=True)
+               for a in axes[n]):
+        return None
+    wide = []
+    for n, t in zip(names, tensors, strict=True):
+        for axis in axes[n]:
+            if int(t.shape[axis]) == 1:
+                t = torch.cat([t, t], dim=axis)
+        wide.append(t)
+    if kwargs:
+        return (), dict(zip(names, wide, strict=True)), wide
+    return tuple(wide), {}, wide
 
 
 # --------------------------------------------------------------------------- outputs
@@ -329,6 +365,10 @@ def _dynamo(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, An
                                  f"{type(module).__name__}: {_first_line(e)}", e) from e
     model = program.model_proto
     _rename_dims(model, names, axes)
+    try:
+        tidy(model)
+    except NonStandardOperatorError as e:
+        raise _DynamoFailedError(str(e), e) from e
     return model
 
 
@@ -366,129 +406,6 @@ def _rename_dims(model: Any, names: list[str], axes: dict[str, dict[int, str]]) 
                 d.dim_param = pattern.sub(lambda m: symbols[m.group(1)], d.dim_param)
 
 
-# --------------------------------------------------------------------------- graph tidying
-
-
-def _all_graphs(graph: Any) -> Iterator[Any]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _all_graphs(attr.g)
-            for g in attr.graphs:
-                yield from _all_graphs(g)
-
-
-def _tidy(model: Any) -> None:
-    """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
-    from onnx import inliner
-
-    from ..format.graph import STANDARD_DOMAINS
-
-    if len(model.functions):
-        inlined = inliner.inline_local_functions(model)
-        model.CopyFrom(inlined)
-        del model.functions[:]
-    used = set()
-    for g in _all_graphs(model.graph):
-        g.doc_string = ""
-        del g.metadata_props[:]
-        for node in g.node:
-            used.add(node.domain)
-            node.doc_string = ""
-            del node.metadata_props[:]
-            if node.domain not in STANDARD_DOMAINS:
-                raise ConversionError(
-                    f"the exported graph calls {node.domain}::{node.op_type}, which is not a "
-                    "standard ONNX operator (a custom op without an ONNX translation); bundles "
-                    "hold standard operators only")
-        for coll in (g.input, g.output, g.value_info, g.initializer):
-            for item in coll:
-                item.doc_string = ""
-                del item.metadata_props[:]
-    keep = [op for op in model.opset_import if op.domain in ("", "ai.onnx") or op.domain in used]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
-    model.doc_string = ""
-    del model.metadata_props[:]
-
-
-def _rename_values(graph: Any, mapping: dict[str, str]) -> None:
-    """Rename values throughout ``graph`` and the subgraphs that see them."""
-    for init in graph.initializer:
-        init.name = mapping.get(init.name, init.name)
-    for vi in (*graph.input, *graph.output, *graph.value_info):
-        vi.name = mapping.get(vi.name, vi.name)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in mapping:
-                node.input[i] = mapping[name]
-        for i, name in enumerate(node.output):
-            if name in mapping:
-                node.output[i] = mapping[name]
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                local = {v.name for v in (*sub.input, *sub.initializer)}
-                local |= {o for n in sub.node for o in n.output}
-                inner = {k: v for k, v in mapping.items() if k not in local}
-                if inner:
-                    _rename_values(sub, inner)
-
-
-def _adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> None:
-    """Name initializers after the state_dict tensors they hold exactly (see module doc)."""
-    from onnx import numpy_helper
-
-    from ..training.state import _same
-
-    inits = {i.name: i for i in model.graph.initializer}
-    taken = set(inits) | {v.name for v in (*model.graph.input, *model.graph.output)}
-    taken |= {o for n in model.graph.node for o in n.output}
-    mapping: dict[str, str] = {}
-    values: dict[str, np.ndarray] = {}
-
-    def value(name: str) -> np.ndarray:
-        if name not in values:
-            values[name] = numpy_helper.to_array(inits[name])
-        return values[name]
-
-    # 1. a parameter's name on something that is not that parameter's value: move it aside
-    for name in list(inits):
-        if name in state:
-            want = state[name]
-            if want is None or not _same(value(name), want):
-                new, n = f"{name}.folded", 1
-                while new in taken:
-                    n += 1
-                    new = f"{name}.folded{n}"
-                taken.add(new)
-                mapping[name] = new
-    claimed = {n for n in inits if n in state and n not in mapping}
-    # 2. an exporter-named initializer holding a parameter's exact value: give it that name
-    layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
-    for name, arr in state.items():
-        if arr is not None and name not in claimed:
-            layout.setdefault((arr.dtype.str, arr.shape), []).append(name)
-    for name in inits:
-        if name in claimed or (name in state and name not in mapping):
-            continue
-        try:
-            arr = value(name)
-        except Exception:  # noqa: S112 - types numpy cannot hold keep their names
-            continue
-        for candidate in layout.get((arr.dtype.str, arr.shape), []):
-            if candidate in claimed or (candidate in taken and candidate not in mapping):
-                continue
-            want = state[candidate]
-            if want is not None and _same(arr, want):
-                mapping[name] = candidate
-                claimed.add(candidate)
-                taken.add(candidate)
-                break
-    if mapping:
-        _rename_values(model.graph, mapping)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -507,13 +424,15 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         raise ConversionError(f"exporter {exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
     if sample_input is None:
         raise ConversionError("sample_input is required: a tensor, a tuple of tensors or a dict "
-                              "of named tensors, as forward() takes them (2 or more rows)")
+                              "of named tensors, as forward() takes them")
     if training_state is False and (optimizer is not None or scheduler is not None or
                                     include_rng):
         raise ConversionError("training_state=False contradicts optimizer/scheduler/"
                               "include_rng: those are training state")
     args, kwargs, names, tensors = _sample(torch, model, sample_input)
     axes = _axes(names, tensors, dynamic_axes)
+    widened = _widened(torch, args, kwargs, names, tensors, axes)
+    ex_args, ex_kwargs = (widened[0], widened[1]) if widened else (args, kwargs)
     # Snapshot the training state first: nothing below may change it, but RNG and
     # buffers are captured as the caller left them.
     state = None if training_state is False else training_mod.capture(
@@ -522,7 +441,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     modes = {m: m.training for m in model.modules()}
     caught: list[warnings.WarningMessage] = []
     used = "dynamo" if exporter != "torchscript" else "torchscript"
-    fallback_reason = ""
+    fallback: _DynamoFailedError | None = None
     try:
         model.train(False)
         try:
@@ -539,47 +458,58 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                                   "rename the dict keys")
         reference = {n: _to_numpy(v, f"output {n!r}")
                      for n, v in zip(out_names, out_values, strict=True)}
+        checks = []
+        if widened is not None:
+            try:
+                with torch.no_grad():
+                    wide_out = model(*ex_args, **ex_kwargs)
+            except Exception as e:
+                raise ConversionError(
+                    f"{name}.forward() works on sample_input but fails on it repeated to size 2 "
+                    f"along its dynamic axes of size 1, which torch.export needs: "
+                    f"{_first_line(e)}. Give a sample of 2 or more rows") from e
+            wide_values = _outputs(torch, wide_out)[1]
+            checks.append((
+                {n: _to_numpy(t, f"input {n!r}") for n, t in zip(names, widened[2],
+                                                                   strict=True)},
+                {n: _to_numpy(v, f"output {n!r}") for n, v in zip(out_names, wide_values,
+                                                                   strict=True)}))
         onx = None
         if used == "dynamo":
             try:
                 with _quiet(torch, caught):
-                    onx = _dynamo(torch, model, args, kwargs, names, out_names, axes,
+                    onx = _dynamo(torch, model, ex_args, ex_kwargs, names, out_names, axes,
                                   target_opset)
-                    _tidy(onx)
             except _DynamoFailedError as e:
                 if exporter == "dynamo":
                     raise ConversionError(f"cannot export {name}: {e.message}") from e.cause
-                fallback_reason, used = e.message, "torchscript"
-            except ConversionError as e:
-                if exporter == "dynamo" or "not a standard ONNX operator" not in str(e):
-                    raise
-                fallback_reason, used = str(e), "torchscript"
+                fallback, used = e, "torchscript"
         if onx is None:
             caught.clear()
             try:
                 with _quiet(torch, caught):
-                    onx = _torchscript(torch, model, args, kwargs, names, out_names, axes,
+                    onx = _torchscript(torch, model, ex_args, ex_kwargs, names, out_names, axes,
                                        target_opset)
-                    _tidy(onx)
+                    tidy(onx)
             except Exception as e:
-                if fallback_reason:
+                if fallback is not None:
                     raise ConversionError(
-                        f"cannot export {name}: {fallback_reason}; the TorchScript exporter "
+                        f"cannot export {name}: {fallback.message}; the TorchScript exporter "
                         f"also failed: {_first_line(e)}") from e
                 raise ConversionError(f"the TorchScript exporter cannot export {name}: "
                                       f"{_first_line(e)}") from e
-            if fallback_reason:
+            if fallback is not None:
                 tracer = [str(w.message).split("\n")[0] for w in caught
                           if type(w.message).__name__ == "TracerWarning"]
                 note = (f" TorchScript tracing warned: {tracer[0][:300]}"
                         + (f" (and {len(tracer) - 1} more)" if len(tracer) > 1 else "")
                         if tracer else "")
-                warnings.warn(
-                    f"{name}: the dynamo exporter failed ({fallback_reason}); exported with the "
+                warnings.warn(ExportFallbackWarning(
+                    f"{name}: the dynamo exporter failed ({fallback.message}); exported with the "
                     "TorchScript exporter (torch.onnx.export(dynamo=False)) instead, recorded "
                     "as converter 'torch.onnx.torchscript'. Check the recorded parity; pass "
-                    f"exporter='dynamo' to make this an error.{note}",
-                    ExportFallbackWarning, stacklevel=4)
+                    f"exporter='dynamo' to make this an error.{note}", fallback.cause),
+                    stacklevel=4)
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -589,7 +519,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     else:
         snapshot = {k: training_mod.as_numpy(t.detach().to("cpu"))
                     for k, t in model.state_dict().items()}
-    _adopt_state_names(onx, snapshot)
+    adopt_state_names(onx, snapshot)
     graph_inputs = [i.name for i in onx.graph.input]
     if graph_inputs != names:
         raise ConversionError(f"the exported graph's inputs {graph_inputs} are not the sample's "
@@ -600,4 +530,4 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         model=onx, task="generic", framework="pytorch", framework_version=version,
         converter=f"torch.onnx.{used}", converter_version=version, feeds=feeds,
         reference=reference, methods={"predict": Method(out_names[0])},
-        training=state)
+        training=state, extra_checks=tuple(checks))

@@ -48,7 +48,16 @@ import numpy as np
 
 from ..errors import ConversionError, FormatError, InputError
 from ..format import canonical_json as _json
-from .state import FORMAT, STATE_JSON, STATE_TENSORS, VERSION, _few, _obj, _same, read_state
+from .state import (
+    FORMAT,
+    STATE_JSON,
+    STATE_TENSORS,
+    VERSION,
+    _few,
+    _obj,
+    read_state,
+    same_tensor,
+)
 
 if TYPE_CHECKING:
     from ..trust.verify import VerifiedBundle, VerifyReport
@@ -108,11 +117,12 @@ class KerasTrainingState:
         for name, arr in self.model.items():
             layout = (arr.dtype.str, arr.shape)
             source = "weights"
-            key = name if name in weights and _same(weights[name], arr) else \
-                next((o for o in by_layout.get(layout, []) if _same(weights[o], arr)), None)
+            key = name if name in weights and same_tensor(weights[name], arr) else \
+                next((o for o in by_layout.get(layout, []) if same_tensor(weights[o], arr)), None)
             if key is None:
                 source = "training"
-                key = next((o for o in stored.get(layout, []) if _same(tensors[o], arr)), None)
+                key = next((o for o in stored.get(layout, [])
+                            if same_tensor(tensors[o], arr)), None)
             if key is None:
                 key = f"model/{name}"
                 tensors[key] = arr

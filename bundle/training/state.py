@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ..trust.verify import VerifiedBundle, VerifyReport
 
 __all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "capture", "check_entries",
-           "restore_verified"]
+           "restore_verified", "same_tensor"]
 
 STATE_JSON = "training/state.json"
 STATE_TENSORS = "training/state.safetensors"
@@ -268,7 +268,7 @@ def _param_names(module: Any) -> dict[int, str]:
     return {id(p): name for name, p in module.named_parameters()}
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
+def same_tensor(a: np.ndarray, b: np.ndarray) -> bool:
     """Bit-identical arrays (NaNs included), same dtype and shape."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
@@ -321,17 +321,17 @@ class TrainingState:
                      "shape": list(t.shape)}
             source = key = None
             if arr is not None:
-                if name in weights and _same(weights[name], arr):
+                if name in weights and same_tensor(weights[name], arr):
                     source, key = "weights", name
                 else:
                     for other in by_layout.get((arr.dtype.str, arr.shape), []):
-                        if _same(weights[other], arr):
+                        if same_tensor(weights[other], arr):
                             source, key = "weights", other
                             break
                 if source is None:
                     layout = (arr.dtype.str, arr.shape)
                     for other in stored.get(layout, []):
-                        if _same(as_numpy(tensors[other]), arr):  # type: ignore[arg-type]
+                        if same_tensor(as_numpy(tensors[other]), arr):  # type: ignore[arg-type]
                             source, key = "training", other
                             break
             if source is None:
