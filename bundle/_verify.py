@@ -147,8 +147,6 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     name or a refused certificate is returned as the reason, never raised. What is
     raised comes after (a hint naming another key than the trusted one that signed).
     """
-    from .certs import CertificateRejectedError
-
     try:
         env = signing.parse_envelope(data, name)
         if env.hint is not None and name != f"{SIGNATURE_PREFIX}{env.hint}.sig":
@@ -160,6 +158,8 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     if key is not None:
         return env, key, None, ""
     if env.certificates and trust.roots:
+        from .certs import CertificateRejectedError  # X.509 costs start-up time: only here
+
         try:
             certified = signing.verify_certified(env, trust, name, now)
         except CertificateRejectedError as e:
