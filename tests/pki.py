@@ -6,6 +6,7 @@ Everything is generated with ``cryptography`` at test time; nothing is stored.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ def issue(subject: str, key: Any, issuer: x509.Certificate | None, issuer_key: A
           ca: bool, usage: x509.KeyUsage | None, path_length: int | None = None,
           not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
           eku: list[x509.ObjectIdentifier] | None = None,
-          san: list[x509.GeneralName] | None = None) -> x509.Certificate:
-    """One certificate; ``issuer`` None means self-signed."""
+          san: list[x509.GeneralName] | None = None,
+          extra: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> x509.Certificate:
+    """One certificate; ``issuer`` None means self-signed; ``extra``: (extension, critical)."""
     public = key.public_key()
     b = (x509.CertificateBuilder()
          .subject_name(_name(subject))
@@ -55,6 +57,8 @@ def issue(subject: str, key: Any, issuer: x509.Certificate | None, issuer_key: A
         b = b.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
     if san is not None:
         b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    for ext, critical in extra:
+        b = b.add_extension(ext, critical=critical)
     algo = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return b.sign(issuer_key, algo)
 

@@ -266,3 +266,40 @@ def test_inspect_and_verify_neutralise_terminal_escapes_and_markup(
     assert code == 0, err
     assert "\x1b" not in out
     assert "\u202e" not in out
+
+
+def test_verify_unusable_signatures_exit_with_the_signature_code(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Junk the signature layer used to crash on (exit 1, 'unexpected') is a SignatureError."""
+    from helpers import read_entries, rewrite, save_tiny
+
+    from bundle.export.writer import statement_for
+    from bundle.format import canonical_json as _json
+    from bundle.format.manifest import MANIFEST_NAME, Manifest
+    from bundle.trust import signing
+
+    key = bundle.generate_key()
+    key.save(tmp_path / "k")
+    good = save_tiny(tmp_path / "good.mbundle", key)
+    entries = read_entries(good)
+    sig = f"signatures/{key.key_id}.sig"
+    env = json.loads(entries.pop(sig))
+    del env["verificationMaterial"]["publicKey"]
+    env["dsseEnvelope"]["signatures"][0]["keyid"] = 5
+    keyid = rewrite(good, tmp_path / "keyid.mbundle",
+                    {**entries, "signatures/" + "0" * 64 + ".sig": _json.dumps(env)})
+    doc = json.loads(statement_for(Manifest.from_bytes(entries[MANIFEST_NAME]),
+                                   entries[MANIFEST_NAME]))
+    doc["predicate"]["resources"].insert(0, {"algorithm": "sha256", "digest": "0" * 64,
+                                             "name": "\ud800"})
+    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(
+        [(r["name"], r["digest"]) for r in doc["predicate"]["resources"]])
+    statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+    surrogate = rewrite(good, tmp_path / "surrogate.mbundle",
+                        {**entries, sig: signing.sign_statement(statement, key)})
+    for path, words in ((keyid, "keyid is not a string"), (surrogate, "not canonical")):
+        code, _, err = run(capsys, "verify", path, "--trusted-key", tmp_path / "k.pub")
+        assert code == cli_exit_code(bundle.SignatureError), err
+        assert err.startswith("error: SignatureError:"), err
+        assert words in err, err
+        assert len(err.strip().splitlines()) == 1

@@ -309,3 +309,48 @@ def test_pack_refuses_a_tampered_directory_without_oms(tmp_path: Path) -> None:
         bundle.pack_directory(model, tmp_path / "f.mbundle")
     assert not (tmp_path / "e.mbundle").exists()
     assert not (tmp_path / "f.mbundle").exists()
+
+
+def test_pack_checks_signatures_by_the_rule_verify_uses(tmp_path: Path) -> None:
+    """pack refuses what verify would: a statement cut differently from the manifest (the
+    same files and digests, the weights' length misstated), and a certificate whose leaf
+    key cannot even be loaded -- a SignatureError, not a crash (no model_signing needed)."""
+    import base64
+    import json
+
+    from bundle.format import canonical_json as _json
+    from bundle.format.digest import MIN_SHARD_SIZE, sha256_bytes
+    from bundle.format.manifest import MANIFEST_NAME, Manifest
+    from bundle.trust import signing
+
+    key = bundle.generate_key()
+    model = _unzip(save_tiny(tmp_path / "u.mbundle"), tmp_path / "model")
+    mbytes = (model / MANIFEST_NAME).read_bytes()
+    pieces = [(f"{f.path}:0:{f.size + 8 if f.role == 'weights' else f.size}", f.sha256)
+              for f in Manifest.from_bytes(mbytes).files]
+    pieces.append((f"{MANIFEST_NAME}:0:{len(mbytes)}", sha256_bytes(mbytes)))
+    sig = tmp_path / "model.sig"
+    sig.write_bytes(signing.sign_statement(
+        signing.build_statement("tiny", pieces, MIN_SHARD_SIZE), key))
+    with pytest.raises(SignatureError, match="disagree"):
+        bundle.pack_directory(model, tmp_path / "x.mbundle", signatures=[sig])
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pki = PKI()
+    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(
+        serialization.Encoding.DER)
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    leaf = x509.load_der_x509_certificate(der.replace(p256, p256[:-1] + b"\x02"))  # prime192v2
+    env = json.loads(signing.sign_statement(
+        signing.build_statement("tiny", [*((f.path, f.sha256) for f in Manifest.from_bytes(
+            mbytes).files), (MANIFEST_NAME, sha256_bytes(mbytes))]), key))
+    env["verificationMaterial"] = {"x509CertificateChain": {"certificates": [
+        {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
+        for c in (leaf, pki.inter)]}, "tlogEntries": []}
+    env["dsseEnvelope"]["signatures"][0]["keyid"] = ""
+    sig.write_bytes(_json.dumps(env))
+    with pytest.raises(SignatureError, match="leaf certificate key"):
+        bundle.pack_directory(model, tmp_path / "y.mbundle", signatures=[sig])
+    assert not (tmp_path / "x.mbundle").exists()
+    assert not (tmp_path / "y.mbundle").exists()

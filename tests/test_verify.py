@@ -35,6 +35,7 @@ from helpers import (
     spin_model,
     swap_after_hashing,
     tiny_model,
+    write_raw,
 )
 from onnx import TensorProto, helper, numpy_helper
 
@@ -47,8 +48,9 @@ from bundle.errors import (
     SignatureError,
     UntrustedContentError,
 )
+from bundle.export.writer import statement_for
 from bundle.format import canonical_json as _json
-from bundle.format.archive import ALIGNMENT, ZipReader
+from bundle.format.archive import ALIGNMENT, EntryData, ZipReader
 from bundle.format.manifest import MANIFEST_NAME
 from bundle.format.weights import WEIGHTS_NAME
 from bundle.trust import signing
@@ -426,6 +428,54 @@ def test_sign_refuses_a_bundle_not_trusted(tmp_path: Path, key: bundle.PrivateKe
     with pytest.raises(SignatureError):
         bundle.sign(path, other, trusted_keys=other.public_key)
     assert path.read_bytes() == data
+
+
+def _with_signatures(tiny: Path, out: Path, sigs: dict[str, bytes]) -> Path:
+    """``tiny``'s content and manifest with exactly these signature entries (canonical order)."""
+    entries = {n: d for n, d in read_entries(tiny).items() if not n.startswith("signatures/")}
+    entries.update(sorted(sigs.items()))
+    return rewrite(tiny, out, entries)
+
+
+def _shards_statement(tiny: Path, *, manifest_end: int = 0, weights_end: int = 0) -> bytes:
+    """A ``shards`` statement over ``tiny`` (one piece a file), a piece's end optionally wrong."""
+    from bundle.format.digest import MIN_SHARD_SIZE, sha256_bytes
+
+    mbytes = read_entries(tiny)[MANIFEST_NAME]
+    ends = {WEIGHTS_NAME: weights_end}
+    pieces = [(f"{f.path}:0:{ends.get(f.path) or f.size}", f.sha256)
+              for f in manifest_of(tiny).files if f.size]
+    pieces.append((f"{MANIFEST_NAME}:0:{manifest_end or len(mbytes)}", sha256_bytes(mbytes)))
+    return signing.build_statement("tiny", pieces, MIN_SHARD_SIZE)
+
+
+@pytest.mark.parametrize("wrong", ["manifest_end", "weights_end"])
+def test_every_counted_signature_must_cover_the_bundle_on_its_own(
+        tmp_path: Path, tiny: Path, key: bundle.PrivateKey, key2: bundle.PrivateKey,
+        wrong: str) -> None:
+    """FORMAT.md 9.4: a trusted signature whose statement lists the same files and digests
+    as another but cuts them differently (sizes) is refused on its own, so it cannot make
+    up a threshold, whichever entry comes first."""
+    mbytes = read_entries(tiny)[MANIFEST_NAME]
+    good = signing.sign_statement(statement_for(manifest_of(tiny), mbytes), key)
+    assert bundle.verify(_with_signatures(tiny, tmp_path / "ok.mbundle",
+                                          {sig_name(key2): signing.sign_statement(
+                                              _shards_statement(tiny), key2)}),
+                         trusted_keys=key2.public_key).verified
+    bad_statement = _shards_statement(tiny, **{wrong: 10_000})
+    bad = signing.sign_statement(bad_statement, key2)
+    alone = _with_signatures(tiny, tmp_path / "alone.mbundle", {sig_name(key2): bad})
+    refused(alone, SignatureError, key2.public_key)
+    trust = bundle.TrustStore([key.public_key, key2.public_key], threshold=2)
+    both = _with_signatures(tiny, tmp_path / "both.mbundle",
+                            {sig_name(key): good, sig_name(key2): bad})
+    refused(both, SignatureError, trust)
+    # the same with the roles of the keys swapped, so the bad signature is first and last
+    good2 = signing.sign_statement(statement_for(manifest_of(tiny), mbytes), key2)
+    bad1 = signing.sign_statement(bad_statement, key)
+    swapped = _with_signatures(tiny, tmp_path / "swapped.mbundle",
+                               {sig_name(key): bad1, sig_name(key2): good2})
+    refused(swapped, SignatureError, trust)
 
 
 # --------------------------------------------------------------------------- signed, still refused
@@ -822,6 +872,94 @@ def test_malformed_signature_entries(tmp_path: Path, tiny: Path, key: bundle.Pri
     data = b"{not json" if mutate == "not_json" else _json.dumps(env)
     entries[sig_name(key)] = data
     refused(rewrite(tiny, tmp_path / "s.mbundle", entries), SignatureError, key.public_key)
+
+
+
+JUNK_NAME = "signatures/" + "0" * 64 + ".sig"
+
+
+def _junk_signature(tiny: Path, key: bundle.PrivateKey, junk: str) -> bytes:
+    """The trusted key's signature entry broken so that it cannot be used at all."""
+    if junk == "not_json":
+        return b"{not json"
+    env = json.loads(read_entries(tiny)[sig_name(key)])
+    del env["verificationMaterial"]["publicKey"]
+    env["dsseEnvelope"]["signatures"][0]["keyid"] = {
+        "int": 5, "bool": True, "float": 1.5, "object": {"a": 1}, "list": [1]}[junk]
+    return _json.dumps(env)
+
+
+@pytest.mark.parametrize("junk", ["int", "bool", "float", "object", "list", "not_json"])
+def test_an_unusable_signature_entry_does_not_count_and_is_not_fatal(
+        tmp_path: Path, tiny: Path, key: bundle.PrivateKey, key2: bundle.PrivateKey,
+        junk: str) -> None:
+    data = _junk_signature(tiny, key, junk)
+    good = read_entries(tiny)[sig_name(key)]
+    beside = _with_signatures(tiny, tmp_path / "beside.mbundle",
+                              {JUNK_NAME: data, sig_name(key): good})
+    report = bundle.verify(beside, trusted_keys=key.public_key)
+    assert [s.key_id for s in report.signers] == [key.key_id]
+    assert report.untrusted_signatures == ("0" * 64,)
+    m = bundle.load(beside, trusted_keys=key.public_key, device="cpu")
+    np.testing.assert_allclose(m.predict(X), expected(), rtol=1e-6, atol=1e-6)
+    why = "keyid is not a string" if junk != "not_json" else "not valid JSON"
+    alone = _with_signatures(tiny, tmp_path / "alone.mbundle", {JUNK_NAME: data})
+    err = refused(alone, SignatureError, key.public_key, why)
+    assert "signed by 0 trusted key(s)" in str(err)
+    assert JUNK_NAME in str(err)
+    trust = bundle.TrustStore([key.public_key, key2.public_key], threshold=2)
+    refused(beside, SignatureError, trust, why)
+
+
+def test_statement_resource_name_with_a_lone_surrogate(tmp_path: Path, tiny: Path,
+                                                       key: bundle.PrivateKey) -> None:
+    """A name no UTF-8 can encode, validly signed: refused as a bad statement, not a crash."""
+    doc = json.loads(statement_for(manifest_of(tiny), read_entries(tiny)[MANIFEST_NAME]))
+    doc["predicate"]["resources"].insert(0, {"algorithm": "sha256", "digest": "0" * 64,
+                                             "name": "\ud800"})
+    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(
+        [(r["name"], r["digest"]) for r in doc["predicate"]["resources"]])
+    statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+    path = _with_signatures(tiny, tmp_path / "s.mbundle",
+                            {sig_name(key): signing.sign_statement(statement, key)})
+    refused(path, SignatureError, key.public_key, "not canonical")
+
+
+@pytest.mark.parametrize("layout", ["deflated", "oversized"])
+def test_signature_entries_are_checked_in_the_central_directory_before_any_is_read(
+        tmp_path: Path, tiny: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch,
+        layout: str) -> None:
+    """A DEFLATE signature entry could inflate to far more work than its bytes: its method
+    and size are refused from the central directory, before any signature is read."""
+    from bundle.trust.verify import MAX_SIGNATURE_BYTES
+
+    entries = read_entries(tiny)
+    good = entries[sig_name(key)]
+    items = [EntryData(n, d, align=(n == WEIGHTS_NAME), compress=(n == GRAPH))
+             for n, d in entries.items() if not n.startswith("signatures/")]
+    if layout == "deflated":
+        noise = base64.b64encode(random.Random(0).randbytes(3 << 18))  # under the bomb ratio
+        junk = b'{"junk":"' + noise + b'"}'
+        items.append(EntryData(sig_name(key), good, compress=True))
+        items.append(EntryData("signatures/" + "f" * 64 + ".sig", junk, compress=True))
+        error, message = FormatError, "must be STORED"
+    else:
+        items.append(EntryData(sig_name(key), good))
+        items.append(EntryData("signatures/" + "f" * 64 + ".sig",
+                               b" " * (MAX_SIGNATURE_BYTES + 1)))
+        error, message = bundle.LimitError, "the limit is"
+    path = write_raw(tmp_path / f"{layout}.mbundle", items)
+    read: list[str] = []
+    original = ZipReader.read
+
+    def spy(self: ZipReader, name: str, *, max_size: int) -> bytes:
+        read.append(name)
+        return original(self, name, max_size=max_size)
+
+    monkeypatch.setattr(ZipReader, "read", spy)
+    refused(path, error, key.public_key, message)
+    refused(path, error, None, message, allow_unsigned=True)
+    assert not [n for n in read if n.startswith("signatures/")], read
 
 
 def test_signed_resources_must_equal_the_manifest(tmp_path: Path, tiny: Path,

@@ -234,6 +234,79 @@ def test_p521_leaf_is_refused_when_verifying(tmp_path: Path, pki: PKI) -> None:
         bundle.verify(path, trusted_roots=pki.root)
 
 
+
+_P256_CURVE_OID = bytes.fromhex("06082a8648ce3d030107")  # DER of prime256v1 (P-256)
+_EC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")  # DER of id-ecPublicKey
+
+
+def _odd_leaf(pki: PKI, kind: str) -> x509.Certificate:
+    """A leaf under the intermediate whose key is not one a signer may use. The last two
+    name (by editing the DER) a curve or key type ``cryptography`` cannot even load: their
+    issuer signature breaks, which the verifier must never get as far as checking."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+
+    keys = {"rsa": lambda: rsa.generate_private_key(65537, 2048),
+            "dsa": lambda: dsa.generate_private_key(2048),
+            "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1()),
+            "brainpoolP256r1": lambda: ec.generate_private_key(ec.BrainpoolP256R1())}
+    if kind in keys:
+        return pki.leaf(keys[kind]())
+    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(
+        serialization.Encoding.DER)
+    if kind == "unloadable-curve":  # prime192v2
+        der = der.replace(_P256_CURVE_OID, _P256_CURVE_OID[:-1] + b"\x02", 1)
+    else:  # 1.2.840.10045.2.2, no key type at all
+        der = der.replace(_EC_KEY_OID, _EC_KEY_OID[:-1] + b"\x02", 1)
+    return x509.load_der_x509_certificate(der)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "dsa", "secp256k1", "brainpoolP256r1",
+                                  "unloadable-curve", "unloadable-key-type"])
+def test_leaf_key_a_signer_may_not_use_does_not_count(
+        tmp_path: Path, pki: PKI, certified: bundle.PrivateKey, kind: str) -> None:
+    """Not fatal beside a good signature; alone, refused saying why."""
+    path = save_tiny(tmp_path / "good.mbundle", certified)
+    entries = read_entries(path)
+    good = entries.pop(_sig_name(certified.key_id))
+    payload = base64.b64decode(json.loads(good)["dsseEnvelope"]["payload"])
+    junk_name = _sig_name("0" * 64)
+    entries[junk_name] = _cert_signature(payload, _NoSigner(), [_odd_leaf(pki, kind), pki.inter])
+    alone = rewrite(path, tmp_path / "alone.mbundle", entries)
+    with pytest.raises(SignatureError, match="leaf certificate key") as e:
+        bundle.verify(alone, trusted_roots=pki.root)
+    assert "signed by 0 trusted key(s)" in str(e.value)
+    entries[_sig_name(certified.key_id)] = good
+    beside = rewrite(path, tmp_path / "beside.mbundle", entries)
+    report = bundle.verify(beside, trusted_roots=pki.root)
+    assert [s.key_id for s in report.signers] == [certified.key_id]
+    assert report.untrusted_signatures == ("0" * 64,)
+
+
+class _NoSigner:
+    """Stands in for a key the test cannot (or need not) sign with: a signature of zeros."""
+
+    def sign(self, message: bytes, *_: Any) -> bytes:
+        return bytes(64)
+
+
+@pytest.mark.parametrize("critical", [True, False])
+def test_leaf_with_an_unknown_critical_extension_is_refused(
+        tmp_path: Path, pki: PKI, leaf_key: Any, critical: bool) -> None:
+    """RFC 5280 4.2: a certificate with a critical extension the verifier does not know must
+    be rejected; cryptography's path validation does so even under a permissive leaf policy."""
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
+                                         b"\x05\x00")
+    leaf = issue("ML release signer", leaf_key, pki.inter, pki.inter_key, ca=False,
+                 usage=key_usage(digital_signature=True), extra=[(unknown, critical)])
+    path = save_tiny(tmp_path / "x.mbundle",
+                     bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter]))
+    if not critical:
+        assert bundle.verify(path, trusted_roots=pki.root).verified
+        return
+    with pytest.raises(SignatureError, match=r"1\.3\.6\.1\.4\.1\.55555\.1.*critical"):
+        bundle.verify(path, trusted_roots=pki.root)
+
+
 def test_signature_not_made_by_the_certified_key(tmp_path: Path, pki: PKI,
                                                  leaf_key: Any) -> None:
     impostor = ec.generate_private_key(ec.SECP256R1())
@@ -443,3 +516,20 @@ def test_cli_threshold_on_verify_and_predict(tmp_path: Path,
                        tmp_path / "a.pub", "--threshold", "2")
     assert code == 2  # a usage error: no bundle can meet it
     assert "needs between 1 and 1 distinct" in err
+
+
+def test_cli_unloadable_leaf_key_exits_with_the_signature_code(
+        tmp_path: Path, pki: PKI, capsys: pytest.CaptureFixture[str]) -> None:
+    base = save_tiny(tmp_path / "u.mbundle")
+    entries = read_entries(base)
+    mbytes = entries[MANIFEST_NAME]
+    statement = statement_for(Manifest.from_bytes(mbytes), mbytes)
+    entries[_sig_name("0" * 64)] = _cert_signature(
+        statement, _NoSigner(), [_odd_leaf(pki, "unloadable-curve"), pki.inter])
+    path = rewrite(base, tmp_path / "c.mbundle", entries)
+    (tmp_path / "root.pem").write_bytes(pem(pki.root))
+    code, _, err = run(capsys, "verify", path, "--trusted-root", tmp_path / "root.pem")
+    assert code == cli_exit_code(SignatureError), err
+    assert err.startswith("error: SignatureError:"), err
+    assert "leaf certificate key" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -76,33 +76,25 @@ def _key_id(env: signing.Envelope, source: str) -> str:
     if env.hint is not None:
         return env.hint
     if env.certificates:
-        from ..trust.certs import parse_der_chain
+        from ..trust.certs import CertificateRejectedError, leaf_key_type, parse_der_chain
 
-        leaf = parse_der_chain(env.certificates, source)[0].public_key()
-        return signing.PublicKey(leaf).key_id  # type: ignore[arg-type]
+        leaf = parse_der_chain(env.certificates, source)[0]
+        try:
+            leaf_key_type(leaf)
+        except CertificateRejectedError as e:
+            raise SignatureError(f"signature {source}: {e}", entry=source) from e
+        return signing.PublicKey(leaf.public_key()).key_id  # type: ignore[arg-type]
     raise SignatureError(f"signature {source} names no key (no key hint, DSSE keyid or "
                          "certificate), so it cannot be stored as signatures/<key id>.sig",
                          entry=source)
 
 
 def _check_signature(data: bytes, source: str, manifest: Manifest,
-                     manifest_digest: str) -> str:
+                     manifest_bytes: bytes) -> str:
     """Early, friendly refusal of a signature over other files; verify() decides for real."""
     env = signing.parse_envelope(data, source)
     statement = signing.parse_statement(env.payload, source)
-    resources = dict(statement)
-    # OMS's shards serialization lists no piece of an empty file
-    optional = ({f.path for f in manifest.files if not f.size}
-                if getattr(statement, "method", "files") == "shards" else set())
-    want = {f.path: f.sha256 for f in manifest.files} | {MANIFEST_NAME: manifest_digest}
-    extra = sorted(resources.keys() - want.keys())
-    missing = sorted(want.keys() - resources.keys() - optional)
-    changed = sorted(n for n in resources.keys() & want.keys() if resources[n] != want[n])
-    if extra or missing or changed:
-        raise SignatureError(
-            f"signature {source} does not cover this directory's bundle: "
-            f"signed but not in the bundle {extra}, in the bundle but not signed {missing}, "
-            f"different digests {changed}", entry=source)
+    signing.check_statement(statement, manifest_bytes, manifest, entry=source)
     return _key_id(env, source)
 
 
@@ -160,7 +152,6 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
         raise FormatError(f"{root} is not a directory")
     manifest_bytes = _read(root / MANIFEST_NAME, "manifest", MAX_MANIFEST_BYTES)
     manifest = Manifest.from_bytes(manifest_bytes)
-    digest = sha256_bytes(manifest_bytes)
 
     sig_entries: dict[str, bytes] = {}
     skip: set[str] = set()
@@ -170,7 +161,7 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
                 raise FormatError(f"{rel} is not a valid signature file name "
                                   "(signatures/<64 hex key id>.sig)", entry=rel)
             data = _read(root / rel, "signature", MAX_SIGNATURE_BYTES)
-            kid = _check_signature(data, rel, manifest, digest)
+            kid = _check_signature(data, rel, manifest, manifest_bytes)
             if rel != f"{SIGNATURE_PREFIX}{kid}.sig":
                 raise SignatureError(f"{rel} holds a signature for key {kid[:16]}", entry=rel)
             sig_entries[rel] = data
@@ -178,7 +169,7 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
     for s in signatures:
         sp = Path(s)
         data = _read(sp, "signature", MAX_SIGNATURE_BYTES)
-        kid = _check_signature(data, str(sp), manifest, digest)
+        kid = _check_signature(data, str(sp), manifest, manifest_bytes)
         name = f"{SIGNATURE_PREFIX}{kid}.sig"
         if name in sig_entries and sig_entries[name] != data:
             raise SignatureError(f"two different signatures by key {kid[:16]}: keep one",

@@ -30,7 +30,6 @@ from ..format.digest import (
     crc32_combine,
     digest_bytes,
     hash_ranges,
-    sha256_bytes,
     shard_root,
     shard_spans,
 )
@@ -108,19 +107,12 @@ def statement_for(manifest: Manifest, manifest_bytes: bytes) -> bytes:
     OMS's ``files`` serialization when no entry is sharded; otherwise its
     ``shards`` serialization, one resource per ``path:start:end`` piece of every
     file, exactly as ``model_signing`` cuts the unzipped bundle (spec/SHARDS.md).
+    The resources are :func:`signing.statement_resources`, the list verification
+    demands.
     """
-    manifest_digest = sha256_bytes(manifest_bytes)
     shard_size = manifest.shard_size
-    if not shard_size:
-        resources = [(f.path, f.sha256) for f in manifest.files]
-        resources.append((MANIFEST_NAME, manifest_digest))
-        return signing.build_statement(manifest.model.name, resources)
-    pieces: list[tuple[str, str]] = []
-    for f in manifest.files:
-        digests = f.shards or ((f.sha256,) if f.size else ())  # OMS lists no piece of an empty file
-        pieces += [(f"{f.path}:{a}:{b}", d) for (a, b), d in zip(f.spans, digests, strict=False)]
-    pieces.append((f"{MANIFEST_NAME}:0:{len(manifest_bytes)}", manifest_digest))
-    return signing.build_statement(manifest.model.name, pieces, shard_size)
+    resources = signing.statement_resources(manifest, manifest_bytes, shard_size)
+    return signing.build_statement(manifest.model.name, resources, shard_size or None)
 
 
 def _signature_entries(statement: bytes, keys: Sequence[signing.PrivateKey],

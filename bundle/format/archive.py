@@ -71,7 +71,11 @@ def check_entry_name(name: str) -> None:
     """Refuse any entry name that is not a canonical relative POSIX path."""
     if not name:
         raise FormatError("empty entry name")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, from a JSON "\ud800" escape
+        raise FormatError(f"entry name {name!r} is not valid Unicode: {e.reason}") from e
+    if len(encoded) > MAX_NAME_BYTES:
         raise FormatError(f"entry name longer than {MAX_NAME_BYTES} bytes: {name[:40]!r}...")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise FormatError(f"entry name {name!r} contains control characters", entry=name)

@@ -15,7 +15,9 @@ signer does; a verifier configured with trusted root CAs then:
    checks validity at the leaf's ``notBefore``); CA certificates must meet the
    Web PKI CA profile (basic constraints, keyCertSign); the leaf must carry
    key usage ``digitalSignature``, must not be a CA, and if it has an extended
-   key usage it must include ``codeSigning`` (or ``anyExtendedKeyUsage``);
+   key usage it must include ``codeSigning`` (or ``anyExtendedKeyUsage``); a
+   certificate with a critical extension the verifier does not know is refused
+   (RFC 5280 4.2; cryptography's path validation does so under any policy);
 4. and only then is the DSSE signature checked with the leaf's key
    (:mod:`bundle.signing`).
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509 import verification
@@ -114,7 +117,11 @@ def _san(cert: x509.Certificate) -> tuple[str, ...]:
 
 def leaf_key_type(cert: x509.Certificate) -> str:
     """The leaf's key type, or :class:`CertificateRejectedError` if not allowed for signing."""
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as e:  # a curve or key type no backend knows
+        raise CertificateRejectedError(f"leaf certificate key cannot be loaded ({e}); "
+                                       "use ECDSA P-256/P-384 or Ed25519") from e
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -257,12 +264,15 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
                 .build_client_verifier())
     try:
         verified = verifier.verify(leaf, intermediates)
+        root = verified.chain[-1]
+        return Identity(_name(leaf.subject), _san(leaf), _name(leaf.issuer),
+                        _name(root.subject), leaf.not_valid_after_utc.isoformat(),
+                        hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER))
+                        .hexdigest())
     except verification.VerificationError as e:
         raise CertificateRejectedError(_explain(e, leaf, now)) from e
-    root = verified.chain[-1]
-    return Identity(_name(leaf.subject), _san(leaf), _name(leaf.issuer), _name(root.subject),
-                    leaf.not_valid_after_utc.isoformat(),
-                    hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest())
+    except (ValueError, UnsupportedAlgorithm) as e:  # attacker's DER: lazily parsed fields
+        raise CertificateRejectedError(f"certificate chain cannot be processed: {e}") from e
 
 
 def claimed_identity(cert: x509.Certificate) -> str:

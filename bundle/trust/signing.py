@@ -43,6 +43,7 @@ from ..format import canonical_json as _json
 if TYPE_CHECKING:  # X.509 is imported when a certificate is at hand (~0.1 s at start-up)
     from cryptography import x509
 
+    from ..format.manifest import Manifest
     from . import certs
 
 
@@ -56,10 +57,12 @@ __all__ = [
     "PublicKey",
     "TrustStore",
     "TrustedKeys",
+    "check_statement",
     "generate_key",
     "load_private_key",
     "load_public_key",
     "pae",
+    "statement_resources",
 ]
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -488,6 +491,8 @@ def parse_envelope(data: bytes, entry: str) -> Envelope:
         raise SignatureError(f"signature {entry} must hold exactly one DSSE signature",
                              entry=entry)
     keyid = sigs[0].get("keyid")
+    if keyid is not None and not isinstance(keyid, str):
+        raise SignatureError(f"signature {entry}: DSSE keyid is not a string", entry=entry)
     if keyid and hint and keyid != hint:
         raise SignatureError(f"signature {entry}: DSSE keyid and key hint disagree", entry=entry)
     payload_type = env.get("payloadType")
@@ -554,24 +559,30 @@ def verify_certified(env: Envelope, trust: TrustStore, entry: str,
     Order: parse the certificates, check the chain to a trusted root at ``now``
     (validity, key usage), then the DSSE signature with the leaf's key. Raises
     :class:`certs.CertificateRejectedError` with the reason when the signature does
-    not count; a malformed chain or a key-id mismatch is a SignatureError.
+    not count (a malformed chain among them); a key hint naming another key than
+    the certified one that made the signature is a SignatureError.
     """
     from . import certs
 
     if not env.certificates:
         raise certs.CertificateRejectedError("signature carries no certificate")
-    chain = certs.parse_der_chain(env.certificates, entry)
+    try:
+        chain = certs.parse_der_chain(env.certificates, entry)
+    except SignatureError as e:  # no key made anything yet: the signature just does not count
+        raise certs.CertificateRejectedError(str(e)) from e
     identity = certs.verify_chain(chain, trust.roots, now)
     leaf_key = chain[0].public_key()
     assert isinstance(leaf_key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey))
     key = PublicKey(leaf_key)
+    if not key.verify(env.signature, pae(env.payload_type, env.payload)):
+        raise certs.CertificateRejectedError(f"signature does not verify with the key of "
+                                        f"certificate {identity.subject}")
+    # Only now is the certified key known to have made it: a hint naming another key is
+    # then refused outright, as for a directly trusted key (before, it is just junk).
     if env.hint is not None and env.hint != key.key_id:
         raise SignatureError(f"signature {entry} names key {env.hint[:16]} but its certificate "
                              f"is for key {key.key_id[:16]}: a mismatched key id is refused",
                              entry=entry)
-    if not key.verify(env.signature, pae(env.payload_type, env.payload)):
-        raise certs.CertificateRejectedError(f"signature does not verify with the key of "
-                                        f"certificate {identity.subject}")
     return CertifiedSigner(key, identity)
 
 
@@ -586,11 +597,15 @@ class Resources(list[tuple[str, str]]):
     method: str = "files"
     shard_size: int = 0
     sizes: dict[str, int]
+    pieces: tuple[tuple[str, str], ...]
+    """The resources exactly as the statement lists them (``path:start:end`` under shards)."""
 
     def __init__(self, items: Iterable[tuple[str, str]] = (), method: str = "files",
-                 shard_size: int = 0, sizes: dict[str, int] | None = None) -> None:
+                 shard_size: int = 0, sizes: dict[str, int] | None = None,
+                 pieces: Iterable[tuple[str, str]] | None = None) -> None:
         super().__init__(items)
         self.method, self.shard_size, self.sizes = method, shard_size, dict(sizes or {})
+        self.pieces = tuple(self) if pieces is None else tuple(pieces)
 
 
 _SHARD_NAME = re.compile(r"(.+):(0|[1-9][0-9]{0,18}):([1-9][0-9]{0,18})")
@@ -640,7 +655,7 @@ def _join_shards(out: list[tuple[str, str]], shard_size: int, entry: str) -> Res
         digests = [d for _s, _e, d in parts]
         joined.append((path, digests[0] if len(digests) == 1 else shard_root(digests)))
         sizes[path] = parts[-1][1]
-    return Resources(joined, "shards", shard_size, sizes)
+    return Resources(joined, "shards", shard_size, sizes, out)
 
 
 def parse_statement(payload: bytes, entry: str) -> Resources:
@@ -692,3 +707,80 @@ def parse_statement(payload: bytes, entry: str) -> Resources:
         raise SignatureError(f"{entry}: subject digest does not match the resources",
                              entry=entry)
     return Resources(out) if method == "files" else _join_shards(out, shard_size, entry)
+
+
+def _manifest_resource(manifest_bytes: bytes, shard_size: int) -> tuple[str, str]:
+    """``manifest.json``'s resource: always one piece (MAX_MANIFEST_BYTES <= MIN_SHARD_SIZE)."""
+    from ..format.digest import sha256_bytes
+    from ..format.manifest import MANIFEST_NAME
+
+    name = f"{MANIFEST_NAME}:0:{len(manifest_bytes)}" if shard_size else MANIFEST_NAME
+    return name, sha256_bytes(manifest_bytes)
+
+
+def statement_resources(manifest: Manifest, manifest_bytes: bytes,
+                        shard_size: int = 0) -> list[tuple[str, str]]:
+    """The resources a statement over this bundle lists: what the writer signs and what
+    :func:`check_statement` demands, so that the two cannot drift apart.
+
+    ``shard_size`` 0: OMS's ``files`` serialization, every file of the manifest and
+    ``manifest.json`` with its SHA-256. Otherwise OMS's ``shards``: each non-empty file
+    (``manifest.json`` too) as its consecutive ``shard_size``-byte pieces
+    ``path:start:end`` with their SHA-256, as ``model_signing`` cuts the unzipped
+    bundle (it lists no piece of an empty file). A manifest that cannot be cut that
+    way -- it records other shards, or no shard digests for an entry larger than a
+    piece -- is a SignatureError.
+    """
+    manifest_piece = _manifest_resource(manifest_bytes, shard_size)
+    if not shard_size:
+        if manifest.shard_size:
+            raise SignatureError("the signature lists whole files but the manifest records "
+                                 "sharded entries: it must use OMS's shards serialization")
+        return [*((f.path, f.sha256) for f in manifest.files), manifest_piece]
+    if manifest.shard_size and manifest.shard_size != shard_size:
+        raise SignatureError(f"the signature and manifest.json disagree on the shard size "
+                             f"({shard_size} and {manifest.shard_size})")
+    pieces: list[tuple[str, str]] = []
+    for f in manifest.files:
+        if f.size > shard_size and not f.shards:
+            raise SignatureError(f"the signed resource list and manifest.json's files disagree: "
+                                 f"the signature cuts {f.path!r} into {shard_size}-byte pieces, "
+                                 "the manifest records one digest for it")
+        digests = f.shards or ((f.sha256,) if f.size else ())
+        pieces += [(f"{f.path}:{a}:{b}", d) for (a, b), d in zip(f.spans, digests, strict=False)]
+    pieces.append(manifest_piece)
+    return pieces
+
+
+def _few(names: list[str]) -> str:
+    return repr(names) if len(names) <= 5 else f"{names[:5]!r} ... ({len(names)} in all)"
+
+
+def check_statement(statement: Resources, manifest_bytes: bytes,
+                    manifest: Manifest | None = None, *, entry: str) -> None:
+    """Refuse a statement unless it lists exactly :func:`statement_resources` of this bundle.
+
+    The one rule every signature that counts must pass on its own (and that ``pack``
+    applies to the signatures it stores). Without ``manifest`` -- not parsed yet:
+    verify before parse -- only ``manifest.json``'s resource is checked, so that the
+    manifest about to be parsed is the one signed; with it, the whole list.
+    """
+    signed = dict(statement.pieces)
+    name, digest = _manifest_resource(manifest_bytes, statement.shard_size)
+    if signed.get(name) != digest:
+        raise SignatureError(f"signature {entry} does not cover this bundle's manifest.json "
+                             "(a signature taken from another bundle?)", entry=entry)
+    if manifest is None:
+        return
+    try:
+        want = dict(statement_resources(manifest, manifest_bytes, statement.shard_size))
+    except SignatureError as e:
+        raise SignatureError(f"signature {entry}: {e}", entry=entry) from e
+    extra = sorted(signed.keys() - want.keys())
+    missing = sorted(want.keys() - signed.keys())
+    changed = sorted(n for n in signed.keys() & want.keys() if signed[n] != want[n])
+    if extra or missing or changed:
+        raise SignatureError(
+            f"signature {entry}: the signed resource list and manifest.json's files disagree: "
+            f"signed but not in the bundle {_few(extra)}, in the bundle but not signed "
+            f"{_few(missing)}, different digests {_few(changed)}", entry=entry)

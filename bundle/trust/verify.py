@@ -119,27 +119,77 @@ class VerifiedBundle:
 
 
 def signature_entries(reader: ZipReader) -> list[str]:
-    """Names of the signature entries; any other name under signatures/ is refused."""
+    """Names of the signature entries, each checked from the central directory alone.
+
+    Any other name under signatures/ is refused; so is an entry that is not STORED
+    (unaligned) or is larger than :data:`MAX_SIGNATURE_BYTES`, before any of them is
+    read: a DEFLATE entry could make a few MB of file inflate to GBs of JSON to parse.
+    """
     names = []
     for name in reader.entries:
         if name.startswith(SIGNATURE_PREFIX):
             if not SIGNATURE_NAME.fullmatch(name):
                 raise FormatError(f"entry {name!r} is not a valid signature entry name "
                                   "(signatures/<64 hex key id>.sig)", entry=name)
+            _check_encoding(reader, name, deflated=False, aligned=False)
+            e = reader.entries[name]
+            if e.size > MAX_SIGNATURE_BYTES or e.compressed_size != e.size:
+                raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is "
+                                 f"{MAX_SIGNATURE_BYTES}", entry=name)
             names.append(name)
     return sorted(names)
 
 
+Statements = list[tuple[str, signing.Resources]]
+"""Each counted signature's entry name and statement, for the checks after the manifest."""
+
+
+def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
+            ) -> tuple[signing.Envelope | None, signing.PublicKey | None,
+                       certs.Identity | None, str]:
+    """Who made the signature in entry ``name`` -- a trusted key, a certified one -- or why
+    it does not count.
+
+    Everything before a trusted key is found to have made the signature only decides
+    whether the entry counts: a malformed envelope, an entry filed under another key's
+    name or a refused certificate is returned as the reason, never raised. What is
+    raised comes after (a hint naming another key than the trusted one that signed).
+    """
+    try:
+        env = signing.parse_envelope(data, name)
+        if env.hint is not None and name != f"{SIGNATURE_PREFIX}{env.hint}.sig":
+            raise SignatureError(f"signature entry {name} holds a signature for key "
+                                 f"{env.hint[:16]}", entry=name)
+    except SignatureError as e:
+        return None, None, None, str(e)
+    key = signing.verify_envelope(env, trust, name)
+    if key is not None:
+        return env, key, None, ""
+    if env.certificates and trust.roots:
+        from .certs import CertificateRejectedError  # X.509 costs start-up time: only here
+
+        try:
+            certified = signing.verify_certified(env, trust, name, now)
+        except CertificateRejectedError as e:
+            return env, None, None, str(e)
+        return env, certified.key, certified.identity, ""
+    return env, None, None, "not made by a trusted key"
+
+
 def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.TrustStore,
                       now: object = None) -> tuple[tuple[Signer, ...], tuple[str, ...],
-                                                   list[tuple[str, str]]]:
+                                                   Statements]:
     """Who of the trusted signed; each signature, in entry order, is checked thus:
 
     parse the Sigstore bundle; its key hint must match its entry name; try every
     trusted key on PAE(payload); failing that, if it embeds a certificate chain
     and roots are trusted, the chain must lead to a trusted root at ``now`` and
-    the leaf's key must verify. Only then is the statement parsed, and it must
-    cover this very manifest. Each distinct key counts once toward the threshold.
+    the leaf's key must verify. A signature failing any of that does not count, and
+    the reason is kept for the error should too few count. A signature that a trusted
+    key made must then pass every other check on its own, or the bundle is refused:
+    its statement is parsed and must cover this very manifest
+    (:func:`signing.check_statement`; the caller checks each returned statement again
+    once the manifest is parsed). Each distinct key counts once toward the threshold.
     """
     names = signature_entries(reader)
     if not names:
@@ -148,51 +198,31 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
     signers: dict[str, Signer] = {}
     untrusted: list[str] = []
     reasons: list[str] = []
-    resources: list[tuple[str, str]] | None = None
-    manifest_digest = sha256_bytes(manifest_bytes)
+    statements: Statements = []
     for name in names:
         data = reader.read(name, max_size=MAX_SIGNATURE_BYTES)
-        env = signing.parse_envelope(data, name)
-        if env.hint is not None and name != f"{SIGNATURE_PREFIX}{env.hint}.sig":
-            raise SignatureError(f"signature entry {name} holds a signature for key "
-                                 f"{env.hint[:16]}", entry=name)
-        key = signing.verify_envelope(env, trust, name)
-        identity: certs.Identity | None = None
-        if key is None and env.certificates and trust.roots:
-            from .certs import CertificateRejectedError
-
-            try:
-                certified = signing.verify_certified(env, trust, name, now)
-            except CertificateRejectedError as e:
-                reasons.append(f"{name}: {e}")
-            else:
-                key, identity = certified.key, certified.identity
-        if key is None:
-            untrusted.append(env.hint or name)
+        env, key, identity, why = _signer(data, name, trust, now)
+        if env is None or key is None:
+            # Reported by the key id its name carries (its hint, when it has one).
+            untrusted.append(name[len(SIGNATURE_PREFIX):-len(".sig")])
+            reasons.append(f"{name}: {why}")
             continue
-        signed = signing.parse_statement(env.payload, name)
-        signed_map = dict(signed)
-        if signed_map.get(MANIFEST_NAME) != manifest_digest:
-            raise SignatureError(
-                f"signature {name} by trusted key {key.key_id[:16]} does not cover this "
-                "bundle's manifest.json (a signature taken from another bundle?)", entry=name)
-        if resources is not None and resources != signed:
-            raise SignatureError(f"signature {name} lists different resources than another "
-                                 "trusted signature", entry=name)
-        resources = signed
+        statement = signing.parse_statement(env.payload, name)
+        signing.check_statement(statement, manifest_bytes, entry=name)
+        statements.append((name, statement))
         # Each unique key counts once, however many entries it signed.
         signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name, identity))
     if len(signers) < trust.threshold:
         have = ", ".join(h[:16] for h in untrusted) or "none"
         roots = (f"; trusted roots: {', '.join(r.subject.rfc4514_string() for r in trust.roots)}"
                  if trust.roots else "")
-        why = f"; certificates refused: {'; '.join(reasons)}" if reasons else ""
+        shown = reasons[:8] + ([f"... ({len(reasons)} in all)"] if len(reasons) > 8 else [])
+        why = f"; not counted: {'; '.join(shown)}" if shown else ""
         raise SignatureError(
             f"bundle is signed by {len(signers)} trusted key(s), {trust.threshold} required; "
             f"untrusted signer key ids: {have}; trusted: "
             f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'}{roots}{why}")
-    assert resources is not None
-    return tuple(signers.values()), tuple(untrusted), resources
+    return tuple(signers.values()), tuple(untrusted), statements
 
 
 def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
@@ -213,11 +243,11 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
 
     signers: tuple[Signer, ...] = ()
     untrusted: tuple[str, ...] = ()
-    resources: list[tuple[str, str]] | None = None
+    statements: Statements = []
     if trust is not None:
         try:
-            signers, untrusted, resources = _check_signatures(reader, manifest_bytes, trust,
-                                                              policy.time())
+            signers, untrusted, statements = _check_signatures(reader, manifest_bytes, trust,
+                                                               policy.time())
         except SignatureError:
             if not allow_unsigned:
                 raise
@@ -232,8 +262,8 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
     policy.check(manifest.model.name, manifest.model.version, manifest.expires, signer_ids)
 
     listed = {f.path: f for f in manifest.files}
-    if resources is not None:
-        _check_signed_files(resources, manifest, len(manifest_bytes))
+    for name, statement in statements:  # every one that counted, each on its own
+        signing.check_statement(statement, manifest_bytes, manifest, entry=name)
     present = {n for n in reader.entries if not n.startswith(SIGNATURE_PREFIX)}
     present.discard(MANIFEST_NAME)
     extra, missing = present - listed.keys(), listed.keys() - present
@@ -292,34 +322,6 @@ def _check_encoding(reader: ZipReader, name: str, *, deflated: bool, aligned: bo
         raise FormatError(f"entry {name!r} is not aligned to {ALIGNMENT} bytes (FORMAT.md 2.6)"
                           if aligned else f"entry {name!r} carries an alignment record; only "
                           "STORED content entries do (FORMAT.md 2.6)", entry=name)
-
-
-def _check_signed_files(resources: list[tuple[str, str]], manifest: Manifest,
-                        manifest_size: int) -> None:
-    """The signed statement must name exactly the manifest's files, cut as it says.
-
-    Under OMS's ``files`` method every digest is a whole file's, so no entry may
-    be sharded (a third-party verifier would hash whole files); under ``shards``
-    the pieces, joined back per file by :func:`signing.parse_statement`, must give
-    each sharded entry's root and every file's size.
-    """
-    method = getattr(resources, "method", "files")
-    signed = dict(resources)
-    signed.pop(MANIFEST_NAME)
-    # OMS's shards serialization lists no piece of an empty file.
-    want = {f.path: f.sha256 for f in manifest.files if method == "files" or f.size}
-    if signed != want:
-        raise SignatureError("the signed resource list and manifest.json's files disagree")
-    if method == "files" and manifest.shard_size:
-        raise SignatureError("the signature lists whole files but the manifest records "
-                             "sharded entries: it must use OMS's shards serialization")
-    if method == "shards":
-        sizes = getattr(resources, "sizes", {})
-        if sizes.get(MANIFEST_NAME) != manifest_size or \
-                any(sizes.get(f.path) != f.size for f in manifest.files if f.size):
-            raise SignatureError("the signed shards and manifest.json disagree on file sizes")
-        if manifest.shard_size and getattr(resources, "shard_size", 0) != manifest.shard_size:
-            raise SignatureError("the signature and manifest.json use different shard sizes")
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -967,6 +967,54 @@ def _k1(c: Ctx) -> bytes:
     return c.rewrite({**entries, f"signatures/{hint}.sig": sig})
 
 
+
+@case("threshold-counts-a-signature-refused-alone", S, "SignatureError", "disagree",
+      "2-of-2: the first key's statement lists the same digests as the second's but cuts the "
+      "weights at another length (refused on its own), the second's is good",
+      trusted=(TRUSTED_PUB, SECOND_PUB), threshold=2)
+def _refused_alone(c: Ctx) -> bytes:
+    from bundle.format.digest import MIN_SHARD_SIZE
+
+    first, second = sorted((c.key, c.key2), key=lambda k: k.key_id)
+    pieces = [(f"{f.path}:0:{f.size + (8 if f.role == 'weights' else 0)}", f.sha256)
+              for f in c.manifest.files]
+    pieces.append((f"{MANIFEST_NAME}:0:{len(c.a[MANIFEST_NAME])}", c.resources()[-1][1]))
+    bad = signing.sign_statement(signing.build_statement("tiny", pieces, MIN_SHARD_SIZE), first)
+    good = signing.sign_statement(statement_for(c.manifest, c.a[MANIFEST_NAME]), second)
+    entries = {k: v for k, v in c.a.items() if k != c.sig}
+    return c.rewrite({**entries, f"signatures/{first.key_id}.sig": bad,
+                      f"signatures/{second.key_id}.sig": good})
+
+
+@case("signature-keyid-not-a-string", S, "SignatureError", "keyid is not a string",
+      "the only signature's DSSE keyid is the number 5 (and it has no key hint)")
+def _keyid_number(c: Ctx) -> bytes:
+    env = json.loads(c.a[c.sig])
+    del env["verificationMaterial"]["publicKey"]
+    env["dsseEnvelope"]["signatures"][0]["keyid"] = 5
+    return c.with_sig(_json.dumps(env), "signatures/" + "0" * 64 + ".sig")
+
+
+@case("statement-resource-lone-surrogate", S, "SignatureError", "not canonical",
+      "a validly signed statement naming a resource '\\ud800' (no UTF-8 encoding exists)")
+def _surrogate(c: Ctx) -> bytes:
+    resources = [("\ud800", "0" * 64), *c.resources()]
+    doc = json.loads(signing.build_statement("tiny", c.resources()))
+    doc["predicate"]["resources"] = [{"algorithm": "sha256", "digest": d, "name": n}
+                                     for n, d in resources]
+    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(resources)
+    statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return c.with_sig(signing.sign_statement(statement, c.key))
+
+
+simple("signature-deflated-not-inflated", S, "FormatError", "must be STORED",
+       "a DEFLATE signature entry of 256 KiB of JSON: refused from the central directory, "
+       "never inflated or parsed",
+       lambda c: raw_zip([*c.a_raw()[:3], deflated(c.sig, b'{"junk":"' + b"".join(
+           hashlib.sha256(i.to_bytes(4, "big")).hexdigest().encode()
+           for i in range(4096)) + b'"}')]))
+
+
 # --------------------------------------------------------------------------- signed content
 
 C = "content"
