@@ -274,8 +274,8 @@ def verify(path: str | os.PathLike[str], *, trusted_keys: signing.TrustedKeys | 
     embedded X.509 chain leads to one of them; each signer's identity is reported.
     ``now`` replaces the current time (expiry, certificate validity);
     ``min_version`` refuses older bundles; ``rollback_state`` (a JSON file, created
-    if missing) refuses a version lower than one already accepted from the same
-    signer for the same model name, and records this one. See SECURITY.md.
+    if missing) refuses a version lower than one already accepted for the same
+    model name from any trusted signer, and records this one. See SECURITY.md.
     """
     vb = _open_verified(path, trusted_keys, allow_unsigned, False, threshold,
                         trusted_roots=trusted_roots, progress=progress,

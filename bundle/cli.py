@@ -177,8 +177,9 @@ _CHAIN_HELP = ("X.509 certificate(s) of the key, PEM or DER, leaf first then int
                "(repeatable, or one PEM file holding the chain); embedded in the signature.")
 _ROOT_HELP = "Trusted root CA certificate (PEM/DER, repeatable): accept signers it certifies."
 _MIN_VERSION_HELP = "Refuse a bundle whose model version is lower (integers: 3, 1.10.2)."
-_STATE_HELP = ("Rollback record (JSON, created if missing): refuse a version lower than one "
-               "already accepted from the same signer; record this one.")
+_STATE_HELP = ("Rollback record (JSON, created if missing; not a symlink): refuse a version "
+               "lower than one already accepted for the model name from any trusted signer; "
+               "record this one.")
 
 
 def _short(key_id: str) -> str:
