@@ -91,7 +91,7 @@ def check_entry_name(name: str) -> None:
 
 def _check_no_file_is_a_parent(names: Iterable[str]) -> None:
     """Refuse ``a.txt`` beside ``a.txt/b``: unzipped, a path cannot be a file and a
-    directory at once, so one of them could not be extracted (spec/FORMAT.md §1)."""
+    directory at once, so one of them could not be extracted (spec/FORMAT.md §3)."""
     have = set(names)
     for name in sorted(have):
         parts = name.split("/")
