@@ -285,8 +285,8 @@ def verify(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     to one of them; each signer's identity is reported. ``now`` replaces the current
     time (expiry, certificate validity); ``min_version`` refuses older bundles;
     ``rollback_state`` (a JSON file, created if missing) refuses a version lower than
-    one already accepted for the same model name, and records this one. See
-    SECURITY.md. A wrong argument value raises ``ValueError``/``TypeError``.
+    one already accepted for the same model name from any trusted signer, and records
+    this one. See SECURITY.md. A wrong argument value raises ``ValueError``/``TypeError``.
     """
     policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
                             threshold=threshold, trusted_roots=trusted_roots, now=now,

@@ -219,8 +219,9 @@ _CHAIN_HELP = ("X.509 certificate(s) of the key, PEM or DER, leaf first then int
                "(repeatable, or one PEM file holding the chain); embedded in the signature.")
 _ROOT_HELP = "Trusted root CA certificate (PEM/DER, repeatable): accept signers it certifies."
 _MIN_VERSION_HELP = "Refuse a bundle whose model version is lower (integers: 3, 1.10.2)."
-_STATE_HELP = ("Rollback record (JSON, created if missing): refuse a version lower than one "
-               "already accepted for the same model name; record this one.")
+_STATE_HELP = ("Rollback record (JSON, created if missing; not a symlink): refuse a version "
+               "lower than one already accepted for the model name from any trusted signer; "
+               "record this one.")
 
 
 def _short(key_id: str) -> str:
@@ -401,27 +402,71 @@ def inspect(bundle_path: str, as_json: bool) -> None:
         _inspect_table(insp)
 
 
+def _read_npy(path: str) -> Any:
+    """A .npy array, its header checked against the file before anything is allocated.
+
+    np.load trusts the header's shape: a few bytes claiming 10^12 rows ask for
+    terabytes. Object arrays are refused outright (they would need pickle).
+    """
+    import math
+
+    import numpy as np
+
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise InputError(f"input {path}: .npy format version {version} is not supported "
+                             "(1.0 and 2.0 are)")
+        if dtype.hasobject:
+            raise InputError(f"input {path}: object arrays are refused (they need pickle)")
+        if dtype.itemsize == 0:
+            raise InputError(f"input {path}: dtype {dtype} has zero-size elements")
+        if any(d < 0 for d in shape):
+            raise InputError(f"input {path}: negative dimension in shape {shape}")
+        need = math.prod(shape) * dtype.itemsize
+        have = os.fstat(f.fileno()).st_size - f.tell()
+        if need != have:
+            raise InputError(f"input {path}: the header's shape {shape} of {dtype} needs "
+                             f"{need} bytes of data, the file holds {have} bytes")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
+
+
 def _read_input(path: str, model: Any) -> Any:
+    import csv
+
     import numpy as np
 
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return _read_npy(path)
         if suffix == ".json":
             with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+                try:
+                    data = json.load(f)
+                except RecursionError:
+                    raise InputError(f"input {path}: JSON nested too deeply") from None
             if isinstance(data, list) and data and isinstance(data[0], dict):
+                if not all(isinstance(row, dict) for row in data):
+                    raise InputError(f"input {path}: a list of row objects must hold only "
+                                     "objects")
                 keys = list(data[0])
                 return {k: [row.get(k) for row in data] for k in keys}
             return data
         if suffix == ".csv":
-            import csv
-
             with open(path, newline="", encoding="utf-8") as f:
                 rows = list(csv.reader(f))
             if not rows:
                 raise InputError(f"{path} is empty")
+            widths = {len(r) for r in rows}
+            if len(widths) != 1:
+                raise InputError(f"input {path}: rows have different numbers of fields "
+                                 f"({min(widths)} to {max(widths)})")
             if model.manifest.columns:
                 header, body = rows[0], rows[1:]
                 cols: dict[str, Any] = {name: [r[i] for r in body] for i, name in enumerate(header)}
@@ -434,7 +479,7 @@ def _read_input(path: str, model: Any) -> Any:
                 return np.asarray(rows, dtype=np.float64)
             except ValueError:
                 return np.asarray(rows[1:], dtype=np.float64)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, csv.Error) as e:
         raise InputError(f"cannot read input {path}: {e}") from e
     raise InputError(f"input {path}: use a .npy, .csv or .json file")
 

@@ -9,9 +9,11 @@ CRC that does not match.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import subprocess
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -228,6 +230,12 @@ def test_writer_refuses_duplicates_and_bad_names() -> None:
     w.write(EntryData("a", b"1"))
     with pytest.raises(ValueError, match="duplicate"):
         w.write(EntryData("a", b"2"))
+    # a file and a directory of the same name, in either order: the reader refuses both
+    with pytest.raises(ValueError, match="parent directory"):
+        w.write(EntryData("a/b", b"2"))
+    w.write(EntryData("c/d", b"1"))
+    with pytest.raises(ValueError, match="parent directory"):
+        w.write(EntryData("c", b"2"))
     with pytest.raises(FormatError):
         EntryData("../a", b"1")
     with pytest.raises(ValueError, match="streamed"):
@@ -265,6 +273,35 @@ def test_too_short_file(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="cannot open"):
         ZipReader(tmp_path / "nope.zip")
+
+
+def test_bundle_path_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """open() on a FIFO waits for a writer forever: verify must refuse it, not hang."""
+    fifo = tmp_path / "pipe.mbundle"
+    os.mkfifo(fifo)
+    code = ("import bundle\n"
+            "try:\n"
+            f"    bundle.verify({str(fifo)!r}, allow_unsigned=True)\n"
+            "except bundle.FormatError as e:\n"
+            "    print(type(e).__name__, e)\n")
+    # in a subprocess so that a regression fails on the timeout instead of hanging the suite
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True, cwd=Path(__file__).parent.parent)
+    assert f"FormatError {fifo} is not a regular file (a FIFO)" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize(("where", "kind"), [("dir", "a directory"),
+                                             ("/dev/null", "a character device")])
+def test_bundle_path_that_is_not_a_regular_file(tmp_path: Path, where: str, kind: str) -> None:
+    path = tmp_path if where == "dir" else Path(where)
+    if not path.exists():
+        pytest.skip(f"no {where} here")
+    with pytest.raises(FormatError, match=f"{path} is not a regular file \\({kind}\\)"):
+        ZipReader(path)
+    with pytest.raises(FormatError, match="not a regular file"):
+        bundle.verify(path, allow_unsigned=True)
+    with pytest.raises(FormatError, match="not a regular file"):
+        bundle.inspect(path)
 
 
 def test_not_a_zip(tmp_path: Path) -> None:
@@ -325,6 +362,22 @@ def test_duplicate_names(tmp_path: Path) -> None:
                                   "C:evil", "C:/evil", "c:\\evil", "./a", "a//b"])
 def test_bad_entry_names(tmp_path: Path, name: str) -> None:
     _refused(tmp_path, make_zip([(name, b"x")]), FormatError)
+
+
+@pytest.mark.parametrize("names", [("a.txt", "a.txt/b"), ("a.txt/b", "a.txt"),
+                                   ("d/e", "d/e/f/g"), ("weights.safetensors",
+                                                        "weights.safetensors/x.txt")])
+def test_entry_that_is_another_entrys_parent(tmp_path: Path, names: tuple[str, str]) -> None:
+    """Unzipped, a file cannot also be a directory: one of the two could not be written."""
+    info = _refused(tmp_path, make_zip([(n, b"x") for n in names]), FormatError,
+                    "parent directory")
+    parent, child = sorted(names, key=len)
+    assert f"{parent!r}" in str(info.value)
+    assert f"{child!r}" in str(info.value)
+    # siblings sharing a prefix but not a path segment are fine
+    assert set(_open(_write(tmp_path, make_zip([("a.txt", b"1"), ("a.txtb/c", b"2"),
+                                                 ("a/b", b"3")]), "ok.zip"))) == \
+        {"a.txt", "a.txtb/c", "a/b"}
 
 
 def test_name_not_utf8(tmp_path: Path) -> None:

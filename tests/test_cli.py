@@ -203,6 +203,48 @@ def test_predict_timeout_exit_code(cli_env: dict[str, Path], tmp_path: Path,
         assert "timeout" in err.lower()
 
 
+def _npy(header: dict[str, object], data: bytes = b"") -> bytes:
+    """A .npy file with a hand-written header (np.save would refuse the lies)."""
+    text = repr(header).encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    return (b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text
+            + b" " * pad + b"\n" + data)
+
+
+_ROW = b"".join(np.float64(v).tobytes() for v in (5.1, 3.5, 1.4, 0.2))
+
+
+@pytest.mark.parametrize(("name", "content", "says"), [
+    pytest.param("huge.npy", _npy({"descr": "<f8", "fortran_order": False,
+                                   "shape": (10**12, 4)}, _ROW), "(10^12, 4)", id="npy-huge"),
+    pytest.param("short.npy", _npy({"descr": "<f8", "fortran_order": False, "shape": (7, 4)},
+                                   _ROW), "bytes", id="npy-truncated"),
+    pytest.param("neg.npy", _npy({"descr": "<f8", "fortran_order": False, "shape": (-1, 4)},
+                                 _ROW), "shape", id="npy-negative"),
+    pytest.param("obj.npy", _npy({"descr": "|O", "fortran_order": False, "shape": (1, 4)},
+                                 b"\x80\x04N."), "object", id="npy-object"),
+    pytest.param("zero.npy", _npy({"descr": "<U0", "fortran_order": False,
+                                   "shape": (10**12, 4)}), "element", id="npy-zero-size"),
+    pytest.param("deep.json", b"[" * 200_000 + b"]" * 200_000, "nested", id="json-deep"),
+    pytest.param("ragged.json", b"[[1, 2, 3, 4], [3]]", "rectangular", id="json-ragged"),
+    pytest.param("rows.json", b'[{"a": 1}, 5]', "object", id="json-mixed-rows"),
+    pytest.param("wide.csv", b"1," + b"9" * 200_000 + b",3,4\n", "field", id="csv-field"),
+    pytest.param("ragged.csv", b"1,2,3,4\n3\n", "fields", id="csv-ragged"),
+])
+def test_predict_hostile_input_is_input_error(cli_env: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str], name: str,
+                                              content: bytes, says: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, _, err = run(capsys, "predict", cli_env["bundle"], "--trusted-key", cli_env["alice"],
+                       "--input", path)
+    assert code == cli_exit_code(bundle.InputError) == 8, err
+    assert err.startswith("error: InputError: ")
+    assert len(err.strip().splitlines()) == 1
+    assert name in err or "input 'X'" in err  # a ragged JSON list fails in Model.predict
+    assert says.replace("10^12", str(10**12)) in err
+
+
 def test_sign_adds_second_signer(cli_env: dict[str, Path], tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     copy = tmp_path / "copy.mbundle"

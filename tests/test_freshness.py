@@ -157,31 +157,77 @@ def test_rollback_state(tmp_path: Path, key: bundle.PrivateKey,
     def ok(path: Path, trust: object = key.public_key) -> bool:
         return bundle.verify(path, trusted_keys=trust, rollback_state=state).verified
 
+    def floor(name: str = "tiny") -> dict[str, object]:
+        doc = json.loads(state.read_text())
+        assert doc["format"] == freshness.STATE_FORMAT
+        return doc["models"][name]  # type: ignore[no-any-return]
+
     assert ok(v2)
-    doc = json.loads(state.read_text())
-    assert doc == {"format": freshness.STATE_FORMAT, "models": {"tiny": {key.key_id: "2"}}}
+    assert floor()["version"] == "2"
+    assert floor()["signers"] == [key.key_id]
     with pytest.raises(FreshnessError, match=r"rollback refused: .* v1 .* older than v2"):
         ok(v1)
     assert ok(v2)  # the same version again is fine
     assert ok(v3)
-    assert json.loads(state.read_text())["models"]["tiny"][key.key_id] == "3"
+    assert floor()["version"] == "3"
     with pytest.raises(FreshnessError, match="older than v3"):
         ok(v2)
-    # per signer: another key's v1 of the same name is its own history
+    # one floor per model name, whoever signs: another trusted key's v1 is a rollback too
     other_v1 = _save(tmp_path / "o1.mbundle", key2, "1")
-    assert ok(other_v1, key2.public_key)
+    with pytest.raises(FreshnessError, match="older than v3"):
+        ok(other_v1, key2.public_key)
     # per model name
     assert ok(_save(tmp_path / "x1.mbundle", key, "1", name="other-model"))
-    # a bundle signed by both: every signer's record must allow it
+    assert floor()["version"] == "3"
+    # a bundle signed by both is held to the same floor
     both_v2 = _save(tmp_path / "b2.mbundle", [key, key2], "2")
     with pytest.raises(FreshnessError, match="older than v3"):
         ok(both_v2, [key.public_key, key2.public_key])
-    assert json.loads(state.read_text())["models"]["tiny"][key2.key_id] == "1"
+    # the same version from another signer is accepted and noted
+    assert ok(_save(tmp_path / "o3.mbundle", key2, "3"), key2.public_key)
+    assert floor()["signers"] == sorted([key.key_id, key2.key_id])
     # load and restore enforce it too
     with pytest.raises(FreshnessError):
         bundle.load(v1, trusted_keys=key.public_key, rollback_state=state, device="cpu")
     m = bundle.load(v3, trusted_keys=key.public_key, rollback_state=state, device="cpu")
     assert m.run({"X": np.ones((1, 4), np.float32)})["Y"].shape == (1, 3)
+
+
+def test_rollback_floor_survives_key_rotation(tmp_path: Path, key: bundle.PrivateKey,
+                                             key2: bundle.PrivateKey) -> None:
+    """After v3 from the new key K2 was accepted, v2 from the old key K is a rollback."""
+    state = tmp_path / "seen.json"
+    both = [key.public_key, key2.public_key]
+    assert bundle.verify(_save(tmp_path / "v3.mbundle", key2, "3"), trusted_keys=both,
+                         rollback_state=state).verified
+    old = _save(tmp_path / "v2.mbundle", key, "2")
+    with pytest.raises(FreshnessError, match=r"rollback refused: .* v2 .* older than v3"):
+        bundle.verify(old, trusted_keys=both, rollback_state=state)
+    # a 2-of-2 set after a 1-of-1 history: the floor still holds
+    k_of_n = _save(tmp_path / "kn.mbundle", [key, key2], "2.9")
+    with pytest.raises(FreshnessError, match="older than v3"):
+        bundle.verify(k_of_n, trusted_keys=both, threshold=2, rollback_state=state)
+    entry = json.loads(state.read_text())["models"]["tiny"]
+    assert entry["version"] == "3"
+    assert entry["signers"] == [key2.key_id]
+    freshness.parse_time(entry["accepted_at"])
+
+
+def test_rollback_state_migrates_the_per_key_form(tmp_path: Path, key: bundle.PrivateKey,
+                                                  key2: bundle.PrivateKey) -> None:
+    state = tmp_path / "seen.json"
+    state.write_text(json.dumps({"format": "model-bundle-rollback-state/1", "models": {
+        "tiny": {key.key_id: "2", key2.key_id: "5"}, "other": {key.key_id: "1.0"}}}))
+    # the floor is the highest version any key had, whichever key signs now
+    with pytest.raises(FreshnessError, match="older than v5"):
+        bundle.verify(_save(tmp_path / "v4.mbundle", key, "4"), trusted_keys=key.public_key,
+                      rollback_state=state)
+    assert bundle.verify(_save(tmp_path / "v6.mbundle", key, "6"), trusted_keys=key.public_key,
+                         rollback_state=state).verified
+    doc = json.loads(state.read_text())
+    assert doc["format"] == freshness.STATE_FORMAT
+    assert doc["models"]["tiny"]["version"] == "6"
+    assert doc["models"]["other"] == {"version": "1.0", "signers": [key.key_id]}
 
 
 def test_rollback_state_needs_a_trusted_signer(tmp_path: Path, key: bundle.PrivateKey) -> None:
@@ -205,7 +251,7 @@ def test_rollback_state_records_only_verified_bundles(tmp_path: Path,
     corrupt = rewrite(v9, tmp_path / "bad9.mbundle", entries)
     with pytest.raises(IntegrityError):
         bundle.verify(corrupt, trusted_keys=key.public_key, rollback_state=state)
-    assert json.loads(state.read_text())["models"]["tiny"][key.key_id] == "2"
+    assert json.loads(state.read_text())["models"]["tiny"]["version"] == "2"
     # correctly signed, every hash right, but the graph fails its checks: not recorded
     bad_graph = build_signed(tmp_path / "graph9.mbundle",
                              {GRAPH_NAME: b"\x08\x07:\xff", WEIGHTS_NAME: entries[WEIGHTS_NAME]},
@@ -214,17 +260,32 @@ def test_rollback_state_records_only_verified_bundles(tmp_path: Path,
         bundle.verify(bad_graph, trusted_keys=key.public_key, rollback_state=state)
     with pytest.raises(FormatError):
         bundle.load(bad_graph, trusted_keys=key.public_key, rollback_state=state, device="cpu")
-    assert json.loads(state.read_text())["models"]["tiny"][key.key_id] == "2"
+    assert json.loads(state.read_text())["models"]["tiny"]["version"] == "2"
     # an untrusted signer's higher version is not recorded either
     stranger = _save(tmp_path / "s.mbundle", bundle.generate_key(), "50")
     with pytest.raises(SignatureError):
         bundle.verify(stranger, trusted_keys=key.public_key, rollback_state=state)
-    assert json.loads(state.read_text())["models"] == {"tiny": {key.key_id: "2"}}
+    assert json.loads(state.read_text())["models"]["tiny"]["version"] == "2"
+    assert list(json.loads(state.read_text())["models"]) == ["tiny"]
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b'{"format": "other", "models": {}}',
-                                     b'{"format": "model-bundle-rollback-state/1", '
-                                     b'"models": {"tiny": {"k": "beta"}}}', b"\xff\xfe"])
+_V2 = b'{"format": "model-bundle-rollback-state/2", "models": '
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{not json", b'{"format": "other", "models": {}}',
+    b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {"k": "beta"}}}',
+    b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {}}}',
+    b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
+    _V2 + b'{"tiny": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    _V2 + b'{"tiny": {"version": "beta", "signers": []}}}',
+    _V2 + b'{"tiny": {"version": 3, "signers": []}}}',
+    _V2 + b'{"tiny": {"version": "3"}}}',
+    _V2 + b'{"tiny": {"version": "3", "signers": [1]}}}',
+    _V2 + b'{"tiny": {"version": "3", "signers": [], "accepted_at": "today"}}}',
+    _V2 + b'{"tiny": {"version": "3", "signers": [], "extra": 1}}}',
+    _V2 + b'{"tiny": {"version": "3", "signers": []}, "tiny": {"version": "1", "signers": []}}}',
+])
 def test_damaged_state_fails_closed(tmp_path: Path, key: bundle.PrivateKey,
                                     content: bytes) -> None:
     state = tmp_path / "seen.json"
@@ -233,6 +294,57 @@ def test_damaged_state_fails_closed(tmp_path: Path, key: bundle.PrivateKey,
     with pytest.raises(FreshnessError, match=f"rollback state {state} is"):
         bundle.verify(path, trusted_keys=key.public_key, rollback_state=state)
     assert state.read_bytes() == content
+
+
+def test_symlinked_state_is_refused(tmp_path: Path, key: bundle.PrivateKey) -> None:
+    """Whoever can plant a link must not redirect the record (or reset it to another file's)."""
+    real = tmp_path / "real.json"
+    path = _save(tmp_path / "v.mbundle", key, "3")
+    assert bundle.verify(path, trusted_keys=key.public_key, rollback_state=real).verified
+    before = real.read_bytes()
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    with pytest.raises(FreshnessError, match=f"rollback state {link} is a symbolic link"):
+        bundle.verify(path, trusted_keys=key.public_key, rollback_state=link)
+    assert link.is_symlink()
+    assert real.read_bytes() == before
+    # a dangling link is refused too, rather than creating its target
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "nowhere.json")
+    with pytest.raises(FreshnessError, match="symbolic link"):
+        bundle.verify(path, trusted_keys=key.public_key, rollback_state=dangling)
+    assert not (tmp_path / "nowhere.json").exists()
+    # nor may a link in place of the lock file create or lock a file elsewhere
+    fresh = tmp_path / "fresh.json"
+    Path(f"{fresh}.lock").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FreshnessError, match=f"cannot lock rollback state {fresh}"):
+        bundle.verify(path, trusted_keys=key.public_key, rollback_state=fresh)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_state_that_is_not_a_file_is_refused(tmp_path: Path, key: bundle.PrivateKey) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = _save(tmp_path / "v.mbundle", key, "3")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    # in a subprocess so that a regression (open() blocking on the FIFO) fails, not hangs
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(key.public_key.pem())
+    code = ("import bundle\n"
+            "from bundle.trust.freshness import FreshnessError\n"
+            "try:\n"
+            f"    bundle.verify({str(path)!r}, trusted_keys={str(pub)!r},\n"
+            f"                  rollback_state={str(fifo)!r})\n"
+            "except FreshnessError as e:\n"
+            "    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          check=True, cwd=Path(__file__).parent.parent)
+    assert f"rollback state {fifo} is not a regular file" in done.stdout.decode()
+    with pytest.raises(FreshnessError, match="not a regular file"):
+        bundle.verify(path, trusted_keys=key.public_key, rollback_state=tmp_path)
 
 
 def test_rollback_needs_ordered_versions(tmp_path: Path, key: bundle.PrivateKey) -> None:

@@ -551,6 +551,17 @@ def test_wrong_rank(ridge_bundle: tuple[Any, bundle.Model]) -> None:
 
 
 @pytest.mark.parametrize("bad", [
+    pytest.param([[1.0, 2.0], [3.0]], id="ragged"),
+    pytest.param([[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]], id="ragged-deeper"),
+    pytest.param({"X": [[1.0, 2.0, 3.0, 4.0], [3.0]]}, id="ragged-in-dict"),
+])
+def test_ragged_rows(ridge_bundle: tuple[Any, bundle.Model], bad: Any) -> None:
+    _, m = ridge_bundle
+    with pytest.raises(bundle.InputError, match=r"input 'X' is not a rectangular array"):
+        m.predict(bad)
+
+
+@pytest.mark.parametrize("bad", [
     pytest.param(np.array([["a", "b", "c", "d"]]), id="unicode"),
     pytest.param(np.array([["1.0", "2", "3", "4"]], dtype=object), id="object-strings"),
     pytest.param(np.array([[b"1", b"2", b"3", b"4"]]), id="bytes"),

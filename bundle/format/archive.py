@@ -19,6 +19,7 @@ comment), methods are STORED or DEFLATE only, general purpose flags are 0 or
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -90,6 +91,20 @@ def check_entry_name(name: str) -> None:
             raise FormatError(
                 f"entry name {name!r} is not canonical (empty, '.' or '..' segment)", entry=name
             )
+
+
+def _check_no_file_is_a_parent(names: Iterable[str]) -> None:
+    """Refuse ``a.txt`` beside ``a.txt/b``: unzipped, a path cannot be a file and a
+    directory at once, so one of them could not be extracted (spec/FORMAT.md §3)."""
+    have = set(names)
+    for name in sorted(have):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in have:
+                raise FormatError(f"entry {parent!r} is also the parent directory of entry "
+                                  f"{name!r}; unzipped, one of them could not be written",
+                                  entry=parent)
 
 
 # --------------------------------------------------------------------------- writer
@@ -178,6 +193,10 @@ class ZipWriter:
             raise ValueError(f"entry {self._open.name.decode()} is still being written")
         if name in self._names:
             raise ValueError(f"duplicate entry {name}")
+        try:
+            _check_no_file_is_a_parent([*self._names, name])
+        except FormatError as e:  # the reader would refuse the result
+            raise ValueError(str(e)) from None
         self._names.add(name)
 
     def write(self, entry: EntryData) -> int:
@@ -444,6 +463,35 @@ def _check_alignment(name: str, extra: dict[int, bytes]) -> None:
                           f"with fewer than {ALIGNMENT} zero bytes)", entry=name)
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading, refused unless it is a regular file.
+
+    O_NONBLOCK: open() on a FIFO would otherwise wait for a writer forever,
+    and a device may block or never end. The type is checked on the open
+    descriptor (fstat), so nothing can be swapped in between check and use.
+    """
+    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+             | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise FormatError(f"cannot open {path}: {e.strerror}") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _FILE_KINDS if test(mode)), f"mode {mode:o}")
+            raise FormatError(f"{path} is not a regular file ({kind}); a bundle is a file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class ZipReader:
     """A zip archive whose structure has been checked, opened once by descriptor.
 
@@ -453,10 +501,7 @@ class ZipReader:
 
     def __init__(self, path: str | os.PathLike[str], *, max_total: int = 1 << 40) -> None:
         self.path = os.fspath(path)
-        try:
-            self._fp: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as e:
-            raise FormatError(f"cannot open {self.path}: {e.strerror}") from e
+        self._fp: BinaryIO = _open_regular(self.path)
         try:
             self.entries = self._check(max_total)
         except BaseException:
@@ -622,6 +667,7 @@ class ZipReader:
             entries[name] = Entry(name, method, crc, csize, usize, offset, *data_at)
         if pos != len(cd):
             raise FormatError("central directory holds bytes after its last entry")
+        _check_no_file_is_a_parent(entries)
         self._check_layout(entries, cd_offset)
         return entries
 

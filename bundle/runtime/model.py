@@ -137,8 +137,17 @@ def select_providers(device: str, provider_options: Mapping[str, Any] | None = N
                       "'tensorrt'")
 
 
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """np.asarray, with a ragged or absurdly nested sequence reported as the caller's input."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise InputError(f"input {name!r} is not a rectangular array (rows of different "
+                         f"lengths?): {' '.join(str(e).split())[:200]}", entry=name) from e
+
+
 def _to_input(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
-    arr = np.asarray(value)
+    arr = _as_array(name, value)
     want = _NP_DTYPES.get(spec.dtype)
     if want is None:
         raise InputError(f"input {name!r} has unsupported type {spec.dtype}")
@@ -376,10 +385,10 @@ class Model:
             feeds = {}
             for c in columns:
                 col = data[c.name]
-                values = col.to_numpy() if hasattr(col, "to_numpy") else np.asarray(col)
+                values = col.to_numpy() if hasattr(col, "to_numpy") else _as_array(c.name, col)
                 if c.kind == "string":
-                    values = np.asarray(values).astype(str)
-                feeds[c.input] = _to_input(c.name, np.asarray(values).reshape(-1, 1),
+                    values = _as_array(c.name, values).astype(str)
+                feeds[c.input] = _to_input(c.name, _as_array(c.name, values).reshape(-1, 1),
                                            self._inputs[c.input])
             return feeds
         specs = self.manifest.inputs

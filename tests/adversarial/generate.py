@@ -470,6 +470,25 @@ simple("zip-executable-mode", Z, "FormatError", "non-canonical attributes",
 simple("zip-duplicate-name", Z, "FormatError", "duplicate entry name",
        "manifest.json twice: the first signed, the second an attacker's",
        lambda c: raw_zip([*c.a_raw(), stored(MANIFEST_NAME, b"{}")]))
+
+
+@case("zip-file-is-also-a-directory", Z, "FormatError", "is also the parent directory",
+      "a signed asset named 'weights.safetensors/x.txt': unzipped, the weights would have "
+      "to be a file and a directory at once")
+def _file_and_directory(c: Ctx) -> bytes:
+    # Ctx.signed() writes through the package's ZipWriter, which refuses this pair of
+    # names; an attacker's writer does not, so hash, list and sign it by hand.
+    asset, data = f"{WEIGHTS_NAME}/x.txt", b"hi\n"
+    files = sorted((*c.manifest.files, FileEntry(asset, "asset", len(data), sha256_bytes(data))),
+                   key=lambda f: f.path)
+    manifest = dataclasses.replace(c.manifest, files=tuple(files))
+    mbytes = manifest.to_bytes()
+    sig = signing.sign_statement(statement_for(manifest, mbytes), c.key)
+    content = [e for e in c.a_raw() if e.name.decode() in (GRAPH_NAME, WEIGHTS_NAME)]
+    return raw_zip([*content, stored(asset, data, align=True), stored(MANIFEST_NAME, mbytes),
+                    stored(c.sig, sig)])
+
+
 simple("zip-local-name-differs", Z, "FormatError", "local header names it",
        "the manifest's local header names it 'manifest.jsoN' (central vs local disagreement)",
        lambda c: raw_zip(c.a_raw_with(MANIFEST_NAME, local={"name": b"manifest.jsoN"})))
