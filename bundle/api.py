@@ -23,7 +23,7 @@ from .format.manifest import (
 from .format.versions import format_time
 from .format.weights import WEIGHTS_NAME
 from .training.state import check_entries as check_training_entries
-from .trust import signing
+from .trust import dsse, signing
 from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
 
@@ -453,7 +453,7 @@ def _claimed_identities(reader: ZipReader, names: Sequence[str]) -> dict[str, st
     for name in names:
         key_id = name.split("/")[1].removesuffix(".sig")
         try:
-            env = signing.parse_envelope(reader.read(name, max_size=MAX_SIGNATURE_BYTES), name)
+            env = dsse.parse_envelope(reader.read(name, max_size=MAX_SIGNATURE_BYTES), name)
             if env.certificates:
                 out[key_id] = claimed_identity(parse_der_chain(env.certificates, name)[0])
         except (SignatureError, FormatError) as e:

@@ -94,7 +94,7 @@ class Harness:
         from bundle.format.archive import EntryData, ZipWriter
         from bundle.format.digest import sha256_bytes
         from bundle.format.manifest import MANIFEST_NAME, FileEntry
-        from bundle.trust import signing
+        from bundle.trust import dsse
 
         graph_name, weights_name, _ = self.names
         contents = {graph_name: self.base[graph_name], weights_name: self.base[weights_name]}
@@ -104,7 +104,7 @@ class Harness:
                                 sha256_bytes(d)) for n, d in sorted(contents.items()))
         manifest = replace(self.manifest, files=files)
         mbytes = data if target == MANIFEST_NAME else manifest.to_bytes()
-        sig = signing.sign_statement(statement_for(manifest, mbytes), self.key)
+        sig = dsse.sign_statement(statement_for(manifest, mbytes), self.key)
         buf = io.BytesIO()
         w = ZipWriter(buf)
         for name, d in sorted(contents.items()):

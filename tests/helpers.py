@@ -24,7 +24,7 @@ from bundle.format.archive import EntryData, ZipReader, ZipWriter
 from bundle.format.digest import sha256_bytes
 from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest, is_deflated
 from bundle.format.weights import WEIGHTS_NAME
-from bundle.trust import signing
+from bundle.trust import dsse
 
 LOCAL = struct.Struct("<IHHHHHIIIHH")
 CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
@@ -184,7 +184,7 @@ def build_signed(out: str | Path, contents: dict[str, bytes], keys: Sequence[Any
     manifest = dataclasses.replace(base, files=files)
     mbytes = manifest_bytes if manifest_bytes is not None else manifest.to_bytes()
     statement = statement_for(manifest, mbytes)
-    sigs = {k.key_id: signing.sign_statement(statement, k) for k in keys}
+    sigs = {k.key_id: dsse.sign_statement(statement, k) for k in keys}
     entries = [EntryData(n, d, compress=is_deflated(n, roles[n]),
                          align=not is_deflated(n, roles[n]))
                for n, d in sorted(contents.items())]

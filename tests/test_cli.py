@@ -318,7 +318,7 @@ def test_verify_unusable_signatures_exit_with_the_signature_code(
     from bundle.export.writer import statement_for
     from bundle.format import canonical_json as _json
     from bundle.format.manifest import MANIFEST_NAME, Manifest
-    from bundle.trust import signing
+    from bundle.trust import dsse
 
     key = bundle.generate_key()
     key.save(tmp_path / "k")
@@ -334,11 +334,11 @@ def test_verify_unusable_signatures_exit_with_the_signature_code(
                                    entries[MANIFEST_NAME]))
     doc["predicate"]["resources"].insert(0, {"algorithm": "sha256", "digest": "0" * 64,
                                              "name": "\ud800"})
-    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(
+    doc["subject"][0]["digest"]["sha256"] = dsse.resources_digest(
         [(r["name"], r["digest"]) for r in doc["predicate"]["resources"]])
     statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
     surrogate = rewrite(good, tmp_path / "surrogate.mbundle",
-                        {**entries, sig: signing.sign_statement(statement, key)})
+                        {**entries, sig: dsse.sign_statement(statement, key)})
     for path, words in ((keyid, "keyid is not a string"), (surrogate, "not canonical")):
         code, _, err = run(capsys, "verify", path, "--trusted-key", tmp_path / "k.pub")
         assert code == cli_exit_code(bundle.SignatureError), err

@@ -321,7 +321,7 @@ def test_pack_checks_signatures_by_the_rule_verify_uses(tmp_path: Path) -> None:
     from bundle.format import canonical_json as _json
     from bundle.format.digest import MIN_SHARD_SIZE, sha256_bytes
     from bundle.format.manifest import MANIFEST_NAME, Manifest
-    from bundle.trust import signing
+    from bundle.trust import dsse
 
     key = bundle.generate_key()
     model = _unzip(save_tiny(tmp_path / "u.mbundle"), tmp_path / "model")
@@ -330,8 +330,8 @@ def test_pack_checks_signatures_by_the_rule_verify_uses(tmp_path: Path) -> None:
               for f in Manifest.from_bytes(mbytes).files]
     pieces.append((f"{MANIFEST_NAME}:0:{len(mbytes)}", sha256_bytes(mbytes)))
     sig = tmp_path / "model.sig"
-    sig.write_bytes(signing.sign_statement(
-        signing.build_statement("tiny", pieces, MIN_SHARD_SIZE), key))
+    sig.write_bytes(dsse.sign_statement(
+        dsse.build_statement("tiny", pieces, MIN_SHARD_SIZE), key))
     with pytest.raises(SignatureError, match="disagree"):
         bundle.pack_directory(model, tmp_path / "x.mbundle", signatures=[sig])
     from cryptography import x509
@@ -342,8 +342,8 @@ def test_pack_checks_signatures_by_the_rule_verify_uses(tmp_path: Path) -> None:
         serialization.Encoding.DER)
     p256 = bytes.fromhex("06082a8648ce3d030107")
     leaf = x509.load_der_x509_certificate(der.replace(p256, p256[:-1] + b"\x02"))  # prime192v2
-    env = json.loads(signing.sign_statement(
-        signing.build_statement("tiny", [*((f.path, f.sha256) for f in Manifest.from_bytes(
+    env = json.loads(dsse.sign_statement(
+        dsse.build_statement("tiny", [*((f.path, f.sha256) for f in Manifest.from_bytes(
             mbytes).files), (MANIFEST_NAME, sha256_bytes(mbytes))]), key))
     env["verificationMaterial"] = {"x509CertificateChain": {"certificates": [
         {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}

@@ -16,7 +16,7 @@ from helpers import read_entries, rewrite, save_tiny
 import bundle
 from bundle.errors import KeyFileError, SignatureError
 from bundle.format import canonical_json as _json
-from bundle.trust import signing
+from bundle.trust import dsse, signing
 
 KEY_TYPES = ["ecdsa-p256", "ed25519"]
 
@@ -159,7 +159,7 @@ def test_key_id_is_sha256_of_spki_pem(tmp_path: Path, key_type: str) -> None:
 def test_ecdsa_signatures_are_deterministic() -> None:
     """RFC 6979: the same key over the same bytes gives the same signature."""
     k = bundle.generate_key("ecdsa-p256")
-    msg = signing.pae(signing.PAYLOAD_TYPE, b'{"hello":"world"}')
+    msg = dsse.pae(dsse.PAYLOAD_TYPE, b'{"hello":"world"}')
     s1, s2 = k.sign(msg), k.sign(msg)
     assert s1 == s2
     assert k.sign(msg + b"!") != s1
@@ -171,9 +171,9 @@ def test_ecdsa_signatures_are_deterministic() -> None:
 
 def test_signed_statement_is_deterministic() -> None:
     k = bundle.generate_key("ecdsa-p256")
-    statement = signing.build_statement("m", [("b", "1" * 64), ("a", "2" * 64)])
-    assert signing.sign_statement(statement, k) == signing.sign_statement(statement, k)
-    assert signing.parse_statement(statement, "s") == [("a", "2" * 64), ("b", "1" * 64)]
+    statement = dsse.build_statement("m", [("b", "1" * 64), ("a", "2" * 64)])
+    assert dsse.sign_statement(statement, k) == dsse.sign_statement(statement, k)
+    assert dsse.parse_statement(statement, "s") == [("a", "2" * 64), ("b", "1" * 64)]
 
 
 @pytest.mark.parametrize("key_type", [*KEY_TYPES, "ecdsa-p384"])
@@ -189,7 +189,7 @@ def test_malformed_signature_bytes_do_not_verify(key_type: str) -> None:
 
 
 def test_pae_matches_the_dsse_spec() -> None:
-    assert signing.pae("http://example.com/HelloWorld", b"hello world") == \
+    assert dsse.pae("http://example.com/HelloWorld", b"hello world") == \
         b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
 
 
@@ -257,8 +257,8 @@ def test_rsa_is_refused(tmp_path: Path) -> None:
 
 
 def _envelope_with_hint(signer: bundle.PrivateKey, hint: str) -> bytes:
-    statement = signing.build_statement("m", [("a", "1" * 64)])
-    env = json.loads(signing.sign_statement(statement, signer))
+    statement = dsse.build_statement("m", [("a", "1" * 64)])
+    env = json.loads(dsse.sign_statement(statement, signer))
     env["verificationMaterial"]["publicKey"]["hint"] = hint
     env["dsseEnvelope"]["signatures"][0]["keyid"] = hint
     return _json.dumps(env)
@@ -266,16 +266,16 @@ def _envelope_with_hint(signer: bundle.PrivateKey, hint: str) -> bytes:
 
 def test_hint_naming_another_key_is_refused() -> None:
     signer, named = bundle.generate_key(), bundle.generate_key()
-    env = signing.parse_envelope(_envelope_with_hint(signer, named.key_id), "s")
+    env = dsse.parse_envelope(_envelope_with_hint(signer, named.key_id), "s")
     assert env.hint == named.key_id
     trust = bundle.TrustStore([signer.public_key, named.public_key])
     with pytest.raises(SignatureError, match="mismatched key id"):
-        signing.verify_envelope(env, trust, "s")
+        dsse.verify_envelope(env, trust, "s")
     # with the right hint the same signature verifies
-    ok = signing.parse_envelope(_envelope_with_hint(signer, signer.key_id), "s")
-    assert signing.verify_envelope(ok, trust, "s") == signer.public_key
+    ok = dsse.parse_envelope(_envelope_with_hint(signer, signer.key_id), "s")
+    assert dsse.verify_envelope(ok, trust, "s") == signer.public_key
     # an untrusted signer is not an error here, just no key
-    assert signing.verify_envelope(ok, bundle.TrustStore([named.public_key]), "s") is None
+    assert dsse.verify_envelope(ok, bundle.TrustStore([named.public_key]), "s") is None
 
 
 def test_keyid_and_hint_must_agree() -> None:
@@ -283,10 +283,10 @@ def test_keyid_and_hint_must_agree() -> None:
     env = json.loads(_envelope_with_hint(k, k.key_id))
     env["dsseEnvelope"]["signatures"][0]["keyid"] = "f" * 64
     with pytest.raises(SignatureError, match="disagree"):
-        signing.parse_envelope(_json.dumps(env), "s")
+        dsse.parse_envelope(_json.dumps(env), "s")
     env["verificationMaterial"]["publicKey"]["hint"] = "not-hex"
     with pytest.raises(SignatureError, match="hint"):
-        signing.parse_envelope(_json.dumps(env), "s")
+        dsse.parse_envelope(_json.dumps(env), "s")
 
 
 def test_hint_naming_another_key_in_a_bundle(tmp_path: Path) -> None:
@@ -317,9 +317,9 @@ def test_hint_naming_another_key_in_a_bundle(tmp_path: Path) -> None:
 def test_signature_made_with_wrong_algorithm_bytes(tmp_path: Path) -> None:
     """An Ed25519 signature placed in a P-256 key's envelope verifies with no key."""
     p256, ed = bundle.generate_key("ecdsa-p256"), bundle.generate_key("ed25519")
-    statement = signing.build_statement("m", [("a", "1" * 64)])
-    env = json.loads(signing.sign_statement(statement, p256))
+    statement = dsse.build_statement("m", [("a", "1" * 64)])
+    env = json.loads(dsse.sign_statement(statement, p256))
     env["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(
-        ed.sign(signing.pae(signing.PAYLOAD_TYPE, statement))).decode()
-    parsed = signing.parse_envelope(_json.dumps(env), "s")
-    assert signing.verify_envelope(parsed, bundle.TrustStore([p256.public_key]), "s") is None
+        ed.sign(dsse.pae(dsse.PAYLOAD_TYPE, statement))).decode()
+    parsed = dsse.parse_envelope(_json.dumps(env), "s")
+    assert dsse.verify_envelope(parsed, bundle.TrustStore([p256.public_key]), "s") is None

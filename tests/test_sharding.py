@@ -28,7 +28,7 @@ from bundle.format import digest
 from bundle.format.archive import EntryData, ZipReader
 from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest
 from bundle.format.weights import WEIGHTS_NAME
-from bundle.trust import signing
+from bundle.trust import dsse
 
 S = digest.MIN_SHARD_SIZE
 N = 896  # 4 MatMul layers of 896 x 896 float32: 12.25 MiB of weights, 4 shards of 4 MiB
@@ -96,7 +96,7 @@ def _sign(out: Path, entries: dict[str, bytes], manifest_bytes: bytes, statement
              if n != MANIFEST_NAME and not n.startswith("signatures/")]
     items.append(EntryData(MANIFEST_NAME, manifest_bytes))
     items.append(EntryData(f"signatures/{key.key_id}.sig",
-                           signing.sign_statement(statement, key)))
+                           dsse.sign_statement(statement, key)))
     return write_raw(out, items)
 
 
@@ -182,7 +182,7 @@ def test_bundle_written_the_old_way_still_verifies(tmp_path: Path,
     mbytes = manifest.to_bytes()
     resources = [(f.path, f.sha256) for f in files] + [(MANIFEST_NAME,
                                                         hashlib.sha256(mbytes).hexdigest())]
-    statement = signing.build_statement("tiny", resources)
+    statement = dsse.build_statement("tiny", resources)
     old = _sign(tmp_path / "old.mbundle", entries, mbytes, statement, key)
     assert old.read_bytes() == new.read_bytes()
     assert bundle.verify(old, trusted_keys=key.public_key).verified
@@ -228,7 +228,7 @@ def _edit_manifest(tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: 
             r["name"] = f"{MANIFEST_NAME}:0:{len(mbytes)}"
             r["digest"] = hashlib.sha256(mbytes).hexdigest()
     res = [(r["name"], r["digest"]) for r in stdoc["predicate"]["resources"]]
-    statement = signing.build_statement("mlp", res, S)
+    statement = dsse.build_statement("mlp", res, S)
     return _sign(tmp_path / "edited.mbundle", entries, mbytes, statement, key)
 
 
@@ -272,7 +272,7 @@ def _statement_variant(sharded: Path, key: bundle.PrivateKey, edit: Any) -> byte
     st = json.loads(statement_for(_manifest(sharded), entries[MANIFEST_NAME]))
     res = [(r["name"], r["digest"]) for r in st["predicate"]["resources"]]
     res, shard_size = edit(res)
-    return signing.build_statement("mlp", res, shard_size)
+    return dsse.build_statement("mlp", res, shard_size)
 
 
 def _drop_weights_shard(res: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
@@ -333,7 +333,7 @@ def test_statement_shards_must_be_in_oms_order(sharded: Path, key: bundle.Privat
     res[2], res[3] = res[3], res[2]
     st["subject"][0]["digest"]["sha256"] = digest.shard_root([r["digest"] for r in res])
     with pytest.raises(SignatureError, match="sorted"):
-        signing.parse_statement(_json.dumps(st), "s")
+        dsse.parse_statement(_json.dumps(st), "s")
 
 
 def test_manifest_shard_sizes_must_agree() -> None:

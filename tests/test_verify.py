@@ -53,7 +53,7 @@ from bundle.format import canonical_json as _json
 from bundle.format.archive import ALIGNMENT, EntryData, ZipReader
 from bundle.format.manifest import MANIFEST_NAME
 from bundle.format.weights import WEIGHTS_NAME
-from bundle.trust import signing
+from bundle.trust import dsse
 
 GRAPH = "model.onnx"
 X = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 1.5, -0.5]],
@@ -446,7 +446,7 @@ def _shards_statement(tiny: Path, *, manifest_end: int = 0, weights_end: int = 0
     pieces = [(f"{f.path}:0:{ends.get(f.path) or f.size}", f.sha256)
               for f in manifest_of(tiny).files if f.size]
     pieces.append((f"{MANIFEST_NAME}:0:{manifest_end or len(mbytes)}", sha256_bytes(mbytes)))
-    return signing.build_statement("tiny", pieces, MIN_SHARD_SIZE)
+    return dsse.build_statement("tiny", pieces, MIN_SHARD_SIZE)
 
 
 @pytest.mark.parametrize("wrong", ["manifest_end", "weights_end"])
@@ -457,13 +457,13 @@ def test_every_counted_signature_must_cover_the_bundle_on_its_own(
     as another but cuts them differently (sizes) is refused on its own, so it cannot make
     up a threshold, whichever entry comes first."""
     mbytes = read_entries(tiny)[MANIFEST_NAME]
-    good = signing.sign_statement(statement_for(manifest_of(tiny), mbytes), key)
+    good = dsse.sign_statement(statement_for(manifest_of(tiny), mbytes), key)
     assert bundle.verify(_with_signatures(tiny, tmp_path / "ok.mbundle",
-                                          {sig_name(key2): signing.sign_statement(
+                                          {sig_name(key2): dsse.sign_statement(
                                               _shards_statement(tiny), key2)}),
                          trusted_keys=key2.public_key).verified
     bad_statement = _shards_statement(tiny, **{wrong: 10_000})
-    bad = signing.sign_statement(bad_statement, key2)
+    bad = dsse.sign_statement(bad_statement, key2)
     alone = _with_signatures(tiny, tmp_path / "alone.mbundle", {sig_name(key2): bad})
     refused(alone, SignatureError, key2.public_key)
     trust = bundle.TrustStore([key.public_key, key2.public_key], threshold=2)
@@ -471,8 +471,8 @@ def test_every_counted_signature_must_cover_the_bundle_on_its_own(
                             {sig_name(key): good, sig_name(key2): bad})
     refused(both, SignatureError, trust)
     # the same with the roles of the keys swapped, so the bad signature is first and last
-    good2 = signing.sign_statement(statement_for(manifest_of(tiny), mbytes), key2)
-    bad1 = signing.sign_statement(bad_statement, key)
+    good2 = dsse.sign_statement(statement_for(manifest_of(tiny), mbytes), key2)
+    bad1 = dsse.sign_statement(bad_statement, key)
     swapped = _with_signatures(tiny, tmp_path / "swapped.mbundle",
                                {sig_name(key): bad1, sig_name(key2): good2})
     refused(swapped, SignatureError, trust)
@@ -850,14 +850,14 @@ def test_malformed_signature_entries(tmp_path: Path, tiny: Path, key: bundle.Pri
                                      mutate: str) -> None:
     entries = read_entries(tiny)
     env = json.loads(entries[sig_name(key)])
-    dsse = env["dsseEnvelope"]
-    statement = json.loads(base64.b64decode(dsse["payload"]))
+    dsse_env = env["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(dsse_env["payload"]))
     if mutate == "payload_type":
-        dsse["payloadType"] = "text/plain"
+        dsse_env["payloadType"] = "text/plain"
     elif mutate == "two_sigs":
-        dsse["signatures"].append(dict(dsse["signatures"][0]))
+        dsse_env["signatures"].append(dict(dsse_env["signatures"][0]))
     elif mutate == "bad_b64":
-        dsse["signatures"][0]["sig"] = "!!!"
+        dsse_env["signatures"][0]["sig"] = "!!!"
     elif mutate == "media_type":
         env["mediaType"] = "application/json"
     if mutate in ("statement_type", "subject_digest"):
@@ -866,9 +866,9 @@ def test_malformed_signature_entries(tmp_path: Path, tiny: Path, key: bundle.Pri
         else:
             statement["subject"][0]["digest"]["sha256"] = "0" * 64
         payload = _json.dumps(statement)
-        sig = key.sign(signing.pae(signing.PAYLOAD_TYPE, payload))  # validly signed
-        dsse["payload"] = base64.b64encode(payload).decode()
-        dsse["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+        sig = key.sign(dsse.pae(dsse.PAYLOAD_TYPE, payload))  # validly signed
+        dsse_env["payload"] = base64.b64encode(payload).decode()
+        dsse_env["signatures"][0]["sig"] = base64.b64encode(sig).decode()
     data = b"{not json" if mutate == "not_json" else _json.dumps(env)
     entries[sig_name(key)] = data
     refused(rewrite(tiny, tmp_path / "s.mbundle", entries), SignatureError, key.public_key)
@@ -917,11 +917,11 @@ def test_statement_resource_name_with_a_lone_surrogate(tmp_path: Path, tiny: Pat
     doc = json.loads(statement_for(manifest_of(tiny), read_entries(tiny)[MANIFEST_NAME]))
     doc["predicate"]["resources"].insert(0, {"algorithm": "sha256", "digest": "0" * 64,
                                              "name": "\ud800"})
-    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(
+    doc["subject"][0]["digest"]["sha256"] = dsse.resources_digest(
         [(r["name"], r["digest"]) for r in doc["predicate"]["resources"]])
     statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
     path = _with_signatures(tiny, tmp_path / "s.mbundle",
-                            {sig_name(key): signing.sign_statement(statement, key)})
+                            {sig_name(key): dsse.sign_statement(statement, key)})
     refused(path, SignatureError, key.public_key, "not canonical")
 
 
@@ -972,8 +972,8 @@ def test_signed_resources_must_equal_the_manifest(tmp_path: Path, tiny: Path,
     resources = [(f.path, f.sha256) for f in manifest.files]
     resources.append(("manifest.json", sha256_bytes(entries["manifest.json"])))
     resources.append(("other.bin", "0" * 64))
-    statement = signing.build_statement("tiny", resources)
-    entries[sig_name(key)] = signing.sign_statement(statement, key)
+    statement = dsse.build_statement("tiny", resources)
+    entries[sig_name(key)] = dsse.sign_statement(statement, key)
     refused(rewrite(tiny, tmp_path / "r.mbundle", entries), SignatureError, key.public_key,
             "disagree")
 
@@ -1083,16 +1083,16 @@ def test_statement_orders_files_by_path_components_as_model_signing_does() -> No
     """model_signing sorts resources as paths ("a/b" before "a-b"), not as strings."""
     d1, d2, d3 = "1" * 64, "2" * 64, "3" * 64
     res = [("a-b", d1), ("a/b", d2), ("manifest.json", d3)]
-    doc = json.loads(signing.build_statement("m", res))
+    doc = json.loads(dsse.build_statement("m", res))
     names = [r["name"] for r in doc["predicate"]["resources"]]
     assert names == ["a/b", "a-b", "manifest.json"]
-    assert dict(signing.parse_statement(_json.dumps(doc), "s")) == dict(res)
+    assert dict(dsse.parse_statement(_json.dumps(doc), "s")) == dict(res)
     doc["predicate"]["resources"].sort(key=lambda r: r["name"])  # plain string order
     h = hashlib.sha256(b"".join(bytes.fromhex(r["digest"])
                                 for r in doc["predicate"]["resources"]))
     doc["subject"][0]["digest"]["sha256"] = h.hexdigest()
     with pytest.raises(SignatureError, match="sorted"):
-        signing.parse_statement(_json.dumps(doc), "s")
+        dsse.parse_statement(_json.dumps(doc), "s")
 
 
 def test_inline_data_fields_come_from_the_tensorproto_descriptor() -> None:

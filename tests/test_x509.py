@@ -24,7 +24,7 @@ from bundle.errors import KeyFileError, SignatureError
 from bundle.export.writer import statement_for
 from bundle.format import canonical_json as _json
 from bundle.format.manifest import MANIFEST_NAME, Manifest
-from bundle.trust import signing
+from bundle.trust import dsse
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,16 @@ def _cert_signature(statement: bytes, signer: Any, chain: list[x509.Certificate]
                     keyid: str = "") -> bytes:
     """A Sigstore bundle with a certificate chain, signed by ``signer`` with no checks
     on our side: how an attacker (or another tool) could write one."""
-    message = signing.pae(signing.PAYLOAD_TYPE, statement)
+    message = dsse.pae(dsse.PAYLOAD_TYPE, statement)
     sig = (signer.sign(message) if isinstance(signer, ed25519.Ed25519PrivateKey)
            else signer.sign(message, ec.ECDSA(hashes.SHA256())))
     return _json.dumps({
-        "mediaType": signing.BUNDLE_MEDIA_TYPE,
+        "mediaType": dsse.BUNDLE_MEDIA_TYPE,
         "verificationMaterial": {"x509CertificateChain": {"certificates": [
             {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
             for c in chain]}, "tlogEntries": []},
         "dsseEnvelope": {"payload": base64.b64encode(statement).decode(),
-                         "payloadType": signing.PAYLOAD_TYPE,
+                         "payloadType": dsse.PAYLOAD_TYPE,
                          "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}]},
     })
 

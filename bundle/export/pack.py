@@ -29,7 +29,7 @@ from ..errors import FormatError, IntegrityError, SignatureError
 from ..format.archive import EntryData, ZipWriter
 from ..format.digest import sha256_bytes
 from ..format.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, FileEntry, Manifest, is_deflated
-from ..trust import signing
+from ..trust import dsse, signing
 from ..trust.verify import MAX_GRAPH_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, SIGNATURE_PREFIX
 from .writer import atomic_write
 
@@ -71,7 +71,7 @@ def _walk(root: Path) -> Iterator[str]:
             yield (rel / name).as_posix()
 
 
-def _key_id(env: signing.Envelope, source: str) -> str:
+def _key_id(env: dsse.Envelope, source: str) -> str:
     """The key id that names a signature's entry: its hint, else its leaf certificate's key."""
     if env.hint is not None:
         return env.hint
@@ -92,9 +92,9 @@ def _key_id(env: signing.Envelope, source: str) -> str:
 def _check_signature(data: bytes, source: str, manifest: Manifest,
                      manifest_bytes: bytes) -> str:
     """Early, friendly refusal of a signature over other files; verify() decides for real."""
-    env = signing.parse_envelope(data, source)
-    statement = signing.parse_statement(env.payload, source)
-    signing.check_statement(statement, manifest_bytes, manifest, entry=source)
+    env = dsse.parse_envelope(data, source)
+    statement = dsse.parse_statement(env.payload, source)
+    dsse.check_statement(statement, manifest_bytes, manifest, entry=source)
     return _key_id(env, source)
 
 

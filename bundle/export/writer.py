@@ -35,7 +35,7 @@ from ..format.digest import (
 )
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 from ..format.versions import release_tuple
-from ..trust import signing
+from ..trust import dsse, signing
 
 __all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
            "statement_for"]
@@ -107,17 +107,17 @@ def statement_for(manifest: Manifest, manifest_bytes: bytes) -> bytes:
     OMS's ``files`` serialization when no entry is sharded; otherwise its
     ``shards`` serialization, one resource per ``path:start:end`` piece of every
     file, exactly as ``model_signing`` cuts the unzipped bundle (spec/SHARDS.md).
-    The resources are :func:`signing.statement_resources`, the list verification
+    The resources are :func:`dsse.statement_resources`, the list verification
     demands.
     """
     shard_size = manifest.shard_size
-    resources = signing.statement_resources(manifest, manifest_bytes, shard_size)
-    return signing.build_statement(manifest.model.name, resources, shard_size or None)
+    resources = dsse.statement_resources(manifest, manifest_bytes, shard_size)
+    return dsse.build_statement(manifest.model.name, resources, shard_size or None)
 
 
 def _signature_entries(statement: bytes, keys: Sequence[signing.PrivateKey],
                        ) -> list[EntryData]:
-    sigs = {k.key_id: signing.sign_statement(statement, k) for k in keys}
+    sigs = {k.key_id: dsse.sign_statement(statement, k) for k in keys}
     return [EntryData(f"signatures/{kid}.sig", sigs[kid]) for kid in sorted(sigs)]
 
 

@@ -33,7 +33,7 @@ from ..format.manifest import (
     is_deflated,
 )
 from ..format.weights import WEIGHTS_NAME
-from . import freshness, signing
+from . import dsse, freshness, signing
 
 if TYPE_CHECKING:
     from . import certs
@@ -140,12 +140,12 @@ def signature_entries(reader: ZipReader) -> list[str]:
     return sorted(names)
 
 
-Statements = list[tuple[str, signing.Resources]]
+Statements = list[tuple[str, dsse.Resources]]
 """Each counted signature's entry name and statement, for the checks after the manifest."""
 
 
 def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
-            ) -> tuple[signing.Envelope | None, signing.PublicKey | None,
+            ) -> tuple[dsse.Envelope | None, signing.PublicKey | None,
                        certs.Identity | None, str]:
     """Who made the signature in entry ``name`` -- a trusted key, a certified one -- or why
     it does not count.
@@ -156,20 +156,20 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     raised comes after (a hint naming another key than the trusted one that signed).
     """
     try:
-        env = signing.parse_envelope(data, name)
+        env = dsse.parse_envelope(data, name)
         if env.hint is not None and name != f"{SIGNATURE_PREFIX}{env.hint}.sig":
             raise SignatureError(f"signature entry {name} holds a signature for key "
                                  f"{env.hint[:16]}", entry=name)
     except SignatureError as e:
         return None, None, None, str(e)
-    key = signing.verify_envelope(env, trust, name)
+    key = dsse.verify_envelope(env, trust, name)
     if key is not None:
         return env, key, None, ""
     if env.certificates and trust.roots:
         from .certs import CertificateRejectedError  # X.509 costs start-up time: only here
 
         try:
-            certified = signing.verify_certified(env, trust, name, now)
+            certified = dsse.verify_certified(env, trust, name, now)
         except CertificateRejectedError as e:
             return env, None, None, str(e)
         return env, certified.key, certified.identity, ""
@@ -188,7 +188,7 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
     the reason is kept for the error should too few count. A signature that a trusted
     key made must then pass every other check on its own, or the bundle is refused:
     its statement is parsed and must cover this very manifest
-    (:func:`signing.check_statement`; the caller checks each returned statement again
+    (:func:`dsse.check_statement`; the caller checks each returned statement again
     once the manifest is parsed). Each distinct key counts once toward the threshold.
     """
     names = signature_entries(reader)
@@ -207,8 +207,8 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
             untrusted.append(name[len(SIGNATURE_PREFIX):-len(".sig")])
             reasons.append(f"{name}: {why}")
             continue
-        statement = signing.parse_statement(env.payload, name)
-        signing.check_statement(statement, manifest_bytes, entry=name)
+        statement = dsse.parse_statement(env.payload, name)
+        dsse.check_statement(statement, manifest_bytes, entry=name)
         statements.append((name, statement))
         # Each unique key counts once, however many entries it signed.
         signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name, identity))
@@ -263,7 +263,7 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
 
     listed = {f.path: f for f in manifest.files}
     for name, statement in statements:  # every one that counted, each on its own
-        signing.check_statement(statement, manifest_bytes, manifest, entry=name)
+        dsse.check_statement(statement, manifest_bytes, manifest, entry=name)
     present = {n for n in reader.entries if not n.startswith(SIGNATURE_PREFIX)}
     present.discard(MANIFEST_NAME)
     extra, missing = present - listed.keys(), listed.keys() - present

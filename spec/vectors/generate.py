@@ -60,7 +60,7 @@ from bundle.format.manifest import (
     ModelInfo,
     OnnxInfo,
 )
-from bundle.trust import signing
+from bundle.trust import dsse, signing
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS = weights_mod.WEIGHTS_NAME
@@ -262,7 +262,7 @@ def assemble(path: Path, contents: dict[str, bytes], base: Manifest,
     manifest = dataclasses.replace(base, files=tuple(files))
     mbytes = manifest.to_bytes() if manifest_bytes is None else manifest_bytes
     statement = statement_for(manifest, mbytes)
-    sigs = {k.key_id: signing.sign_statement(statement, k) for k in keys}
+    sigs = {k.key_id: dsse.sign_statement(statement, k) for k in keys}
     entries = [entry(n, d) for n, d in sorted(contents.items())]
     entries.append(EntryData(MANIFEST_NAME, mbytes))
     entries += [EntryData(f"signatures/{kid}.sig", sigs[kid]) for kid in sorted(sigs)]

@@ -53,7 +53,7 @@ from bundle.format import canonical_json as _json  # noqa: E402
 from bundle.format.digest import sha256_bytes  # noqa: E402
 from bundle.format.manifest import MANIFEST_NAME, FileEntry, Manifest  # noqa: E402
 from bundle.format.weights import WEIGHTS_NAME, parse_header  # noqa: E402
-from bundle.trust import signing  # noqa: E402
+from bundle.trust import dsse, signing  # noqa: E402
 
 __all__ = ["Case", "Raw", "build", "raw_zip"]
 
@@ -238,10 +238,10 @@ def _pem(key: Any) -> bytes:
 
 
 def envelope(payload: bytes, sign: Callable[[bytes], bytes], *, hint: str | None,
-             keyid: str | None, payload_type: str = signing.PAYLOAD_TYPE,
-             media_type: str = signing.BUNDLE_MEDIA_TYPE, sigs: int = 1) -> bytes:
-    """A Sigstore bundle like signing.sign_statement's, with every field choosable."""
-    sig = base64.b64encode(sign(signing.pae(payload_type, payload))).decode("ascii")
+             keyid: str | None, payload_type: str = dsse.PAYLOAD_TYPE,
+             media_type: str = dsse.BUNDLE_MEDIA_TYPE, sigs: int = 1) -> bytes:
+    """A Sigstore bundle like dsse.sign_statement's, with every field choosable."""
+    sig = base64.b64encode(sign(dsse.pae(payload_type, payload))).decode("ascii")
     one: dict[str, Any] = {"sig": sig}
     if keyid is not None:
         one["keyid"] = keyid
@@ -361,8 +361,8 @@ class Ctx:
     def sign_statement(self, resources: list[tuple[str, str]], key: signing.PrivateKey | None
                        = None) -> bytes:
         """A signature entry by the trusted key over a statement of exactly ``resources``."""
-        statement = signing.build_statement("tiny", resources)
-        return signing.sign_statement(statement, key or self.key)
+        statement = dsse.build_statement("tiny", resources)
+        return dsse.sign_statement(statement, key or self.key)
 
     def resources(self) -> list[tuple[str, str]]:
         """A's signed resources: its files and its manifest."""
@@ -382,7 +382,7 @@ class Ctx:
         edit(env, statement)
         payload = _json.dumps(statement)
         ptype = env["dsseEnvelope"]["payloadType"]
-        sig = self.key.sign(signing.pae(ptype, payload))
+        sig = self.key.sign(dsse.pae(ptype, payload))
         env["dsseEnvelope"]["payload"] = base64.b64encode(payload).decode()
         env["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
         return self.with_sig(_json.dumps(env))
@@ -483,7 +483,7 @@ def _file_and_directory(c: Ctx) -> bytes:
                    key=lambda f: f.path)
     manifest = dataclasses.replace(c.manifest, files=tuple(files))
     mbytes = manifest.to_bytes()
-    sig = signing.sign_statement(statement_for(manifest, mbytes), c.key)
+    sig = dsse.sign_statement(statement_for(manifest, mbytes), c.key)
     content = [e for e in c.a_raw() if e.name.decode() in (GRAPH_NAME, WEIGHTS_NAME)]
     return raw_zip([*content, stored(asset, data, align=True), stored(MANIFEST_NAME, mbytes),
                     stored(c.sig, sig)])
@@ -998,8 +998,8 @@ def _refused_alone(c: Ctx) -> bytes:
     pieces = [(f"{f.path}:0:{f.size + (8 if f.role == 'weights' else 0)}", f.sha256)
               for f in c.manifest.files]
     pieces.append((f"{MANIFEST_NAME}:0:{len(c.a[MANIFEST_NAME])}", c.resources()[-1][1]))
-    bad = signing.sign_statement(signing.build_statement("tiny", pieces, MIN_SHARD_SIZE), first)
-    good = signing.sign_statement(statement_for(c.manifest, c.a[MANIFEST_NAME]), second)
+    bad = dsse.sign_statement(dsse.build_statement("tiny", pieces, MIN_SHARD_SIZE), first)
+    good = dsse.sign_statement(statement_for(c.manifest, c.a[MANIFEST_NAME]), second)
     entries = {k: v for k, v in c.a.items() if k != c.sig}
     return c.rewrite({**entries, f"signatures/{first.key_id}.sig": bad,
                       f"signatures/{second.key_id}.sig": good})
@@ -1018,12 +1018,12 @@ def _keyid_number(c: Ctx) -> bytes:
       "a validly signed statement naming a resource '\\ud800' (no UTF-8 encoding exists)")
 def _surrogate(c: Ctx) -> bytes:
     resources = [("\ud800", "0" * 64), *c.resources()]
-    doc = json.loads(signing.build_statement("tiny", c.resources()))
+    doc = json.loads(dsse.build_statement("tiny", c.resources()))
     doc["predicate"]["resources"] = [{"algorithm": "sha256", "digest": d, "name": n}
                                      for n, d in resources]
-    doc["subject"][0]["digest"]["sha256"] = signing.resources_digest(resources)
+    doc["subject"][0]["digest"]["sha256"] = dsse.resources_digest(resources)
     statement = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
-    return c.with_sig(signing.sign_statement(statement, c.key))
+    return c.with_sig(dsse.sign_statement(statement, c.key))
 
 
 simple("signature-deflated-not-inflated", S, "FormatError", "must be STORED",
@@ -1220,7 +1220,7 @@ def _big_graph(c: Ctx) -> bytes:
     files = [FileEntry(GRAPH_NAME, "graph", size, "ab" * 32), c.manifest.files[1]]
     manifest = dataclasses.replace(c.manifest, files=tuple(files))
     mbytes = manifest.to_bytes()
-    sig = signing.sign_statement(statement_for(manifest, mbytes), c.key)
+    sig = dsse.sign_statement(statement_for(manifest, mbytes), c.key)
     raws = c.a_raw()
     raws[0] = Raw(GRAPH_NAME.encode(), bytes(csize), 8, 0, size)
     raws[2] = stored(MANIFEST_NAME, mbytes)
