@@ -6,7 +6,7 @@ For each size, a bundle of an MLP (four square float32 MatMul layers) is
 loaded in fresh processes under each option, measuring: session creation
 (onnxruntime only), verify + load, peak RSS above the imports, and the median
 latency of a 1-row and a batch predict (1000 rows; 64 for models over 500 MB).
-These are the figures behind ``bundle.runtime.model.PREPACK_MAX_BYTES`` and the
+These are the figures behind ``bundle.runtime.session.PREPACK_MAX_BYTES`` and the
 in-memory default. Medians of ``--runs``; the machine may be shared (noisy).
 """
 
@@ -31,7 +31,7 @@ WORKER = textwrap.dedent('''
             return int(f.read().split('VmHWM:')[1].split()[0]) / 1024
     import numpy as np
     import bundle, onnxruntime
-    from bundle.runtime import model as runtime
+    from bundle.runtime import session as runtime
     args = json.loads(sys.argv[1])
     base = hwm()
     real, created = runtime.create_session, {}

@@ -209,7 +209,7 @@ class _Written:
         """Run on CPU; every output by name."""
         import onnx
 
-        from .runtime.model import create_session
+        from .runtime.session import create_session
 
         graph = onnx.ModelProto()
         graph.CopyFrom(self.split.model)
@@ -322,11 +322,11 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     straight from the bundle file (nothing read at load, pages shared between
     processes), which a local writer of the file could change afterwards; see
     SECURITY.md. ``prepack`` (onnxruntime re-laying MatMul/Gemm weights at load):
-    None decides by size (:data:`bundle.runtime.PREPACK_MAX_BYTES`).
+    None decides by size (:data:`bundle.runtime.session.PREPACK_MAX_BYTES`).
     ``progress(advance, total)`` is called as bytes are hashed.
     ``trusted_roots``, ``now``, ``min_version``, ``rollback_state``: as for :func:`verify`.
     """
-    from .runtime.model import create_session, select_providers
+    from .runtime.session import create_session, select_providers
 
     policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
                             threshold=threshold, trusted_roots=trusted_roots, now=now,

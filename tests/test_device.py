@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bundle
-from bundle.runtime import model as runtime
+from bundle.runtime import session as runtime
 
 
 def _has_cuda() -> bool:

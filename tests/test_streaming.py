@@ -22,7 +22,7 @@ import bundle
 from bundle.errors import FormatError, IntegrityError
 from bundle.format.archive import ZipReader
 from bundle.format.weights import WEIGHTS_NAME, split_weights
-from bundle.runtime import model as runtime
+from bundle.runtime import session as runtime
 
 LARGE = os.environ.get("MODEL_BUNDLE_LARGE_TESTS") == "1"
 
