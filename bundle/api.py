@@ -22,7 +22,7 @@ from .format.manifest import (
 )
 from .format.versions import format_time
 from .format.weights import WEIGHTS_NAME
-from .training.state import check_entries as check_training_entries
+from .training.codec import check_entries as check_training_entries
 from .trust import dsse, signing
 from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
@@ -383,7 +383,8 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
     """
-    from .training.state import STATE_TENSORS, restore_verified
+    from .training.codec import STATE_TENSORS
+    from .training.torch import restore_verified
 
     keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
     if keras_model and scheduler is not None:
@@ -490,7 +491,7 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
     and copied in the kernel; ``progress``: as for :func:`load`.
     """
     from .export.writer import resign
-    from .trust.verify import _check_signatures
+    from .trust.verify import check_signatures
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     if not keys:
@@ -518,10 +519,12 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
         resign(path, reader, vb.report.manifest, manifest_bytes, keys, existing, unchanged)
     finally:
         vb.reader.close()
-    # The content was verified above and copied unchanged: check the new signatures only.
-    trust = signing.TrustStore([k.public_key for k in keys])
+    # The content was verified above and copied unchanged: check the new signatures only,
+    # each by the whole statement rule.
+    new_keys = signing.TrustStore([k.public_key for k in keys])
     with ZipReader(path) as new:
-        signers, untrusted, _ = _check_signatures(
-            new, new.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES), trust)
+        signers, untrusted, _ = check_signatures(
+            new, new.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES), new_keys,
+            manifest=vb.report.manifest)
     return VerifyReport(path=os.fspath(path), manifest=vb.report.manifest, signers=signers,
                         untrusted_signatures=untrusted, files=vb.report.files, verified=True)

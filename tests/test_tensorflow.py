@@ -26,7 +26,7 @@ pytest.importorskip("tf2onnx")
 
 import bundle  # noqa: E402
 from bundle import ExportFallbackWarning  # noqa: E402
-from bundle.training import state as training  # noqa: E402
+from bundle.training import codec as training  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

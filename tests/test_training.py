@@ -19,7 +19,7 @@ pytest.importorskip("onnxscript")
 from torch import nn  # noqa: E402
 
 import bundle  # noqa: E402
-from bundle.training import state as training  # noqa: E402
+from bundle.training import torch as training  # noqa: E402
 
 
 class Net(nn.Module):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConversionError
-from ..training.state import same_tensor
+from ..training.codec import same_tensor
 
 __all__ = ["NonStandardOperatorError", "adopt_state_names", "all_graphs", "rename_values",
            "tidy"]

@@ -415,7 +415,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             training_state: bool | None = None, **_: Any) -> Converted:
     """Export an ``nn.Module`` (see the module docstring)."""
     torch = _import()
-    from ..training import state as training_mod
+    from ..training import torch as training_mod
 
     if not isinstance(model, torch.nn.Module):
         raise ConversionError(f"expected a torch.nn.Module, got {type(model).__qualname__}")

@@ -48,13 +48,13 @@ import numpy as np
 
 from ..errors import ConversionError, FormatError, InputError
 from ..format import canonical_json as _json
-from .state import (
+from .codec import (
     FORMAT,
     STATE_JSON,
     STATE_TENSORS,
     VERSION,
-    _few,
-    _obj,
+    few,
+    object_with,
     read_state,
     same_tensor,
 )
@@ -211,7 +211,7 @@ def _listing(node: Any, where: str, pools: Mapping[str, tuple[Any, memoryview, s
         raise FormatError(f"{STATE_JSON}: {where}.tensors must be a list", entry=STATE_JSON)
     out = []
     for i, t in enumerate(node):
-        t = _obj(t, f"{where}.tensors[{i}]", {"name", "dtype", "shape", "source", "key"})
+        t = object_with(t, f"{where}.tensors[{i}]", {"name", "dtype", "shape", "source", "key"})
         name, source, key = t["name"], t["source"], t["key"]
         pool = pools.get(source) if isinstance(source, str) else None
         if pool is None or not isinstance(name, str) or not isinstance(key, str) or \
@@ -242,7 +242,7 @@ def _compare(what: str, saved: list[tuple[str, np.ndarray]], live: Sequence[Any]
         hint = " (build the model first: call it on a batch)" if what == "model" and \
             not live else ""
         problems.append(f"{what}: {len(live)} variable(s) given, {len(saved)} in the bundle"
-                        f"{hint}; given {_few(names, 6)}; saved {_few([n for n, _ in saved], 6)}")
+                        f"{hint}; given {few(names, 6)}; saved {few([n for n, _ in saved], 6)}")
     for i, ((name, arr), v) in enumerate(zip(saved, live, strict=False)):
         path = str(v.path)
         shape = tuple(int(d) for d in v.shape)
@@ -267,7 +267,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
     import keras
 
     doc, tensor_bytes = read_state(vb)
-    fw = _obj(doc["framework"], "framework", {"name", "version"})
+    fw = object_with(doc["framework"], "framework", {"name", "version"})
     if fw["name"] != "keras":
         raise InputError(f"{vb.report.path} holds {fw['name']!r} training state; it restores "
                          f"into a {fw['name']} model, not a Keras one")
@@ -278,7 +278,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
     assert vb.weights is not None, "restore reads the weights in memory"
     pools = {"weights": (*_arrays_of(vb.weights, wpath), wpath),
              "training": (*_arrays_of(tensor_bytes, STATE_TENSORS), STATE_TENSORS)}
-    mdoc = _obj(doc["model"], "model", {"class", "tensors"})
+    mdoc = object_with(doc["model"], "model", {"class", "tensors"})
     saved = _listing(mdoc["tensors"], "model", pools)
 
     problems: list[str] = []
@@ -294,7 +294,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
         elif doc["optimizer"] is None:
             problems.append("an optimizer was given but the bundle holds no optimizer state")
         else:
-            odoc = _obj(doc["optimizer"], "optimizer", {"class", "tensors"})
+            odoc = object_with(doc["optimizer"], "optimizer", {"class", "tensors"})
             opt_saved = _listing(odoc["tensors"], "optimizer", pools)
             if odoc["class"] != _qualname(optimizer):
                 problems.append(f"optimizer: the bundle holds a {odoc['class']} state, the "

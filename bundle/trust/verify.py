@@ -38,7 +38,8 @@ from . import dsse, freshness, signing
 if TYPE_CHECKING:
     from . import certs
 
-__all__ = ["Signer", "VerifiedBundle", "VerifyReport", "verify_archive"]
+__all__ = ["Signer", "VerifiedBundle", "VerifyReport", "check_signatures", "signature_entries",
+           "verify_archive"]
 
 SIGNATURE_PREFIX = "signatures/"
 SIGNATURE_NAME = re.compile(r"signatures/[0-9a-f]{64}\.sig")
@@ -176,9 +177,9 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     return env, None, None, "not made by a trusted key"
 
 
-def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.TrustStore,
-                      now: object = None) -> tuple[tuple[Signer, ...], tuple[str, ...],
-                                                   Statements]:
+def check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.TrustStore,
+                     now: object = None, manifest: Manifest | None = None,
+                     ) -> tuple[tuple[Signer, ...], tuple[str, ...], Statements]:
     """Who of the trusted signed; each signature, in entry order, is checked thus:
 
     parse the Sigstore bundle; its key hint must match its entry name; try every
@@ -188,8 +189,9 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
     the reason is kept for the error should too few count. A signature that a trusted
     key made must then pass every other check on its own, or the bundle is refused:
     its statement is parsed and must cover this very manifest
-    (:func:`dsse.check_statement`; the caller checks each returned statement again
-    once the manifest is parsed). Each distinct key counts once toward the threshold.
+    (:func:`dsse.check_statement`; without ``manifest`` -- verify before parse -- the
+    caller checks each returned statement again once the manifest is parsed). Each
+    distinct key counts once toward the threshold.
     """
     names = signature_entries(reader)
     if not names:
@@ -208,7 +210,7 @@ def _check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.T
             reasons.append(f"{name}: {why}")
             continue
         statement = dsse.parse_statement(env.payload, name)
-        dsse.check_statement(statement, manifest_bytes, entry=name)
+        dsse.check_statement(statement, manifest_bytes, manifest, entry=name)
         statements.append((name, statement))
         # Each unique key counts once, however many entries it signed.
         signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name, identity))
@@ -246,7 +248,7 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
     statements: Statements = []
     if trust is not None:
         try:
-            signers, untrusted, statements = _check_signatures(reader, manifest_bytes, trust,
+            signers, untrusted, statements = check_signatures(reader, manifest_bytes, trust,
                                                                policy.time())
         except SignatureError:
             if not allow_unsigned:

@@ -40,13 +40,12 @@ dtype name. Nothing else is representable: a function, a lambda or any other
 object in a state is refused at save time, naming its key.
 
 Keras models use the same two entries with ``"framework": {"name": "keras"}`` and
-their own ``model``/``optimizer`` listings (:mod:`bundle.training_keras`).
+their own ``model``/``optimizer`` listings (:mod:`bundle.training.keras`).
 
 Restoring (:func:`restore`) reads both entries from the verified archive,
 checks the given model, optimizer and scheduler against them completely, and
 only then assigns anything.
 """
-
 from __future__ import annotations
 
 import math
@@ -57,33 +56,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConversionError, FormatError, InputError, LimitError
+from ..errors import ConversionError, FormatError, InputError
 from ..format import canonical_json as _json
 
 if TYPE_CHECKING:
-    from ..format.manifest import Manifest
     from ..trust.verify import VerifiedBundle, VerifyReport
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "capture", "check_entries",
-           "restore_verified", "same_tensor"]
+from .codec import (
+    DTYPE_OF_SAFETENSORS,
+    FORMAT,
+    MAX_DEPTH,
+    SAFETENSORS_DTYPE,
+    STATE_JSON,
+    STATE_TENSORS,
+    VERSION,
+    few,
+    object_with,
+    read_state,
+    same_tensor,
+    strings,
+)
 
-STATE_JSON = "training/state.json"
-STATE_TENSORS = "training/state.safetensors"
-FORMAT = "model-bundle/training-state"
-VERSION = 1
-MAX_STATE_JSON_BYTES = 256 << 20
-MAX_STATE_TENSOR_BYTES = 1 << 40
-MAX_DEPTH = 64
-
-# torch dtype name <-> safetensors dtype
-_ST_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
-              "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
-              "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL"}
-_BY_ST = {v: k for k, v in _ST_DTYPES.items()}
-
-
-# --------------------------------------------------------------------------- typed tree
-
+__all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "as_numpy", "capture",
+           "restore_verified"]
 
 def _where(path: tuple[Any, ...]) -> str:
     head, *rest = path
@@ -134,14 +129,14 @@ class _Encoder:
         if isinstance(value, torch.Tensor):
             return {"type": "tensor", "key": self.add_tensor(path, value)}
         if isinstance(value, np.ndarray):
-            if value.dtype.name not in _ST_DTYPES:
+            if value.dtype.name not in SAFETENSORS_DTYPE:
                 raise ConversionError(f"{_where(path)}: numpy array of dtype {value.dtype} "
                                       "cannot be stored")
             key = self.add_tensor(path, torch.from_numpy(np.ascontiguousarray(value)))
             return {"type": "ndarray", "key": key}
         if isinstance(value, torch.dtype):
             name = str(value).removeprefix("torch.")
-            if name not in _ST_DTYPES:
+            if name not in SAFETENSORS_DTYPE:
                 raise ConversionError(f"{_where(path)}: dtype {value} cannot be stored")
             return {"type": "dtype", "value": name}
         if isinstance(value, (list, tuple)):
@@ -171,7 +166,7 @@ class _Encoder:
 
 def _cpu_copy(tensor: Any, where: str) -> Any:
     name = str(tensor.dtype).removeprefix("torch.")
-    if name not in _ST_DTYPES:
+    if name not in SAFETENSORS_DTYPE:
         raise ConversionError(f"{where}: tensor of dtype {tensor.dtype} cannot be stored")
     if tensor.is_sparse or getattr(tensor, "is_quantized", False):
         raise ConversionError(f"{where}: sparse and quantized tensors cannot be stored")
@@ -224,7 +219,7 @@ class _Decoder:
                     return float(v)
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     return float(v)
-            if kind == "dtype" and isinstance(v, str) and v in _ST_DTYPES:
+            if kind == "dtype" and isinstance(v, str) and v in SAFETENSORS_DTYPE:
                 return getattr(torch, v)
             raise bad
         if kind in ("list", "tuple"):
@@ -255,9 +250,6 @@ class _Decoder:
         raise FormatError(f"{STATE_JSON}: {where}: unknown node type {kind!r}", entry=STATE_JSON)
 
 
-# --------------------------------------------------------------------------- save side
-
-
 def _qualname(obj: Any) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -266,14 +258,6 @@ def _qualname(obj: Any) -> str:
 def _param_names(module: Any) -> dict[int, str]:
     """id(parameter) -> its first name in the module."""
     return {id(p): name for name, p in module.named_parameters()}
-
-
-def same_tensor(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-identical arrays (NaNs included), same dtype and shape."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
-                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
 
 
 def as_numpy(tensor: Any) -> np.ndarray | None:
@@ -412,64 +396,6 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
     return {"class": _qualname(optimizer), "param_groups": groups, "state": state}
 
 
-# --------------------------------------------------------------------------- restore side
-
-
-def check_entries(manifest: Manifest, verified: Mapping[str, bytes]) -> None:
-    """Structure of a bundle's training state, for verify/load (no framework needed).
-
-    Exactly the two entries, ``state.json`` canonical JSON and ``state.safetensors``
-    a well-formed safetensors header, both parsed from ``verified``: the bytes
-    verification hashed, by path (at least the header of ``state.safetensors``).
-    :func:`restore_verified` checks the rest.
-    """
-    from ..format.weights import parse_header
-
-    files = {f.path: f for f in manifest.files if f.role == "training_state"}
-    if not files:
-        return
-    if set(files) != {STATE_JSON, STATE_TENSORS}:
-        raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
-                          f"found {sorted(files)}", entry=sorted(files)[0])
-    if files[STATE_JSON].size > MAX_STATE_JSON_BYTES:
-        raise LimitError(f"{STATE_JSON} is {files[STATE_JSON].size} bytes; the limit is "
-                         f"{MAX_STATE_JSON_BYTES}", entry=STATE_JSON)
-    _json.loads_canonical(verified[STATE_JSON], what=STATE_JSON)
-    parse_header(verified[STATE_TENSORS], files[STATE_TENSORS].size, entry=STATE_TENSORS)
-
-
-def _read_verified(vb: VerifiedBundle) -> tuple[Any, mmap.mmap]:
-    """The two training entries as verification hashed them (never read again): the
-    caller verified with ``in_memory=(STATE_TENSORS,)``."""
-    files = {f.path: f for f in vb.report.manifest.files if f.role == "training_state"}
-    if not files:
-        raise InputError(f"{vb.report.path} holds no training state (it was saved without "
-                         "one, e.g. with training_state=False, or from a model that has "
-                         "none: scikit-learn, ONNX, a tf.Module or SavedModel)")
-    if set(files) != {STATE_JSON, STATE_TENSORS}:
-        raise FormatError(f"training state must be exactly {STATE_JSON} and {STATE_TENSORS}; "
-                          f"found {sorted(files)}")
-    f = files[STATE_TENSORS]
-    if f.size > MAX_STATE_TENSOR_BYTES:
-        raise LimitError(f"{STATE_TENSORS} is {f.size} bytes; the limit is "
-                         f"{MAX_STATE_TENSOR_BYTES}", entry=STATE_TENSORS)
-    data = vb.whole.get(STATE_TENSORS)
-    if data is None:
-        raise ValueError(f"verify with in_memory=({STATE_TENSORS!r},) to restore")
-    return _json.loads_canonical(vb.inflated[STATE_JSON], what=STATE_JSON), data
-
-
-def read_state(vb: VerifiedBundle) -> tuple[dict[str, Any], mmap.mmap]:
-    """The verified state document (top level and format checked) and tensor bytes."""
-    doc, tensor_bytes = _read_verified(vb)
-    doc = _obj(doc, "$", {"format", "version", "framework", "model", "optimizer",
-                          "scheduler", "rng"})
-    if doc["format"] != FORMAT or doc["version"] != VERSION:
-        raise FormatError(f"{STATE_JSON}: format {doc['format']!r} version {doc['version']!r} "
-                          f"is not {FORMAT!r} version {VERSION}", entry=STATE_JSON)
-    return doc, tensor_bytes
-
-
 def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, Any]:
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
@@ -480,7 +406,7 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
     view = memoryview(data)
     out = {}
     for name, info in header.tensors.items():
-        dtype = getattr(torch, _BY_ST[info.dtype])
+        dtype = getattr(torch, DTYPE_OF_SAFETENSORS[info.dtype])
         begin, end = header.data_start + info.begin, header.data_start + info.end
         if begin == end:
             out[name] = torch.empty(info.shape, dtype=dtype)
@@ -488,19 +414,6 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
             out[name] = torch.frombuffer(bytearray(view[begin:end]), dtype=dtype).reshape(
                 info.shape)
     return out
-
-
-def _obj(node: Any, where: str, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(node, dict) or set(node) != keys:
-        raise FormatError(f"{STATE_JSON}: {where} must be an object with exactly "
-                          f"{sorted(keys)}", entry=STATE_JSON)
-    return node
-
-
-def _strs(v: Any, where: str) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-        raise FormatError(f"{STATE_JSON}: {where} must be a list of strings", entry=STATE_JSON)
-    return v
 
 
 def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
@@ -525,12 +438,12 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     problems: list[str] = []
 
     # -- model
-    mdoc = _obj(doc["model"], "model", {"class", "tensors"})
+    mdoc = object_with(doc["model"], "model", {"class", "tensors"})
     if not isinstance(mdoc["tensors"], list):
         raise FormatError(f"{STATE_JSON}: model.tensors must be a list", entry=STATE_JSON)
     saved: dict[str, Any] = {}
     for i, t in enumerate(mdoc["tensors"]):
-        t = _obj(t, f"model.tensors[{i}]", {"name", "dtype", "shape", "source", "key"})
+        t = object_with(t, f"model.tensors[{i}]", {"name", "dtype", "shape", "source", "key"})
         name, source, key = t["name"], t["source"], t["key"]
         pool = weights if source == "weights" else training if source == "training" else None
         if pool is None or not isinstance(name, str) or key not in pool or name in saved:
@@ -550,10 +463,10 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     unexpected = [n for n in saved if n not in target]
     if missing:
         problems.append(f"the model has {len(missing)} tensor(s) the bundle lacks: "
-                        f"{_few(missing)}")
+                        f"{few(missing)}")
     if unexpected:
         problems.append(f"the bundle has {len(unexpected)} tensor(s) the model lacks: "
-                        f"{_few(unexpected)}")
+                        f"{few(unexpected)}")
     for name, have in target.items():
         if name not in saved:
             continue
@@ -577,7 +490,7 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
         if doc["scheduler"] is None:
             problems.append("a scheduler was given but the bundle holds no scheduler state")
         else:
-            s = _obj(doc["scheduler"], "scheduler", {"class", "state"})
+            s = object_with(doc["scheduler"], "scheduler", {"class", "state"})
             if s["class"] != _qualname(scheduler):
                 problems.append(f"scheduler: the bundle holds a {s['class']} state, the given "
                                 f"scheduler is a {_qualname(scheduler)}")
@@ -599,14 +512,9 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     return vb.report
 
 
-def _few(names: list[str], n: int = 10) -> str:
-    shown = ", ".join(names[:n])
-    return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
-
-
 def _optimizer_state(odoc: Any, model: Any, optimizer: Any, dec: _Decoder,
                      problems: list[str]) -> dict[str, Any] | None:
-    odoc = _obj(odoc, "optimizer", {"class", "param_groups", "state"})
+    odoc = object_with(odoc, "optimizer", {"class", "param_groups", "state"})
     if odoc["class"] != _qualname(optimizer):
         problems.append(f"optimizer: the bundle holds a {odoc['class']} state, the given "
                         f"optimizer is a {_qualname(optimizer)}")
@@ -624,17 +532,17 @@ def _optimizer_state(odoc: Any, model: Any, optimizer: Any, dec: _Decoder,
     out_groups = []
     ok = True
     for g, (saved, group) in enumerate(zip(groups, live, strict=True)):
-        saved = _obj(saved, f"optimizer.param_groups[{g}]", {"params", "options"})
-        want = _strs(saved["params"], f"optimizer.param_groups[{g}].params")
+        saved = object_with(saved, f"optimizer.param_groups[{g}]", {"params", "options"})
+        want = strings(saved["params"], f"optimizer.param_groups[{g}].params")
         have = [names.get(id(p), "<not a parameter of the model>") for p in group["params"]]
         if have != want:
             ok = False
             gone = [n for n in want if n not in have]
             new = [n for n in have if n not in want]
-            detail = (f"missing {_few(gone)}; " if gone else "") + \
-                (f"not saved {_few(new)}; " if new else "")
+            detail = (f"missing {few(gone)}; " if gone else "") + \
+                (f"not saved {few(new)}; " if new else "")
             problems.append(f"optimizer param group {g}: parameters differ ({detail or ''}"
-                            f"saved order {_few(want, 5)}, given {_few(have, 5)})")
+                            f"saved order {few(want, 5)}, given {few(have, 5)})")
             continue
         options = dec.decode(saved["options"], f"optimizer.param_groups[{g}]")
         if not isinstance(options, dict) or "params" in options:
@@ -684,4 +592,3 @@ def _set_rng(state: Any) -> None:
             warnings.warn("the bundle holds CUDA RNG states for "
                           f"{len(state['cuda'])} device(s); they cannot be restored here",
                           RuntimeWarning, stacklevel=3)
-
