@@ -39,6 +39,7 @@ from .errors import (
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
+from .trust.policy import TrustPolicy
 from .trust.signing import (
     PrivateKey,
     PublicKey,
@@ -68,6 +69,7 @@ __all__ = [
     "RunTimeoutError",
     "SignatureError",
     "Signer",
+    "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",
     "VerifyReport",

@@ -11,7 +11,7 @@ import pytest
 import bundle
 
 # --------------------------------------------------------------------------- sklearn tests
-# Fixtures used by tests/test_sklearn.py (keep this block together; add others below).
+# Fixtures used by tests/export/test_sklearn.py (keep this block together; add others below).
 
 
 @pytest.fixture(scope="session")

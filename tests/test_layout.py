@@ -122,10 +122,15 @@ ALLOWED = {
     "runtime": {"format", "trust", "runtime"},
     "training": {"format", "trust", "training"},
     "export": {"format", "trust", "runtime", "training", "export"},
+    # the operational layer: built on the library's public functions (api)
+    "store": {"format", "trust", "runtime", "api", "store"},
+    "serve": {"format", "trust", "runtime", "store", "api", "serve"},
+    "migrate": {"format", "trust", "export", "training", "api", "migrate"},
+    "integrations": {"format", "trust", "runtime", "store", "api", "integrations"},
 }
 
 
-@pytest.mark.parametrize("package", sorted(ALLOWED))
+@pytest.mark.parametrize("package", sorted(p for p in ALLOWED if (PACKAGE / p).is_dir()))
 def test_subpackage_dependencies_point_one_way(package: str) -> None:
     wrong = []
     for m in MODULES:

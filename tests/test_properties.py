@@ -12,7 +12,7 @@ to keep this file at about half a minute.
   duplicated...) is either refused with a FormatError or is itself such a
   fixed point.
 * Sign-mutate-verify: one bit flipped anywhere in a signed bundle is refused.
-  tests/test_verify.py flips bit 0 of every byte; here bits 1-7 are flipped in
+  tests/trust/test_verify.py flips bit 0 of every byte; here bits 1-7 are flipped in
   every byte of every header region (local headers, central directory, end
   record) and at drawn offsets of every entry's data.
 """
@@ -323,7 +323,7 @@ def _flip_refused(path: Path, trust: bundle.TrustStore, data: bytes,
 
 def test_every_header_bit_flip_is_refused(signed: tuple[Path, bundle.TrustStore, bytes],
                                           ) -> None:
-    """Bits 1-7 of every byte outside entry data (bit 0: tests/test_verify.py)."""
+    """Bits 1-7 of every byte outside entry data (bit 0: tests/trust/test_verify.py)."""
     path, trust, data = signed
     regions = _regions(path, data)
     padding = _padding(data, regions)

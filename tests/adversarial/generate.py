@@ -730,7 +730,7 @@ def _padding_bits(c: Ctx) -> bytes:
 
 
 # A DEFLATE stream re-encoded at another level (same content, other bytes) is accepted
-# by design (FORMAT.md 2.5, SECURITY.md): tests/test_verify.py checks that.
+# by design (FORMAT.md 2.5, SECURITY.md): tests/trust/test_verify.py checks that.
 simple("zip-entries-reordered", Z, "FormatError", "order",
        "manifest.json moved before the content entries (same entries, other bytes)",
        lambda c: (lambda r: raw_zip([r[2], r[0], r[1], r[3]]))(c.a_raw()))

@@ -376,7 +376,7 @@ CHILD = textwrap.dedent("""
         return real_load(*a, **k)
     torch.load = no_load
     sys.path.insert(0, sys.argv[3])
-    from test_training import fresh
+    from test_torch_training import fresh
     import bundle
     model, opt, sched = fresh(sys.argv[2])
     bundle.restore(sys.argv[1], model, opt, sched, allow_unsigned=True)

@@ -28,7 +28,7 @@ from bundle.format import canonical_json as _json
 from bundle.format.archive import ZipReader
 from bundle.format.manifest import MANIFEST_NAME, Manifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "spec" / "manifest.schema.json").read_text(encoding="utf-8"))
 VECTORS = ROOT / "spec" / "vectors"
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)

@@ -341,7 +341,7 @@ def test_state_that_is_not_a_file_is_refused(tmp_path: Path, key: bundle.Private
             "except FreshnessError as e:\n"
             "    print(e)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          check=True, cwd=Path(__file__).parent.parent)
+                          check=True, cwd=Path(__file__).parents[2])
     assert f"rollback state {fifo} is not a regular file" in done.stdout.decode()
     with pytest.raises(FreshnessError, match="not a regular file"):
         bundle.verify(path, trusted_keys=key.public_key, rollback_state=tmp_path)

@@ -286,7 +286,7 @@ def test_bundle_path_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) 
             "    print(type(e).__name__, e)\n")
     # in a subprocess so that a regression fails on the timeout instead of hanging the suite
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, cwd=Path(__file__).parent.parent)
+                          timeout=60, check=True, cwd=Path(__file__).parents[2])
     assert f"FormatError {fifo} is not a regular file (a FIFO)" in done.stdout, done.stderr
 
 
