@@ -2,7 +2,7 @@
 
 The pipeline, end to end::
 
-    save:   model --convert--> ONNX graph + tensors        (bundle.convert.*, lazily)
+    save:   model --convert--> ONNX graph + tensors        (bundle.export.*, lazily)
                   --split-----> model.onnx + weights.safetensors (one copy, aligned)
                   --describe--> manifest.json (files + SHA-256, I/O, parity)
                   --sign------> signatures/<key id>.sig (DSSE + in-toto, OMS v1.0)
@@ -36,6 +36,7 @@ from .errors import (
     SignatureError,
     UntrustedContentError,
 )
+from .export.options import TensorFlowOptions, TorchOptions
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
@@ -69,6 +70,8 @@ __all__ = [
     "RunTimeoutError",
     "SignatureError",
     "Signer",
+    "TensorFlowOptions",
+    "TorchOptions",
     "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",

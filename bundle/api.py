@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
 
 if TYPE_CHECKING:
+    from .export.options import TensorFlowOptions, TorchOptions
     from .runtime.model import Model
 
 __all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
@@ -67,10 +69,10 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
          created: str | None = None, target_opset: int | None = None,
-         precision: str = "fp32", dynamic_axes: Mapping[str, Any] | None = None,
-         exporter: str = "auto", optimizer: Any = None, scheduler: Any = None,
-         include_rng: bool = False, training_state: bool | None = None,
-         signature: str | None = None) -> Manifest:
+         precision: str = "fp32", options: TorchOptions | TensorFlowOptions | None = None,
+         dynamic_axes: Mapping[str, Any] | None = None, exporter: str | None = None,
+         optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
+         training_state: bool | None = None, signature: str | None = None) -> Manifest:
     """Export ``model`` to a bundle at ``path`` and return its manifest.
 
     ``model`` is a fitted scikit-learn estimator or pipeline, an ``onnx.ModelProto``
@@ -89,21 +91,26 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     default, so the same model gives the same bytes). ``precision`` "fp16" or
     "int8" stores a compressed variant; its deviation from the original is
     measured and recorded like any conversion's (default tolerances per precision
-    in :data:`bundle.precision.DEFAULT_TOLERANCE`).
+    in :data:`bundle.export.precision.DEFAULT_TOLERANCE`).
+
+    ``options`` is the framework's export options, :class:`bundle.TorchOptions` or
+    :class:`bundle.TensorFlowOptions`; the keywords below are shortcuts that build it
+    (give one or the other; a keyword the model's framework does not take is a
+    ``TypeError``).
 
     PyTorch ``nn.Module``: ``sample_input`` is a tensor, a tuple of tensors or a dict
     of named tensors (one row is enough); axis 0 of each input is dynamic unless
     ``dynamic_axes`` (``{input: {axis: "name"}}``) says otherwise. ``exporter``:
     "auto" (dynamo, falling back to TorchScript with a warning), "dynamo" or
     "torchscript". The bundle also holds the module's training state (every
-    parameter and buffer exactly, see :mod:`bundle.training`) unless
+    parameter and buffer exactly, see :mod:`bundle.training.torch`) unless
     ``training_state=False``; ``optimizer``, ``scheduler`` and ``include_rng`` add
     their states, for :func:`restore`. A reduced ``precision`` ("fp16", "int8")
     bundle holds training state only when asked: ``training_state=True``, or an
     ``optimizer``/``scheduler`` (or ``include_rng``) given; the same holds for Keras.
 
     Keras 3 model (Sequential, functional, subclassed), ``tf.Module`` or SavedModel
-    directory (through tf2onnx, see :mod:`bundle.convert.tensorflow`):
+    directory (through tf2onnx, see :mod:`bundle.export.tensorflow`):
     ``sample_input`` is an array, a list of arrays or a dict of named arrays, as
     the model takes them; axis 0 and every ``None`` axis of a ``keras.Input`` are
     dynamic unless ``dynamic_axes`` says otherwise (a tf.function's input
@@ -111,11 +118,12 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     (default ``__call__``) or the SavedModel signature (default
     ``serving_default``). A Keras model's variables are kept for :func:`restore`
     unless ``training_state=False``; ``optimizer`` (``model.optimizer``) adds the
-    optimizer's (see :mod:`bundle.training_keras`).
+    optimizer's (see :mod:`bundle.training.keras`).
     """
-    from .export import convert
+    from .export import convert, converter_name
     from .export import parity as parity_mod
     from .export import precision as precision_mod
+    from .export.options import options_for
     from .export.writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
     from .format import weights as weights_mod
     from .format.graph import io_specs
@@ -125,21 +133,17 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         expires_at = None if expires is None else format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
-    if precision != "fp32" and training_state is None and optimizer is None and \
-            scheduler is None and not include_rng:
+    typed = options_for(converter_name(model), options, {
+        "dynamic_axes": dynamic_axes, "exporter": exporter, "optimizer": optimizer,
+        "scheduler": scheduler, "include_rng": include_rng or None,
+        "training_state": training_state,
+        "signature": signature})
+    if precision != "fp32" and typed is not None and typed.training_state is None \
+            and not typed.wants_training_state:
         # A reduced-precision bundle is for serving: the full-precision training state
         # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
-        training_state = False
-    torch_options = {k: v for k, v in (("dynamic_axes", dynamic_axes), ("optimizer", optimizer),
-                                       ("scheduler", scheduler), ("training_state", training_state))
-                     if v is not None}
-    if exporter != "auto":
-        torch_options["exporter"] = exporter
-    if include_rng:
-        torch_options["include_rng"] = True
-    if signature is not None:
-        torch_options["signature"] = signature
-    converted = convert(model, sample_input, target_opset=target_opset, **torch_options)
+        typed = dataclasses.replace(typed, training_state=False)
+    converted = convert(model, sample_input, target_opset=target_opset, options=typed)
     if precision != "fp32":
         # The converters work on tensors in memory: read external data in first.
         weights_mod.inline_external_data(converted.model)
@@ -380,7 +384,7 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     A Keras model (and ``optimizer=model.optimizer``, built here if it is not yet)
     gets every variable by position -- paths differ between two instances of one
     model -- after shapes, dtypes and variable names are checked the same way
-    (:mod:`bundle.training_keras`); Keras has no separate scheduler, and its
+    (:mod:`bundle.training.keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
     """
     from .training.codec import STATE_TENSORS

@@ -21,11 +21,13 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..format.manifest import Column, Method
+from .options import TensorFlowOptions, TorchOptions, options_for
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Converted", "axis_names", "check_dynamic_axes", "convert", "named_outputs"]
+__all__ = ["Converted", "axis_names", "check_dynamic_axes", "convert", "converter_name",
+           "named_outputs"]
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Converted:
     columns: tuple[Column, ...] = ()
     notes: tuple[str, ...] = ()
     training: Any = None
-    """Training state to store beside the graph (:class:`bundle.training.TrainingState`)."""
+    """Training state to store beside the graph (:class:`bundle.training.torch.TrainingState`)."""
     extra_checks: tuple[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], ...] = ()
     """More (feeds, reference) pairs the graph must reproduce, beyond the sample itself
     (the PyTorch exporter's widened copy of a batch-1 sample, which it traced)."""
@@ -61,51 +63,35 @@ _CONVERTERS: dict[str, str] = {
     "tensorflow": "tensorflow",
 }
 
-# Options only some converters take, and which.
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("dynamic_axes", "exporter", "optimizer", "scheduler", "include_rng",
-              "training_state"),
-    "tensorflow": ("dynamic_axes", "optimizer", "training_state", "signature"),
-}
-_FRAMEWORK_ONLY = tuple(dict.fromkeys(k for ks in _OPTIONS.values() for k in ks))
-
-
-def _converter_name(obj: Any) -> str:
-    """The converter of the first class in ``obj``'s MRO from a known framework."""
-    for cls in type(obj).__mro__:
-        name = _CONVERTERS.get((cls.__module__ or "").split(".")[0], "")
-        if name:
-            return name
-    return ""
-
-
-def convert(model: Any, sample_input: Any, **options: Any) -> Converted:
-    """Pick the converter for ``model`` by its type and run it."""
+def converter_name(model: Any) -> str:
+    """Which converter exports ``model`` ("sklearn", "torch", "tensorflow", "onnx_model"),
+    decided by its type's module names alone (no framework is imported)."""
     import os
 
     if isinstance(model, (str, os.PathLike)):
-        name = "tensorflow" if os.path.isdir(model) else "onnx_model"  # a SavedModel
-    else:
-        name = _converter_name(model)
-        if not name:
-            raise ConversionError(
-                f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
-                "model-bundle exports scikit-learn estimators and pipelines, PyTorch "
-                "nn.Modules, Keras models, tf.Modules, SavedModel directories, "
-                "onnx.ModelProto objects and .onnx files")
-    accepted = _OPTIONS.get(name, ())
-    given = [k for k in _FRAMEWORK_ONLY
-             if k not in accepted and options.get(k) not in (None, False)]
-    if given:
-        raise ConversionError(
-            f"{', '.join(given)} cannot be used with this model: exporter, scheduler and "
-            "include_rng apply to PyTorch modules only; dynamic_axes, optimizer and "
-            "training_state to PyTorch modules and TensorFlow/Keras models; signature to "
-            "tf.Modules and SavedModels")
-    options = {k: v for k, v in options.items() if k in accepted or k not in _FRAMEWORK_ONLY}
+        return "tensorflow" if os.path.isdir(model) else "onnx_model"  # a SavedModel
+    for cls in type(model).__mro__:
+        name = _CONVERTERS.get((cls.__module__ or "").split(".")[0], "")
+        if name:
+            return name
+    raise ConversionError(
+        f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
+        "model-bundle exports scikit-learn estimators and pipelines, PyTorch "
+        "nn.Modules, Keras models, tf.Modules, SavedModel directories, "
+        "onnx.ModelProto objects and .onnx files")
+
+
+def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
+            options: TorchOptions | TensorFlowOptions | None = None) -> Converted:
+    """Pick the converter for ``model`` by its type and run it with the framework's
+    ``options`` (:mod:`bundle.export.options`; None: the defaults)."""
+    name = converter_name(model)
+    typed = options_for(name, options, {})
     module = importlib.import_module(f".{name}", __name__)
     fn: Callable[..., Converted] = module.convert
-    return fn(model, sample_input, **options)
+    if typed is None:
+        return fn(model, sample_input, target_opset=target_opset)
+    return fn(model, sample_input, target_opset=target_opset, options=typed)
 
 
 def named_outputs(out: Any, label: str, is_tensor: Callable[[Any], bool],

@@ -42,7 +42,7 @@ SavedModel's variables are always frozen; an initializer bit-identical to one
 is named by its attribute path (``layers/0/w``) or variable name.
 
 For Keras models the bundle also stores the training state
-(:mod:`bundle.training_keras`): every variable exactly -- a reference into the
+(:mod:`bundle.training.keras`): every variable exactly -- a reference into the
 weights where they hold it, a tensor of its own otherwise (baked recurrent
 weights, Dropout's seed state) -- plus the optimizer's variables when
 ``optimizer`` is given.
@@ -77,6 +77,7 @@ from ..format.manifest import Method
 from ..runtime.native import quiet_native_stderr
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
 from .onnx_graph import adopt_state_names, all_graphs, rename_values, tidy
+from .options import TensorFlowOptions
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -918,10 +919,11 @@ def _kind(model: Any) -> str:
 
 
 def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            dynamic_axes: Mapping[str, Any] | None = None, optimizer: Any = None,
-            training_state: bool | None = None, signature: str | None = None,
-            **_: Any) -> Converted:
+            options: TensorFlowOptions | None = None) -> Converted:
     """Export a Keras model, a tf.Module or a SavedModel directory (see the module docstring)."""
+    opts = options or TensorFlowOptions()
+    dynamic_axes, optimizer = opts.dynamic_axes, opts.optimizer
+    training_state, signature = opts.training_state, opts.signature
     kind = _kind(model)
     tf, tf2onnx, keras = _import(kind == "keras")
     opset = _opset(target_opset)
@@ -935,9 +937,6 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     elif signature is not None:
         raise ConversionError("signature= names a tf.Module method or a SavedModel "
                               "signature; a Keras model is exported through its call()")
-    if training_state is False and optimizer is not None:
-        raise ConversionError("training_state=False contradicts optimizer: the optimizer's "
-                              "variables are training state")
 
     if kind == "keras":
         if not isinstance(model, keras.Model):

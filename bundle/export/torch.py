@@ -49,6 +49,7 @@ from ..errors import ConversionError, ExportFallbackWarning
 from ..format.manifest import Method
 from . import Converted, axis_names, check_dynamic_axes, named_outputs
 from .onnx_graph import NonStandardOperatorError, adopt_state_names, tidy
+from .options import TorchOptions
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
 _INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
@@ -410,25 +411,21 @@ def _rename_dims(model: Any, names: list[str], axes: dict[str, dict[int, str]]) 
 
 
 def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            dynamic_axes: Mapping[str, Any] | None = None, exporter: str = "auto",
-            optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
-            training_state: bool | None = None, **_: Any) -> Converted:
+            options: TorchOptions | None = None) -> Converted:
     """Export an ``nn.Module`` (see the module docstring)."""
+    opts = options or TorchOptions()
+    dynamic_axes, exporter = opts.dynamic_axes, opts.exporter
+    optimizer, scheduler = opts.optimizer, opts.scheduler
+    include_rng, training_state = opts.include_rng, opts.training_state
     torch = _import()
     from ..training import torch as training_mod
 
     if not isinstance(model, torch.nn.Module):
         raise ConversionError(f"expected a torch.nn.Module, got {type(model).__qualname__}")
     name = type(model).__name__
-    if exporter not in ("auto", "dynamo", "torchscript"):
-        raise ConversionError(f"exporter {exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
     if sample_input is None:
         raise ConversionError("sample_input is required: a tensor, a tuple of tensors or a dict "
                               "of named tensors, as forward() takes them")
-    if training_state is False and (optimizer is not None or scheduler is not None or
-                                    include_rng):
-        raise ConversionError("training_state=False contradicts optimizer/scheduler/"
-                              "include_rng: those are training state")
     args, kwargs, names, tensors = _sample(torch, model, sample_input)
     axes = _axes(names, tensors, dynamic_axes)
     widened = _widened(torch, args, kwargs, names, tensors, axes)

@@ -392,7 +392,7 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
     Moves the same initializers as :func:`externalize` (numeric, non-empty, of a
     dtype numpy has) into safetensors, in safetensors' own layout, so the bytes are
     those ``safetensors.numpy.save`` would write. Initializers whose external
-    data location is an absolute path (see ``bundle.convert.onnx_model``) are read
+    data location is an absolute path (see ``bundle.export.onnx_model``) are read
     from that file while being written.
     """
     from onnx import TensorProto

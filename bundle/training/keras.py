@@ -1,6 +1,6 @@
 """Keras training state: every variable of a model and of its optimizer, without pickle.
 
-The same two entries as PyTorch's (:mod:`bundle.training`), role
+The same two entries as PyTorch's (:mod:`bundle.training.torch`), role
 ``training_state``: ``training/state.safetensors`` holds the tensors the
 weights entry does not already hold exactly, ``training/state.json`` says where
 each variable is::
@@ -23,7 +23,7 @@ variable unless it is a schedule, which lives in the optimizer's constructor
 arguments) and the slots (Adam's momentums and velocities...). A variable whose
 exact bytes are a tensor of ``weights.safetensors`` is a reference to it
 (``"source": "weights"``) -- normally every variable the graph reads (see
-:mod:`bundle.convert.tensorflow`). The others are stored here as they are in
+:mod:`bundle.export.tensorflow`). The others are stored here as they are in
 Keras: variables inference never reads (seed states), recurrent layers' weights
 that tf2onnx reorders into its fused LSTM/GRU ops, and -- after a frozen-trace
 fallback -- whatever tf2onnx folded or transposed.

@@ -587,8 +587,10 @@ def test_torch_options_refused_for_other_models(tmp_path: Path) -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     assert isinstance(proto, onnx.ModelProto)
-    with pytest.raises(bundle.ConversionError, match="PyTorch modules only"):
+    with pytest.raises(TypeError, match="optimizer cannot be used with this model"):
         bundle.save(proto, tmp_path / "x.mbundle", optimizer=object())
+    with pytest.raises(TypeError, match="TorchOptions does not apply"):
+        bundle.save(proto, tmp_path / "x.mbundle", options=bundle.TorchOptions())
 
 
 # --------------------------------------------------------------------------- load path, CLI
