@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
+import keras
+import tensorflow as tf
 
-import bundle  # noqa: E402
-from bundle import ExportFallbackWarning  # noqa: E402
-from bundle.training import codec as training  # noqa: E402
+import bundle
+from bundle import ExportFallbackWarning
+from bundle.training import codec as training
 
 RNG = np.random.default_rng(0)
 
@@ -496,7 +498,7 @@ def test_loads_and_predicts_without_tensorflow(exported: dict[str, Any], keys: t
                                                tmp_path: Path) -> None:
     model, path, _ = exported["two"]
     x = {"image": rand(5, 3), "meta": rand(5, 2)}
-    np.savez(tmp_path / "x.npz", **x)
+    np.savez(tmp_path / "x.npz", image=x["image"], meta=x["meta"])
     res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(keys[1]),
                           str(tmp_path / "x.npz"), str(tmp_path / "o1.npy"),
                           str(tmp_path / "p.npy")],

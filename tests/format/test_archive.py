@@ -472,8 +472,8 @@ def test_alignment_padding_must_be_zero(tmp_path: Path) -> None:
     unaligned = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0" * 4
     _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": unaligned}),
              FormatError, "not 4096-byte aligned")
-    pad = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
-    ok = struct.pack("<HHH", 0xD935, 2 + pad, 4096) + b"\0" * pad
+    gap = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
+    ok = struct.pack("<HHH", 0xD935, 2 + gap, 4096) + b"\0" * gap
     with ZipReader(_write(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": ok}))) as r:
         assert r.entries["a.txt"].aligned
         assert r.entries["a.txt"].data_offset == 4096
