@@ -404,7 +404,8 @@ def test_fallback_warning_has_no_colour_codes_and_keeps_the_cause(
     assert m.model.converter == "torch.onnx.torchscript"
     (w,) = [w for w in seen if w.category is ExportFallbackWarning]
     assert "\x1b" not in str(w.message)
-    assert w.message.cause is error  # type: ignore[union-attr]
+    assert isinstance(w.message, ExportFallbackWarning)
+    assert w.message.cause is error
     with pytest.raises(bundle.ConversionError, match=r"This is step 3/3 of exporting") as info:
         bundle.save(MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6),
                     exporter="dynamo")

@@ -452,7 +452,8 @@ def test_unknown_compression_method(tmp_path: Path, method: int) -> None:
 def test_unknown_extra_field(tmp_path: Path) -> None:
     ut = struct.pack("<HHBI", 0x5455, 5, 1, 0)  # Info-ZIP extended timestamp
     for where in ("local", "central"):
-        data = make_zip([("a.txt", b"abc")], **{where: {"extra": ut}})  # type: ignore[arg-type]
+        opts: dict[str, Any] = {where: {"extra": ut}}  # local= or central=
+        data = make_zip([("a.txt", b"abc")], **opts)
         _refused(tmp_path, data, FormatError, "not allowed|extra")
 
 

@@ -74,7 +74,9 @@ def _with_cert_signature(tmp_path: Path, name: str, signer: Any,
     entries = read_entries(base)
     mbytes = entries[MANIFEST_NAME]
     statement = statement_for(Manifest.from_bytes(mbytes), mbytes)
-    kid = bundle.PublicKey(chain[0].public_key()).key_id  # type: ignore[arg-type]
+    leaf_key = chain[0].public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+    kid = bundle.PublicKey(leaf_key).key_id
     entries[_sig_name(kid)] = _cert_signature(statement, signer, chain, keyid)
     return rewrite(base, tmp_path / f"{name}.mbundle", entries)
 
@@ -411,8 +413,8 @@ def test_two_certified_signers_from_one_ca(tmp_path: Path, pki: PKI) -> None:
     sb = b.with_certificates([pki.leaf(b.key, subject="bob"), pki.inter])
     path = save_tiny(tmp_path / "ab.mbundle", [sa, sb])
     report = bundle.verify(path, trusted_roots=pki.root, threshold=2)
-    assert sorted(s.identity.subject for s in report.signers  # type: ignore[union-attr]
-                  ) == ["CN=alice,O=Example Org", "CN=bob,O=Example Org"]
+    subjects = sorted(s.identity.subject for s in report.signers if s.identity is not None)
+    assert subjects == ["CN=alice,O=Example Org", "CN=bob,O=Example Org"]
 
 
 def test_trust_store_with_roots_only() -> None:
