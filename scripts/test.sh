@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# One command: set up, then run the whole test suite.
+# One command: set up, lint and type-check, then run the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "sklearn,torch,tensorflow,compress,test" || exit 1
+bash scripts/setup.sh "sklearn,torch,tensorflow,compress,test,lint" || exit 1
+# The gates run before pytest (seconds, not minutes) and each failure is named; both
+# run, so one run reports every gate that failed.
+gates_failed=()
+echo "== ruff check ." >&2
+.venv/bin/ruff check . || gates_failed+=("ruff check .")
+echo "== mypy (strict; files from pyproject: bundle/ tests/)" >&2
+.venv/bin/mypy || gates_failed+=("mypy")
+if [ "${#gates_failed[@]}" -gt 0 ]; then
+  printf 'gate failed: %s\n' "${gates_failed[@]}" >&2
+  exit 1
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
