@@ -30,7 +30,7 @@ from ..errors import FormatError
 from .globals import danger, is_tensor_global
 from .opcodes import PickleFacts, UnscannableError, walk, walk_bytes
 
-__all__ = ["VERDICTS", "Finding", "ScanReport", "scan", "scan_bytes"]
+__all__ = ["VERDICTS", "Finding", "ScanReport", "decompress_joblib", "scan", "scan_bytes"]
 
 VERDICTS = ("tensors-only", "no-code", "needs-approval", "dangerous", "unscannable")
 """From best to worst. ``tensors-only``: plain tensors/arrays and containers, loadable
@@ -288,6 +288,12 @@ def _compression(head: bytes) -> str | None:
     if head.startswith(b"\xfd7zXZ") or head.startswith(b"\x5d\x00\x00"):
         return "lzma"
     return None
+
+
+def decompress_joblib(data: bytes) -> bytes:
+    """A joblib file's pickle stream: decompressed when the file is compressed."""
+    kind = _compression(data[:16])
+    return data if kind is None else _decompress(io.BytesIO(data), kind)
 
 
 def _decompress(f: IO[bytes], kind: str) -> bytes:
