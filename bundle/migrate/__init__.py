@@ -18,11 +18,11 @@ import sys
 import types
 from typing import Any
 
-from .pipeline import migrate
+from .pipeline import approvals_from_scan, migrate
 from .sandbox import Limits
 from .scanner import ScanReport, scan, scan_bytes
 
-__all__ = ["Limits", "ScanReport", "migrate", "scan", "scan_bytes"]
+__all__ = ["Limits", "ScanReport", "approvals_from_scan", "migrate", "scan", "scan_bytes"]
 
 
 class _CallablePackage(types.ModuleType):

@@ -30,12 +30,13 @@ from ..format.manifest import Manifest
 from .sandbox import Limits, run_child
 from .scanner import ScanReport, scan_bytes
 
-__all__ = ["RECORD_KEY", "RECORD_VERSION", "migrate", "migration_record"]
+__all__ = ["RECORD_KEY", "RECORD_VERSION", "approvals_from_scan", "migrate", "migration_record"]
 
 RECORD_KEY = "migration"
 """The manifest metadata key holding the migration record (canonical JSON)."""
 RECORD_VERSION = 1
 MAX_SOURCE_BYTES = 16 << 30
+MAX_SCAN_JSON = 64 << 20
 
 _KINDS = {"pickle": "pickle", "joblib": "joblib", "torch-zip": "torch",
           "torch-legacy": "torch", "keras": "keras", "h5": "keras"}
@@ -120,6 +121,33 @@ def _check_approval(report: ScanReport, approve: Iterable[str]) -> list[str]:
                             "was run (review the scan, then approve exactly these)",
                             entry=report.path)
     return sorted(report.needs_approval)
+
+
+def approvals_from_scan(scan_json: str | os.PathLike[str],
+                        source: str | os.PathLike[str]) -> list[str]:
+    """The globals a saved scan (``model-bundle scan --json``) lists, to approve for
+    ``source``: refused (:class:`ApprovalError`) when the scan is of another file
+    (its SHA-256 differs), so an approval cannot be carried over to different bytes."""
+    import hashlib
+
+    try:
+        with open(scan_json, "rb") as f:
+            saved = canonical_json.loads(f.read(MAX_SCAN_JSON + 1)[:MAX_SCAN_JSON + 1],
+                                         what=os.fspath(scan_json))
+    except OSError as e:
+        raise FormatError(f"cannot read {os.fspath(scan_json)}: {e.strerror or e}") from e
+    if not isinstance(saved, dict) or not isinstance(saved.get("globals"), list) or \
+            not all(isinstance(g, str) for g in saved["globals"]):
+        raise FormatError(f"{os.fspath(scan_json)} is not a scan report (no globals list)")
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if saved.get("sha256") != h.hexdigest():
+        raise ApprovalError(f"{os.fspath(scan_json)} is the scan of another file (SHA-256 "
+                            f"{str(saved.get('sha256'))[:16]}..., {os.fspath(source)} is "
+                            f"{h.hexdigest()[:16]}...); scan this file and review it")
+    return list(saved["globals"])
 
 
 def _sample_layout(sample_input: Any) -> tuple[str, dict[str, Any]]:
