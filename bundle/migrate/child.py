@@ -135,10 +135,10 @@ def main(workdir: str, network: str) -> int:
         manifest = save(obj, os.path.join(workdir, OUTPUT), sample_input=sample,
                         name=request["name"], version=request["version"],
                         metadata={"migration": request["record"]},
-                        tolerance=tolerance)  # type: ignore[arg-type]
+                        tolerance=tolerance)
         result.update(ok=True, parity=manifest.parity.passed if manifest.parity else None)
-    except BaseException as e:  # noqa: BLE001 -- every failure is reported to the parent
+    except BaseException as e:
         result.update(error=type(e).__name__, message=" ".join(str(e).split())[:4000])
-    with open(os.path.join(workdir, RESULT), "w", encoding="utf-8") as f:
-        json.dump(result, f)
+    with open(os.path.join(workdir, RESULT), "w", encoding="utf-8") as out:
+        json.dump(result, out)
     return 0 if result["ok"] else 1

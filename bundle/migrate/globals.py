@@ -87,7 +87,7 @@ def danger(target: str) -> str | None:
     if target in _SAFE_PLUMBING:
         return None
     module, _, name = target.rpartition(".")
-    if "__" in name.strip("_") or name.startswith("__") and name != "__main__":
+    if "__" in name.strip("_") or (name.startswith("__") and name != "__main__"):
         return "reaches a dunder attribute (an attribute/import gadget)"
     if module in ("builtins", "__builtin__", "__builtins__"):
         if name in _SAFE_BUILTINS:

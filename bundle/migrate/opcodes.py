@@ -24,6 +24,7 @@ dtype, alignment) to skip the bytes or walk the nested pickle.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickletools
 import re
@@ -249,7 +250,7 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
             if on_op is not None:
                 on_op(name)
             if name == "PROTO":
-                facts.protocol = max(facts.protocol, int(arg))
+                facts.protocol = max(facts.protocol, int(arg or 0))
             elif name in ("FRAME", "READONLY_BUFFER"):
                 pass
             elif name == "STOP":
@@ -294,11 +295,7 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
                 v = pop()
                 if isinstance(top(), _SList):
                     top().items.append(v)
-            elif name == "APPENDS":
-                items = _pop_mark(stack)
-                if isinstance(top(), _SList):
-                    top().items.extend(items)
-            elif name == "ADDITEMS":
+            elif name == "APPENDS" or name == "ADDITEMS":
                 items = _pop_mark(stack)
                 if isinstance(top(), _SList):
                     top().items.extend(items)
@@ -322,13 +319,13 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
             elif name == "DUP":
                 stack.append(top())
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = top()
+                memo[int(arg or 0)] = top()
             elif name == "MEMOIZE":
                 memo[len(memo)] = top()
             elif name in ("GET", "BINGET", "LONG_BINGET"):
-                if int(arg) not in memo:
+                if int(arg or 0) not in memo:
                     raise UnscannableError(f"{name} {arg} reads a memo slot never written")
-                stack.append(memo[int(arg)])
+                stack.append(memo[int(arg or 0)])
             elif name == "GLOBAL":
                 module, _, gname = str(arg).partition(" ")
                 stack.append(imported(module, gname))
@@ -397,10 +394,8 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
 
 
 def _setitem(d: _SDict, k: Any, v: Any) -> None:
-    try:
+    with contextlib.suppress(TypeError):  # an unhashable symbolic key: nothing to keep
         d.items[k] = v
-    except TypeError:  # an unhashable symbolic key: the value is still walked
-        pass
 
 
 def _skip_joblib_array(stream: IO[bytes], facts: PickleFacts,

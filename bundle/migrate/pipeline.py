@@ -213,9 +213,9 @@ def migrate(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
                          "model itself")
     tools = _versions(_TOOLS[kind])
     record = migration_record(report, approved, _LOADED_WITH[kind], tools, tolerance)
-    return _migrate_in_sandbox(data, report, kind, approved, _record_text(record), out, sample_input,
-                               signing_key, passphrase, name, version, tolerance,
-                               search_path, limits or Limits())
+    return _migrate_in_sandbox(data, report, kind, approved, _record_text(record), out,
+                               sample_input, signing_key, passphrase, name, version,
+                               tolerance, search_path, limits or Limits())
 
 
 def _record_text(record: dict[str, Any]) -> str:

@@ -89,7 +89,7 @@ def run_child(workdir: str, data: bytes, limits: Limits) -> dict[str, Any]:
                             (resource.RLIMIT_NOFILE, limits.open_files),
                             (resource.RLIMIT_FSIZE, limits.output_bytes),
                             (resource.RLIMIT_CORE, 0)):
-            soft, hard = resource.getrlimit(what)
+            _soft, hard = resource.getrlimit(what)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(what, (value, hard))
 
@@ -102,7 +102,7 @@ def run_child(workdir: str, data: bytes, limits: Limits) -> dict[str, Any]:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _BOOT, _package_root(), workdir],
             stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=workdir, env=env,
-            preexec_fn=set_limits, start_new_session=True, close_fds=True)  # noqa: PLW1509
+            preexec_fn=set_limits, start_new_session=True, close_fds=True)
         try:
             proc.communicate(data, timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:

@@ -203,7 +203,7 @@ def _scan_stream(f: IO[bytes], path: str, sha: str, size: int) -> ScanReport:
     c = _Collector()
     fmt = "unknown"
     try:
-        if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
             fmt = _scan_zip(f, c)
         elif head.startswith(b"\x93NUMPY"):
             fmt = "npy"
@@ -269,7 +269,7 @@ def _first_int(stream: IO[bytes]) -> int | None:
     try:
         for op, arg, _ in pickletools.genops(stream):
             if op.name in ("LONG1", "LONG4", "INT", "BININT", "LONG"):
-                return int(arg)
+                return int(arg or 0)
             if op.name not in ("PROTO", "FRAME"):
                 return None
     except (ValueError, EOFError):
@@ -285,7 +285,7 @@ def _compression(head: bytes) -> str | None:
         return "gzip"
     if head.startswith(b"BZh"):
         return "bz2"
-    if head.startswith(b"\xfd7zXZ") or head.startswith(b"\x5d\x00\x00"):
+    if head.startswith((b"\xfd7zXZ", b"\x5d\x00\x00")):
         return "lzma"
     return None
 
@@ -522,7 +522,7 @@ def _scan_tf_checkpoint(prefix: str) -> ScanReport:
         c.details["variables"] = len(variables)
     except ImportError:
         c.notes.append("install tensorflow to list the checkpoint's variables")
-    except Exception as e:  # noqa: BLE001 -- TF raises its own errors for a bad index
+    except Exception as e:
         c.problems.append(f"the checkpoint index does not read: {str(e).splitlines()[0]}")
     c.notes.append("a TensorFlow checkpoint holds variables only; restoring it needs the "
                    "model's code (pass model=)")

@@ -54,7 +54,7 @@ def _check(allowed: Collection[str], module: str, name: str) -> None:
         raise ApprovalError(f"the pickle imports {target} ({why}): never approvable")
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 -- the dispatch table is the point
+class RestrictedUnpickler(pickle._Unpickler):
     """Unpickles only what ``allowed`` names (``module.name`` strings).
 
     Anything else -- a name not approved, a known code-execution name even if
@@ -62,7 +62,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 -- the dispatch ta
     ``persistent_load`` -- raises :class:`bundle.ApprovalError` before it is used.
     """
 
-    dispatch = _restricted_dispatch(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]  # noqa: SLF001
+    dispatch = _restricted_dispatch(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def __init__(self, file: IO[bytes], *, allowed: Collection[str], **kwargs: Any) -> None:
         super().__init__(file, **kwargs)

@@ -49,7 +49,8 @@ def test_scan_lists_the_target_and_runs_nothing(case: Case,
         assert report.verdict in ("dangerous", "unscannable")
         assert any(f.target == case.target and f.danger for f in report.findings)
     else:
-        assert report.verdict == "unscannable" and report.problems, report.to_dict()
+        assert report.verdict == "unscannable", report.to_dict()
+        assert report.problems
     assert not report.tensors_only
     assert scan_bytes(path.read_bytes()).verdict == report.verdict
     assert not sentinel.exists()
@@ -67,7 +68,8 @@ def test_migrate_refuses_even_when_everything_is_approved(
                        search_path=[str(HERE)])
     assert case.target in str(err.value) or "scanned completely" in str(err.value)
     assert not sentinel.exists()
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_approving_the_trojan_class_is_not_enough(corpus: dict[str, tuple[Path, Path]],
@@ -99,6 +101,7 @@ def test_the_sandbox_child_scans_and_refuses_on_its_own(corpus: dict[str, tuple[
                "suffix": ".keras", "search_path": []}
     (work / REQUEST).write_bytes(canonical_json.dumps(request))
     result = run_child(str(work), data, Limits(wall_seconds=120))
-    assert result["ok"] is False and result["error"] == "ApprovalError", result
+    assert result["ok"] is False, result
+    assert result["error"] == "ApprovalError", result
     assert "posix.system" in result["message"]
     assert not sentinel.exists()

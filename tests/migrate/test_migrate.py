@@ -38,7 +38,8 @@ def test_sklearn_pipeline_in_joblib(tmp_path: Path, signing_key: bundle.PrivateK
     src = tmp_path / "clf.joblib"
     joblib.dump(clf, src, compress=3)
     report = bundle.scan(src)
-    assert report.verdict == "needs-approval" and report.format == "joblib"
+    assert report.verdict == "needs-approval"
+    assert report.format == "joblib"
     assert "sklearn.pipeline.Pipeline" in report.needs_approval
     out = tmp_path / "clf.mbundle"
     manifest = bundle.migrate(src, out, approve=report.needs_approval, sample_input=X[:20],
@@ -53,8 +54,10 @@ def test_sklearn_pipeline_in_joblib(tmp_path: Path, signing_key: bundle.PrivateK
     assert record["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert record["source"]["format"] == "joblib"
     assert record["approved"] == sorted(report.needs_approval)
-    assert record["tools"]["scikit-learn"] and record["parity"]["required"] is True
-    assert manifest.parity is not None and manifest.parity.passed
+    assert record["tools"]["scikit-learn"]
+    assert record["parity"]["required"] is True
+    assert manifest.parity is not None
+    assert manifest.parity.passed
     # the record is signed: it is in the manifest the signature covers
     assert bundle.verify(out, trusted_keys=signing_key.public_key).manifest.metadata == \
         manifest.metadata
@@ -83,13 +86,14 @@ def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.Pr
     m1 = bundle.migrate(sd, tmp_path / "sd.mbundle", model=Net(), sample_input=x,
                         signing_key=signing_key)
     assert _record(m1)["loaded_with"].startswith("torch.load(weights_only=True)")
-    got = bundle.load(tmp_path / "sd.mbundle", trusted_keys=signing_key.public_key).predict(x.numpy())
+    loaded = bundle.load(tmp_path / "sd.mbundle", trusted_keys=signing_key.public_key)
+    got = loaded.predict(x.numpy())
     np.testing.assert_allclose(got, want, atol=1e-5)
 
     report = bundle.scan(full)
     assert report.verdict == "needs-approval"
     assert set(report.needs_approval) == {"nets.Net", "torch.nn.modules.linear.Linear"}
-    with pytest.raises(bundle.ApprovalError, match="nets.Net"):
+    with pytest.raises(bundle.ApprovalError, match=r"nets\.Net"):
         bundle.migrate(full, tmp_path / "full.mbundle", approve=["torch.nn.modules.linear.Linear"],
                        sample_input=x)
     m2 = bundle.migrate(full, tmp_path / "full.mbundle", approve=report.needs_approval,
@@ -110,7 +114,8 @@ def test_keras_file(tmp_path: Path, signing_key: bundle.PrivateKey) -> None:
     model.save(src)
     x = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
     report = bundle.scan(src)
-    assert report.verdict == "no-code" and "Dense" in report.details["keras_classes"]
+    assert report.verdict == "no-code"
+    assert "Dense" in report.details["keras_classes"]
     manifest = bundle.migrate(src, tmp_path / "m.mbundle", sample_input=x,
                               signing_key=signing_key)
     assert _record(manifest)["loaded_with"].startswith("keras.saving.load_model(safe_mode=True")
@@ -133,7 +138,8 @@ def test_keras_lambda_and_custom_objects_are_listed(tmp_path: Path) -> None:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.0"}))
         z.writestr("model.weights.h5", b"")
     report = scan_bytes(buf.getvalue())
-    assert report.format == "keras" and report.verdict == "dangerous"
+    assert report.format == "keras"
+    assert report.verdict == "dangerous"
     assert "mypkg.layers.Custom" in report.needs_approval
     assert any(f.kind == "keras-lambda" and f.danger for f in report.findings)
     src = tmp_path / "lam.keras"
