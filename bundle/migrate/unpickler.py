@@ -62,7 +62,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     ``persistent_load`` -- raises :class:`bundle.ApprovalError` before it is used.
     """
 
-    dispatch = _restricted_dispatch(pickle._Unpickler.dispatch)  # noqa: SLF001
+    dispatch = _restricted_dispatch(pickle._Unpickler.dispatch)
 
     def __init__(self, file: IO[bytes], *, allowed: Collection[str], **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
