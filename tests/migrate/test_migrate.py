@@ -56,6 +56,10 @@ def test_sklearn_pipeline_in_joblib(tmp_path: Path, signing_key: bundle.PrivateK
     assert record["approved"] == sorted(report.needs_approval)
     assert record["tools"]["scikit-learn"]
     assert record["parity"]["required"] is True
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(bundle.__file__).parents[1] / "spec" /
+                         "migration.schema.json").read_text())
+    jsonschema.validate(record, schema)
     assert manifest.parity is not None
     assert manifest.parity.passed
     # the record is signed: it is in the manifest the signature covers
