@@ -288,6 +288,12 @@ def _migrate_in_sandbox(data: bytes, report: ScanReport, kind: str, approved: li
             if result.get("error") == "ApprovalError":
                 raise ApprovalError(message, entry=report.path)
             raise ConversionError(message, entry=report.path)
+        if result.get("network") != "network namespace":
+            import warnings
+
+            warnings.warn("the migration sandbox could not enter a network namespace here; "
+                          "only its audit hook refused network access (see SECURITY.md)",
+                          RuntimeWarning, stacklevel=3)
         unsigned = os.path.join(workdir, OUTPUT)
         checked = verify(unsigned, allow_unsigned=True)
         manifest = checked.manifest
