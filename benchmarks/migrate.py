@@ -1,6 +1,7 @@
 """Migration figures: scan throughput, migrate vs joblib.load + bundle.save, the corpus table.
 
     python benchmarks/migrate.py [--torch-mb 1024] [--joblib-mb 100] [--runs 3]
+    (from a checkout: PYTHONPATH=. so that `import bundle` is this tree)
 
 * scan throughput on a ``--torch-mb`` torch checkpoint (a state_dict of float32
   tensors, torch.save zip) and on a ``--joblib-mb`` joblib RandomForest, in MB/s,
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import statistics
@@ -65,16 +67,16 @@ def forest(path: Path, mb: int) -> tuple[object, np.ndarray]:
     from sklearn.ensemble import RandomForestClassifier
 
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((20000, 8)).astype(np.float32)
+    x = rng.standard_normal((20000, 8)).astype(np.float32)
     y = rng.integers(0, 2, 20000)  # random labels: deep trees, many nodes
     trees = 4
-    clf = RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(X, y)
+    clf = RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(x, y)
     joblib.dump(clf, path)
     per_tree = path.stat().st_size / trees
     trees = max(1, int(mb * 1e6 / per_tree))
-    clf = RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(X, y)
+    clf = RandomForestClassifier(n_estimators=trees, random_state=0, n_jobs=1).fit(x, y)
     joblib.dump(clf, path)
-    return clf, X[:50]
+    return clf, x[:50]
 
 
 def corpus_table(tmp: Path) -> list[tuple[str, bool, bool]]:
@@ -87,11 +89,9 @@ def corpus_table(tmp: Path) -> list[tuple[str, bool, bool]]:
         report = bundle.scan(path)
         listed = (case.target in report.dangerous) if case.target else \
             report.verdict == "unscannable"
-        try:
+        with contextlib.suppress(bundle.ApprovalError):
             bundle.migrate(path, tmp / "out.mbundle", approve=[f.target for f in report.findings],
                            sample_input=np.zeros((1, 4), np.float32))
-        except bundle.ApprovalError:
-            pass
         rows.append((case.name, listed, sentinel.exists()))
     return rows
 
@@ -109,7 +109,7 @@ def main() -> None:
         ckpt = tmp / "big.pt"
         torch_checkpoint(ckpt, args.torch_mb)
         rf = tmp / "rf.joblib"
-        clf, sample = forest(rf, args.joblib_mb)
+        _, sample = forest(rf, args.joblib_mb)
 
         print("\n| file | size MB | scan MB/s | SHA-256 MB/s (1 core) | scan / SHA-256 | verdict |")
         print("|---|---:|---:|---:|---:|---|")
