@@ -2,7 +2,7 @@
 
     scan:    file --opcodes walked, never run--> imports, calls, verdict   (scanner.py, opcodes.py)
     approve: the user names exactly the globals the scan listed
-    migrate: tensors-only torch -> torch.load(weights_only=True) into model=  (pipeline.py)
+    migrate: tensors-only torch -> torch weights-only load into model=    (pipeline.py)
              object pickle / .keras -> sandboxed child (sandbox.py, child.py):
                  restricted unpickler (unpickler.py) or Keras safe mode, export, parity
              -> parent verifies the unsigned bundle, checks its migration record, signs

@@ -6,7 +6,7 @@ user approved from a scan. These two lists only sort a scan's findings:
 * :func:`is_tensor_global` -- what a tensors-only file (a ``state_dict``, a dict of
   arrays) needs; modelled on ``torch._weights_only_unpickler``'s allow-list. A file
   that needs nothing else is "tensors-only" and can be loaded with
-  ``torch.load(weights_only=True)`` instead of being unpickled by us at all.
+  ``torch.load`` with ``weights_only=True`` instead of being unpickled by us at all.
 * :func:`danger` -- known ways to run code: process creation, ``eval``/``exec``,
   attribute and import gadgets, loaders that unpickle again, the remote-code
   gadgets that scanners have missed (``torch.utils.collect_env.run``,

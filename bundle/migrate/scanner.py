@@ -34,7 +34,7 @@ __all__ = ["VERDICTS", "Finding", "ScanReport", "decompress_joblib", "scan", "sc
 
 VERDICTS = ("tensors-only", "no-code", "needs-approval", "dangerous", "unscannable")
 """From best to worst. ``tensors-only``: plain tensors/arrays and containers, loadable
-with ``torch.load(weights_only=True)``. ``no-code``: a Keras/TensorFlow model made of the
+with ``torch.load`` and ``weights_only=True``. ``no-code``: a Keras/TensorFlow model made of the
 framework's own classes and ops only. ``needs-approval``: imports classes that run code
 when built (a scikit-learn pipeline, a pickled ``nn.Module``, Keras custom objects): a
 user must approve exactly these. ``dangerous``: needs something that is a known way to
