@@ -22,6 +22,7 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 from ._version import __version__
 from .api import Inspection, inspect, load, restore, save, sign, verify
 from .errors import (
+    ApprovalError,
     BundleError,
     ConversionError,
     DeviceError,
@@ -52,6 +53,7 @@ from .trust.signing import (
 from .trust.verify import Signer, VerifyReport
 
 __all__ = [
+    "ApprovalError",
     "BundleError",
     "ConversionError",
     "DeviceError",
@@ -82,9 +84,24 @@ __all__ = [
     "load",
     "load_private_key",
     "load_public_key",
+    "migrate",
     "pack_directory",
     "restore",
     "save",
+    "scan",
     "sign",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``bundle.scan`` and ``bundle.migrate``, imported on first use: nothing on the
+    load path imports the migration package."""
+    if name in ("scan", "migrate", "ScanReport"):
+        import importlib
+
+        package = importlib.import_module(".migrate", __name__)
+        value = package if name == "migrate" else getattr(package, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

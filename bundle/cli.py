@@ -3,7 +3,7 @@
 Exit codes (one per class of failure, documented in README.md; the table is
 :data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
 5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
-11 run timeout.
+11 run timeout, 12 a legacy file needs more than was approved (scan/migrate).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import click
 from . import api
 from ._version import __version__
 from .errors import (
+    ApprovalError,
     BundleError,
     ConversionError,
     DeviceError,
@@ -51,6 +52,7 @@ EXIT_CODES: dict[type[BundleError], int] = {
     KeyFileError: 9,
     DeviceError: 10,
     RunTimeoutError: 11,
+    ApprovalError: 12,
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 
@@ -603,6 +605,86 @@ def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
     _console().print(f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "
                      f"v{_safe(manifest.model.version)}, {len(manifest.files)} files; "
                      "run `model-bundle verify` to check its signatures")
+
+
+@cli.command()
+@click.argument("path", metavar="FILE", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable report (what `migrate --approve-from` reads).")
+def scan(path: str, as_json: bool) -> None:
+    """Scan a legacy model FILE (pickle, joblib, torch, npy/npz, keras, h5, SavedModel)
+    without running it: every import and call target, and a verdict.
+
+    Exits 0 for tensors-only, no-code and needs-approval; 12 for dangerous or unscannable.
+    """
+    from .migrate import scan as scan_file
+
+    report = scan_file(path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = _console()
+        colour = {"tensors-only": "green", "no-code": "green", "needs-approval": "yellow"}
+        out.print(f"[{colour.get(report.verdict, 'red')}]{report.verdict.upper()}[/] "
+                  f"{_safe(path)}: {report.format}, {report.size} bytes, "
+                  f"sha256 {report.sha256[:16]}...")
+        for f in report.findings:
+            mark = "[red]DANGER[/red] " if f.danger else ("tensor " if f.tensor else "needs  ")
+            how = "called" if f.called else "imported"
+            why = f" ({_safe(f.danger)})" if f.danger else ""
+            out.print(f"  {mark}{_safe(f.target)} \\[{how}, {_safe(f.where)}]{why}")
+        for p in report.problems:
+            out.print(f"  [red]unresolved[/red] {_safe(p)}")
+        for n in report.notes:
+            out.print(f"  note: {_safe(n)}")
+    if report.verdict in ("dangerous", "unscannable"):
+        raise ApprovalError(f"{path} is {report.verdict}: nothing in it can be approved",
+                            entry=path)
+
+
+@cli.command()
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The bundle to write.")
+@click.option("--approve", "approve", multiple=True, metavar="MODULE.NAME",
+              help="Approve one global the scan listed (repeatable).")
+@click.option("--approve-from", "approve_from", type=click.Path(dir_okay=False, exists=True),
+              help="Approve every global a saved `scan --json` report of this very file lists.")
+@click.option("--sample-input", "sample", required=True, type=click.Path(dir_okay=False),
+              help="A .npy of a few input rows: parity against the original is required.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help="Private key to sign with; unsigned without.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--name", help="Model name (default: the file name).")
+@click.option("--version", "model_version", default="1", show_default=True)
+@click.option("--python-path", "search_path", multiple=True, type=click.Path(file_okay=False),
+              help="Directory the sandbox may import approved classes from (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def migrate(path: str, out: str, approve: tuple[str, ...], approve_from: str | None,
+            sample: str, key_path: str | None, passphrase_env: str | None, name: str | None,
+            model_version: str, search_path: tuple[str, ...], as_json: bool) -> None:
+    """Convert a legacy model FILE into a signed bundle, running nothing unapproved.
+
+    Object pickles (joblib, pickled torch modules) and .keras files are loaded in a
+    sandboxed child with only the approved globals; see `model-bundle scan`.
+    """
+    from .migrate import approvals_from_scan
+    from .migrate import migrate as migrate_file
+
+    approved = list(approve)
+    if approve_from:
+        approved += approvals_from_scan(approve_from, path)
+    key = _load_key(key_path, passphrase_env) if key_path else None
+    manifest = migrate_file(path, out, approve=approved, sample_input=_read_npy(sample),
+                            signing_key=key, name=name, version=model_version,
+                            search_path=search_path)
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    signed = f"signed by {_short(key.key_id)}" if key else "UNSIGNED"
+    _console().print(f"wrote {_safe(out)}: {_safe(repr(manifest.model.name))} "
+                     f"v{_safe(manifest.model.version)} from {_safe(path)}, parity passed, "
+                     f"{signed}")
 
 
 def main(argv: list[str] | None = None) -> int:

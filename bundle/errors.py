@@ -12,6 +12,7 @@ describe files, keys, models and data.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalError",
     "BundleError",
     "ConversionError",
     "DeviceError",
@@ -93,6 +94,12 @@ class RunTimeoutError(BundleError):
 
     The model stays usable: the next call runs normally.
     """
+
+
+class ApprovalError(BundleError):
+    """A legacy file needs more than was approved: an import or custom object not
+    approved, a known way to run code (never approvable), or something a static scan
+    cannot resolve. Raised before anything from the file runs (see bundle.migrate)."""
 
 
 class ExportFallbackWarning(UserWarning):

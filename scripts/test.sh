@@ -2,7 +2,7 @@
 # One command: set up, lint and type-check, then run the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "sklearn,torch,tensorflow,compress,test,lint" || exit 1
+bash scripts/setup.sh "sklearn,torch,tensorflow,compress,migrate,test,lint" || exit 1
 # The gates run before pytest (seconds, not minutes) and each failure is named; both
 # run, so one run reports every gate that failed.
 gates_failed=()
