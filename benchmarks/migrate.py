@@ -10,7 +10,7 @@
 * ``bundle.migrate`` (scan, sandboxed child: restricted unpickle, export, parity;
   verify, sign) against what users do without it: ``joblib.load`` + ``bundle.save``
   (unpickling in-process, no approval), on the same RandomForest, as a ratio;
-* the malicious corpus of tests/migrate: case, listed by the scan?, executed by
+* the malicious corpus of tests/legacy: case, listed by the scan?, executed by
   scan or migrate? (a sentinel file the payload would create).
 """
 

@@ -19,6 +19,8 @@ Nothing on the load path unpickles, evals, or imports a training framework.
     >>> m.predict(X)
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .api import Inspection, inspect, load, restore, save, sign, verify
 from .errors import (
@@ -52,6 +54,9 @@ from .trust.signing import (
 )
 from .trust.verify import Signer, VerifyReport
 
+if TYPE_CHECKING:  # at run time imported on first use (see __getattr__ below)
+    from .legacy import ScanReport, migrate, scan
+
 __all__ = [
     "ApprovalError",
     "BundleError",
@@ -70,6 +75,7 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "RunTimeoutError",
+    "ScanReport",
     "SignatureError",
     "Signer",
     "TensorFlowOptions",
@@ -95,13 +101,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``bundle.scan`` and ``bundle.migrate``, imported on first use: nothing on the
-    load path imports the migration package."""
+    """``bundle.scan``, ``bundle.migrate`` and ``bundle.ScanReport``, imported on first use
+    from :mod:`bundle.legacy`: nothing on the load path imports that package."""
     if name in ("scan", "migrate", "ScanReport"):
-        import importlib
+        from . import legacy
 
-        package = importlib.import_module(".migrate", __name__)
-        value = package if name == "migrate" else getattr(package, name)
+        value = getattr(legacy, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -617,7 +617,7 @@ def scan(path: str, as_json: bool) -> None:
 
     Exits 0 for tensors-only, no-code and needs-approval; 12 for dangerous or unscannable.
     """
-    from .migrate import scan as scan_file
+    from .legacy import scan as scan_file
 
     report = scan_file(path)
     if as_json:
@@ -668,8 +668,8 @@ def migrate(path: str, out: str, approve: tuple[str, ...], approve_from: str | N
     Object pickles (joblib, pickled torch modules) and .keras files are loaded in a
     sandboxed child with only the approved globals; see `model-bundle scan`.
     """
-    from .migrate import approvals_from_scan
-    from .migrate import migrate as migrate_file
+    from .legacy import approvals_from_scan
+    from .legacy import migrate as migrate_file
 
     approved = list(approve)
     if approve_from:

@@ -6,14 +6,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from corpus import CASES, HERE, Case, write
 
 import bundle
-from bundle.migrate import scan_bytes
-from bundle.migrate.sandbox import Limits
+from bundle.legacy import scan_bytes
+from bundle.legacy.sandbox import Limits
 
 pytest.importorskip("torch")
 pytest.importorskip("joblib")
@@ -88,15 +89,16 @@ def test_the_sandbox_child_scans_and_refuses_on_its_own(corpus: dict[str, tuple[
     """Even if the parent's check were skipped, the child re-scans the bytes it was given
     and its restricted unpickler refuses: the payload nested in joblib never runs."""
     from bundle.format import canonical_json
-    from bundle.migrate.child import REQUEST
-    from bundle.migrate.sandbox import run_child
+    from bundle.legacy.child import REQUEST
+    from bundle.legacy.sandbox import run_child
 
     path, sentinel = corpus["payload nested in joblib"]
     data = path.read_bytes()
     report = scan_bytes(data)
     work = tmp_path / "work"
     work.mkdir()
-    request = {"kind": "joblib", "sha256": report.sha256, "approved": [], "record": "{}",
+    request: dict[str, Any] = {
+               "kind": "joblib", "sha256": report.sha256, "approved": [], "record": "{}",
                "name": "x", "version": "1", "tolerance": None, "sample_layout": "array",
                "suffix": ".keras", "search_path": []}
     (work / REQUEST).write_bytes(canonical_json.dumps(request))

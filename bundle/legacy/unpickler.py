@@ -5,13 +5,13 @@ one (``pickle._Unpickler``) so that its opcode dispatch table can be cut down:
 every opcode that is not expected in a model file -- extension codes, whose
 meaning lives in the loading process's copyreg registry -- is refused by name
 instead of being run. ``find_class`` imports a name only if the user approved
-exactly ``module.name`` (as the file spells it, the form :mod:`bundle.migrate.scanner`
+exactly ``module.name`` (as the file spells it, the form :mod:`bundle.legacy.scanner`
 lists) and it is not a known way to run code. Everything a pickle can call
 (REDUCE, NEWOBJ, INST, OBJ) is first fetched through ``find_class``, so an approved
 class whose ``__reduce__`` names ``os.system`` is refused at ``os.system``: the
 name an object *claims* does not matter, only the names the stream imports.
 
-Used only inside the migration sandbox (:mod:`bundle.migrate.child`); never on a
+Used only inside the migration sandbox (:mod:`bundle.legacy.child`); never on a
 bundle's load path.
 """
 

@@ -9,7 +9,7 @@ objects), Keras ``.h5`` (``model_config``, read with h5py), TensorFlow SavedMode
 (``saved_model.pb``: ops that call back into Python) and checkpoints.
 
 Nothing here unpickles, imports a name from the file, or deserializes a Keras or
-TensorFlow object: pickles are walked by :mod:`bundle.migrate.opcodes`, JSON is
+TensorFlow object: pickles are walked by :mod:`bundle.legacy.opcodes`, JSON is
 parsed as data, protobufs are parsed as messages.
 """
 
@@ -57,7 +57,7 @@ class Finding:
     called: bool
     """Called while loading (REDUCE, NEWOBJ, INST, OBJ), not only imported."""
     tensor: bool
-    """Tensor/array plumbing (see :func:`bundle.migrate.globals.is_tensor_global`)."""
+    """Tensor/array plumbing (see :func:`bundle.legacy.globals.is_tensor_global`)."""
     danger: str | None
     """Why this is a known way to run code (never approvable), else None."""
     where: str

@@ -7,30 +7,15 @@
                  restricted unpickler (unpickler.py) or Keras safe mode, export, parity
              -> parent verifies the unsigned bundle, checks its migration record, signs
 
-``bundle.migrate(...)`` calls :func:`bundle.migrate.pipeline.migrate` (this package is
-callable); ``bundle.scan`` is :func:`bundle.migrate.scanner.scan`. Nothing on a bundle's
+``bundle.migrate`` is :func:`bundle.legacy.pipeline.migrate` and ``bundle.scan``
+:func:`bundle.legacy.scanner.scan`, both imported on first use. Nothing on a bundle's
 load path imports this package.
 """
 
 from __future__ import annotations
-
-import sys
-import types
-from typing import Any
 
 from .pipeline import approvals_from_scan, migrate
 from .sandbox import Limits
 from .scanner import ScanReport, scan, scan_bytes
 
 __all__ = ["Limits", "ScanReport", "approvals_from_scan", "migrate", "scan", "scan_bytes"]
-
-
-class _CallablePackage(types.ModuleType):
-    """``bundle.migrate`` is both this package and the function: calling the package
-    calls :func:`migrate`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return migrate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -2,7 +2,7 @@
 
 The child is a fresh interpreter (``sys.executable -I``: no user site, no
 ``PYTHON*`` variables, no current directory on the path) running
-:mod:`bundle.migrate.child` from this very package. Before it imports anything
+:mod:`bundle.legacy.child` from this very package. Before it imports anything
 it moves into a new user and network namespace (``unshare(CLONE_NEWUSER |
 CLONE_NEWNET)``: only a loopback device that is down) when the kernel allows an
 unprivileged process that; it reports whether it could. It gets:
@@ -47,7 +47,7 @@ try:
 except Exception:
     pass
 sys.path.insert(0, sys.argv[1])
-from bundle.migrate.child import main
+from bundle.legacy.child import main
 sys.exit(main(sys.argv[2], network))
 """
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import bundle
-from bundle.migrate import scan_bytes
+from bundle.legacy import scan_bytes
 
 
 @pytest.mark.parametrize("compress", [0, ("zlib", 3), ("gzip", 3), ("bz2", 3), ("lzma", 3),
@@ -70,7 +71,7 @@ def test_build_on_an_imported_object_is_refused() -> None:
 @pytest.mark.slow
 def test_keras_h5_and_saved_models(tmp_path: Path) -> None:
     keras = pytest.importorskip("keras")
-    tf = pytest.importorskip("tensorflow")
+    tf: Any = pytest.importorskip("tensorflow")
     m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     m.save(tmp_path / "m.h5")
     h5 = bundle.scan(tmp_path / "m.h5")
@@ -84,7 +85,7 @@ def test_keras_h5_and_saved_models(tmp_path: Path) -> None:
 
     class Plain(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
-        def __call__(self, x: object) -> object:
+        def __call__(self, x: Any) -> Any:
             return x * 2
 
     tf.saved_model.save(Py(), str(tmp_path / "py"))

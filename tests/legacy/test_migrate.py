@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,12 +16,13 @@ from corpus import HERE
 
 import bundle
 from bundle.cli import main as cli_main
-from bundle.migrate import scan_bytes
-from bundle.migrate.unpickler import RestrictedUnpickler, pickle_module
+from bundle.legacy import scan_bytes
+from bundle.legacy.unpickler import RestrictedUnpickler, pickle_module
 
 
-def _record(manifest: bundle.Manifest) -> dict:
-    return json.loads(manifest.metadata["migration"])
+def _record(manifest: bundle.Manifest) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(manifest.metadata["migration"])
+    return record
 
 
 @pytest.mark.slow
@@ -181,8 +183,8 @@ def test_sandbox_blocks_network_and_outside_writes(tmp_path: Path) -> None:
     """An *approved* class runs code in the child; the child still cannot connect to a
     server on 127.0.0.1 nor write outside its work directory."""
     from bundle.format import canonical_json
-    from bundle.migrate.child import REQUEST
-    from bundle.migrate.sandbox import Limits, run_child
+    from bundle.legacy.child import REQUEST
+    from bundle.legacy.sandbox import Limits, run_child
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -264,7 +266,7 @@ def test_load_path_never_imports_migrate(tmp_path: Path) -> None:
     path = tmp_path / "t.mbundle"
     save_tiny(path)
     code = ("import sys, bundle; bundle.load(sys.argv[1], allow_unsigned=True); "
-            "bad = [m for m in sys.modules if m.startswith('bundle.migrate')]; "
+            "bad = [m for m in sys.modules if m.startswith('bundle.legacy')]; "
             "assert not bad, bad; print('ok')")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
                          text=True, timeout=120, cwd=Path(bundle.__file__).parents[1])

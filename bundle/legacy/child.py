@@ -1,6 +1,6 @@
 """The sandboxed side of a migration: unpickle what was approved, export, check parity.
 
-Run only by :mod:`bundle.migrate.sandbox`, in a fresh interpreter (``python -I``)
+Run only by :mod:`bundle.legacy.sandbox`, in a fresh interpreter (``python -I``)
 with resource limits, no network (a new network namespace when the kernel allows
 one; an audit hook refusing sockets, processes and writes outside the work
 directory in every case) and the source file's bytes on stdin, never its path.

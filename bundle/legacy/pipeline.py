@@ -183,7 +183,7 @@ def migrate(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     lists that is not tensor plumbing -- otherwise :class:`bundle.ApprovalError` and
     nothing runs. A tensors-only PyTorch checkpoint needs ``model`` (an ``nn.Module``
     of its architecture): it is loaded with ``torch.load(weights_only=True)``. Other
-    files are loaded in a sandboxed child process (:mod:`bundle.migrate.sandbox`,
+    files are loaded in a sandboxed child process (:mod:`bundle.legacy.sandbox`,
     ``limits``); ``search_path`` adds directories where that child may import the
     approved classes from (it runs with ``python -I``). ``sample_input`` (arrays, a
     tuple or a dict of arrays) is required: parity against the original model is

@@ -14,4 +14,5 @@ class Net(torch.nn.Module):
         self.l2 = torch.nn.Linear(8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.l2(torch.relu(self.l1(x)))
+        out: torch.Tensor = self.l2(torch.relu(self.l1(x)))
+        return out
