@@ -10,7 +10,6 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +143,8 @@ def install(src: Path, dst: Path) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path, bundles: Bundles) -> Iterator[Path]:
+def served(tmp_path: Path, bundles: Bundles) -> Path:
     """A bundle path the server watches, holding good version 1."""
     path = tmp_path / "served.mbundle"
     install(bundles.good[1], path)
-    yield path
+    return path
