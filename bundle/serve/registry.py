@@ -140,6 +140,7 @@ class ModelSlot:
         self.enabled = True
         self.refused: dict[str, str] = {}  # digest -> why (not tried again until it changes)
         self.last_failure: dict[str, Any] | None = None
+        self.last_error: BaseException | None = None  # the exception behind last_failure
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.load_lock = threading.Lock()  # one pipeline at a time per name
         self.next_poll = 0.0
@@ -189,8 +190,11 @@ class Registry:
 
     # -- lifecycle
 
-    def start(self, supervise: bool = True) -> dict[str, dict[str, Any]]:
-        """Load every model (once; idempotent) and start polling; return the failures."""
+    def start(self, supervise: bool = True) -> dict[str, BaseException]:
+        """Load every model (once; idempotent) and start polling (``supervise``).
+
+        Returns, for each model with no version serving, the error that refused it.
+        """
         with self._start_lock:
             if not self._started:
                 self._started = True
@@ -201,8 +205,8 @@ class Registry:
                 self._supervisor = threading.Thread(target=self._supervise,
                                                     name="bundle-serve-supervisor", daemon=True)
                 self._supervisor.start()
-        return {n: s.last_failure for n, s in self.slots.items()
-                if s.current is None and s.last_failure is not None}
+        return {n: s.last_error for n, s in self.slots.items()
+                if s.current is None and s.last_error is not None}
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling, wait (bounded) for pipelines in progress, release every version."""
@@ -299,6 +303,7 @@ class Registry:
             else f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
         failure = {"stage": stage, "digest": digest, "error": text, "time": time.time()}
         slot.last_failure = failure
+        slot.last_error = error
         slot.events.append({"event": "refused", **failure})
         if digest is not None:
             slot.refused[digest] = f"{stage}: {text}"

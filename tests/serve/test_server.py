@@ -190,8 +190,9 @@ def test_metrics_count_requests_errors_and_name_the_digest(server: Running,
 
 
 def test_a_run_past_the_timeout_is_504_and_the_server_goes_on(tmp_path: Path) -> None:
-    import bundle
     from helpers import spin_model
+
+    import bundle
 
     path = tmp_path / "spin.mbundle"
     bundle.save(spin_model(), path, name="spin")
