@@ -30,7 +30,8 @@ class ProbationPolicy:
     ``max_error_rate_increase``: new error rate minus the previous one (0.05 = five
     points). ``max_p99_ratio``: new p99 over the previous p99, counted only when the
     new p99 is also ``min_p99_increase`` seconds slower (sub-millisecond noise is not
-    a regression).
+    a regression), and only once both versions have ``latency_min_requests`` requests
+    (a p99 over fifty requests is their maximum: one scheduling hiccup).
     """
 
     window: float = 60.0
@@ -38,14 +39,17 @@ class ProbationPolicy:
     max_error_rate_increase: float = 0.05
     max_p99_ratio: float = 2.0
     min_p99_increase: float = 0.005
+    latency_min_requests: int = 300
 
     def __post_init__(self) -> None:
         for name in ("window", "max_p99_ratio"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, not {v!r}")
-        if not isinstance(self.min_requests, int) or self.min_requests < 1:
-            raise ValueError(f"min_requests must be a positive int, not {self.min_requests!r}")
+        for name in ("min_requests", "latency_min_requests"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
         for name in ("max_error_rate_increase", "min_p99_increase"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -107,6 +111,7 @@ def judge(policy: ProbationPolicy, new: Snapshot, before: Snapshot | None) -> st
         return (f"error rate {new.error_rate:.1%} over {new.requests} requests vs "
                 f"{base_rate:.1%} before (allowed +{policy.max_error_rate_increase:.1%})")
     if base is not None and base.p99 is not None and new.p99 is not None \
+            and min(new.requests, base.requests) >= policy.latency_min_requests \
             and new.p99 > policy.max_p99_ratio * base.p99 \
             and new.p99 - base.p99 > policy.min_p99_increase:
         return (f"p99 latency {new.p99 * 1000:.1f} ms vs {base.p99 * 1000:.1f} ms before "

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Bundles, free_port
+from helpers import spin_model
 
 import bundle
-from helpers import spin_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

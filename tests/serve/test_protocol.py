@@ -140,7 +140,7 @@ def test_probation_keeps_a_version_no_worse_than_the_previous() -> None:
 
 def test_probation_rolls_back_on_errors_or_p99() -> None:
     p = ProbationPolicy(min_requests=10, max_error_rate_increase=0.05, max_p99_ratio=2.0,
-                        min_p99_increase=0.005)
+                        min_p99_increase=0.005, latency_min_requests=50)
     before = Snapshot(100, 1, 0.010)
     assert "error rate 20.0%" in (judge(p, Snapshot(50, 10, 0.010), before) or "")
     assert "p99 latency 25.0 ms vs 10.0 ms" in (judge(p, Snapshot(50, 0, 0.025), before) or "")
@@ -149,6 +149,8 @@ def test_probation_rolls_back_on_errors_or_p99() -> None:
     # no baseline: errors still count (against zero), latency cannot be compared
     assert judge(p, Snapshot(50, 10, 9.0), None) is not None
     assert judge(p, Snapshot(50, 0, 9.0), None) is None
+    # a p99 over fewer requests than latency_min_requests is not judged
+    assert judge(p, Snapshot(49, 0, 0.025), before) is None
 
 
 def test_stats_p99_is_the_99th_percentile() -> None:
@@ -161,6 +163,7 @@ def test_stats_p99_is_the_99th_percentile() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"window": 0}, {"min_requests": 0}, {"max_p99_ratio": -1},
+                                {"latency_min_requests": 0},
                                 {"max_error_rate_increase": float("nan")}])
 def test_a_policy_cannot_exist_invalid(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kw))):
