@@ -2,7 +2,17 @@
 # One command: set up, lint and type-check, then run the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "sklearn,torch,tensorflow,compress,migrate,test,lint" || exit 1
+bash scripts/setup.sh "sklearn,torch,tensorflow,compress,migrate,test,lint,serve-test" || exit 1
+# tests/serve drives the page in a real headless browser: Debian's chromium + chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+      || echo "could not install chromium/chromium-driver: the browser test will skip" >&2
+  else
+    echo "chromium/chromedriver missing and not root: the browser test will skip" >&2
+  fi
+fi
 # The gates run before pytest (seconds, not minutes) and each failure is named; both
 # run, so one run reports every gate that failed.
 gates_failed=()
