@@ -21,8 +21,10 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 
 from ._version import __version__
 from .api import Inspection, inspect, load, restore, save, sign, verify
+from .api import CheckReport, check, convert_opset
 from .errors import (
     BundleError,
+    CompatibilityError,
     ConversionError,
     DeviceError,
     ExportFallbackWarning,
@@ -33,6 +35,7 @@ from .errors import (
     KeyFileError,
     LimitError,
     RunTimeoutError,
+    SelfTestError,
     SignatureError,
     UntrustedContentError,
 )
@@ -52,6 +55,8 @@ from .trust.verify import Signer, VerifyReport
 
 __all__ = [
     "BundleError",
+    "CheckReport",
+    "CompatibilityError",
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
@@ -67,6 +72,7 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "RunTimeoutError",
+    "SelfTestError",
     "SignatureError",
     "Signer",
     "TrustPolicy",
@@ -74,6 +80,8 @@ __all__ = [
     "UntrustedContentError",
     "VerifyReport",
     "__version__",
+    "check",
+    "convert_opset",
     "generate_key",
     "inspect",
     "load",
