@@ -20,8 +20,18 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 """
 
 from ._version import __version__
-from .api import Inspection, inspect, load, restore, save, sign, verify
-from .api import CheckReport, check, convert_opset
+from .api import (
+    CheckReport,
+    Inspection,
+    check,
+    convert_opset,
+    inspect,
+    load,
+    restore,
+    save,
+    sign,
+    verify,
+)
 from .errors import (
     BundleError,
     CompatibilityError,

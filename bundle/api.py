@@ -712,7 +712,8 @@ def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         converted = version_converter.convert_version(model, target_opset)
         onnx.checker.check_model(converted, full_check=True)
     except Exception as e:  # onnx raises RuntimeError/ValidationError/... from C++
-        reason = " ".join(str(e).split())[:400]
+        # onnx's C++ assertions read "<file>:<line>: adapt: Assertion `false` failed: WHY"
+        reason = " ".join(str(e).split()).split("failed: ")[-1][:400]
         hint = ("onnx has no adapter for an operator between these opsets: choose another "
                 "target (`model-bundle check` shows the effective opset the operators need)"
                 if "adapter" in reason.lower() else

@@ -36,8 +36,15 @@ from ..format.digest import (
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 from ..trust import dsse, signing
 
-__all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
+__all__ = ["GRAPH_NAME", "WRITER_REVISION", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
            "statement_for"]
+
+
+WRITER_REVISION = 2
+"""What this writer puts in a bundle, as a number that changes when its bytes do for the
+same model: 1 was model-bundle 0.1.0; 2 stamps the lowest IR version and writes
+``requires`` and smoke vectors (FORMAT.md 14). spec/vectors/index.json records the
+revision of the committed vectors' writer; they are byte-compared only against the same."""
 
 
 def min_onnxruntime(ir_version: int, opset: int) -> str:

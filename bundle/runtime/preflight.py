@@ -210,12 +210,12 @@ def preflight(model: onnx.ModelProto, manifest: Manifest | None = None,
                 "opset", f"the graph is stamped {d} opset {v}; {limits.name} knows opsets up "
                 f"to {top} (the operators used need only opset {need.min_opsets.get(d)})",
                 f"use {newer}{convert_hint}"))
-    if manifest is not None and manifest.requires is not None:
-        if "CPUExecutionProvider" not in manifest.requires.execution_providers:
-            eps = ", ".join(manifest.requires.execution_providers)
-            problems.append(Problem("execution_provider",
-                                    f"this precision variant was only run on {eps}",
-                                    f"load it with a device that offers {eps}"))
+    if manifest is not None and manifest.requires is not None and \
+            "CPUExecutionProvider" not in manifest.requires.execution_providers:
+        eps = ", ".join(manifest.requires.execution_providers)
+        problems.append(Problem("execution_provider",
+                                f"this precision variant was only run on {eps}",
+                                f"load it with a device that offers {eps}"))
     return need, problems
 
 

@@ -90,7 +90,8 @@ def decode(t: SmokeTensor) -> np.ndarray:
     """A smoke tensor as the numpy array it was recorded from."""
     values = [float(v) if isinstance(v, str) and t.dtype.startswith("float") else v
               for v in t.values]
-    arr = np.array(values, dtype=_NP[t.dtype]) if values else np.zeros(0, dtype=_NP[t.dtype])
+    dtype = _NP[t.dtype]
+    arr: np.ndarray = np.array(values, dtype=dtype) if values else np.zeros(0, dtype=dtype)
     return arr.reshape(t.shape)
 
 
