@@ -92,6 +92,15 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     measured and recorded like any conversion's (default tolerances per precision
     in :data:`bundle.precision.DEFAULT_TOLERANCE`).
 
+    Compatibility: the graph is run once on this machine's onnxruntime (a bundle it
+    cannot load is never written), stamped with the lowest IR version its opsets
+    and types allow, and -- unless ``target_opset`` is given, which is then kept --
+    with each standard domain's opset lowered to the highest one its operators use
+    (no operator changes meaning; see :func:`bundle.format.compat.restamp_opsets`).
+    The manifest's ``requires`` block says what a runtime must offer, and the first
+    rows of ``sample_input`` with the outputs computed here are kept as signed smoke
+    vectors (:meth:`bundle.Model.self_test`, :func:`bundle.check`).
+
     PyTorch ``nn.Module``: ``sample_input`` is a tensor, a tuple of tensors or a dict
     of named tensors (one row is enough); axis 0 of each input is dynamic unless
     ``dynamic_axes`` (``{input: {axis: "name"}}``) says otherwise. ``exporter``:
@@ -141,7 +150,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     return _write_converted(converted, path, keys, name=model_name, version=version,
                             description=description, metadata=metadata, tolerance=tolerance,
                             accept_mismatch=accept_mismatch, created=created,
-                            precision=precision, expires_at=expires_at)
+                            precision=precision, expires_at=expires_at,
+                            restamp=target_opset is None)
 
 
 def _write_converted(converted: Any, path: str | os.PathLike[str],
@@ -149,7 +159,8 @@ def _write_converted(converted: Any, path: str | os.PathLike[str],
                      description: str, metadata: Mapping[str, str] | None,
                      tolerance: tuple[float, float] | None, accept_mismatch: bool,
                      created: str | None, precision: str, expires_at: str | None,
-                     apply_precision: bool = True, derived_from: Any = None) -> Manifest:
+                     apply_precision: bool = True, derived_from: Any = None,
+                     restamp: bool = True) -> Manifest:
     """Split, measure, describe, sign and pack a converted model (save's second half)."""
     from .export import parity as parity_mod
     from .export import precision as precision_mod
@@ -168,6 +179,11 @@ def _write_converted(converted: Any, path: str | os.PathLike[str],
         converted.model = precision_mod.apply(converted.model, precision)
     onx = converted.model
     atol, rtol = tolerance or precision_mod.DEFAULT_TOLERANCE[precision]
+    if restamp:
+        try:
+            compat.restamp_opsets(onx)
+        except KeyError as e:
+            raise ConversionError(f"the graph cannot be resolved: {e.args[0]}") from e
     # The lowest IR version the opsets and types allow, never higher: a higher stamp only
     # shuts out older runtimes (onnx.helper.make_model stamps its own newest).
     onx.ir_version = compat.lowest_ir_version(onx)
@@ -740,4 +756,4 @@ def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                             tolerance=(manifest.smoke.atol, manifest.smoke.rtol),
                             accept_mismatch=False, created=None, precision=info.precision,
                             expires_at=expires_at, apply_precision=False,
-                            derived_from=derived)
+                            derived_from=derived, restamp=False)

@@ -41,10 +41,12 @@ __all__ = [
     "ORT_FOR_OPSET",
     "PROBED_FROM",
     "PROBED_TO",
+    "RESTAMP_FLOOR",
     "effective_opsets",
     "lowest_ir_version",
     "max_supported",
     "min_onnxruntime",
+    "restamp_opsets",
     "used_operators",
 ]
 
@@ -225,3 +227,27 @@ def max_supported(onnxruntime_version: str) -> tuple[int, dict[str, int]] | None
 
     return best(ORT_FOR_IR), {"ai.onnx": best(ORT_FOR_OPSET),
                               "ai.onnx.ml": best(ORT_FOR_ML_OPSET)}
+
+
+RESTAMP_FLOOR: Mapping[str, int] = {"ai.onnx": 13, "ai.onnx.ml": 1}
+"""The lowest stamp :func:`restamp_opsets` writes per domain: ``ai.onnx`` 13 (IR 7) is
+loaded by every measured onnxruntime; below it onnxruntime refuses some stamps."""
+
+
+def restamp_opsets(model: onnx.ModelProto) -> dict[str, int]:
+    """Lower each standard domain's stamp to its effective opset (not below
+    :data:`RESTAMP_FLOOR`, never above the stamp); returns the new stamps.
+
+    No operator changes meaning: an operator resolves to its newest definition at or
+    below the stamp, and none of the operators used has a definition between the
+    effective opset and the stamp -- that is what makes it the effective opset. So
+    unlike an opset *conversion* (onnx's version converter, adapters), this only
+    stops a converter's default (skl2onnx stamps the newest opset onnx knows) from
+    shutting out runtimes that run every operator the graph uses.
+    """
+    effective = effective_opsets(model)
+    for op in model.opset_import:
+        d = _domain(op.domain)
+        if d in RESTAMP_FLOOR:
+            op.version = min(op.version, max(effective[d], RESTAMP_FLOOR[d]))
+    return {_domain(op.domain): op.version for op in model.opset_import}

@@ -369,9 +369,10 @@ def valid_vectors(out: Path, keys: dict[str, signing.PrivateKey]) -> list[dict[s
     bundle.save(gemm_model(), out / "valid-requires-smoke.mbundle", signing_key=ecdsa,
                 name="gemm", version="4", sample_input=X4)
     cases.append(_case(
-        "valid-requires-smoke", "The Gemm model saved with a sample input by writer revision "
-        "2: the lowest IR version (8 for opset 17), a 'requires' block and smoke vectors "
-        "(3 rows, exact in float32) [ADDITION: requires, smoke vectors]", ["ecdsa-p256"], "ok",
+        "valid-requires-smoke", "The Gemm model (stamped opset 17) saved with a sample input "
+        "by writer revision 2: opset lowered to the effective 13, the lowest IR version 7, a "
+        "'requires' block and smoke vectors (3 rows, exact in float32) [ADDITION: requires, "
+        "smoke vectors]", ["ecdsa-p256"], "ok",
         signers=[ecdsa.key_id],
         predict={"method": "predict", "dtype": "float32", "input": _floats(X4),
                  "output": _floats(X4 @ W43 + B3)}))

@@ -47,10 +47,11 @@ def manifest_of(path: Path) -> Manifest:
 
 @pytest.fixture
 def saved(tmp_path: Path, signing_key: bundle.PrivateKey):
-    def run(opset: int, op: str = "Relu", **kw) -> Path:
-        path = tmp_path / f"m{opset}{op}.mbundle"
+    def run(opset: int, op: str = "Relu", *, keep_stamp: bool = True, **kw) -> Path:
+        """Saved as stamped (``target_opset`` given keeps it), or lowered by default."""
+        path = tmp_path / f"m{opset}{op}{keep_stamp}.mbundle"
         bundle.save(matmul_relu(opset, op), path, sample_input=X, signing_key=signing_key,
-                    **kw)
+                    target_opset=opset if keep_stamp else None, **kw)
         return path
     return run
 
@@ -65,6 +66,19 @@ def test_issue_repro_plain_onnx_stamped_with_onnx_newest_ir_loads(saved, signing
     assert man.requires.opsets == {"ai.onnx": 17}
     assert man.requires.min_opsets == {"ai.onnx": 14}  # Relu-14, MatMul-13
     assert man.requires.onnxruntime == man.onnx.min_onnxruntime == "1.15"
+    model = bundle.load(path, trusted_keys=signing_key.public_key)
+    np.testing.assert_allclose(model.predict(X), relu_reference(X), rtol=1e-6)
+
+
+def test_default_stamp_is_lowered_to_the_effective_opset(saved, signing_key) -> None:
+    """Stamped 25 by its maker, but nothing in it needs more than opset 14: written as
+    opset 14 / IR 7, which every measured onnxruntime loads."""
+    path = saved(25, keep_stamp=False)
+    man = manifest_of(path)
+    assert man.onnx.opsets == man.requires.min_opsets == {"ai.onnx": 14}
+    assert man.onnx.ir_version == 7 and man.requires.onnxruntime == "1.15"
+    assert bundle.check(path, trusted_keys=signing_key.public_key,
+                        runtime="onnxruntime==1.20").ok
     model = bundle.load(path, trusted_keys=signing_key.public_key)
     np.testing.assert_allclose(model.predict(X), relu_reference(X), rtol=1e-6)
 
@@ -112,7 +126,8 @@ def test_save_refuses_a_graph_this_runtime_cannot_load(tmp_path, signing_key) ->
         pytest.skip(f"onnx {onnx.__version__} knows no opset above the runtime's {too_new - 1}")
     path = tmp_path / "new.mbundle"
     with pytest.raises(bundle.ConversionError, match="onnxruntime cannot"):
-        bundle.save(matmul_relu(too_new), path, sample_input=X, signing_key=signing_key)
+        bundle.save(matmul_relu(too_new), path, sample_input=X, signing_key=signing_key,
+                    target_opset=too_new)  # kept as stamped
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
