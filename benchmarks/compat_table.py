@@ -36,7 +36,8 @@ import bundle  # noqa: E402
 def _matrix() -> Any:
     spec = importlib.util.spec_from_file_location("runtime_matrix",
                                                   REPO / "scripts" / "runtime_matrix.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -117,7 +118,7 @@ def main() -> None:
         key = bundle.generate_key()
         key.save(str(tmp / "key"))
         job, expected, info = {}, {}, {}
-        for name, (model, sample, before, method) in models(tmp).items():
+        for name, (model, sample, _before, method) in models(tmp).items():
             path = tmp / f"{len(job)}.mbundle"
             man = bundle.save(model, path, sample_input=sample, signing_key=key,
                               name=f"m{len(job)}", training_state=False

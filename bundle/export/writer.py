@@ -36,8 +36,8 @@ from ..format.digest import (
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 from ..trust import dsse, signing
 
-__all__ = ["GRAPH_NAME", "WRITER_REVISION", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
-           "statement_for"]
+__all__ = ["GRAPH_NAME", "WRITER_REVISION", "StreamEntry", "atomic_write", "min_onnxruntime",
+           "pack", "resign", "statement_for"]
 
 
 WRITER_REVISION = 2

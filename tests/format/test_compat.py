@@ -45,9 +45,12 @@ def test_min_ir_for_opset_agrees_with_onnx_helper() -> None:
 
 def test_dtype_table_names_real_types() -> None:
     names = {v: k for k, v in TensorProto.DataType.items()}
-    assert names[17] == "FLOAT8E4M3FN" and compat.MIN_IR_FOR_DTYPE[17] == 9
-    assert names[22] == "INT4" and compat.MIN_IR_FOR_DTYPE[22] == 10
-    assert names[23] == "FLOAT4E2M1" and compat.MIN_IR_FOR_DTYPE[23] == 11
+    assert names[17] == "FLOAT8E4M3FN"
+    assert compat.MIN_IR_FOR_DTYPE[17] == 9
+    assert names[22] == "INT4"
+    assert compat.MIN_IR_FOR_DTYPE[22] == 10
+    assert names[23] == "FLOAT4E2M1"
+    assert compat.MIN_IR_FOR_DTYPE[23] == 11
 
 
 def _identity(opset: int, ir: int = 14, cast_to: int | None = None) -> onnx.ModelProto:

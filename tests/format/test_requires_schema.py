@@ -89,4 +89,5 @@ def test_nan_and_inf_are_words() -> None:
     doc["smoke"]["outputs"][0]["values"][:3] = ["nan", "inf", "-inf"]
     assert schema_errors(doc) == []
     smoke = Manifest.from_bytes(_json.dumps(doc)).smoke
-    assert smoke is not None and smoke.outputs[0].values[:3] == ("nan", "inf", "-inf")
+    assert smoke is not None
+    assert smoke.outputs[0].values[:3] == ("nan", "inf", "-inf")

@@ -42,7 +42,8 @@ def run(case: dict) -> dict:
 
 
 def main() -> None:
-    job = json.loads(open(sys.argv[1], encoding="utf-8").read())
+    with open(sys.argv[1], encoding="utf-8") as f:
+        job = json.load(f)
     limits = installed_limits()
     known = compat.max_supported(onnxruntime.__version__)
     print(json.dumps({

@@ -76,7 +76,8 @@ def test_default_stamp_is_lowered_to_the_effective_opset(saved, signing_key) -> 
     path = saved(25, keep_stamp=False)
     man = manifest_of(path)
     assert man.onnx.opsets == man.requires.min_opsets == {"ai.onnx": 14}
-    assert man.onnx.ir_version == 7 and man.requires.onnxruntime == "1.15"
+    assert man.onnx.ir_version == 7
+    assert man.requires.onnxruntime == "1.15"
     assert bundle.check(path, trusted_keys=signing_key.public_key,
                         runtime="onnxruntime==1.20").ok
     model = bundle.load(path, trusted_keys=signing_key.public_key)
@@ -98,7 +99,8 @@ def test_self_test_passes_and_a_different_result_is_a_self_test_error(saved,
                                                                       signing_key) -> None:
     model = bundle.load(saved(17), trusted_keys=signing_key.public_key)
     result = model.self_test()
-    assert result.passed and result.rows == 3
+    assert result.passed
+    assert result.rows == 3
     smoke = model.manifest.smoke
     out = smoke.outputs[0]
     shifted = SmokeTensor(out.name, out.dtype, out.shape,
@@ -106,7 +108,7 @@ def test_self_test_passes_and_a_different_result_is_a_self_test_error(saved,
     wrong = dataclasses.replace(model.manifest,
                                 smoke=dataclasses.replace(smoke, outputs=(shifted,)))
     other = bundle.Model(model._session, wrong, model.report)
-    with pytest.raises(bundle.SelfTestError, match="'Y': 9 element"):
+    with pytest.raises(bundle.SelfTestError, match=r"'Y': 9 element"):
         other.self_test()
     assert not other.self_test(raise_on_failure=False).passed
 
@@ -114,7 +116,8 @@ def test_self_test_passes_and_a_different_result_is_a_self_test_error(saved,
 def test_no_sample_no_smoke_vectors_but_the_graph_was_loaded(tmp_path, signing_key) -> None:
     path = tmp_path / "m.mbundle"
     man = bundle.save(matmul_relu(17), path, signing_key=signing_key)
-    assert man.smoke is None and man.requires is not None
+    assert man.smoke is None
+    assert man.requires is not None
     assert bundle.load(path, trusted_keys=signing_key.public_key).self_test() is None
 
 
@@ -128,34 +131,40 @@ def test_save_refuses_a_graph_this_runtime_cannot_load(tmp_path, signing_key) ->
     with pytest.raises(bundle.ConversionError, match="onnxruntime cannot"):
         bundle.save(matmul_relu(too_new), path, sample_input=X, signing_key=signing_key,
                     target_opset=too_new)  # kept as stamped
-    assert not path.exists() and not list(tmp_path.iterdir())
+    assert not path.exists()
+    assert not list(tmp_path.iterdir())
 
 
 def test_check_installed_runtime_runs_the_smoke_vectors(saved, signing_key) -> None:
     report = bundle.check(saved(17), trusted_keys=signing_key.public_key)
-    assert report.ok and report.problems == ()
-    assert report.self_test is not None and report.self_test.passed
+    assert report.ok
+    assert report.problems == ()
+    assert report.self_test is not None
+    assert report.self_test.passed
     assert report.runtime.startswith(f"onnxruntime {onnxruntime.__version__.split('+')[0]}")
     doc = report.to_dict()
-    assert doc["ok"] and doc["requires"]["ir_version"] == 8
+    assert doc["ok"]
+    assert doc["requires"]["ir_version"] == 8
 
 
 def test_check_against_an_older_runtime_names_what_would_do(saved, signing_key) -> None:
     path = saved(25)
     report = bundle.check(path, trusted_keys=signing_key.public_key,
                           runtime="onnxruntime==1.20")
-    assert not report.ok and report.self_test is None
+    assert not report.ok
+    assert report.self_test is None
     kinds = {p.kind: p for p in report.problems}
     assert set(kinds) == {"ir_version", "opset"}
     assert "IR version 13; onnxruntime 1.20 reads up to IR 10" in kinds["ir_version"].message
     assert "stamped ai.onnx opset 25; onnxruntime 1.20 knows opsets up to 21" in \
         kinds["opset"].message
     fix = kinds["opset"].fix
-    assert "onnxruntime >= 1.24" in fix and "--target-opset 14" in fix
+    assert "onnxruntime >= 1.24" in fix
+    assert "--target-opset 14" in fix
 
 
 def test_check_refuses_an_unknown_runtime_spelling(saved, signing_key) -> None:
-    with pytest.raises(ValueError, match="onnxruntime==X.Y"):
+    with pytest.raises(ValueError, match=r"onnxruntime==X\.Y"):
         bundle.check(saved(17), trusted_keys=signing_key.public_key, runtime="ort-1.20")
 
 
@@ -175,7 +184,8 @@ def test_load_runs_preflight_first_and_names_the_runtime(saved, signing_key,
         bundle.load(path, trusted_keys=signing_key.public_key)
     text = str(info.value)
     assert "onnxruntime 1.20.1 cannot run this bundle" in text
-    assert "IR version 13" in text and "convert-opset --target-opset 14" in text
+    assert "IR version 13" in text
+    assert "convert-opset --target-opset 14" in text
 
 
 def test_preflight_names_an_operator_of_a_domain_not_imported() -> None:
@@ -191,13 +201,16 @@ def test_convert_opset_lowers_the_stamp_and_records_where_it_came_from(
     dst = tmp_path / "lowered.mbundle"
     man = bundle.convert_opset(src, dst, 14, signing_key=signing_key,
                                trusted_keys=signing_key.public_key)
-    assert man.onnx.opsets == {"ai.onnx": 14} and man.onnx.ir_version == 7
+    assert man.onnx.opsets == {"ai.onnx": 14}
+    assert man.onnx.ir_version == 7
     assert man.requires.onnxruntime == "1.15"
     with zipfile.ZipFile(src) as z:
         src_digest = hashlib.sha256(z.read("manifest.json")).hexdigest()
     assert man.derived_from.manifest_sha256 == src_digest
     assert man.derived_from.change == "opset 25 -> 14"
-    assert man.parity is not None and man.parity.passed and man.parity.sample_rows == 3
+    assert man.parity is not None
+    assert man.parity.passed
+    assert man.parity.sample_rows == 3
     assert man.model.converter == "onnx.version_converter"
     assert bundle.check(dst, trusted_keys=signing_key.public_key,
                         runtime="onnxruntime==1.20").ok
@@ -245,7 +258,8 @@ def test_cli_check_and_convert(saved, signing_key, tmp_path, capsys) -> None:
     assert "smoke vectors passed" in capsys.readouterr().out
     assert cli_main(["check", str(src), *args, "--runtime", "onnxruntime==1.20"]) == 12
     out = capsys.readouterr()
-    assert "CANNOT RUN on onnxruntime 1.20" in out.out and "CompatibilityError" in out.err
+    assert "CANNOT RUN on onnxruntime 1.20" in out.out
+    assert "CompatibilityError" in out.err
     dst = tmp_path / "low.mbundle"
     assert cli_main(["convert-opset", str(src), str(dst), "--target-opset", "14",
                      "--key", f"{key}.key", *args]) == 0
@@ -253,7 +267,8 @@ def test_cli_check_and_convert(saved, signing_key, tmp_path, capsys) -> None:
     assert cli_main(["check", str(dst), *args, "--runtime", "onnxruntime==1.20",
                      "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["ok"] and doc["requirements"]["ir_version"] == 7
+    assert doc["ok"]
+    assert doc["requirements"]["ir_version"] == 7
     assert cli_main(["check", str(src), *args, "--runtime", "1.2.x"]) == 2
 
 

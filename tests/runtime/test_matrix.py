@@ -32,7 +32,8 @@ INDEX = json.loads((VECTORS / "index.json").read_text(encoding="utf-8"))
 def _matrix() -> Any:
     spec = importlib.util.spec_from_file_location("runtime_matrix",
                                                   REPO / "scripts" / "runtime_matrix.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
