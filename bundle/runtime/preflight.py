@@ -1,13 +1,13 @@
 """Preflight: can this runtime run this graph? Answered before any session exists.
 
 A graph states what it needs (IR version, stamped opset per domain); a runtime
-refuses a graph stamped newer than it knows, whatever operators are used. For
-the installed onnxruntime the limits are asked of the runtime itself (a one-node
-graph per candidate, once per process: it states no maximum, onnxruntime issue
-#14932); for a named release (``onnxruntime==1.20``) they come from the measured
-tables of :mod:`bundle.format.compat`. Every problem says what would do: which
-release loads the graph, and whether an opset conversion
-(:func:`bundle.convert_opset`) to the effective opset would make it load here.
+refuses a graph stamped newer than it knows, whatever operators are used. The
+limits of a release come from the measured tables of :mod:`bundle.format.compat`;
+an installed release outside them is asked directly (a one-node graph per
+candidate, once per process: onnxruntime states no maximum, its issue #14932).
+Every problem says what would do: which release loads the graph, and whether an
+opset conversion (:func:`bundle.convert_opset`) to the effective opset would make
+it load here.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from ..format.manifest import Manifest
 
 __all__ = ["MIN_SUPPORTED_ONNXRUNTIME", "Problem", "Requirements", "RuntimeLimits",
-           "installed_limits", "parse_runtime", "preflight", "requirements"]
+           "check_installed", "installed_limits", "parse_runtime", "preflight",
+           "probe_installed", "requirements", "table_limits"]
 
 MIN_SUPPORTED_ONNXRUNTIME = "1.20"
 """The oldest onnxruntime model-bundle itself declares and tests (pyproject.toml, the CI
@@ -147,7 +148,24 @@ def _highest(ok: Any, lo: int, hi: int) -> int:
 
 @functools.cache
 def installed_limits() -> RuntimeLimits:
-    """Ask the installed onnxruntime what it loads (a few one-node sessions, once)."""
+    """What the installed onnxruntime loads: from the measured tables when it is one of
+    the measured releases (free), else asked of the runtime itself (:func:`probe_installed`,
+    ~20 one-node sessions, a few hundred ms once per process)."""
+    import onnxruntime as ort
+
+    version = ort.__version__.split("+")[0]
+    known = compat.max_supported(version)
+    if known is None:
+        return probe_installed()
+    return RuntimeLimits(f"onnxruntime {version} (installed)", version, known[0], known[1])
+
+
+@functools.cache
+def probe_installed() -> RuntimeLimits:
+    """Ask the installed onnxruntime what it loads (one-node sessions, by bisection).
+
+    tests/format/test_compat.py and the CI matrix check that the tables give exactly
+    this for the releases they cover."""
     import onnxruntime as ort
 
     version = ort.__version__.split("+")[0]

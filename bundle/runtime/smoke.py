@@ -53,15 +53,17 @@ def _rows(feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray] | No
 
 def encode(feeds: Mapping[str, np.ndarray], run: Callable[[Mapping[str, np.ndarray]],
                                                          Mapping[str, np.ndarray]],
-           dtypes: Mapping[str, str], atol: float, rtol: float) -> Smoke | None:
+           dtypes: Mapping[str, str], atol: float, rtol: float, *,
+           cut: bool = True) -> Smoke | None:
     """Run the graph on the first rows of ``feeds`` and record both as smoke vectors.
 
     Fewer rows are kept until everything fits :data:`SMOKE_MAX_VALUES`; None when not
     even one row does (an image model's single input can be larger), when the inputs
     share no row axis, or when a tensor's type cannot be recorded (bfloat16).
+    ``cut=False`` (an input whose first axis is fixed): the whole sample or nothing.
     """
     for n in range(SMOKE_ROWS, 0, -1):
-        rows = _rows(feeds, n)
+        rows = _rows(feeds, n) if cut else None
         if rows is None:
             rows = dict(feeds) if n == 1 else None
         if rows is None:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from bundle.export.writer import min_onnxruntime as writer_min_onnxruntime
 from bundle.format import compat
 from bundle.format.versions import release_tuple
-from bundle.runtime.preflight import installed_limits
+from bundle.runtime.preflight import probe_installed
 
 
 def _first_ir(column: int) -> dict[int, int]:
@@ -115,7 +115,7 @@ def test_tables_agree_with_the_installed_onnxruntime() -> None:
         pytest.skip(f"onnxruntime {version} is outside the measured releases "
                     f"{compat.PROBED_FROM}-{compat.PROBED_TO}: run scripts/probe_onnxruntime.py")
     ir, opsets = known
-    limits = installed_limits()
+    limits = probe_installed()
     assert limits.ir_version == ir
     assert limits.opsets == opsets
 

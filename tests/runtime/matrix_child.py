@@ -17,7 +17,7 @@ import onnxruntime
 
 import bundle
 from bundle.format import compat
-from bundle.runtime.preflight import installed_limits
+from bundle.runtime.preflight import probe_installed
 
 
 def run(case: dict) -> dict:
@@ -44,7 +44,7 @@ def run(case: dict) -> dict:
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
-    limits = installed_limits()
+    limits = probe_installed()
     known = compat.max_supported(onnxruntime.__version__)
     print(json.dumps({
         "onnxruntime": onnxruntime.__version__,

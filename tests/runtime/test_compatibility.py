@@ -289,3 +289,28 @@ def test_sklearn_bundle_gets_lowest_ir_and_self_tests(tmp_path, signing_key) -> 
     model = bundle.load(path, trusted_keys=signing_key.public_key)
     assert model.self_test().passed
     assert release_tuple(man.requires.onnxruntime) <= release_tuple(onnxruntime.__version__)
+
+
+def test_smoke_vectors_keep_a_fixed_batch_whole(tmp_path, signing_key) -> None:
+    """An input whose first axis is fixed (4) cannot be cut to 3 rows: all 4 are kept."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 4])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4, 3])
+    graph = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g", [x], [y],
+                              [numpy_helper.from_array(W, "W")])
+    path = tmp_path / "fixed.mbundle"
+    man = bundle.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                      path, sample_input=X[:4], signing_key=signing_key)
+    assert man.smoke.inputs[0].shape == (4, 4)
+    assert bundle.load(path, trusted_keys=signing_key.public_key).self_test().passed
+
+
+def test_smoke_vectors_are_capped(tmp_path, signing_key) -> None:
+    """One row of 20000 values is more than a manifest carries: no smoke vectors."""
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 20000])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 20000])
+    graph = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g", [x], [y])
+    man = bundle.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                      tmp_path / "big.mbundle",
+                      sample_input=np.ones((2, 20000), np.float32), signing_key=signing_key)
+    assert man.smoke is None
+    assert man.requires is not None
