@@ -351,6 +351,18 @@ def _inspect_table(insp: api.Inspection) -> None:
     out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
               f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
               f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
+    if man.requires is not None:
+        out.print("Operators need opsets " + ", ".join(
+            f"{_safe(k)}={v}" for k, v in sorted(man.requires.min_opsets.items())) +
+            f"; run on {_safe(', '.join(man.requires.execution_providers))}")
+    if man.smoke is not None:
+        rows = man.smoke.inputs[0].shape[0] if man.smoke.inputs[0].shape else 1
+        out.print(f"Smoke vectors: {rows} row(s), atol {man.smoke.atol:g}, rtol "
+                  f"{man.smoke.rtol:g} (`model-bundle check` re-runs them)")
+    if man.derived_from is not None:
+        d = man.derived_from
+        out.print(f"Derived from {_safe(d.name)} v{_safe(d.version)} (manifest "
+                  f"{d.manifest_sha256[:16]}...): {_safe(d.change)}")
     io = Table(title="Inputs / outputs")
     for col in ("", "name", "dtype", "shape", "dynamic axes"):
         io.add_column(col)
