@@ -22,10 +22,22 @@ Nothing on the load path unpickles, evals, or imports a training framework.
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .api import Inspection, inspect, load, restore, save, sign, verify
+from .api import (
+    CheckReport,
+    Inspection,
+    check,
+    convert_opset,
+    inspect,
+    load,
+    restore,
+    save,
+    sign,
+    verify,
+)
 from .errors import (
     ApprovalError,
     BundleError,
+    CompatibilityError,
     ConversionError,
     DeviceError,
     ExportFallbackWarning,
@@ -36,6 +48,7 @@ from .errors import (
     KeyFileError,
     LimitError,
     RunTimeoutError,
+    SelfTestError,
     SignatureError,
     UntrustedContentError,
 )
@@ -60,6 +73,8 @@ if TYPE_CHECKING:  # at run time imported on first use (see __getattr__ below)
 __all__ = [
     "ApprovalError",
     "BundleError",
+    "CheckReport",
+    "CompatibilityError",
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
@@ -76,6 +91,7 @@ __all__ = [
     "PublicKey",
     "RunTimeoutError",
     "ScanReport",
+    "SelfTestError",
     "SignatureError",
     "Signer",
     "TensorFlowOptions",
@@ -85,6 +101,8 @@ __all__ = [
     "UntrustedContentError",
     "VerifyReport",
     "__version__",
+    "check",
+    "convert_opset",
     "generate_key",
     "inspect",
     "load",

@@ -3,7 +3,9 @@
 Exit codes (one per class of failure, documented in README.md; the table is
 :data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
 5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
-11 run timeout, 12 a legacy file needs more than was approved (scan/migrate).
+11 run timeout, 12 compatibility (the runtime cannot run the bundle), 13 self-test
+(smoke vectors give other outputs on this runtime), 14 a legacy file needs more than
+was approved (scan/migrate).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._version import __version__
 from .errors import (
     ApprovalError,
     BundleError,
+    CompatibilityError,
     ConversionError,
     DeviceError,
     FormatError,
@@ -32,6 +35,7 @@ from .errors import (
     IntegrityError,
     KeyFileError,
     RunTimeoutError,
+    SelfTestError,
     SignatureError,
     UntrustedContentError,
 )
@@ -52,7 +56,9 @@ EXIT_CODES: dict[type[BundleError], int] = {
     KeyFileError: 9,
     DeviceError: 10,
     RunTimeoutError: 11,
-    ApprovalError: 12,
+    CompatibilityError: 12,
+    SelfTestError: 13,
+    ApprovalError: 14,
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 
@@ -348,6 +354,18 @@ def _inspect_table(insp: api.Inspection) -> None:
     out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
               f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
               f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
+    if man.requires is not None:
+        out.print("Operators need opsets " + ", ".join(
+            f"{_safe(k)}={v}" for k, v in sorted(man.requires.min_opsets.items())) +
+            f"; run on {_safe(', '.join(man.requires.execution_providers))}")
+    if man.smoke is not None:
+        rows = man.smoke.inputs[0].shape[0] if man.smoke.inputs[0].shape else 1
+        out.print(f"Smoke vectors: {rows} row(s), atol {man.smoke.atol:g}, rtol "
+                  f"{man.smoke.rtol:g} (`model-bundle check` re-runs them)")
+    if man.derived_from is not None:
+        d = man.derived_from
+        out.print(f"Derived from {_safe(d.name)} v{_safe(d.version)} (manifest "
+                  f"{d.manifest_sha256[:16]}...): {_safe(d.change)}")
     io = Table(title="Inputs / outputs")
     for col in ("", "name", "dtype", "shape", "dynamic axes"):
         io.add_column(col)
@@ -615,7 +633,7 @@ def scan(path: str, as_json: bool) -> None:
     """Scan a legacy model FILE (pickle, joblib, torch, npy/npz, keras, h5, SavedModel)
     without running it: every import and call target, and a verdict.
 
-    Exits 0 for tensors-only, no-code and needs-approval; 12 for dangerous or unscannable.
+    Exits 0 for tensors-only, no-code and needs-approval; 14 for dangerous or unscannable.
     """
     from .legacy import scan as scan_file
 
@@ -771,6 +789,86 @@ def serve(bundle_paths: tuple[str, ...], store_url: str | None, specs: tuple[str
                                 f"http://{host}:{port}/")
     serving.serve(serving.create_app(registry=registry), host=host, port=port,
                   graceful_timeout=graceful_timeout)
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--runtime", default="installed", show_default=True, metavar="RUNTIME",
+              help="'installed' (ask the onnxruntime here, then re-run the smoke vectors) or "
+                   "'onnxruntime==X.Y' (from the measured tables; nothing is run).")
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="Trusted public key file or trust-store directory (repeatable).")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
+@click.option("--allow-unsigned", is_flag=True, help="Check a bundle with no trusted signature.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple[str, ...],
+          allow_unsigned: bool, as_json: bool) -> None:
+    """Preflight: can RUNTIME run BUNDLE? Verifies it, compares what the graph needs with
+    what the runtime loads, and re-runs the signed smoke vectors on the installed one.
+
+    Exit 12 when the runtime cannot run it (each reason with what would do), 13 when
+    the smoke vectors give other outputs here.
+    """
+    try:
+        report = api.check(bundle_path, runtime=runtime,
+                           trust=_policy(trusted, roots=roots, allow_unsigned=allow_unsigned))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--runtime") from e
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = _console()
+        need = report.requirements
+        opsets = ", ".join(f"{k}={v}" for k, v in sorted(need.opsets.items()))
+        effective = ", ".join(f"{k}={v}" for k, v in sorted(need.min_opsets.items()))
+        out.print(f"{_safe(bundle_path)}: IR {need.ir_version} (lowest possible "
+                  f"{need.lowest_ir_version}), opsets {_safe(opsets)} (operators need "
+                  f"{_safe(effective)}); loads on onnxruntime >= {need.onnxruntime or '?'}")
+        for p in report.problems:
+            out.print(f"[red]CANNOT RUN[/red] on {_safe(report.runtime)}: {_safe(p.message)}\n"
+                      f"  what would do: {_safe(p.fix)}")
+        if report.self_test is not None:
+            word = "[green]passed[/green]" if report.self_test.passed else "[red]FAILED[/red]"
+            out.print(f"smoke vectors {word}: {_safe(report.self_test.describe())}")
+        elif not report.problems and report.report.manifest.smoke is None:
+            out.print("no smoke vectors in this bundle (saved without a sample input, or "
+                      "before they existed): nothing re-run")
+        if report.ok:
+            out.print(f"[green]OK[/green] {_safe(report.runtime)} can run it")
+    if report.problems:
+        raise CompatibilityError("; ".join(p.message for p in report.problems))
+    if report.self_test is not None and not report.self_test.passed:
+        raise SelfTestError(report.self_test.describe())
+
+
+@cli.command("convert-opset")
+@click.argument("src", metavar="SRC", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="DST", type=click.Path(dir_okay=False))
+@click.option("--target-opset", required=True, type=click.IntRange(min=7),
+              help="The ai.onnx opset to convert the graph to.")
+@click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Private key(s) to sign DST with; unsigned without.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="SRC must be signed by one of these keys (repeatable).")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
+@click.option("--allow-unsigned", is_flag=True, help="Convert a SRC with no trusted signature.")
+def convert_opset(src: str, dst: str, target_opset: int, key_paths: tuple[str, ...],
+                  passphrase_env: str | None, trusted: tuple[str, ...], roots: tuple[str, ...],
+                  allow_unsigned: bool) -> None:
+    """Write DST: SRC's graph converted to another opset, checked against SRC's smoke
+    vectors and recording SRC's manifest digest as derived_from."""
+    keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
+    manifest = api.convert_opset(src, dst, target_opset, signing_key=keys or None,
+                                 trust=_policy(trusted, roots=roots,
+                                               allow_unsigned=allow_unsigned))
+    req = manifest.requires
+    signed = "signed by " + ", ".join(_short(k.key_id) for k in keys) if keys else "UNSIGNED"
+    _console().print(f"wrote {_safe(dst)}: opset {target_opset}, IR {manifest.onnx.ir_version}, "
+                     f"loads on onnxruntime >= {req.onnxruntime if req else '?'}; smoke "
+                     f"vectors of {_safe(src)} reproduced; {signed}")
 
 
 def main(argv: list[str] | None = None) -> int:

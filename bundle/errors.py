@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "ApprovalError",
     "BundleError",
+    "CompatibilityError",
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
@@ -24,6 +25,7 @@ __all__ = [
     "KeyFileError",
     "LimitError",
     "RunTimeoutError",
+    "SelfTestError",
     "SignatureError",
     "UntrustedContentError",
 ]
@@ -94,6 +96,17 @@ class RunTimeoutError(BundleError):
 
     The model stays usable: the next call runs normally.
     """
+
+
+class CompatibilityError(BundleError):
+    """The runtime cannot run this bundle: its IR version or an opset is newer than the
+    runtime knows, or it needs an operator domain the runtime lacks. The message says
+    which release would do and whether an opset conversion can help."""
+
+
+class SelfTestError(BundleError):
+    """The bundle's smoke vectors, re-run on this runtime, give other outputs than the
+    exporting runtime recorded (beyond their tolerance)."""
 
 
 class ApprovalError(BundleError):

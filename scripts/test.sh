@@ -24,6 +24,11 @@ if [ "${#gates_failed[@]}" -gt 0 ]; then
   printf 'gate failed: %s\n' "${gates_failed[@]}" >&2
   exit 1
 fi
+# The onnxruntime matrix (tests marked `matrix`): one cached venv per release, from the
+# registry; a failure here fails the run unless MODEL_BUNDLE_SKIP_MATRIX=1.
+if [ "${MODEL_BUNDLE_SKIP_MATRIX:-0}" != "1" ]; then
+  .venv/bin/python scripts/runtime_matrix.py oldest newest || exit 1
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, RunTimeoutError
+from ..errors import InputError, RunTimeoutError, SelfTestError
 from ..format.manifest import Manifest, TensorSpec
 from ..trust.verify import VerifyReport
 
@@ -357,6 +357,40 @@ class Model:
     def transform(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
         """What the original's ``transform`` gives (scalers, encoders, clusterers...)."""
         return self._method("transform", data, timeout)
+
+    def self_test(self, *, raise_on_failure: bool = True, timeout: float | None = None,
+                  ) -> Any:
+        """Re-run the bundle's signed smoke vectors on this session; a
+        :class:`bundle.runtime.smoke.SelfTestResult`, or None when the bundle carries none
+        (written before they existed, or saved without a sample input).
+
+        Outputs beyond the recorded tolerance raise :class:`SelfTestError` naming each
+        (unless ``raise_on_failure=False``): this runtime computes something else than
+        the one that exported the bundle. Serving and store promotion run it before a
+        version goes live.
+        """
+        from .smoke import self_test
+
+        if self.manifest.smoke is None:
+            return None
+        deadline = _Deadline(timeout)
+
+        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            names = [t.name for t in self.manifest.smoke.outputs]  # type: ignore[union-attr]
+            try:
+                with deadline:
+                    values = self._session.run(names, feeds, deadline.options)
+            except Exception as e:  # onnxruntime's own exception types
+                deadline.raise_if_expired(e, "the self-test")
+                raise SelfTestError(f"onnxruntime cannot run the smoke vectors: "
+                                    f"{str(e).splitlines()[0]}") from e
+            return dict(zip(names, values, strict=True))
+
+        result = self_test(self.manifest.smoke, run)
+        if raise_on_failure and not result.passed:
+            raise SelfTestError(f"the smoke vectors give other outputs on this runtime than "
+                                f"the exporter's: {result.describe()}")
+        return result
 
     def decision_function(self, data: Any, *, timeout: float | None = None) -> np.ndarray:
         """What the original's ``decision_function`` gives (e.g. SVC without probabilities)."""

@@ -253,7 +253,7 @@ def test_cli_scan_and_migrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert cli_main(["migrate", str(src), "--out", str(tmp_path / "lr2.mbundle"),
                      "--approve-from", str(scan_json), "--sample-input",
-                     str(tmp_path / "x.npy")]) == 12
+                     str(tmp_path / "x.npy")]) == 14
     assert "scan of another file" in capsys.readouterr().err
     assert not (tmp_path / "lr2.mbundle").exists()
 
