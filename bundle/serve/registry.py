@@ -346,11 +346,9 @@ class Registry:
         self._swap(slot, new, time.monotonic() - started)
 
     def _smoke(self, model: Model) -> str:
-        self_test = getattr(model, "self_test", None)
-        if callable(self_test):
-            result = self_test()
-            return f"passed: {result}" if isinstance(result, str) else \
-                "passed (the bundle's signed smoke vectors)"
+        result = model.self_test(timeout=self.options.request_timeout)
+        if result is not None:
+            return f"passed: {result.rows} signed smoke row(s) reproduced"
         if not self.options.canary:
             return "not run (no smoke vectors in the bundle; canary off)"
         model.run(_canary_input(model), timeout=self.options.request_timeout)

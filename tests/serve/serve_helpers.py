@@ -105,7 +105,7 @@ class Bundles:
             self.good[seed] = self.save(f"good{seed}", model_graph(seed), version=str(seed))
         self.unsigned = self.save("unsigned", model_graph(7), key=None, version="7")
         self.untrusted = self.save("untrusted", model_graph(8), key=self.other, version="8")
-        self.unloadable = self.save("unloadable", model_graph(9, bad_shape=True), version="9")
+        self.unloadable = self.unloadable_bundle()
         self.smoke_fails = self.save("smoke", model_graph(10, reshape_to=5), version="10")
         self.tampered = root / "tampered.mbundle"
         shutil.copy(self.good[3], self.tampered)
@@ -123,6 +123,23 @@ class Bundles:
         bundle.save(graph, path, signing_key=self.key if key == "default" else key,
                     name="tiny", version=version)
         return path
+
+    def unloadable_bundle(self) -> Path:
+        """A signed bundle whose graph onnxruntime refuses when it builds the session
+        (MatMul of W[4,3] by itself). save() never writes one -- it loads what it
+        writes -- so the graph entry is swapped and the bundle signed again by hand."""
+        import onnx
+        from helpers import build_signed, manifest_of, read_entries
+
+        good = self.save("unloadable-base", model_graph(9), version="9")
+        entries = read_entries(good)
+        graph = onnx.load_from_string(entries["model.onnx"])
+        graph.graph.node[0].input[0] = "W"
+        contents = {n: d for n, d in entries.items()
+                    if n != "manifest.json" and not n.startswith("signatures/")}
+        contents["model.onnx"] = graph.SerializeToString()
+        return build_signed(self.root / "unloadable.mbundle", contents, [self.key],
+                            base=manifest_of(good))
 
     def bad(self) -> dict[str, Path]:
         """Each kind of version that must never go live."""
