@@ -34,11 +34,16 @@ from .errors import (
     LimitError,
     RunTimeoutError,
     SignatureError,
+    StoreConflictError,
+    StoreError,
+    StoreLogError,
+    StoreNotFoundError,
     UntrustedContentError,
 )
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
+from .store import Store
 from .trust.policy import TrustPolicy
 from .trust.signing import (
     PrivateKey,
@@ -69,6 +74,11 @@ __all__ = [
     "RunTimeoutError",
     "SignatureError",
     "Signer",
+    "Store",
+    "StoreConflictError",
+    "StoreError",
+    "StoreLogError",
+    "StoreNotFoundError",
     "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",

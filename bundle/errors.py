@@ -24,6 +24,10 @@ __all__ = [
     "LimitError",
     "RunTimeoutError",
     "SignatureError",
+    "StoreConflictError",
+    "StoreError",
+    "StoreLogError",
+    "StoreNotFoundError",
     "UntrustedContentError",
 ]
 
@@ -93,6 +97,27 @@ class RunTimeoutError(BundleError):
 
     The model stays usable: the next call runs normally.
     """
+
+
+class StoreError(BundleError):
+    """A model store (:class:`bundle.Store`) could not do what was asked: its backend
+    failed or cannot create objects exclusively, or an object in it is malformed."""
+
+
+class StoreNotFoundError(StoreError):
+    """No such model name, version, alias or blob in the store."""
+
+
+class StoreConflictError(StoreError):
+    """The store already maps this name and version to other bytes (versions are
+    immutable), or a writer could not win a sequence number in time."""
+
+
+class StoreLogError(SignatureError):
+    """An alias log that does not verify as one signed chain: a gap, a fork, a record
+    that is not where its signed content says, or one whose "previous" is not the
+    record before it. (Unsigned or untrusted records are :class:`SignatureError`;
+    a replayed, frozen or expired alias is :class:`FreshnessError`.)"""
 
 
 class ExportFallbackWarning(UserWarning):
