@@ -46,6 +46,7 @@ __all__ = [
     "Target",
     "build_record",
     "check_current",
+    "check_listing",
     "check_name",
     "check_version",
     "record_key",
@@ -326,6 +327,16 @@ def _parse_record(data: bytes, trust: signing.TrustStore, where: str) -> AliasRe
                        hashlib.sha256(data).hexdigest())
 
 
+def check_listing(label: str, listed: Sequence[int]) -> None:
+    """The sequence numbers a store lists for one alias must be 0..n-1 exactly: a
+    deleted record is a gap (:class:`StoreLogError`)."""
+    want = list(range(len(listed)))
+    if sorted(listed) != want:
+        missing = sorted(set(range(max(listed) + 1)) - set(listed))
+        raise StoreLogError(f"{label}: the log has a gap: record(s) {missing[:5]} of "
+                            f"0..{max(listed)} missing; records were deleted", entry=label)
+
+
 def verify_chain(name: str, alias: str, records: Sequence[tuple[int, bytes]],
                  trust: signing.TrustStore | None, *, listed: Sequence[int] | None = None,
                  anchor: tuple[int, str] | None = None,
@@ -347,11 +358,7 @@ def verify_chain(name: str, alias: str, records: Sequence[tuple[int, bytes]],
         raise SignatureError(f"{label}: alias records are verified with trusted keys, and "
                              "the trust policy has none")
     if listed is not None:
-        want = list(range(len(listed)))
-        if sorted(listed) != want:
-            missing = sorted(set(want) - set(listed)) or sorted(set(listed) - set(want))
-            raise StoreLogError(f"{label}: the log has a gap: record(s) {missing[:5]} of "
-                                f"0..{max(listed)} missing; records were deleted", entry=label)
+        check_listing(label, listed)
     start = anchor[0] if anchor is not None else 0
     out: list[AliasRecord] = []
     prev: AliasRecord | None = None

@@ -257,6 +257,7 @@ class Store:
                              f"{stray[:3]}")
         if not seqs:
             return [], 0
+        log.check_listing(f"{name}@{alias}", seqs)
         start = anchor[0] if anchor is not None and anchor[0] < len(seqs) else 0
         items = []
         for seq in range(start, len(seqs)):
@@ -327,13 +328,13 @@ class Store:
                 name, alias, seq, action, Target(target.digest, target.version, target.size),
                 tip, time=self.trust.freshness.time(), reason=reason, expires=expires)
             data = log.sign_record(statement, keys)
+            # Verified like anything read, before it is written: a record the policy would
+            # refuse (keys it does not trust, too few of them) must never enter the log,
+            # where it would stay forever.
+            rec = log.verify_chain(name, alias, [(seq, data)], self.trust.trust_store,
+                                   anchor=(seq, _sha256(data)))[0]
             key = f"{_alias_dir(name, alias)}/{log.record_key(seq)}"
             if self.backend.create(key, data):
-                # What was written is verified like anything read: same code, same policy.
-                rec = log.verify_chain(name, alias, [(seq, data)], self.trust.trust_store,
-                                       anchor=(seq, _sha256(data)))[0]
-                if rec.previous_record != (None if tip is None else tip.record_sha256):
-                    raise AssertionError("record does not chain")  # pragma: no cover
                 self._tips[(name, alias)] = rec
                 self._remember(rec)
                 return rec
