@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import save_tiny
 
 import bundle
-from helpers import save_tiny
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ class S3Endpoint:
 
         name = f"b{uuid.uuid4().hex[:20]}"
         boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
-                     aws_secret_access_key="testing",  # noqa: S106
+                     aws_secret_access_key="testing",
                      region_name="us-east-1").create_bucket(Bucket=name)
         return name
 

@@ -4,16 +4,17 @@ versions, signed aliases, resolution, loads, and every refusal the issue lists."
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import save_tiny
 
 import bundle
 from bundle.store import log
-from helpers import save_tiny
 
 
 def _put(store: bundle.Store, key: str, data: bytes) -> None:
@@ -105,8 +106,10 @@ def test_promote_resolve_history_rollback(make_store: Any, tiny_bundles: dict,
     r1 = store.promote("tiny", "production", "2", signing_key=store_key)
     r2 = store.promote("tiny", "production", f"sha256:{digests['3']}", signing_key=store_key)
     assert [r.seq for r in (r0, r1, r2)] == [0, 1, 2]
-    assert r2.previous == r1.target and r2.previous_record == r1.record_sha256
-    assert r0.reason == "first" and r0.signers == (store_key.key_id,)
+    assert r2.previous == r1.target
+    assert r2.previous_record == r1.record_sha256
+    assert r0.reason == "first"
+    assert r0.signers == (store_key.key_id,)
 
     fresh = make_store()  # another client: reads and verifies everything itself
     got = fresh.resolve("tiny@production")
@@ -140,7 +143,7 @@ def test_load_runs_what_the_alias_names(make_store: Any, tiny_bundles: dict,
     assert by_version.manifest.model.version == "3"
 
 
-@pytest.mark.parametrize("ref, error", [
+@pytest.mark.parametrize(("ref", "error"), [
     ("nobody@production", bundle.StoreNotFoundError),
     ("tiny@canary", bundle.StoreNotFoundError),
     ("tiny:9", bundle.StoreNotFoundError),
@@ -370,7 +373,8 @@ def test_gc_keeps_what_records_reference(promoted: bundle.Store, make_store: Any
     digest = promoted.cache.add(orphan)[1]
     promoted.backend.upload(f"blobs/sha256/{digest}", orphan)
     dry = promoted.gc(grace=0, dry_run=True)
-    assert dry.deleted == (digest,) and dry.kept == 3
+    assert dry.deleted == (digest,)
+    assert dry.kept == 3
     assert digest in _blob_keys(promoted)
     assert promoted.gc(grace=0).deleted == (digest,)
     assert len(_blob_keys(promoted)) == 3
@@ -409,7 +413,7 @@ def test_bundle_load_from_s3_and_http(s3_endpoint: Any, tiny_bundles: dict, poli
     import boto3
 
     url = boto3.client("s3", endpoint_url=s3_endpoint.url, aws_access_key_id="testing",
-                       aws_secret_access_key="testing",  # noqa: S106
+                       aws_secret_access_key="testing",
                        region_name="us-east-1").generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "m/tiny.mbundle"}, ExpiresIn=600)
     assert url.startswith("http://127.0.0.1:")
@@ -462,7 +466,7 @@ def test_two_processes_racing_on_one_alias(store_location: Any, make_store: Any,
     hist = make_store().history("tiny", "production")  # verifies signatures and chain
     assert [r.seq for r in hist] == list(range(2 * n))
     assert sorted(won[0] + won[1]) == list(range(2 * n))  # each seq won by exactly one
-    for before, after in zip(hist, hist[1:]):
+    for before, after in itertools.pairwise(hist):
         assert after.previous == before.target
         assert after.previous_record == before.record_sha256
     for w, seqs in zip("ab", won, strict=True):
