@@ -471,3 +471,20 @@ def test_two_processes_racing_on_one_alias(store_location: Any, make_store: Any,
         assert after.previous_record == before.record_sha256
     for w, seqs in zip("ab", won, strict=True):
         assert [hist[s].reason for s in seqs] == [f"{w}:{i}" for i in range(n)]
+
+
+@pytest.mark.slow
+def test_online_update_example_runs(tmp_path: Path) -> None:
+    """examples/online_update.py end to end: restore from production, train, push,
+    promote to staging and production, roll back -- it exits 0 only if all verified."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    root = Path(bundle.__file__).parents[1]
+    res = subprocess.run([sys.executable, str(root / "examples" / "online_update.py"),
+                          str(tmp_path)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(root)}, check=False)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "2 rollback v1 'incident 42'" in res.stdout
