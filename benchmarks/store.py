@@ -45,6 +45,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import itertools
+
 import bundle  # noqa: E402
 from bundle.store import backends  # noqa: E402
 
@@ -150,7 +152,7 @@ def race(url: str, options: dict[str, Any] | None, key_path: Path, n: int,
     hist = fresh.history("tiny", "production")
     seqs = [r.seq for r in hist]
     chained = all(b.previous == a.target and b.previous_record == a.record_sha256
-                  for a, b in zip(hist, hist[1:], strict=False))
+                  for a, b in itertools.pairwise(hist))
     return {"records": len(hist), "seq_ok": seqs == list(range(2 * n)),
             "no_duplicates": sorted(won[0] + won[1]) == list(range(2 * n)),
             "chained": chained, "won_a": len(won[0]), "won_b": len(won[1]),

@@ -488,3 +488,42 @@ def test_online_update_example_runs(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(root)}, check=False)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "2 rollback v1 'incident 42'" in res.stdout
+
+
+def test_one_cache_shared_by_concurrent_processes(tmp_path: Path, tiny_bundles: dict,
+                                                  store_key: Any, policy: Any) -> None:
+    """Two processes fetching and loading the same digests into one cache at once: every
+    load verifies, and the entries end whole (temp file + rename, hashed on use)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    url = str(tmp_path / "store")
+    store = bundle.Store(url, trust=policy, cache_dir=tmp_path / "seed")
+    for v in ("1", "2", "3"):
+        store.push(tiny_bundles[v])
+    key_pub = tmp_path / "k.pub"
+    key_pub.write_bytes(store_key.public_key.pem())
+    child = textwrap.dedent("""
+        import sys, bundle
+        url, cache, pub = sys.argv[1:4]
+        for i in range(15):
+            s = bundle.Store(url, trust=bundle.TrustPolicy(keys=pub), cache_dir=cache)
+            v = str(1 + i % 3)
+            assert s.load(f"tiny:{v}").manifest.model.version == v
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(bundle.__file__).parents[1])}
+    cache = tmp_path / "shared-cache"
+    procs = [subprocess.Popen([sys.executable, "-c", child, url, str(cache), str(key_pub)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in range(2)]
+    for p in procs:
+        _out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    entries = sorted(p.name for p in (cache / "sha256").iterdir())
+    assert entries == sorted(store.resolve(f"tiny:{v}").digest for v in ("1", "2", "3"))
+    cached = bundle.Store(url, trust=policy, cache_dir=cache)
+    for v in ("1", "2", "3"):
+        assert cached.cache.get(cached.resolve(f"tiny:{v}").digest) is not None
