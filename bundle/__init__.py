@@ -50,12 +50,17 @@ from .errors import (
     RunTimeoutError,
     SelfTestError,
     SignatureError,
+    StoreConflictError,
+    StoreError,
+    StoreLogError,
+    StoreNotFoundError,
     UntrustedContentError,
 )
 from .export.options import TensorFlowOptions, TorchOptions
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
+from .store import Store
 from .trust.policy import TrustPolicy
 from .trust.signing import (
     PrivateKey,
@@ -94,6 +99,11 @@ __all__ = [
     "SelfTestError",
     "SignatureError",
     "Signer",
+    "Store",
+    "StoreConflictError",
+    "StoreError",
+    "StoreLogError",
+    "StoreNotFoundError",
     "TensorFlowOptions",
     "TorchOptions",
     "TrustPolicy",

@@ -227,7 +227,9 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
          provider_options: Mapping[str, Any] | None = None, trusted_roots: Any = None,
          now: Any = None, min_version: str | None = None,
          rollback_state: str | os.PathLike[str] | None = None,
-         prepack: bool | None = None, progress: Any = None) -> Model:
+         prepack: bool | None = None, progress: Any = None,
+         storage_options: Mapping[str, Any] | None = None,
+         cache_dir: str | os.PathLike[str] | None = None) -> Model:
     """Verify a bundle, then return a :class:`bundle.Model` ready to predict.
 
     ``trust`` (a :class:`TrustPolicy`), or its keyword shortcuts, as for :func:`verify`.
@@ -244,8 +246,18 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     None decides by size (:data:`bundle.runtime.session.PREPACK_MAX_BYTES`).
     ``progress(advance, total)`` is called as bytes are hashed.
     ``trusted_roots``, ``now``, ``min_version``, ``rollback_state``: as for :func:`verify`.
+
+    ``path`` may be a URL (``s3://bucket/key.mbundle``, ``https://...``; fsspec options
+    such as an S3 endpoint and credentials in ``storage_options``): the file is read in
+    parallel ranges, hashed as it arrives, kept in the local cache under its digest
+    (``cache_dir``, default the user cache directory) and verified from there in full.
     """
     from .runtime.session import create_session, select_providers
+    from .store.remote import fetch_url, is_remote
+
+    if is_remote(path):
+        path, _digest = fetch_url(str(path), storage_options=storage_options,
+                                  cache_dir=cache_dir)
 
     policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
                             threshold=threshold, trusted_roots=trusted_roots, now=now,

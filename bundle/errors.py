@@ -27,6 +27,10 @@ __all__ = [
     "RunTimeoutError",
     "SelfTestError",
     "SignatureError",
+    "StoreConflictError",
+    "StoreError",
+    "StoreLogError",
+    "StoreNotFoundError",
     "UntrustedContentError",
 ]
 
@@ -113,6 +117,27 @@ class ApprovalError(BundleError):
     """A legacy file needs more than was approved: an import or custom object not
     approved, a known way to run code (never approvable), or something a static scan
     cannot resolve. Raised before anything from the file runs (see bundle.migrate)."""
+
+
+class StoreError(BundleError):
+    """A model store (:class:`bundle.Store`) could not do what was asked: its backend
+    failed or cannot create objects exclusively, or an object in it is malformed."""
+
+
+class StoreNotFoundError(StoreError):
+    """No such model name, version, alias or blob in the store."""
+
+
+class StoreConflictError(StoreError):
+    """The store already maps this name and version to other bytes (versions are
+    immutable), or a writer could not win a sequence number in time."""
+
+
+class StoreLogError(SignatureError):
+    """An alias log that does not verify as one signed chain: a gap, a fork, a record
+    that is not where its signed content says, or one whose "previous" is not the
+    record before it. (Unsigned or untrusted records are :class:`SignatureError`;
+    a replayed, frozen or expired alias is :class:`FreshnessError`.)"""
 
 
 class ExportFallbackWarning(UserWarning):
