@@ -36,7 +36,7 @@ from .errors import (
     SignatureError,
     UntrustedContentError,
 )
-from .export.options import TensorFlowOptions, TorchOptions
+from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
@@ -72,6 +72,7 @@ __all__ = [
     "Signer",
     "TensorFlowOptions",
     "TorchOptions",
+    "SklearnOptions",
     "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",

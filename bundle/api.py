@@ -29,7 +29,7 @@ from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
 
 if TYPE_CHECKING:
-    from .export.options import TensorFlowOptions, TorchOptions
+    from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
     from .runtime.model import Model
 
 __all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
@@ -69,7 +69,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
          created: str | None = None, target_opset: int | None = None,
-         precision: str = "fp32", options: TorchOptions | TensorFlowOptions | None = None,
+         precision: str = "fp32",
+         options: TorchOptions | TensorFlowOptions | SklearnOptions | None = None,
          dynamic_axes: Mapping[str, Any] | None = None, exporter: str | None = None,
          optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
          training_state: bool | None = None, signature: str | None = None) -> Manifest:
@@ -93,7 +94,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     measured and recorded like any conversion's (default tolerances per precision
     in :data:`bundle.export.precision.DEFAULT_TOLERANCE`).
 
-    ``options`` is the framework's export options, :class:`bundle.TorchOptions` or
+    ``options`` is the framework's export options, :class:`bundle.SklearnOptions`,
+    :class:`bundle.TorchOptions` or
     :class:`bundle.TensorFlowOptions`; the keywords below are shortcuts that build it
     (give one or the other; a keyword the model's framework does not take is a
     ``TypeError``).
@@ -123,7 +125,7 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     from .export import convert, converter_name
     from .export import parity as parity_mod
     from .export import precision as precision_mod
-    from .export.options import options_for
+    from .export.options import SklearnOptions, options_for
     from .export.writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
     from .format import weights as weights_mod
     from .format.graph import io_specs
@@ -138,7 +140,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         "scheduler": scheduler, "include_rng": include_rng or None,
         "training_state": training_state,
         "signature": signature})
-    if precision != "fp32" and typed is not None and typed.training_state is None \
+    if precision != "fp32" and typed is not None and not isinstance(typed, SklearnOptions) \
+            and typed.training_state is None \
             and not typed.wants_training_state:
         # A reduced-precision bundle is for serving: the full-precision training state
         # beside its weights would make it bigger than the fp32 bundle. Kept when asked.

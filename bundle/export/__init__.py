@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..format.manifest import Column, Method
-from .options import TensorFlowOptions, TorchOptions, options_for
+from .options import AnyOptions, options_for
 
 if TYPE_CHECKING:
     import onnx
@@ -57,6 +57,8 @@ class Converted:
 _CONVERTERS: dict[str, str] = {
     "sklearn": "sklearn",
     "imblearn": "sklearn",
+    "xgboost": "sklearn",  # their scikit-learn wrappers, through onnxmltools' converters
+    "lightgbm": "sklearn",
     "onnx": "onnx_model",
     "torch": "torch",
     "keras": "tensorflow",
@@ -82,7 +84,7 @@ def converter_name(model: Any) -> str:
 
 
 def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: TorchOptions | TensorFlowOptions | None = None) -> Converted:
+            options: AnyOptions | None = None) -> Converted:
     """Pick the converter for ``model`` by its type and run it with the framework's
     ``options`` (:mod:`bundle.export.options`; None: the defaults)."""
     name = converter_name(model)
