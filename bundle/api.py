@@ -389,11 +389,22 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     model -- after shapes, dtypes and variable names are checked the same way
     (:mod:`bundle.training.keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
+
+    A scikit-learn incremental estimator (``SGDClassifier``, ``MLPRegressor``,
+    ``StandardScaler``..., or a ``Pipeline`` of them), built with the parameters it
+    was trained with, gets its fitted state rebuilt from an allow-list of classes
+    and attributes (:mod:`bundle.training.sklearn`), so ``partial_fit`` continues
+    exactly where it stopped.
     """
     from .training.codec import STATE_TENSORS
     from .training.torch import restore_verified
 
-    keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
+    roots = {(c.__module__ or "").split(".")[0] for c in type(model).__mro__}
+    keras_model = "keras" in roots
+    sklearn_model = "sklearn" in roots
+    if sklearn_model and (optimizer is not None or scheduler is not None):
+        raise InputError("a scikit-learn estimator keeps its optimizer state inside itself "
+                         "(MLP's solver, SGD's t_): pass model= only")
     if keras_model and scheduler is not None:
         raise InputError("Keras keeps a learning-rate schedule inside the optimizer: pass "
                          "optimizer=, not scheduler=")
@@ -404,6 +415,12 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     vb = _open_verified(path, policy, True, in_memory=(STATE_TENSORS,))
     try:
         _check_content(vb)
+        if sklearn_model:
+            from .training.sklearn import restore_verified as restore_sklearn
+
+            sklearn_report: VerifyReport = restore_sklearn(vb, model)
+            vb.accept()
+            return sklearn_report
         if keras_model:
             from .training.keras import restore_verified as restore_keras
 

@@ -100,13 +100,19 @@ class SklearnOptions:
     turned on: it outputs a sequence of maps, and a bundle's outputs are tensors.
     ``text_locale``: the locale onnxruntime lowercases text in (``StringNormalizer``);
     ``"C.UTF-8"`` is built into glibc, where ``en_US.UTF-8`` (onnxruntime's default)
-    is missing on most containers.
+    is missing on most containers. ``training_state``: keep an incremental
+    estimator's fitted state (``partial_fit`` estimators and Pipelines of them, see
+    :mod:`bundle.training.sklearn`) for :func:`bundle.restore`; None (default): kept
+    when the model is one, True: required, False: never.
     """
 
     converter_options: Mapping[Any, Mapping[str, Any]] | None = None
     text_locale: str = "C.UTF-8"
+    training_state: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.training_state is not None and not isinstance(self.training_state, bool):
+            raise TypeError("training_state must be True, False or None")
         if not isinstance(self.text_locale, str) or not self.text_locale:
             raise TypeError("text_locale must be a non-empty string, e.g. 'C.UTF-8'")
         if self.converter_options is None:
@@ -147,7 +153,8 @@ def options_for(converter: str, options: AnyOptions | None,
     None when nothing was given for scikit-learn (whose converter has no shortcuts)."""
     given = {k: v for k, v in shortcuts.items() if v is not None}
     wanted = _BY_CONVERTER.get(converter)
-    if wanted is SklearnOptions and options is None and not given:
+    if wanted is SklearnOptions and options is None and not set(given) - {"training_state"} \
+            and given.get("training_state") is None:
         return None
     if options is not None:
         if given:

@@ -402,4 +402,21 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     return Converted(
         model=onx, task=task, framework="scikit-learn", framework_version=sklearn.__version__,
         converter="skl2onnx", converter_version=skl2onnx.__version__, feeds=feeds,
-        reference=reference, methods=methods, columns=columns, notes=tuple(notes))
+        reference=reference, methods=methods, columns=columns, notes=tuple(notes),
+        training=_training_state(model, options, notes))
+
+
+def _training_state(model: Any, options: SklearnOptions | None, notes: list[str]) -> Any:
+    """An incremental estimator's state for :func:`bundle.restore` (see SklearnOptions)."""
+    from ..training import sklearn as state
+
+    wanted = options.training_state if options is not None else None
+    if wanted is False or (wanted is None and not state.is_incremental(model)):
+        return None
+    try:
+        return state.capture(model)
+    except ConversionError as e:
+        if wanted:
+            raise
+        notes.append(f"no training state: {e}")
+        return None
