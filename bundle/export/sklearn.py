@@ -257,11 +257,23 @@ def _converter_options(model: Any, options: SklearnOptions | None,
             wanted["locale"] = locale
         if wanted:
             out[cls] = wanted
+    for est in estimators:
+        # skl2onnx turns scikit-learn's default token pattern into the ASCII-only
+        # "[a-zA-Z0-9_]+" (one-letter tokens included, which shifts n-grams). Python's
+        # (?u)\b\w\w+\b finds maximal runs of two or more Unicode word characters; in
+        # RE2, onnxruntime's regex engine, that is:
+        if getattr(est, "token_pattern", None) == _DEFAULT_TOKEN_PATTERN and \
+                getattr(est, "analyzer", None) == "word" and type(est) in out:
+            out[id(est)] = {**out[type(est)], "tokenexp": _UNICODE_TOKENS}
     if options is not None and options.converter_options:
         for key, opts in options.converter_options.items():
             slot = key if isinstance(key, type) else id(key)
             out[slot] = {**out.get(slot, {}), **opts}
     return out
+
+
+_DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_UNICODE_TOKENS = r"[\p{L}\p{N}_]{2,}"
 
 
 def _categorical_hgb(estimators: list[Any]) -> str | None:
@@ -341,9 +353,11 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             "the model to ONNX yourself and save the .onnx file")
     task = _task(sklearn, model)
     final = _final_estimator(model)
+    skl_options = _converter_options(model, options, estimators)
+    final_options = {**skl_options.get(type(final), {}), **skl_options.get(id(final), {})}
     try:
         onx = skl2onnx.convert_sklearn(
-            model, initial_types=types, options=_converter_options(model, options, estimators),
+            model, initial_types=types, options=skl_options,
             target_opset=boosting.target_opsets(estimators, target_opset),
             custom_conversion_functions=_custom_converters())
     except Exception as e:  # skl2onnx raises bare RuntimeError/ValueError/...: wrap them all
@@ -365,7 +379,9 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     if task == "classifier":
         plan.append(("predict", outputs[0]))
         if len(outputs) > 1:
-            second = "predict_proba" if _has(model, "predict_proba") else "decision_function"
+            # raw_scores: skl2onnx gives the decision function's scores, not probabilities
+            second = "predict_proba" if _has(model, "predict_proba") and \
+                not final_options.get("raw_scores") else "decision_function"
             plan.append((second, outputs[1]))
     elif task == "clusterer":
         plan.append(("predict", outputs[0]))
