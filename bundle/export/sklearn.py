@@ -272,7 +272,7 @@ def _converter_options(model: Any, options: SklearnOptions | None,
     return out
 
 
-_DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # noqa: S105 - a regex, not a password
 _UNICODE_TOKENS = r"[\p{L}\p{N}_]{2,}"
 
 

@@ -4,7 +4,7 @@ skl2onnx graphs need tidying, and XGBoost/LightGBM models -- each saved, loaded 
 compared against the ORIGINAL model's own predictions on rows it was not saved with.
 """
 
-# ruff: noqa: N803, N806  (X is scikit-learn's name for a feature matrix)
+
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import bundle
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
-pd = pytest.importorskip("pandas")
+pytest.importorskip("pandas")
 
+import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -123,9 +124,9 @@ def test_text_column_in_column_transformer(save_load: SaveLoad) -> None:
 
 def test_text_bundle_uses_only_the_allowed_tokenizer(tmp_path: Path) -> None:
     import onnx
+    from helpers import read_entries
 
     from bundle.format.graph import ALLOWED_CONTRIB_OPS
-    from helpers import read_entries
 
     model = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(DOCS, DOC_LABELS)
     bundle.save(model, tmp_path / "t.mb", sample_input=DOCS[:3])
