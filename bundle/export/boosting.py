@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConversionError
 
-__all__ = ["ML_OPSET", "register_if_needed", "target_opsets", "uses_boosting"]
+__all__ = ["ML_OPSET", "fix_converted", "register_if_needed", "target_opsets", "uses_boosting"]
 
 _INSTALL = "install the boosting extra: pip install 'model-bundle[boosting]'"
 
@@ -107,3 +107,33 @@ def _register_lightgbm() -> None:
 
 _REGISTER: dict[str, Callable[[], None]] = {"xgboost": _register_xgboost,
                                             "lightgbm": _register_lightgbm}
+
+
+def fix_converted(onx: Any, estimators: list[Any]) -> None:
+    """Correct what onnxmltools 1.16 gets wrong in a converted graph.
+
+    A multiclass XGBoost forest (``XGBRFClassifier``, or ``num_parallel_tree > 1``)
+    lays out each round's trees class by class, ``num_parallel_tree`` trees per class:
+    tree ``t`` scores class ``(t // num_parallel_tree) % n_classes``. onnxmltools
+    assigns tree ``t`` to class ``t % n_classes``, as if there were one tree per
+    class, and the graph then predicts something else. With one such model in the
+    graph, its ``class_ids`` are recomputed from ``class_treeids``; parity at save
+    checks the result against XGBoost's own predictions either way.
+    """
+    forests = [e for e in estimators if _library(e) == "xgboost" and
+               int(getattr(e, "n_classes_", 0) or 0) > 2 and _parallel_trees(e) > 1]
+    nodes = [n for n in onx.graph.node if n.op_type == "TreeEnsembleClassifier"]
+    if len(forests) != 1 or len(nodes) != 1:
+        return
+    per_class, n_classes = _parallel_trees(forests[0]), int(forests[0].n_classes_)
+    attrs = {a.name: a for a in nodes[0].attribute}
+    tree_ids = list(attrs["class_treeids"].ints)
+    del attrs["class_ids"].ints[:]
+    attrs["class_ids"].ints.extend((t // per_class) % n_classes for t in tree_ids)
+
+
+def _parallel_trees(model: Any) -> int:
+    try:
+        return int(model.get_xgb_params().get("num_parallel_tree") or 1)
+    except Exception:  # not fitted the way XGBoost's wrapper is: nothing to correct
+        return 1

@@ -367,6 +367,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             "If a step has no ONNX converter, register one with "
             "skl2onnx.update_registered_converter, or convert the model to ONNX yourself and "
             "save the .onnx file") from e
+    boosting.fix_converted(onx, estimators)
     if joined:
         _join_columns(onx, joined)
     tidy(onx)
