@@ -36,7 +36,7 @@ ALLOWED_CONTRIB_OPS = frozenset({("com.microsoft", "Tokenizer")})
 skl2onnx converts every scikit-learn text vectorizer (standard ONNX has no regex
 tokenizer); it is built into every onnxruntime, matches with RE2 (linear time, no
 backtracking) and allocates in proportion to its input. Its domain may be imported
-only by a graph whose nodes in it are all on this list."""
+only by a graph that uses it, and whose nodes in it are all on this list."""
 
 
 def allowed_op(domain: str, op_type: str) -> bool:
@@ -142,7 +142,9 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
     from onnx import TensorProto
 
-    contrib = {d for d, _ in ALLOWED_CONTRIB_OPS}
+    # a non-standard domain only where an allowed operator of it is really used
+    contrib = {n.domain for g in _graphs(model.graph) for n in g.node
+               if (n.domain, n.op_type) in ALLOWED_CONTRIB_OPS}
     for op in model.opset_import:
         if op.domain not in STANDARD_DOMAINS and op.domain not in contrib:
             raise UntrustedContentError(

@@ -248,3 +248,26 @@ def test_graph_without_inputs_is_refused_clearly(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(bundle.ConversionError, match="has no inputs"):
         run_converted(model, {}, "const")
+
+
+def test_loader_allows_only_the_tokenizer_from_com_microsoft(tmp_path: Path,
+                                                             signing_key: Any) -> None:
+    """A signed graph may hold com.microsoft.Tokenizer; any other operator of that
+    domain (here the same node renamed) is refused at load."""
+    import onnx
+    from helpers import build_signed, manifest_of, read_entries
+
+    model = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(DOCS, DOC_LABELS)
+    bundle.save(model, tmp_path / "t.mb", sample_input=DOCS[:3], signing_key=signing_key)
+    bundle.load(tmp_path / "t.mb", trusted_keys=signing_key.public_key)  # the Tokenizer: fine
+    entries = read_entries(tmp_path / "t.mb")
+    graph = onnx.load_from_string(entries["model.onnx"])
+    for node in graph.graph.node:
+        if node.op_type == "Tokenizer":
+            node.op_type = "Gelu"  # exists in com.microsoft, not on the list
+    entries["model.onnx"] = graph.SerializeToString()
+    contents = {k: v for k, v in entries.items()
+                if k != "manifest.json" and not k.startswith("signatures/")}
+    build_signed(tmp_path / "evil.mb", contents, [signing_key], base=manifest_of(tmp_path / "t.mb"))
+    with pytest.raises(bundle.UntrustedContentError, match=r"com\.microsoft"):
+        bundle.load(tmp_path / "evil.mb", trusted_keys=signing_key.public_key)
