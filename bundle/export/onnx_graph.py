@@ -16,7 +16,7 @@ from ..errors import ConversionError
 from ..training.codec import same_tensor
 
 __all__ = ["NonStandardOperatorError", "adopt_state_names", "align_output_shapes", "all_graphs",
-           "rename_values", "run_converted", "tidy"]
+           "drop_non_tensor_outputs", "rename_values", "run_converted", "tidy"]
 
 
 class NonStandardOperatorError(ConversionError):
@@ -216,6 +216,13 @@ def run_converted(model: Any, feeds: Mapping[str, np.ndarray] | None,
                     f"{what}: the graph calls {node.domain}::{node.op_type}, which is not a "
                     "standard ONNX operator; bundles hold standard operators only")
     inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name not in inits and not vi.type.HasField("tensor_type"):
+            raise ConversionError(
+                f"{what}: input {vi.name!r} is a {vi.type.WhichOneof('value')} (an ONNX "
+                "sequence or map), not a tensor. Bundles take tensors: the manifest describes "
+                "each input's dtype and shape, and the loader checks what it is given against "
+                "that before onnxruntime sees it. Feed a tensor (e.g. one [N, k] array) instead")
     if not [i for i in model.graph.input if i.name not in inits]:
         raise ConversionError(f"{what}: the graph has no inputs (it computes a constant); a "
                               "bundle's model must take at least one input")
@@ -235,6 +242,26 @@ def run_converted(model: Any, feeds: Mapping[str, np.ndarray] | None,
     except Exception as e:
         raise ConversionError(f"{what}: onnxruntime cannot run the converted graph on the "
                               f"sample: {_first_line(e)}") from e
+
+
+def drop_non_tensor_outputs(model: Any) -> list[str]:
+    """Remove the graph outputs that are sequences or maps; return their names.
+
+    A bundle's outputs are tensors (the manifest gives each a dtype and shape, and
+    ``predict`` returns arrays). skl2onnx gives some estimators' probabilities as a
+    sequence of tensors, one per target (``MultiOutputClassifier``); the tensor
+    outputs beside it still make a working bundle, and the converter notes what
+    was left out. Raises when no tensor output is left.
+    """
+    graph = model.graph
+    dropped = [o.name for o in graph.output if not o.type.HasField("tensor_type")]
+    if dropped and len(dropped) == len(graph.output):
+        raise ConversionError(f"every output of the graph ({', '.join(dropped)}) is a sequence "
+                              "or map, not a tensor; bundles give tensors")
+    for idx in reversed(range(len(graph.output))):
+        if graph.output[idx].name in dropped:
+            del graph.output[idx]
+    return dropped
 
 
 def _first_line(e: BaseException) -> str:

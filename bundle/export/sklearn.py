@@ -317,7 +317,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
-    from .onnx_graph import align_output_shapes, run_converted, tidy
+    from .onnx_graph import align_output_shapes, drop_non_tensor_outputs, run_converted, tidy
 
     name = type(model).__name__
     try:
@@ -355,11 +355,22 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     final = _final_estimator(model)
     skl_options = _converter_options(model, options, estimators)
     final_options = {**skl_options.get(type(final), {}), **skl_options.get(id(final), {})}
+    opsets = boosting.target_opsets(estimators, target_opset)
     try:
-        onx = skl2onnx.convert_sklearn(
-            model, initial_types=types, options=skl_options,
-            target_opset=boosting.target_opsets(estimators, target_opset),
-            custom_conversion_functions=_custom_converters())
+        try:
+            onx = skl2onnx.convert_sklearn(
+                model, initial_types=types, options=skl_options, target_opset=opsets,
+                custom_conversion_functions=_custom_converters())
+        except RuntimeError as e:
+            # Some converters (IsolationForest's) refuse the ai.onnx.ml version skl2onnx
+            # itself picks by default; the one before it is what they are written for.
+            if "of domain 'ai.onnx.ml' not supported" not in str(e) or isinstance(opsets, dict):
+                raise
+            main = opsets if opsets is not None else skl2onnx.get_latest_tested_opset_version()
+            onx = skl2onnx.convert_sklearn(
+                model, initial_types=types, options=skl_options,
+                target_opset={"": main, "ai.onnx.ml": boosting.ML_OPSET},
+                custom_conversion_functions=_custom_converters())
     except Exception as e:  # skl2onnx raises bare RuntimeError/ValueError/...: wrap them all
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(
@@ -371,6 +382,8 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     if joined:
         _join_columns(onx, joined)
     tidy(onx)
+    notes: list[str] = [f"output {n!r} left out: skl2onnx gives it as a sequence, and bundle "
+                        "outputs are tensors" for n in drop_non_tensor_outputs(onx)]
     observed = run_converted(onx, feeds, f"{name} converted by skl2onnx")
     align_output_shapes(onx, observed)
 
@@ -396,12 +409,16 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     shapes = {k: v.shape for k, v in observed.items()}
     methods: dict[str, Method] = {}
     reference: dict[str, np.ndarray] = {}
-    notes: list[str] = []
     for method, output in plan:
         if not _has(model, method):
             continue
-        ref = getattr(model, method)(sample_input)
-        ref = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref)  # scipy.sparse
+        try:
+            ref = getattr(model, method)(sample_input)
+            ref = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref)  # scipy.sparse
+        except (ValueError, TypeError) as e:  # e.g. one probability matrix per target
+            notes.append(f"{method}() not offered: the original's result on the sample is not "
+                         f"one array ({str(e).splitlines()[0][:120]})")
+            continue
         rank = len(shapes[output])
         if ref.ndim == rank:
             squeeze = False
