@@ -347,10 +347,10 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         raise ConversionError(
             f"{categorical} was fitted with categorical features, and skl2onnx "
             f"{skl2onnx.__version__} converts its trees without their categorical splits "
-            "(the graph would predict something else). Encode the categories before the "
-            "model instead -- a ColumnTransformer with an OrdinalEncoder in a Pipeline -- "
-            "and fit with categorical_features set to those columns' indices... or convert "
-            "the model to ONNX yourself and save the .onnx file")
+            "(the graph would predict something else). Encode those columns before the "
+            "model instead -- e.g. Pipeline([ColumnTransformer([('cat', OrdinalEncoder(), "
+            "[...])], remainder='passthrough'), HistGradientBoosting...(categorical_features="
+            "None)]) -- or one-hot encode them")
     task = _task(sklearn, model)
     final = _final_estimator(model)
     skl_options = _converter_options(model, options, estimators)
