@@ -16,7 +16,8 @@ from ..errors import ConversionError
 from ..training.codec import same_tensor
 
 __all__ = ["NonStandardOperatorError", "adopt_state_names", "align_output_shapes", "all_graphs",
-           "drop_non_tensor_outputs", "rename_values", "run_converted", "tidy"]
+           "drop_non_tensor_outputs", "inline_functions", "rename_values", "run_converted",
+           "tidy"]
 
 
 class NonStandardOperatorError(ConversionError):
@@ -38,17 +39,28 @@ def all_graphs(graph: Any) -> Iterator[Any]:
                 yield from all_graphs(g)
 
 
-def tidy(model: Any) -> None:
-    """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
+def inline_functions(model: Any) -> None:
+    """Inline model-local functions (the loader refuses them), matching their operator-set
+    imports to the model's first where that changes no operator they use."""
     from onnx import inliner
-
-    from ..format.graph import allowed_op
 
     if len(model.functions):
         _align_function_opsets(model)
         inlined = inliner.inline_local_functions(model)
         model.CopyFrom(inlined)
         del model.functions[:]
+        used = {n.domain for g in all_graphs(model.graph) for n in g.node}
+        keep = [op for op in model.opset_import if op.domain in ("", "ai.onnx")
+                or op.domain in used]
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+
+
+def tidy(model: Any) -> None:
+    """Inline local functions, drop unused domains and exporter metadata; refuse custom ops."""
+    from ..format.graph import allowed_op
+
+    inline_functions(model)
     used = set()
     for g in all_graphs(model.graph):
         g.doc_string = ""

@@ -271,3 +271,60 @@ def test_loader_allows_only_the_tokenizer_from_com_microsoft(tmp_path: Path,
     build_signed(tmp_path / "evil.mb", contents, [signing_key], base=manifest_of(tmp_path / "t.mb"))
     with pytest.raises(bundle.UntrustedContentError, match=r"com\.microsoft"):
         bundle.load(tmp_path / "evil.mb", trusted_keys=signing_key.public_key)
+
+
+# --------------------------------------------------------------------------- plain ONNX
+
+
+def _onnx(nodes: list[Any], inputs: list[Any], outputs: list[Any], **kw: Any) -> Any:
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=kw.pop("opsets",
+                                                          [helper.make_opsetid("", 17)]), **kw)
+    model.ir_version = 9  # what this onnxruntime loads (onnx writes its newest by default)
+    return model
+
+
+def test_plain_onnx_local_functions_are_inlined(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    fn = helper.make_function("local", "Twice", ["a"], ["b"],
+                              [helper.make_node("Add", ["a", "a"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    model = _onnx([helper.make_node("Twice", ["X"], ["Y"], domain="local")],
+                  [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2])],
+                  [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2])],
+                  opsets=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                  functions=[fn])
+    manifest = bundle.save(model, tmp_path / "f.mb")
+    assert "local" not in manifest.onnx.opsets
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(bundle.load(tmp_path / "f.mb", allow_unsigned=True).predict(x),
+                                  2 * x)
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("preview", "com.microsoft::FusedMatMul"),
+    ("no inputs", "has no inputs"),
+    ("sequence output", "is a sequence_type, not a tensor"),
+])
+def test_plain_onnx_load_would_refuse_is_not_saved(tmp_path: Path, case: str,
+                                                   message: str) -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2])
+    if case == "preview":
+        model = _onnx([helper.make_node("FusedMatMul", ["X", "X"], ["Y"],
+                                        domain="com.microsoft")], [x], [y],
+                      opsets=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    elif case == "no inputs":
+        model = _onnx([helper.make_node("Constant", [], ["Y"], value=helper.make_tensor(
+            "c", TensorProto.FLOAT, [1, 2], [1.0, 2.0]))], [], [y])
+    else:
+        seq = helper.make_tensor_sequence_value_info("Y", TensorProto.FLOAT, ["N", 2])
+        model = _onnx([helper.make_node("SequenceConstruct", ["X"], ["Y"])], [x], [seq])
+    with pytest.raises(bundle.ConversionError, match=message):
+        bundle.save(model, tmp_path / "x.mb")
+    assert list(tmp_path.iterdir()) == []
