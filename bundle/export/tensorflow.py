@@ -701,10 +701,23 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
     for op, where in bad.items():
         located = sorted({_layer_of(w, layers) for w in where})
         parts.append(f"TensorFlow op {op} (in {', '.join(located)})")
+    hint = ""
+    grouped = [name for name, layer in layers.items()
+               if int(getattr(layer, "groups", 1) or 1) > 1 and
+               any(name in w for ws in bad.values() for w in ws)]
+    if "PartitionedCall" in bad and grouped:
+        # keras/src/backend/tensorflow/nn.py runs grouped convolutions through a
+        # jit_compile=True tf.function (TensorFlow's CPU kernel lacks them); tf2onnx
+        # cannot look inside an XLA-compiled call.
+        hint = (f" ({', '.join(sorted(grouped))}: Keras runs a grouped convolution -- "
+                "Conv2D(groups=...), as ConvNeXt's depthwise blocks use -- through an "
+                "XLA-compiled function on TensorFlow, which tf2onnx cannot translate. A "
+                "DepthwiseConv2D layer computes the same when groups == channels and "
+                "converts)")
     raise ConversionError(
         f"cannot export {plan.label}: tf2onnx has no ONNX translation for "
-        f"{'; '.join(parts)}. Bundles hold standard ONNX operators only: rewrite that layer "
-        "with operations tf2onnx supports")
+        f"{'; '.join(parts)}{hint}. Bundles hold standard ONNX operators only: rewrite that "
+        "layer with operations tf2onnx supports")
 
 
 def _layer_of(op_name: str, layers: Mapping[str, Any]) -> str:

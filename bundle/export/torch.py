@@ -572,18 +572,25 @@ def _without_kv_cache(model: Any, notes: list[str]) -> Iterator[None]:
     The bundle computes the logits of the whole sequence per call instead; the
     config is restored afterwards, and the manifest notes it.
     """
-    config: Any = getattr(model, "config", None)
     is_hf = any((c.__module__ or "").split(".")[0] == "transformers" for c in type(model).__mro__)
-    if not is_hf or not getattr(config, "use_cache", False):
+    # every config that asks for a cache: T5's encoder and decoder stacks hold copies
+    configs: dict[int, Any] = {}
+    for m in model.modules() if is_hf else ():
+        config = getattr(m, "config", None)
+        if getattr(config, "use_cache", False) is True:
+            configs[id(config)] = config
+    if not configs:
         yield
         return
-    config.use_cache = False
+    for config in configs.values():
+        config.use_cache = False
     notes.append("exported without the KV cache (config.use_cache=False): each call "
                  "recomputes attention over the whole input sequence")
     try:
         yield
     finally:
-        config.use_cache = True
+        for config in configs.values():
+            config.use_cache = True
 
 
 @contextlib.contextmanager

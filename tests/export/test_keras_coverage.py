@@ -58,3 +58,15 @@ def test_depthwise_convolution(tmp_path: Path) -> None:
     m = bundle.load(tmp_path / "c.mb", allow_unsigned=True)
     test = np.random.default_rng(1).normal(size=(3, 16, 16, 8)).astype("float32")
     np.testing.assert_allclose(m.predict(test), model.predict(test, verbose=0), atol=1e-4)
+
+
+def test_grouped_convolution_is_refused_naming_the_layer(tmp_path: Path) -> None:
+    """ConvNeXt's depthwise blocks are Conv2D(groups=channels): Keras runs them through
+    an XLA-compiled function that tf2onnx cannot translate; the message says so."""
+    inp = keras.Input((16, 16, 8))
+    y = keras.layers.Conv2D(8, 7, padding="same", groups=8, name="dw")(inp)
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(y))
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32")
+    with pytest.raises(bundle.ConversionError, match=r"dw: Keras runs a grouped convolution"):
+        bundle.save(model, tmp_path / "g.mb", sample_input=x)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ defaults). ``benchmarks/zoo.py`` runs every case and prints the table by family;
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -353,8 +354,8 @@ def vision_cases() -> Iterator[Case]:
                 import timm
 
                 model = timm.create_model(arch, pretrained=False, num_classes=10,
-                                          **({"img_size": 64} if "vit" in arch or
-                                             "deit" in arch else {}))
+                                          **({"img_size": 64} if arch.startswith(
+                                              ("vit", "deit", "mixer")) else {}))
             model.eval()
             return model, torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64), {}
         return build
@@ -380,6 +381,10 @@ def hf_cases() -> Iterator[Case]:
              ) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
         def build() -> tuple[Any, Any, Any, dict[str, Any]]:
             import torch
+
+            # transformers imports torchvision when it is there, broken or not
+            with contextlib.suppress(ImportError):
+                import_torchvision()
             import transformers
 
             transformers.logging.set_verbosity_error()
