@@ -18,7 +18,8 @@ SUBSET = {
                      "OneVsOneClassifier", "KNNImputer", "PLSRegression", "StandardScaler",
                      "Pipeline(TfidfVectorizer,LogisticRegression)"],
     "boosting": ["XGBClassifier-multiclass", "Pipeline(scaler,LGBMRegressor)"],
-    "huggingface": ["BertModel (encoder)", "GPT2LMHeadModel (decoder)"],
+    "huggingface": ["BertModel (encoder)", "GPT2LMHeadModel (decoder)",
+                    "T5ForConditionalGeneration (encoder-decoder)"],
     "keras": ["layers.Normalization (tabular)", "layers.LSTM"],
 }
 REQUIRES = {"boosting": ("xgboost", "lightgbm", "onnxmltools"), "huggingface": ("transformers",
