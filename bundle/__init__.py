@@ -19,10 +19,25 @@ Nothing on the load path unpickles, evals, or imports a training framework.
     >>> m.predict(X)
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .api import Inspection, inspect, load, restore, save, sign, verify
+from .api import (
+    CheckReport,
+    Inspection,
+    check,
+    convert_opset,
+    inspect,
+    load,
+    restore,
+    save,
+    sign,
+    verify,
+)
 from .errors import (
+    ApprovalError,
     BundleError,
+    CompatibilityError,
     ConversionError,
     DeviceError,
     ExportFallbackWarning,
@@ -33,6 +48,7 @@ from .errors import (
     KeyFileError,
     LimitError,
     RunTimeoutError,
+    SelfTestError,
     SignatureError,
     UntrustedContentError,
 )
@@ -51,8 +67,14 @@ from .trust.signing import (
 )
 from .trust.verify import Signer, VerifyReport
 
+if TYPE_CHECKING:  # at run time imported on first use (see __getattr__ below)
+    from .legacy import ScanReport, migrate, scan
+
 __all__ = [
+    "ApprovalError",
     "BundleError",
+    "CheckReport",
+    "CompatibilityError",
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
@@ -68,6 +90,8 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "RunTimeoutError",
+    "ScanReport",
+    "SelfTestError",
     "SignatureError",
     "Signer",
     "SklearnOptions",
@@ -78,14 +102,30 @@ __all__ = [
     "UntrustedContentError",
     "VerifyReport",
     "__version__",
+    "check",
+    "convert_opset",
     "generate_key",
     "inspect",
     "load",
     "load_private_key",
     "load_public_key",
+    "migrate",
     "pack_directory",
     "restore",
     "save",
+    "scan",
     "sign",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``bundle.scan``, ``bundle.migrate`` and ``bundle.ScanReport``, imported on first use
+    from :mod:`bundle.legacy`: nothing on the load path imports that package."""
+    if name in ("scan", "migrate", "ScanReport"):
+        from . import legacy
+
+        value = getattr(legacy, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

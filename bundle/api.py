@@ -8,18 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
 from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
-from .format.archive import ALIGNMENT, EntryData, ZipReader
+from .format.archive import ALIGNMENT, ZipReader
 from .format.assets import check_assets
 from .format.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
-    FileEntry,
     Manifest,
-    ModelInfo,
-    OnnxInfo,
-    is_deflated,
 )
 from .format.versions import format_time
 from .format.weights import WEIGHTS_NAME
@@ -32,7 +27,8 @@ if TYPE_CHECKING:
     from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
     from .runtime.model import Model
 
-__all__ = ["Inspection", "inspect", "load", "restore", "save", "sign", "verify"]
+__all__ = ["CheckReport", "Inspection", "check", "convert_opset", "inspect", "load", "restore",
+           "save", "sign", "verify"]
 
 KeyLike = signing.PrivateKey | str | os.PathLike[str]
 
@@ -100,6 +96,15 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     (give one or the other; a keyword the model's framework does not take is a
     ``TypeError``).
 
+    Compatibility: the graph is run once on this machine's onnxruntime (a bundle it
+    cannot load is never written), stamped with the lowest IR version its opsets
+    and types allow, and -- unless ``target_opset`` is given, which is then kept --
+    with each standard domain's opset lowered to the highest one its operators use
+    (no operator changes meaning; see :func:`bundle.format.compat.restamp_opsets`).
+    The manifest's ``requires`` block says what a runtime must offer, and the first
+    rows of ``sample_input`` with the outputs computed here are kept as signed smoke
+    vectors (:meth:`bundle.Model.self_test`, :func:`bundle.check`).
+
     PyTorch ``nn.Module``: ``sample_input`` is a tensor, a tuple of tensors or a dict
     of named tensors (one row is enough); axis 0 of each input is dynamic unless
     ``dynamic_axes`` (``{input: {axis: "name"}}``) says otherwise. ``exporter``:
@@ -123,12 +128,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     optimizer's (see :mod:`bundle.training.keras`).
     """
     from .export import convert, converter_name
-    from .export import parity as parity_mod
-    from .export import precision as precision_mod
+    from .export.bundler import write_converted
     from .export.options import SklearnOptions, options_for
-    from .export.writer import GRAPH_NAME, StreamEntry, min_onnxruntime, pack
-    from .format import weights as weights_mod
-    from .format.graph import io_specs
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     try:
@@ -147,99 +148,13 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
         typed = dataclasses.replace(typed, training_state=False)
     converted = convert(model, sample_input, target_opset=target_opset, options=typed)
-    if precision != "fp32":
-        # The converters work on tensors in memory: read external data in first.
-        weights_mod.inline_external_data(converted.model)
-        if not converted.reference and converted.feeds is not None:
-            # Plain ONNX has no original framework: the fp32 graph is the reference.
-            converted.reference = _run_onnx(converted.model, converted.feeds)
-        converted.model = precision_mod.apply(converted.model, precision)
-    onx = converted.model
-    atol, rtol = tolerance or precision_mod.DEFAULT_TOLERANCE[precision]
-
-    # The weights go straight from the model into the bundle (no serialized copy);
-    # parity is then measured on the graph and weights as written.
-    split = weights_mod.split_weights(onx)
-    training = converted.training.entries(split.arrays) if converted.training is not None \
-        else []
-    graph_bytes = split.model.SerializeToString()
-    inputs, outputs = io_specs(onx)
-    opsets = {op.domain or "ai.onnx": op.version for op in onx.opset_import}
     model_name = name or type(model).__name__ if not isinstance(model, (str, os.PathLike)) \
         else name or os.path.splitext(os.path.basename(os.path.normpath(os.fspath(model))))[0]
-    if not model_name:
-        raise ConversionError("give the model a name")
-
-    parity = None
-
-    def measure_parity(written: str, offsets: dict[str, int]) -> None:
-        nonlocal parity
-        if converted.feeds is not None and converted.reference:
-            graph = _Written(split, written, offsets[WEIGHTS_NAME])
-            rows = len(next(iter(converted.feeds.values())))
-            measured = [parity_mod.measure(_run_onnx(graph, feeds), reference,
-                                           converted.methods, atol=atol, rtol=rtol, rows=rows)
-                        for feeds, reference in ((converted.feeds, converted.reference),
-                                                 *converted.extra_checks)]
-            parity = parity_mod.check(parity_mod.worst(measured), accept_mismatch)
-
-    def make_manifest(files: list[FileEntry]) -> Manifest:
-        return Manifest(
-            model=ModelInfo(model_name, version, description, converted.task,
-                            converted.framework, converted.framework_version,
-                            converted.converter, converted.converter_version, precision),
-            onnx=OnnxInfo(onx.ir_version, opsets,
-                          min_onnxruntime(onx.ir_version, opsets.get("ai.onnx", 1))),
-            inputs=inputs, outputs=outputs, files=tuple(files), methods=converted.methods,
-            columns=converted.columns, parity=parity, metadata=dict(metadata or {}),
-            created_by=f"model-bundle {__version__}", created=created, expires=expires_at)
-
-    contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True)]
-    contents += [EntryData(n, data, compress=is_deflated(n, "training_state"),
-                           align=not is_deflated(n, "training_state")) for n, data in training]
-    return pack(path, contents, make_manifest, keys,
-                {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights",
-                 **{n: "training_state" for n, _ in training}},
-                streams=[StreamEntry(WEIGHTS_NAME, split.size, split.chunks)],
-                before_manifest=measure_parity)
-
-
-@dataclass(frozen=True)
-class _Written:
-    """The graph as written into an unfinished bundle file, its weights mapped from there."""
-
-    split: Any
-    path: str
-    weights_offset: int
-
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Run on CPU; every output by name."""
-        import onnx
-
-        from .runtime.session import create_session
-
-        graph = onnx.ModelProto()
-        graph.CopyFrom(self.split.model)
-        session, _ = create_session(graph, self.split.header, self.path, self.weights_offset,
-                                    None, ["CPUExecutionProvider"], prepack=False)
-        names = [o.name for o in graph.graph.output]
-        return dict(zip(names, session.run(names, dict(feeds)), strict=True))
-
-
-def _run_onnx(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
-    """Run an ONNX model on CPU (in memory, or as written into a bundle); outputs by name."""
-    import onnxruntime as ort
-
-    try:
-        if isinstance(model, _Written):
-            return model.run(feeds)
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
-        names = [o.name for o in model.graph.output]
-        return dict(zip(names, session.run(names, dict(feeds)), strict=True))
-    except Exception as e:
-        raise ConversionError(f"onnxruntime cannot run the converted model: "
-                              f"{str(e).splitlines()[0]}") from e
+    return write_converted(converted, path, keys, name=model_name, version=version,
+                            description=description, metadata=metadata, tolerance=tolerance,
+                            accept_mismatch=accept_mismatch, created=created,
+                            precision=precision, expires_at=expires_at,
+                            restamp=target_opset is None)
 
 
 def _open_verified(path: str | os.PathLike[str], policy: TrustPolicy,
@@ -344,7 +259,11 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     try:
         model, header = _check_content(vb)
         manifest = vb.report.manifest
-        _check_runtime_version(manifest)
+        # Before any session: a runtime too old for the graph is a named error saying
+        # which release (or which conversion) would do, not onnxruntime's text.
+        from .runtime.preflight import check_installed
+
+        check_installed(model, manifest)
         entry = vb.reader.entries[manifest.file("weights").path]
         session, keep = create_session(model, header, vb.reader.path, entry.data_offset,
                                        vb.weights, providers, session_options, prepack)
@@ -432,21 +351,6 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
         return report
     finally:
         vb.reader.close()
-
-
-def _check_runtime_version(manifest: Manifest) -> None:
-    import onnxruntime as ort
-
-    from .format.versions import release_tuple
-
-    need = manifest.onnx.min_onnxruntime
-    have = ort.__version__.split("+")[0]
-    try:
-        too_old = release_tuple(have) < release_tuple(need)
-    except ValueError:
-        return
-    if too_old:
-        raise FormatError(f"this bundle needs onnxruntime >= {need}; {have} is installed")
 
 
 @dataclass(frozen=True)
@@ -552,3 +456,171 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
             manifest=vb.report.manifest)
     return VerifyReport(path=os.fspath(path), manifest=vb.report.manifest, signers=signers,
                         untrusted_signatures=untrusted, files=vb.report.files, verified=True)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Whether a runtime can run a verified bundle: :func:`check`'s answer.
+
+    ``problems`` (each with what would do) come from the graph itself against the
+    runtime's limits; ``self_test`` is the smoke vectors re-run on the installed
+    runtime (None when the runtime is not the installed one, when there are
+    problems, or when the bundle carries none).
+    """
+
+    path: str
+    runtime: str
+    report: VerifyReport
+    requirements: Any
+    problems: tuple[Any, ...]
+    self_test: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """No problem, and the smoke vectors (when run) passed."""
+        return not self.problems and (self.self_test is None or self.self_test.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        m = self.report.manifest
+        return {"path": self.path, "runtime": self.runtime, "ok": self.ok,
+                "verified": self.report.verified,
+                "requires": m.requires.to_dict() if m.requires else None,
+                "requirements": self.requirements.to_dict(),
+                "problems": [p.to_dict() for p in self.problems],
+                "smoke_vectors": m.smoke is not None,
+                "self_test": self.self_test.to_dict() if self.self_test else None}
+
+
+def check(path: str | os.PathLike[str], *, runtime: str = "installed",
+          trust: TrustPolicy | None = None, trusted_keys: signing.TrustedKeys | None = None,
+          allow_unsigned: bool = False, threshold: int | None = None,
+          trusted_roots: Any = None, now: Any = None, self_test: bool = True) -> CheckReport:
+    """Preflight: verify a bundle, then say whether ``runtime`` can run it, and why not.
+
+    ``runtime``: ``"installed"`` (ask the onnxruntime installed here, then re-run the
+    bundle's smoke vectors on it unless ``self_test=False``) or ``"onnxruntime==X.Y"``
+    (from the measured tables of :mod:`bundle.format.compat`; nothing is run). No
+    session is created before the graph's IR version and opsets are known to be
+    within the runtime's limits. Trust keywords as for :func:`verify`; verification
+    failures raise as there. A wrong ``runtime`` is a ``ValueError``.
+    """
+    from .runtime import preflight as pf
+
+    version = pf.parse_runtime(runtime)
+    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
+                            threshold=threshold, trusted_roots=trusted_roots, now=now)
+    limits = pf.installed_limits() if version is None else pf.table_limits(version)
+    vb = _open_verified(path, policy, True)
+    try:
+        model, header = _check_content(vb)
+        manifest = vb.report.manifest
+        need, problems = pf.preflight(model, manifest, limits)
+        if not pf.supported_by_package(limits.version):
+            problems.append(pf.Problem(
+                "package", f"model-bundle is built and tested for onnxruntime >= "
+                f"{pf.MIN_SUPPORTED_ONNXRUNTIME}, not {limits.version}",
+                f"install onnxruntime >= {pf.MIN_SUPPORTED_ONNXRUNTIME}"))
+        result = None
+        if version is None and not problems and self_test and manifest.smoke is not None:
+            from .runtime.model import Model
+            from .runtime.session import create_session
+
+            entry = vb.reader.entries[manifest.file("weights").path]
+            session, keep = create_session(model, header, vb.reader.path, entry.data_offset,
+                                           vb.weights, ["CPUExecutionProvider"])
+            result = Model(session, manifest, vb.report, keep).self_test(raise_on_failure=False)
+        return CheckReport(os.fspath(path), limits.name, vb.report, need, tuple(problems),
+                           result)
+    finally:
+        vb.reader.close()
+
+
+def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                  target_opset: int, *, signing_key: KeyLike | Sequence[KeyLike] | None,
+                  passphrase: bytes | None = None, trust: TrustPolicy | None = None,
+                  trusted_keys: signing.TrustedKeys | None = None,
+                  allow_unsigned: bool = False, trusted_roots: Any = None,
+                  version: str | None = None, expires: Any = None) -> Manifest:
+    """Write ``dst``: ``src``'s graph converted to ``ai.onnx`` opset ``target_opset``.
+
+    ``src`` is verified first (trust keywords as for :func:`verify`). onnx's version
+    converter rewrites every operator through its adapters (never an edit of
+    ``ir_version`` by hand: the new graph is stamped with the lowest IR version its
+    opsets allow); the result must reproduce ``src``'s smoke vectors within their
+    tolerance on this machine's onnxruntime, measured like any export and recorded
+    as its parity. The manifest records ``derived_from`` (the SHA-256 of ``src``'s
+    manifest). Refused with :class:`ConversionError` naming the reason: no smoke
+    vectors to check against, an operator without an adapter, a target below what
+    an operator needs, or outputs that differ. Training state and assets are not
+    carried over (the graph changed); ``version`` defaults to ``src``'s.
+    """
+    import hashlib
+
+    import onnx
+    from onnx import version_converter
+
+    from .export import Converted
+    from .export.bundler import write_converted
+    from .format.graph import inline_small_external
+    from .format.manifest import DerivedFrom
+    from .runtime.smoke import decode
+
+    if isinstance(target_opset, bool) or not isinstance(target_opset, int) or target_opset < 7:
+        raise ValueError(f"target_opset must be an integer opset >= 7, not {target_opset!r}")
+    keys = _signing_keys(signing_key, passphrase)
+    try:
+        expires_at = None if expires is None else format_time(expires)
+    except ValueError as e:
+        raise ConversionError(f"expires: {e}") from e
+    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
+                            trusted_roots=trusted_roots)
+    vb = _open_verified(src, policy, True)
+    try:
+        model, _header = _check_content(vb)
+        manifest = vb.report.manifest
+        manifest_bytes = vb.reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
+        weights = memoryview(vb.weights)
+        inline_small_external(model, lambda off, n: bytes(weights[off:off + n]), 1 << 62)
+    finally:
+        vb.reader.close()
+    if manifest.smoke is None:
+        raise ConversionError(f"{src} carries no smoke vectors to check the conversion "
+                              "against; save the model again with a sample_input")
+    stamped = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")),
+                   None)
+    if stamped is None:
+        raise ConversionError(f"{src}'s graph imports no ai.onnx opset to convert")
+    try:
+        converted = version_converter.convert_version(model, target_opset)
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as e:  # onnx raises RuntimeError/ValidationError/... from C++
+        # onnx's C++ assertions read "<file>:<line>: adapt: Assertion `false` failed: WHY"
+        reason = " ".join(str(e).split()).split("failed: ")[-1][:400]
+        hint = ("onnx has no adapter for an operator between these opsets: choose another "
+                "target (`model-bundle check` shows the effective opset the operators need)"
+                if "adapter" in reason.lower() else
+                "the target opset cannot express the graph: choose a target at or above the "
+                "effective opset the operators need (`model-bundle check` shows it)")
+        raise ConversionError(f"cannot convert {src} from opset {stamped} to {target_opset}: "
+                              f"{reason} ({hint})") from e
+    squeeze = {m.output for m in manifest.methods.values() if m.squeeze}
+    reference = {}
+    for t in manifest.smoke.outputs:
+        arr = decode(t)
+        reference[t.name] = arr.reshape(arr.shape[:-1]) if t.name in squeeze else arr
+    feeds = {t.name: decode(t) for t in manifest.smoke.inputs}
+    info = manifest.model
+    conv = Converted(model=converted, task=info.task, framework=info.framework,
+                     framework_version=info.framework_version,
+                     converter="onnx.version_converter", converter_version=onnx.__version__,
+                     feeds=feeds, reference=reference, methods=manifest.methods,
+                     columns=manifest.columns)
+    derived = DerivedFrom(hashlib.sha256(manifest_bytes).hexdigest(), info.name, info.version,
+                          f"opset {stamped} -> {target_opset}")
+    return write_converted(conv, dst, keys, name=info.name, version=version or info.version,
+                            description=info.description, metadata=manifest.metadata,
+                            tolerance=(manifest.smoke.atol, manifest.smoke.rtol),
+                            accept_mismatch=False, created=None, precision=info.precision,
+                            expires_at=expires_at, apply_precision=False,
+                            derived_from=derived, restamp=False)

@@ -3,7 +3,9 @@
 Exit codes (one per class of failure, documented in README.md; the table is
 :data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
 5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
-11 run timeout.
+11 run timeout, 12 compatibility (the runtime cannot run the bundle), 13 self-test
+(smoke vectors give other outputs on this runtime), 14 a legacy file needs more than
+was approved (scan/migrate).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import click
 from . import api
 from ._version import __version__
 from .errors import (
+    ApprovalError,
     BundleError,
+    CompatibilityError,
     ConversionError,
     DeviceError,
     FormatError,
@@ -31,6 +35,7 @@ from .errors import (
     IntegrityError,
     KeyFileError,
     RunTimeoutError,
+    SelfTestError,
     SignatureError,
     UntrustedContentError,
 )
@@ -51,6 +56,9 @@ EXIT_CODES: dict[type[BundleError], int] = {
     KeyFileError: 9,
     DeviceError: 10,
     RunTimeoutError: 11,
+    CompatibilityError: 12,
+    SelfTestError: 13,
+    ApprovalError: 14,
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 
@@ -346,6 +354,18 @@ def _inspect_table(insp: api.Inspection) -> None:
     out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
               f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
               f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
+    if man.requires is not None:
+        out.print("Operators need opsets " + ", ".join(
+            f"{_safe(k)}={v}" for k, v in sorted(man.requires.min_opsets.items())) +
+            f"; run on {_safe(', '.join(man.requires.execution_providers))}")
+    if man.smoke is not None:
+        rows = man.smoke.inputs[0].shape[0] if man.smoke.inputs[0].shape else 1
+        out.print(f"Smoke vectors: {rows} row(s), atol {man.smoke.atol:g}, rtol "
+                  f"{man.smoke.rtol:g} (`model-bundle check` re-runs them)")
+    if man.derived_from is not None:
+        d = man.derived_from
+        out.print(f"Derived from {_safe(d.name)} v{_safe(d.version)} (manifest "
+                  f"{d.manifest_sha256[:16]}...): {_safe(d.change)}")
     io = Table(title="Inputs / outputs")
     for col in ("", "name", "dtype", "shape", "dynamic axes"):
         io.add_column(col)
@@ -603,6 +623,252 @@ def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
     _console().print(f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "
                      f"v{_safe(manifest.model.version)}, {len(manifest.files)} files; "
                      "run `model-bundle verify` to check its signatures")
+
+
+@cli.command()
+@click.argument("path", metavar="FILE", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable report (what `migrate --approve-from` reads).")
+def scan(path: str, as_json: bool) -> None:
+    """Scan a legacy model FILE (pickle, joblib, torch, npy/npz, keras, h5, SavedModel)
+    without running it: every import and call target, and a verdict.
+
+    Exits 0 for tensors-only, no-code and needs-approval; 14 for dangerous or unscannable.
+    """
+    from .legacy import scan as scan_file
+
+    report = scan_file(path)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = _console()
+        colour = {"tensors-only": "green", "no-code": "green", "needs-approval": "yellow"}
+        out.print(f"[{colour.get(report.verdict, 'red')}]{report.verdict.upper()}[/] "
+                  f"{_safe(path)}: {report.format}, {report.size} bytes, "
+                  f"sha256 {report.sha256[:16]}...")
+        for f in report.findings:
+            mark = "[red]DANGER[/red] " if f.danger else ("tensor " if f.tensor else "needs  ")
+            how = "called" if f.called else "imported"
+            why = f" ({_safe(f.danger)})" if f.danger else ""
+            out.print(f"  {mark}{_safe(f.target)} \\[{how}, {_safe(f.where)}]{why}")
+        for p in report.problems:
+            out.print(f"  [red]unresolved[/red] {_safe(p)}")
+        for n in report.notes:
+            out.print(f"  note: {_safe(n)}")
+    if report.verdict in ("dangerous", "unscannable"):
+        raise ApprovalError(f"{path} is {report.verdict}: nothing in it can be approved",
+                            entry=path)
+
+
+@cli.command()
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The bundle to write.")
+@click.option("--approve", "approve", multiple=True, metavar="MODULE.NAME",
+              help="Approve one global the scan listed (repeatable).")
+@click.option("--approve-from", "approve_from", type=click.Path(dir_okay=False, exists=True),
+              help="Approve every global a saved `scan --json` report of this very file lists.")
+@click.option("--sample-input", "sample", required=True, type=click.Path(dir_okay=False),
+              help="A .npy of a few input rows: parity against the original is required.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help="Private key to sign with; unsigned without.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--name", help="Model name (default: the file name).")
+@click.option("--version", "model_version", default="1", show_default=True)
+@click.option("--python-path", "search_path", multiple=True, type=click.Path(file_okay=False),
+              help="Directory the sandbox may import approved classes from (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def migrate(path: str, out: str, approve: tuple[str, ...], approve_from: str | None,
+            sample: str, key_path: str | None, passphrase_env: str | None, name: str | None,
+            model_version: str, search_path: tuple[str, ...], as_json: bool) -> None:
+    """Convert a legacy model FILE into a signed bundle, running nothing unapproved.
+
+    Object pickles (joblib, pickled torch modules) and .keras files are loaded in a
+    sandboxed child with only the approved globals; see `model-bundle scan`.
+    """
+    from .legacy import approvals_from_scan
+    from .legacy import migrate as migrate_file
+
+    approved = list(approve)
+    if approve_from:
+        approved += approvals_from_scan(approve_from, path)
+    key = _load_key(key_path, passphrase_env) if key_path else None
+    manifest = migrate_file(path, out, approve=approved, sample_input=_read_npy(sample),
+                            signing_key=key, name=name, version=model_version,
+                            search_path=search_path)
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    signed = f"signed by {_short(key.key_id)}" if key else "UNSIGNED"
+    _console().print(f"wrote {_safe(out)}: {_safe(repr(manifest.model.name))} "
+                     f"v{_safe(manifest.model.version)} from {_safe(path)}, parity passed, "
+                     f"{signed}")
+
+
+@cli.command()
+@click.argument("bundle_paths", metavar="[BUNDLE]...", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--store", "store_url", metavar="URL", help="Serve aliases from this model store.")
+@click.option("--model", "specs", multiple=True, metavar="NAME@ALIAS",
+              help="A model alias in --store to serve and follow (repeatable).")
+@_trust_options
+@click.option("--allow-unsigned", is_flag=True, help="Serve bundles no trusted key signed.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--poll-interval", type=float, metavar="SECONDS", callback=_positive_seconds,
+              help="How often sources are checked (default: 1 s for files, 5 s for a store).")
+@click.option("--request-timeout", default=30.0, show_default=True, type=float,
+              metavar="SECONDS", callback=_positive_seconds, help="Longest a run may take (504).")
+@click.option("--max-body-bytes", default=16 << 20, show_default=True,
+              type=click.IntRange(min=1), help="Larger request bodies are refused (413).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="onnxruntime threads per model (default: the CPUs this process may use).")
+@click.option("--probation-window", default=60.0, show_default=True, type=float,
+              metavar="SECONDS", help="Compare a new version with the previous one this long; "
+                                      "0 turns probation and automatic rollback off.")
+@click.option("--rollback-key", "rollback_key", type=click.Path(dir_okay=False),
+              help="Private key that signs automatic rollback records into --store.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=0),
+              help="Seconds running requests get to finish on SIGTERM/SIGINT.")
+def serve(bundle_paths: tuple[str, ...], store_url: str | None, specs: tuple[str, ...],
+          trusted: tuple[str, ...], threshold: int | None, roots: tuple[str, ...],
+          min_version: str | None, rollback_state: str | None, allow_unsigned: bool,
+          host: str, port: int, poll_interval: float | None, request_timeout: float,
+          max_body_bytes: int, threads: int | None, probation_window: float,
+          rollback_key: str | None, passphrase_env: str | None, graceful_timeout: int) -> None:
+    """Serve BUNDLE files (reloaded when they change) and/or --store aliases over HTTP.
+
+    Open Inference Protocol v2 (/v2/...), POST /v2/models/NAME/predict, /metrics and a
+    page at /. Every version is verified under the trust options before it goes live.
+    """
+    import logging
+
+    from . import serve as serving
+
+    if not bundle_paths and not specs:
+        raise click.UsageError("give BUNDLE files, or --store URL with --model NAME@ALIAS")
+    if specs and not store_url:
+        raise click.UsageError("--model needs --store")
+    if probation_window < 0:
+        raise click.UsageError("--probation-window must be 0 (off) or positive")
+    policy = _policy(trusted, threshold, roots, min_version=min_version,
+                     rollback_state=rollback_state, allow_unsigned=allow_unsigned)
+    sources: list[Any] = [serving.FileSource(p, trust=policy, poll_interval=poll_interval or 1.0)
+                          for p in bundle_paths]
+    if specs:
+        store_cls = getattr(sys.modules[__package__ or "bundle"], "Store", None)  # issue 14
+        if store_cls is None:
+            raise click.UsageError("--store needs bundle.Store (the model store), which this "
+                                   "installation does not have")
+        store = store_cls(store_url, trust=policy)
+        key = _load_key(rollback_key, passphrase_env) if rollback_key else None
+        sources += [serving.StoreSource(store, spec, signing_key=key,
+                                        poll_interval=poll_interval or 5.0) for spec in specs]
+    elif rollback_key:
+        raise click.UsageError("--rollback-key needs --store")
+    try:
+        options = serving.ServeOptions(
+            request_timeout=request_timeout, max_body_bytes=max_body_bytes, threads=threads,
+            probation=serving.ProbationPolicy(window=probation_window)
+            if probation_window else None)
+        registry = serving.Registry(sources, options)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    failures = registry.start(supervise=False)
+    if failures:  # nothing to serve for a model: say why and stop, with its exit code
+        for name, err in failures.items():
+            click.echo(f"error: model {name}: "
+                       f"{err.one_line() if isinstance(err, BundleError) else err}", err=True)
+        first = next(iter(failures.values()))
+        if isinstance(first, BundleError):
+            raise first
+        raise click.ClickException(str(first))
+    _console(stderr=True).print(f"serving {', '.join(sorted(registry.slots))} on "
+                                f"http://{host}:{port}/")
+    serving.serve(serving.create_app(registry=registry), host=host, port=port,
+                  graceful_timeout=graceful_timeout)
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--runtime", default="installed", show_default=True, metavar="RUNTIME",
+              help="'installed' (ask the onnxruntime here, then re-run the smoke vectors) or "
+                   "'onnxruntime==X.Y' (from the measured tables; nothing is run).")
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="Trusted public key file or trust-store directory (repeatable).")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
+@click.option("--allow-unsigned", is_flag=True, help="Check a bundle with no trusted signature.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple[str, ...],
+          allow_unsigned: bool, as_json: bool) -> None:
+    """Preflight: can RUNTIME run BUNDLE? Verifies it, compares what the graph needs with
+    what the runtime loads, and re-runs the signed smoke vectors on the installed one.
+
+    Exit 12 when the runtime cannot run it (each reason with what would do), 13 when
+    the smoke vectors give other outputs here.
+    """
+    try:
+        report = api.check(bundle_path, runtime=runtime,
+                           trust=_policy(trusted, roots=roots, allow_unsigned=allow_unsigned))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--runtime") from e
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = _console()
+        need = report.requirements
+        opsets = ", ".join(f"{k}={v}" for k, v in sorted(need.opsets.items()))
+        effective = ", ".join(f"{k}={v}" for k, v in sorted(need.min_opsets.items()))
+        out.print(f"{_safe(bundle_path)}: IR {need.ir_version} (lowest possible "
+                  f"{need.lowest_ir_version}), opsets {_safe(opsets)} (operators need "
+                  f"{_safe(effective)}); loads on onnxruntime >= {need.onnxruntime or '?'}")
+        for p in report.problems:
+            out.print(f"[red]CANNOT RUN[/red] on {_safe(report.runtime)}: {_safe(p.message)}\n"
+                      f"  what would do: {_safe(p.fix)}")
+        if report.self_test is not None:
+            word = "[green]passed[/green]" if report.self_test.passed else "[red]FAILED[/red]"
+            out.print(f"smoke vectors {word}: {_safe(report.self_test.describe())}")
+        elif not report.problems and report.report.manifest.smoke is None:
+            out.print("no smoke vectors in this bundle (saved without a sample input, or "
+                      "before they existed): nothing re-run")
+        if report.ok:
+            out.print(f"[green]OK[/green] {_safe(report.runtime)} can run it")
+    if report.problems:
+        raise CompatibilityError("; ".join(p.message for p in report.problems))
+    if report.self_test is not None and not report.self_test.passed:
+        raise SelfTestError(report.self_test.describe())
+
+
+@cli.command("convert-opset")
+@click.argument("src", metavar="SRC", type=click.Path(dir_okay=False))
+@click.argument("dst", metavar="DST", type=click.Path(dir_okay=False))
+@click.option("--target-opset", required=True, type=click.IntRange(min=7),
+              help="The ai.onnx opset to convert the graph to.")
+@click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Private key(s) to sign DST with; unsigned without.")
+@click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
+@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
+              help="SRC must be signed by one of these keys (repeatable).")
+@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
+              help=_ROOT_HELP)
+@click.option("--allow-unsigned", is_flag=True, help="Convert a SRC with no trusted signature.")
+def convert_opset(src: str, dst: str, target_opset: int, key_paths: tuple[str, ...],
+                  passphrase_env: str | None, trusted: tuple[str, ...], roots: tuple[str, ...],
+                  allow_unsigned: bool) -> None:
+    """Write DST: SRC's graph converted to another opset, checked against SRC's smoke
+    vectors and recording SRC's manifest digest as derived_from."""
+    keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
+    manifest = api.convert_opset(src, dst, target_opset, signing_key=keys or None,
+                                 trust=_policy(trusted, roots=roots,
+                                               allow_unsigned=allow_unsigned))
+    req = manifest.requires
+    signed = "signed by " + ", ".join(_short(k.key_id) for k in keys) if keys else "UNSIGNED"
+    _console().print(f"wrote {_safe(dst)}: opset {target_opset}, IR {manifest.onnx.ir_version}, "
+                     f"loads on onnxruntime >= {req.onnxruntime if req else '?'}; smoke "
+                     f"vectors of {_safe(src)} reproduced; {signed}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ describe files, keys, models and data.
 from __future__ import annotations
 
 __all__ = [
+    "ApprovalError",
     "BundleError",
+    "CompatibilityError",
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
@@ -23,6 +25,7 @@ __all__ = [
     "KeyFileError",
     "LimitError",
     "RunTimeoutError",
+    "SelfTestError",
     "SignatureError",
     "UntrustedContentError",
 ]
@@ -93,6 +96,23 @@ class RunTimeoutError(BundleError):
 
     The model stays usable: the next call runs normally.
     """
+
+
+class CompatibilityError(BundleError):
+    """The runtime cannot run this bundle: its IR version or an opset is newer than the
+    runtime knows, or it needs an operator domain the runtime lacks. The message says
+    which release would do and whether an opset conversion can help."""
+
+
+class SelfTestError(BundleError):
+    """The bundle's smoke vectors, re-run on this runtime, give other outputs than the
+    exporting runtime recorded (beyond their tolerance)."""
+
+
+class ApprovalError(BundleError):
+    """A legacy file needs more than was approved: an import or custom object not
+    approved, a known way to run code (never approvable), or something a static scan
+    cannot resolve. Raised before anything from the file runs (see bundle.migrate)."""
 
 
 class ExportFallbackWarning(UserWarning):

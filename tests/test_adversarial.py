@@ -330,6 +330,7 @@ def test_reader_accepts_the_writers_zip64_layout(tmp_path: Path) -> None:
     with open(path, "wb") as raw:
         zeros = bytes(1 << 20)
         f = _SparseFile(raw, zeros)
+        # a duck-typed file (write/tell/seek, all ZipWriter uses), not a full BinaryIO
         w = ZipWriter(f)  # type: ignore[arg-type]
         w.begin_stored("huge.bin", big)
         for _ in range(big // len(zeros)):

@@ -34,7 +34,8 @@ PROCESSES = 4
 
 def _expected() -> np.ndarray:
     inits = {i.name: numpy_helper.to_array(i) for i in tiny_model(0).graph.initializer}
-    return np.maximum(X @ inits["W"] + inits["B"], 0)
+    expected: np.ndarray = np.maximum(X @ inits["W"] + inits["B"], 0)
+    return expected
 
 
 @pytest.fixture(scope="module")

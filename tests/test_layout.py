@@ -125,7 +125,7 @@ ALLOWED = {
     # the operational layer: built on the library's public functions (api)
     "store": {"format", "trust", "runtime", "api", "store"},
     "serve": {"format", "trust", "runtime", "store", "api", "serve"},
-    "migrate": {"format", "trust", "export", "training", "api", "migrate"},
+    "legacy": {"format", "trust", "export", "training", "api", "legacy"},
     "integrations": {"format", "trust", "runtime", "store", "api", "integrations"},
 }
 

@@ -92,6 +92,10 @@ def test_package_source_has_no_pickle_or_eval_on_load_path() -> None:
     root = Path(bundle.__file__).parent
     pattern = re.compile(r"^\s*(import|from)\s+(pickle|cloudpickle|dill|joblib|marshal|shelve)"
                          r"\b|torch\.load\(|\beval\(|\bexec\(|allow_pickle=True", re.M)
+    # bundle/legacy/ converts legacy pickles (in a sandbox, never on the load path:
+    # test_load_path_never_imports_migrate); its scanner must stay free of them too.
+    converters = {"legacy/unpickler.py", "legacy/child.py", "legacy/pipeline.py"}
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
-                 if pattern.search(p.read_text(encoding="utf-8"))]
+                 if p.relative_to(root).as_posix() not in converters
+                 and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []

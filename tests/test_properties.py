@@ -341,7 +341,7 @@ def test_every_header_bit_flip_is_refused(signed: tuple[Path, bundle.TrustStore,
 
 def _padding(data: bytes, regions: dict[str, tuple[int, int]]) -> list[int]:
     """Offsets of alignment zero padding inside local headers."""
-    out = []
+    out: list[int] = []
     for name, (a, _end) in regions.items():
         if name.startswith("local header"):
             nlen, xlen = struct.unpack_from("<HH", data, a + 26)

@@ -129,6 +129,8 @@ def test_committed_keys_are_the_derived_test_only_keys() -> None:
 
 
 def _data_offset(raw: bytes, info: zipfile.ZipInfo) -> int:
+    name_len: int
+    extra_len: int
     name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
     return info.header_offset + 30 + name_len + extra_len
 

@@ -45,12 +45,6 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
     _check_loadable(proto)
     if isinstance(model, (str, os.PathLike)):
         _resolve_external_data(proto, os.path.dirname(os.path.abspath(os.fspath(model))))
-    if not _has_external_data(proto):
-        # the graph as load() will hand it to onnxruntime: a session must build (an IR
-        # version or opset this onnxruntime does not know fails here, not after signing)
-        from .onnx_graph import run_converted
-
-        run_converted(proto, None, "the ONNX model")
     from ..format.graph import io_specs
 
     input_specs = io_specs(proto)[0]
@@ -67,12 +61,6 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         model=proto, task="generic", framework="onnx", framework_version=str(proto.ir_version),
         converter=proto.producer_name or "onnx", converter_version=proto.producer_version,
         feeds=feeds, reference={}, methods={"predict": Method(proto.graph.output[0].name)})
-
-
-def _has_external_data(proto: Any) -> bool:
-    from onnx import TensorProto
-
-    return any(i.data_location == TensorProto.EXTERNAL for i in proto.graph.initializer)
 
 
 def _check_loadable(proto: Any) -> None:

@@ -34,26 +34,26 @@ from ..format.digest import (
     shard_spans,
 )
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
-from ..format.versions import release_tuple
 from ..trust import dsse, signing
 
-__all__ = ["GRAPH_NAME", "StreamEntry", "atomic_write", "min_onnxruntime", "pack", "resign",
-           "statement_for"]
+__all__ = ["GRAPH_NAME", "WRITER_REVISION", "StreamEntry", "atomic_write", "min_onnxruntime",
+           "pack", "resign", "statement_for"]
 
 
-# Oldest onnxruntime release implementing each default-domain opset / IR version.
-_ORT_FOR_OPSET = {13: "1.7", 14: "1.10", 15: "1.11", 16: "1.12", 17: "1.14", 18: "1.16",
-                  19: "1.17", 20: "1.19", 21: "1.20", 22: "1.20", 23: "1.22", 24: "1.23",
-                  25: "1.24"}
-_ORT_FOR_IR = {7: "1.7", 8: "1.10", 9: "1.15", 10: "1.17", 11: "1.20", 12: "1.22",
-               13: "1.24"}
+WRITER_REVISION = 2
+"""What this writer puts in a bundle, as a number that changes when its bytes do for the
+same model: 1 was model-bundle 0.1.0; 2 stamps the lowest IR version and writes
+``requires`` and smoke vectors (FORMAT.md 14). spec/vectors/index.json records the
+revision of the committed vectors' writer; they are byte-compared only against the same."""
 
 
 def min_onnxruntime(ir_version: int, opset: int) -> str:
-    """The oldest onnxruntime that can run a graph of this IR version and opset."""
-    candidates = [_ORT_FOR_IR.get(ir_version, "1.24" if ir_version > 13 else "1.7"),
-                  _ORT_FOR_OPSET.get(opset, "1.24" if opset > 25 else "1.7")]
-    return max(candidates, key=release_tuple)
+    """The oldest onnxruntime that loads a graph of this IR version and default-domain
+    opset (the measured tables of :mod:`bundle.format.compat`); the newest release
+    measured when either is newer than every release measured."""
+    from ..format import compat
+
+    return compat.min_onnxruntime(ir_version, {"ai.onnx": opset}) or compat.PROBED_TO
 
 
 @contextlib.contextmanager

@@ -25,10 +25,14 @@ __all__ = [
     "GRAPH_NAME",
     "MAX_MANIFEST_BYTES",
     "Column",
+    "DerivedFrom",
     "FileEntry",
     "Manifest",
     "Method",
     "Parity",
+    "Requires",
+    "Smoke",
+    "SmokeTensor",
     "TensorSpec",
 ]
 
@@ -375,6 +379,189 @@ class OnnxInfo:
         return cls(_int(d["ir_version"], f"{path}.ir_version", 1, 1000), opsets, mo)
 
 
+SMOKE_MAX_VALUES = 16384
+"""Smoke vectors hold at most this many values, inputs and outputs together."""
+SMOKE_DTYPES = tuple(d for d in DTYPES if d != "bfloat16")  # numpy has no bfloat16
+_EXECUTION_PROVIDER = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}ExecutionProvider")
+
+
+def _opset_map(v: Any, path: str) -> dict[str, int]:
+    if not isinstance(v, dict) or len(v) > 64:
+        raise _fail(path, "expected an object of at most 64 domains")
+    return {_str(k, path, empty=True): _int(x, f"{path}[{k}]", 1, 10**6) for k, x in v.items()}
+
+
+def _release(v: Any, path: str) -> str:
+    text = _str(v, path, 32)
+    if not _VERSION.fullmatch(text):
+        raise _fail(path, f"{text!r} is not a version number")
+    return text
+
+
+@dataclass(frozen=True)
+class Requires:
+    """What a runtime must offer to run the graph (FORMAT.md 5.11) [ADDITION: requires].
+
+    ``ir_version`` and ``opsets`` are the graph's (the lowest IR version its opsets
+    and types allow); ``min_opsets`` per domain the highest ``since_version`` of the
+    operators actually used -- what an opset conversion could lower the stamp to;
+    ``onnxruntime`` the oldest release that loads it; ``execution_providers`` those
+    the writer ran this precision variant on.
+    """
+
+    onnxruntime: str
+    ir_version: int
+    opsets: Mapping[str, int]
+    min_opsets: Mapping[str, int]
+    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def __post_init__(self) -> None:
+        if set(self.min_opsets) != set(self.opsets):
+            raise _fail("requires.min_opsets", "must name exactly the domains of opsets")
+        for d, v in self.min_opsets.items():
+            if v > self.opsets[d]:
+                raise _fail(f"requires.min_opsets[{d}]", f"{v} is above the stamped opset "
+                            f"{self.opsets[d]}")
+        if not self.execution_providers or \
+                list(self.execution_providers) != sorted(set(self.execution_providers)):
+            raise _fail("requires.execution_providers", "must be a sorted list of unique "
+                        "names, at least one")
+        for ep in self.execution_providers:
+            if not isinstance(ep, str) or not _EXECUTION_PROVIDER.fullmatch(ep):
+                raise _fail("requires.execution_providers", f"{ep!r} is not an execution "
+                            "provider name")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"onnxruntime": self.onnxruntime, "ir_version": self.ir_version,
+                "opsets": dict(sorted(self.opsets.items())),
+                "min_opsets": dict(sorted(self.min_opsets.items())),
+                "execution_providers": list(self.execution_providers)}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> Requires:
+        d = _obj(d, path, {"onnxruntime", "ir_version", "opsets", "min_opsets",
+                           "execution_providers"})
+        eps = _list(d["execution_providers"], f"{path}.execution_providers", 16)
+        return cls(_release(d["onnxruntime"], f"{path}.onnxruntime"),
+                   _int(d["ir_version"], f"{path}.ir_version", 1, 1000),
+                   _opset_map(d["opsets"], f"{path}.opsets"),
+                   _opset_map(d["min_opsets"], f"{path}.min_opsets"),
+                   tuple(_str(e, f"{path}.execution_providers") for e in eps))
+
+
+@dataclass(frozen=True)
+class SmokeTensor:
+    """One tensor of a smoke vector: dtype, shape and its values in row-major order.
+
+    Floats are JSON floats, or the strings ``"nan"``, ``"inf"``, ``"-inf"``;
+    integers JSON integers; booleans true/false; strings strings.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    values: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        where = f"smoke tensor {self.name!r}"
+        _enum(self.dtype, f"{where}.dtype", SMOKE_DTYPES)
+        n = 1
+        for d in self.shape:
+            n *= d
+        if n != len(self.values):
+            raise _fail(where, f"shape {list(self.shape)} holds {n} values, "
+                        f"{len(self.values)} are listed")
+        kind = "f" if self.dtype.startswith("float") else "b" if self.dtype == "bool" \
+            else "s" if self.dtype == "string" else "i"
+        for i, v in enumerate(self.values):
+            ok = (type(v) is float or v in ("nan", "inf", "-inf")) if kind == "f" else \
+                type(v) is bool if kind == "b" else \
+                (isinstance(v, str) and len(v) <= _TEXT_MAX) if kind == "s" else \
+                (type(v) is int and -(2**63) <= v < 2**64)
+            if not ok:
+                raise _fail(f"{where}.values[{i}]", f"{v!r} is not a {self.dtype} value")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> SmokeTensor:
+        d = _obj(d, path, {"name", "dtype", "shape", "values"})
+        shape = tuple(_int(x, f"{path}.shape[{i}]", 0, SMOKE_MAX_VALUES)
+                      for i, x in enumerate(_list(d["shape"], f"{path}.shape", 64)))
+        return cls(_str(d["name"], f"{path}.name"), _str(d["dtype"], f"{path}.dtype"),
+                   shape, tuple(_list(d["values"], f"{path}.values", SMOKE_MAX_VALUES)))
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """Smoke vectors [ADDITION: smoke vectors]: a few sample rows and the outputs the
+    writer's onnxruntime computed for them, within ``atol``/``rtol`` (parity's rule).
+
+    A loader re-runs them (``Model.self_test()``) to show that this runtime computes
+    what the exporting one did, before a version goes live.
+    """
+
+    atol: float
+    rtol: float
+    inputs: tuple[SmokeTensor, ...]
+    outputs: tuple[SmokeTensor, ...]
+
+    def __post_init__(self) -> None:
+        for group, ts in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [t.name for t in ts]
+            if not names or len(set(names)) != len(names):
+                raise _fail(f"smoke.{group}", "names must be present and unique")
+        total = sum(len(t.values) for t in (*self.inputs, *self.outputs))
+        if total > SMOKE_MAX_VALUES:
+            raise _fail("smoke", f"{total} values; at most {SMOKE_MAX_VALUES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> Smoke:
+        d = _obj(d, path, {"tolerance", "inputs", "outputs"})
+        tol = _obj(d["tolerance"], f"{path}.tolerance", {"atol", "rtol"})
+        return cls(_num(tol["atol"], f"{path}.tolerance.atol"),
+                   _num(tol["rtol"], f"{path}.tolerance.rtol"),
+                   tuple(SmokeTensor.from_dict(x, f"{path}.inputs[{i}]")
+                         for i, x in enumerate(_list(d["inputs"], f"{path}.inputs", 1024))),
+                   tuple(SmokeTensor.from_dict(x, f"{path}.outputs[{i}]")
+                         for i, x in enumerate(_list(d["outputs"], f"{path}.outputs", 1024))))
+
+
+@dataclass(frozen=True)
+class DerivedFrom:
+    """The bundle this one was made from [ADDITION: derived_from]: the SHA-256 of the
+    source's ``manifest.json`` (a bundle's identity), its name and version, and what
+    was changed (``"opset 17 -> 13"``)."""
+
+    manifest_sha256: str
+    name: str
+    version: str
+    change: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.manifest_sha256, str) or \
+                not _HEX64.fullmatch(self.manifest_sha256):
+            raise _fail("derived_from.manifest_sha256", "must be 64 lowercase hex digits")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"manifest_sha256": self.manifest_sha256, "name": self.name,
+                "version": self.version, "change": self.change}
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> DerivedFrom:
+        d = _obj(d, path, {"manifest_sha256", "name", "version", "change"})
+        return cls(_str(d["manifest_sha256"], f"{path}.manifest_sha256", 64),
+                   _str(d["name"], f"{path}.name"), _str(d["version"], f"{path}.version", 64),
+                   _str(d["change"], f"{path}.change", _TEXT_MAX))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Everything a bundle says about itself; stored as canonical JSON."""
@@ -394,6 +581,12 @@ class Manifest:
     expires: str | None = None
     """RFC 3339 UTC instant (``YYYY-MM-DDTHH:MM:SSZ``) after which verifiers refuse the
     bundle; signed like every manifest field. Omitted from the JSON when None."""
+    requires: Requires | None = None
+    """What a runtime must offer (absent in bundles written before it existed)."""
+    smoke: Smoke | None = None
+    """Smoke vectors: sample rows and expected outputs (absent when none were recorded)."""
+    derived_from: DerivedFrom | None = None
+    """The source bundle of a conversion (``convert_opset``)."""
 
     def __post_init__(self) -> None:
         if self.format_version != FORMAT_VERSION:
@@ -433,6 +626,29 @@ class Manifest:
                 parse_time(self.expires, "expires")
             except ValueError as e:
                 raise _fail("expires", str(e)) from e
+        self._check_requires_and_smoke()
+
+    def _check_requires_and_smoke(self) -> None:
+        """FORMAT.md 5.9 rules 8 and 9: ``requires`` repeats ``onnx``; smoke vectors name
+        every input and only outputs, with the manifest's dtypes."""
+        r = self.requires
+        if r is not None and (r.ir_version != self.onnx.ir_version
+                              or dict(r.opsets) != dict(self.onnx.opsets)
+                              or r.onnxruntime != self.onnx.min_onnxruntime):
+            raise _fail("requires", "ir_version, opsets and onnxruntime must equal onnx's "
+                        "ir_version, opsets and min_onnxruntime")
+        if self.smoke is not None:
+            specs = {s.name: s for s in self.inputs}
+            if sorted(t.name for t in self.smoke.inputs) != sorted(specs):
+                raise _fail("smoke.inputs", "must give exactly the model's inputs")
+            unknown = {t.name for t in self.smoke.outputs} - {s.name for s in self.outputs}
+            if unknown:
+                raise _fail("smoke.outputs", f"{sorted(unknown)} are not outputs")
+            specs.update({s.name: s for s in self.outputs})
+            for t in (*self.smoke.inputs, *self.smoke.outputs):
+                if specs[t.name].dtype != t.dtype:
+                    raise _fail("smoke", f"{t.name!r} is {t.dtype}; the model says "
+                                f"{specs[t.name].dtype}")
 
     def _check_shard_size(self) -> None:
         """One shard size per bundle, and every entry larger than it sharded.
@@ -477,7 +693,11 @@ class Manifest:
             "metadata": dict(sorted(self.metadata.items())),
             "created_by": self.created_by,
             "created": self.created,
-        } | ({"expires": self.expires} if self.expires is not None else {})
+        } | ({"expires": self.expires} if self.expires is not None else {}) \
+          | ({"requires": self.requires.to_dict()} if self.requires is not None else {}) \
+          | ({"smoke": self.smoke.to_dict()} if self.smoke is not None else {}) \
+          | ({"derived_from": self.derived_from.to_dict()}
+             if self.derived_from is not None else {})
 
     def to_bytes(self) -> bytes:
         """The canonical JSON stored in the bundle."""
@@ -500,7 +720,7 @@ class Manifest:
                         f"reader (it reads version {FORMAT_VERSION})")
         d = _obj(d, "$", {"format_version", "model", "onnx", "inputs", "outputs", "columns",
                           "methods", "files", "parity", "metadata", "created_by", "created"},
-                 {"expires"})
+                 {"expires", "requires", "smoke", "derived_from"})
         methods = d["methods"]
         if not isinstance(methods, dict):
             raise _fail("methods", "expected an object")
@@ -526,5 +746,9 @@ class Manifest:
             created_by=_str(d["created_by"], "created_by", 128),
             created=None if created is None else _str(created, "created", 64),
             expires=_str(d["expires"], "expires", 20) if "expires" in d else None,
+            requires=Requires.from_dict(d["requires"], "requires") if "requires" in d else None,
+            smoke=Smoke.from_dict(d["smoke"], "smoke") if "smoke" in d else None,
+            derived_from=DerivedFrom.from_dict(d["derived_from"], "derived_from")
+            if "derived_from" in d else None,
             format_version=d["format_version"],
         )

@@ -45,7 +45,13 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 
 import bundle
 from bundle.export.parity import measure
-from bundle.export.writer import GRAPH_NAME, min_onnxruntime, pack, statement_for
+from bundle.export.writer import (
+    GRAPH_NAME,
+    WRITER_REVISION,
+    min_onnxruntime,
+    pack,
+    statement_for,
+)
 from bundle.format import canonical_json as _json
 from bundle.format import weights as weights_mod
 from bundle.format.archive import EntryData, ZipReader, ZipWriter
@@ -356,6 +362,17 @@ def valid_vectors(out: Path, keys: dict[str, signing.PrivateKey]) -> list[dict[s
     cases.append(_case(
         "valid-expires-far-future", "The Gemm model with a signed expiry (manifest 'expires') "
         "of 9999-12-31T23:59:59Z and version 3.1", ["ecdsa-p256"], "ok",
+        signers=[ecdsa.key_id],
+        predict={"method": "predict", "dtype": "float32", "input": _floats(X4),
+                 "output": _floats(X4 @ W43 + B3)}))
+
+    bundle.save(gemm_model(), out / "valid-requires-smoke.mbundle", signing_key=ecdsa,
+                name="gemm", version="4", sample_input=X4)
+    cases.append(_case(
+        "valid-requires-smoke", "The Gemm model (stamped opset 17) saved with a sample input "
+        "by writer revision 2: opset lowered to the effective 13, the lowest IR version 7, a "
+        "'requires' block and smoke vectors (3 rows, exact in float32) [ADDITION: requires, "
+        "smoke vectors]", ["ecdsa-p256"], "ok",
         signers=[ecdsa.key_id],
         predict={"method": "predict", "dtype": "float32", "input": _floats(X4),
                  "output": _floats(X4 @ W43 + B3)}))
@@ -692,6 +709,8 @@ def environment() -> dict[str, str]:
     env = {name: metadata.version(name) for name in GENERATOR_PACKAGES}
     env["python"] = platform.python_version()
     env["zlib"] = zlib.ZLIB_RUNTIME_VERSION
+    if WRITER_REVISION != 1:  # absent for 0.1.0's writer, which had no revision number
+        env["writer"] = str(WRITER_REVISION)
     return env
 
 

@@ -232,7 +232,7 @@ def fixed_key(label: str) -> signing.PrivateKey:
     return signing.PrivateKey(_ec_key(f"model-bundle adversarial {label}", ec.SECP256R1()))
 
 
-def _pem(key: Any) -> bytes:
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.PEM,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -328,7 +328,8 @@ class Ctx:
         return self.signed(contents, manifest_bytes=mbytes)
 
     def manifest_dict(self) -> dict[str, Any]:
-        return json.loads(self.a[MANIFEST_NAME])
+        doc: dict[str, Any] = json.loads(self.a[MANIFEST_NAME])
+        return doc
 
     def graph(self, edit: Callable[[Any], None]) -> bytes:
         """A's content with its graph edited, then hashed and signed."""
@@ -424,6 +425,31 @@ def simple(name: str, category: str, error: str, message: str, description: str,
     case(name, category, error, message, description, **opts)(make)
 
 
+# Builders for the cases registered in loops: each binds its loop value as an argument
+# (a lambda with a default argument would too, but its type cannot be inferred).
+
+
+def _with_entry(name: str) -> Callable[[Ctx], bytes]:
+    """A's raw entries plus a stored entry with this name."""
+    def make(c: Ctx) -> bytes:
+        return raw_zip([*c.a_raw(), stored(name, b"x")])
+    return make
+
+
+def _graph_edit(edit: Callable[[Any], None]) -> Callable[[Ctx], bytes]:
+    """A with its graph changed by ``edit``, signed."""
+    def make(c: Ctx) -> bytes:
+        return c.graph(edit)
+    return make
+
+
+def _with_weights(data: bytes) -> Callable[[Ctx], bytes]:
+    """A with these weights bytes, signed."""
+    def make(c: Ctx) -> bytes:
+        return c.weights(data)
+    return make
+
+
 # --------------------------------------------------------------------------- container
 
 Z = "container"
@@ -433,7 +459,7 @@ for _label, _bad in (("dotdot", "../model.onnx"), ("nested-dotdot", "a/../../x.o
                      ("trailing-slash", "assets/")):
     simple(f"zip-name-{_label}", Z, "FormatError", "not canonical",
            f"an entry named {_bad!r} (path traversal / non-canonical segment)",
-           lambda c, _bad=_bad: raw_zip([*c.a_raw(), stored(_bad, b"x")]))
+           _with_entry(_bad))
 
 simple("zip-name-absolute", Z, "FormatError", "is absolute",
        "an entry named '/etc/cron.d/job' (absolute path)",
@@ -776,13 +802,20 @@ def _files_edit(edit: Callable[[list[dict[str, Any]]], None]) -> Callable[[Ctx],
     return make
 
 
+def _graph_path(path: str) -> Callable[[list[dict[str, Any]]], None]:
+    """Edit the manifest's first file entry (the graph) to this path."""
+    def edit(files: list[dict[str, Any]]) -> None:
+        files[0].update(path=path)
+    return edit
+
+
 for _label, _path in (("dot-slash", "./model.onnx"), ("double-slash", "model//model.onnx"),
                       ("trailing-slash", "model.onnx/"), ("dotdot", "../model.onnx"),
                       ("backslash", "models\\model.onnx")):
     simple(f"manifest-path-{_label}", M, "FormatError",
            "backslash" if _label == "backslash" else "not canonical",
            f"the signed manifest lists the graph as {_path!r}",
-           _files_edit(lambda files, _path=_path: files[0].update(path=_path)))
+           _files_edit(_graph_path(_path)))
 
 
 @case("manifest-path-not-utf8", M, "FormatError", "not valid UTF-8",
@@ -1055,7 +1088,7 @@ for _label, _loc in (("dotdot", "../x"), ("nested-dotdot", "a/../../x"),
     simple(f"external-data-{_label}", C, "UntrustedContentError",
            "may only point into weights.safetensors",
            f"signed graph: an initializer's external data location is {_loc!r}",
-           lambda c, _loc=_loc: c.graph(_location(_loc)))
+           _graph_edit(_location(_loc)))
 
 
 def _ext_field(key: str, value: str) -> Callable[[Any], None]:
@@ -1209,7 +1242,7 @@ for _label, _edit, _msg, _what in (
     ("training-info-graph", _training_info, "training_info", "an ONNX training_info graph"),
 ):
     simple(f"graph-{_label}", C, "UntrustedContentError", _msg,
-           f"signed graph with {_what}", lambda c, _edit=_edit: c.graph(_edit))
+           f"signed graph with {_what}", _graph_edit(_edit))
 
 
 @case("graph-over-size-limit", C, "LimitError", "the limit is",
@@ -1318,7 +1351,7 @@ for _label, _weights, _err, _msg, _what in (
      "a header that is a JSON list"),
 ):
     simple(f"safetensors-{_label}", C, _err, _msg, f"signed weights with {_what}",
-           lambda c, _weights=_weights: c.weights(_weights))
+           _with_weights(_weights))
 
 
 @case("safetensors-unused-tensor", C, "UntrustedContentError", "never uses",

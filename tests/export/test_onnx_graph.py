@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import ModelProto, NodeProto, TensorProto, helper, numpy_helper
 
 import bundle
 from bundle.export.onnx_graph import (
@@ -16,7 +16,8 @@ from bundle.export.onnx_graph import (
 )
 
 
-def _model(nodes: list, inits: list, domains: tuple[str, ...] = ()) -> object:
+def _model(nodes: list[NodeProto], inits: list[TensorProto],
+           domains: tuple[str, ...] = ()) -> ModelProto:
     g = helper.make_graph(nodes, "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
@@ -37,11 +38,11 @@ def test_rename_values_stops_where_a_subgraph_shadows_the_name() -> None:
     w = numpy_helper.from_array(np.ones(2, np.float32), "w")
     model = _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=shadow)],
                    [cond, w])
-    rename_values(model.graph, {"w": "fc.weight"})  # type: ignore[attr-defined]
-    branches = {a.name: a.g for a in model.graph.node[0].attribute}  # type: ignore
-    assert len(list(all_graphs(model.graph))) == 3  # type: ignore[attr-defined]
+    rename_values(model.graph, {"w": "fc.weight"})
+    branches = {a.name: a.g for a in model.graph.node[0].attribute}
+    assert len(list(all_graphs(model.graph))) == 3
     then_g, else_g = branches["then_branch"], branches["else_branch"]
-    assert [i.name for i in model.graph.initializer] == ["c", "fc.weight"]  # type: ignore
+    assert [i.name for i in model.graph.initializer] == ["c", "fc.weight"]
     assert then_g.node[0].input[0] == "fc.weight"
     assert else_g.node[0].output[0] == "w"
 
@@ -61,7 +62,7 @@ def test_adopt_state_names_names_exact_values_and_moves_impostors_aside() -> Non
     model = _model([helper.make_node("MatMul", ["x", "onnx::MatMul_3"], ["h"]),
                     helper.make_node("Add", ["h", "fc.bias"], ["y"])], inits)
     adopt_state_names(model, {"fc.weight": w, "fc.bias": b})
-    g = model.graph  # type: ignore[attr-defined]
+    g = model.graph
     assert [i.name for i in g.initializer] == ["fc.weight", "fc.bias.folded"]
     assert list(g.node[0].input) == ["x", "fc.weight"]
     assert list(g.node[1].input) == ["h", "fc.bias.folded"]

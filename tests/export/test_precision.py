@@ -65,7 +65,8 @@ def test_sklearn_mlp_int8_parity_recorded(tmp_path: Path) -> None:
     m = bundle.save(reg, tmp_path / "r.mbundle", sample_input=X[:50], precision="int8",
                     tolerance=(0.5, 0.5))
     assert m.model.precision == "int8"
-    out = m.parity.outputs[0]  # type: ignore[union-attr]
+    assert m.parity is not None
+    out = m.parity.outputs[0]
     assert 0 < out.max_abs < 0.5  # quantization costs something, and it is recorded
     loaded = bundle.load(tmp_path / "r.mbundle", allow_unsigned=True)
     np.testing.assert_allclose(loaded.predict(X[:20]), reg.predict(X[:20]), atol=0.5)

@@ -392,16 +392,16 @@ def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarra
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Without ``tolerance`` an fp32 export is held to atol 1e-4, rtol 1e-3: a converter off
     by half of that is accepted (and the deviation recorded), one off by twice is refused."""
-    import bundle.api as api
+    from bundle.export import bundler
 
-    real = api._run_onnx
+    real = bundler.run_onnx
     scale = {"by": 0.5}
 
     def off(model: Any, feeds: Any) -> dict[str, Any]:
         return {k: v + scale["by"] * (1e-4 + 1e-3 * np.abs(v)) if v.dtype.kind == "f" else v
                 for k, v in real(model, feeds).items()}
 
-    monkeypatch.setattr(api, "_run_onnx", off)
+    monkeypatch.setattr(bundler, "run_onnx", off)
     model = Ridge().fit(data["X"], data["yr"])
     manifest, _ = save_load(model, data["X"][:SAMPLE_ROWS])
     assert manifest.parity is not None
@@ -429,14 +429,14 @@ def test_parity_failure_forced_by_monkeypatch(tmp_path: Path, signing_key: Any,
                                               data: dict[str, np.ndarray],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A converter that gets it wrong (here: predictions shifted by 1) is caught."""
-    import bundle.api as api
+    from bundle.export import bundler
 
-    real = api._run_onnx
+    real = bundler.run_onnx
 
     def off_by_one(model: Any, feeds: Any) -> dict[str, Any]:
         return {k: v + 1 if v.dtype.kind == "f" else v for k, v in real(model, feeds).items()}
 
-    monkeypatch.setattr(api, "_run_onnx", off_by_one)
+    monkeypatch.setattr(bundler, "run_onnx", off_by_one)
     model = Ridge().fit(data["X"], data["yr"])
     with pytest.raises(bundle.ConversionError) as info:
         bundle.save(model, tmp_path / "x.mbundle", sample_input=data["X"][:SAMPLE_ROWS],

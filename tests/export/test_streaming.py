@@ -129,10 +129,11 @@ def test_streamed_weights_are_safetensors_library_bytes() -> None:
     from safetensors.numpy import save
 
     rng = np.random.default_rng(3)
-    arrays = {"é/ü": rng.standard_normal(7).astype(np.float16),
-              "a\tb": rng.integers(0, 9, (3, 2)).astype(np.int64), "z": np.array(1.5, np.float32),
-              "m": rng.integers(0, 2, 5).astype(bool), "q": rng.integers(0, 9, 9).astype(np.uint8),
-              "k": rng.standard_normal((2, 2)).astype(np.float64)}
+    arrays: dict[str, np.ndarray] = {
+        "é/ü": rng.standard_normal(7).astype(np.float16),
+        "a\tb": rng.integers(0, 9, (3, 2)).astype(np.int64), "z": np.array(1.5, np.float32),
+        "m": rng.integers(0, 2, 5).astype(bool), "q": rng.integers(0, 9, 9).astype(np.uint8),
+        "k": rng.standard_normal((2, 2)).astype(np.float64)}
     g = helper.make_graph([helper.make_node("Identity", ["X"], ["Y"])], "g",
                           [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
                           [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import bundle
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
+import torch
 
 pytestmark = [pytest.mark.slow,  # each test exports with torch.export (a few seconds)
               pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")]
 
 
-def _transformers() -> object:
-    t = pytest.importorskip("transformers")
+def _transformers() -> Any:
+    t: Any = pytest.importorskip("transformers")
     t.logging.set_verbosity_error()
     return t
 
@@ -62,7 +64,7 @@ def test_llama_from_small_config(tmp_path: Path) -> None:
     np.testing.assert_allclose(m.run({"input_ids": ids.numpy()})["logits"], want, atol=1e-4)
 
 
-def _bert() -> object:
+def _bert() -> Any:
     t = _transformers()
     torch.manual_seed(0)
     return t.BertModel(t.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
@@ -118,7 +120,8 @@ class _Encoder(torch.nn.Module):
             self.enc = torch.nn.TransformerEncoder(layer, num_layers=2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.enc(x, src_key_padding_mask=mask)  # type: ignore[no-any-return]
+        out: torch.Tensor = self.enc(x, src_key_padding_mask=mask)
+        return out
 
 
 def test_transformer_encoder_with_padding_mask(tmp_path: Path) -> None:

@@ -452,7 +452,8 @@ def test_unknown_compression_method(tmp_path: Path, method: int) -> None:
 def test_unknown_extra_field(tmp_path: Path) -> None:
     ut = struct.pack("<HHBI", 0x5455, 5, 1, 0)  # Info-ZIP extended timestamp
     for where in ("local", "central"):
-        data = make_zip([("a.txt", b"abc")], **{where: {"extra": ut}})  # type: ignore[arg-type]
+        opts: dict[str, Any] = {where: {"extra": ut}}  # local= or central=
+        data = make_zip([("a.txt", b"abc")], **opts)
         _refused(tmp_path, data, FormatError, "not allowed|extra")
 
 
@@ -472,8 +473,8 @@ def test_alignment_padding_must_be_zero(tmp_path: Path) -> None:
     unaligned = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0" * 4
     _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": unaligned}),
              FormatError, "not 4096-byte aligned")
-    pad = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
-    ok = struct.pack("<HHH", 0xD935, 2 + pad, 4096) + b"\0" * pad
+    gap = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
+    ok = struct.pack("<HHH", 0xD935, 2 + gap, 4096) + b"\0" * gap
     with ZipReader(_write(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": ok}))) as r:
         assert r.entries["a.txt"].aligned
         assert r.entries["a.txt"].data_offset == 4096

@@ -85,7 +85,8 @@ def _manifest(path: Path) -> Manifest:
 
 def _payload(path: Path, key: bundle.PrivateKey) -> dict[str, Any]:
     env = json.loads(read_entries(path)[f"signatures/{key.key_id}.sig"])
-    return json.loads(base64.b64decode(env["dsseEnvelope"]["payload"]))
+    statement: dict[str, Any] = json.loads(base64.b64decode(env["dsseEnvelope"]["payload"]))
+    return statement
 
 
 def _sign(out: Path, entries: dict[str, bytes], manifest_bytes: bytes, statement: bytes,
@@ -339,9 +340,9 @@ def test_statement_shards_must_be_in_oms_order(sharded: Path, key: bundle.Privat
 def test_manifest_shard_sizes_must_agree() -> None:
     big = FileEntry(WEIGHTS_NAME, "weights", S + 1, digest.shard_root(["a" * 64, "b" * 64]),
                     ("a" * 64, "b" * 64), S)
-    base = dict(path=GRAPH_NAME, role="graph", sha256="c" * 64)
     with pytest.raises(FormatError, match="larger than the shard size"):
-        _with_files([FileEntry(size=S + 10, **base), big])
+        _with_files([FileEntry(path=GRAPH_NAME, role="graph", size=S + 10, sha256="c" * 64),
+                     big])
     with pytest.raises(FormatError, match="different sizes"):
         _with_files([FileEntry(GRAPH_NAME, "graph", 2 * S + 1,
                                digest.shard_root(["a" * 64, "b" * 64]), ("a" * 64, "b" * 64),

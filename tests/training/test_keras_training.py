@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras")
 pytest.importorskip("tf2onnx")
+import keras
 
-import bundle  # noqa: E402
-from bundle.training import codec as training  # noqa: E402
+import bundle
+from bundle.training import codec as training
 
 X = np.random.default_rng(1).standard_normal((48, 6)).astype(np.float32)
 Y = (X[:, :3] @ np.arange(9, dtype=np.float32).reshape(3, 3) / 9).astype(np.float32)

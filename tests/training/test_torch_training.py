@@ -8,18 +8,20 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-import bundle  # noqa: E402
-from bundle.training import torch as training  # noqa: E402
+import bundle
+from bundle.training import torch as training
 
 
 class Net(nn.Module):
@@ -65,7 +67,8 @@ def train(model: Any, opt: Any, sched: Any, steps: range) -> None:
     for i in steps:
         x, y = batch(i)
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
+        # torch leaves Tensor.backward unannotated
+        nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
         opt.step()
         sched.step()
 
@@ -155,9 +158,10 @@ def test_mismatches_are_listed_and_nothing_is_loaded(
     torch.manual_seed(11)
     other = Net(hidden=5)
     other.extra = nn.Linear(2, 2)
+    groups: list[dict[str, Any]] = [{"params": other.conv.parameters()},
+                                    {"params": list(other.fc.parameters())}]
     opt = torch.optim.Adam(other.parameters()) if kind == "sgd-momentum" else \
-        torch.optim.Adam([{"params": other.conv.parameters()},
-                          {"params": list(other.fc.parameters())}])
+        torch.optim.Adam(groups)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     opt_before = json.dumps(str(opt.state_dict()))
     with pytest.raises(bundle.InputError) as info:
@@ -192,6 +196,9 @@ def test_optimizer_parameter_names_must_match(checkpoint: tuple[str, Path, dict[
 def test_model_only_restore_and_no_optimizer_state(tmp_path: Path) -> None:
     torch.manual_seed(4)
     model = Net()
+    # BatchNorm2d(track_running_stats=True) has these buffers; torch types them Optional
+    assert model.bn.running_mean is not None
+    assert model.bn.num_batches_tracked is not None
     with torch.no_grad():
         model.bn.running_mean.add_(0.5)
         model.bn.num_batches_tracked += 3
@@ -295,7 +302,7 @@ def test_tied_weights_are_stored_once(tmp_path: Path) -> None:
 
 
 def test_typed_tree_round_trips_exactly() -> None:
-    value = {
+    value: dict[str | int, Any] = {
         "lr": 1e-3, "inf": math.inf, "-inf": -math.inf, "nan": math.nan, "neg0": -0.0,
         "big": 2**70, "flag": True, "none": None, "name": "ünïcode",
         "betas": (0.9, 0.999), "nested": [{"a": [1, (2, 3)]}, []], 3: "int key",
@@ -336,10 +343,10 @@ def test_typed_tree_round_trips_exactly() -> None:
 def test_unstorable_value_names_its_key(tmp_path: Path) -> None:
     class Warmup(torch.optim.lr_scheduler.LRScheduler):
         def __init__(self, opt: Any) -> None:
-            self.shape = lambda step: min(1.0, (step + 1) / 10)
+            self.shape: Callable[[int], float] = lambda step: min(1.0, (step + 1) / 10)
             super().__init__(opt)
 
-        def get_lr(self) -> list[float]:
+        def get_lr(self) -> list[float | torch.Tensor]:
             return [b * self.shape(self.last_epoch) for b in self.base_lrs]
 
     model = Net()

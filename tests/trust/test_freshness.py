@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def key2() -> bundle.PrivateKey:
     return bundle.generate_key("ed25519")
 
 
-def _save(path: Path, key: object, version: str = "1", name: str = "tiny", **kw: object) -> Path:
+def _save(path: Path, key: bundle.PrivateKey | list[bundle.PrivateKey] | None,
+          version: str = "1", name: str = "tiny", **kw: Any) -> Path:
     bundle.save(tiny_model(), path, signing_key=key, name=name, version=version, **kw)
     return path
 
@@ -154,13 +156,15 @@ def test_rollback_state(tmp_path: Path, key: bundle.PrivateKey,
     state.parent.mkdir()
     v1, v2, v3 = (_save(tmp_path / f"v{i}.mbundle", key, str(i)) for i in (1, 2, 3))
 
-    def ok(path: Path, trust: object = key.public_key) -> bool:
+    def ok(path: Path,
+           trust: bundle.PublicKey | list[bundle.PublicKey] = key.public_key) -> bool:
         return bundle.verify(path, trusted_keys=trust, rollback_state=state).verified
 
     def floor(name: str = "tiny") -> dict[str, object]:
         doc = json.loads(state.read_text())
         assert doc["format"] == freshness.STATE_FORMAT
-        return doc["models"][name]  # type: ignore[no-any-return]
+        entry: dict[str, object] = doc["models"][name]
+        return entry
 
     assert ok(v2)
     assert floor()["version"] == "2"
@@ -210,7 +214,7 @@ def test_rollback_floor_survives_key_rotation(tmp_path: Path, key: bundle.Privat
     entry = json.loads(state.read_text())["models"]["tiny"]
     assert entry["version"] == "3"
     assert entry["signers"] == [key2.key_id]
-    freshness.parse_time(entry["accepted_at"])
+    parse_time(entry["accepted_at"])
 
 
 def test_rollback_state_migrates_the_per_key_form(tmp_path: Path, key: bundle.PrivateKey,

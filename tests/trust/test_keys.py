@@ -7,6 +7,7 @@ import hashlib
 import json
 import stat
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -79,18 +80,18 @@ def test_overwrite_never_exposes_the_private_key(tmp_path: Path,
     real_fdopen = os.fdopen
 
     class Spy:
-        def __init__(self, f: object) -> None:
+        def __init__(self, f: IO[Any]) -> None:
             self.f = f
 
         def __enter__(self) -> Spy:
             return self
 
         def __exit__(self, *exc: object) -> None:
-            self.f.close()  # type: ignore[attr-defined]
+            self.f.close()
 
         def write(self, data: bytes) -> int:
             modes.append(stat.S_IMODE(key_path.stat().st_mode))
-            return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
+            return self.f.write(data)
 
     monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Spy(real_fdopen(fd, *a, **k)))
     bundle.generate_key().save(tmp_path / "k", overwrite=True)
@@ -224,13 +225,14 @@ def test_trust_store_refusals(tmp_path: Path) -> None:
         bundle.TrustStore.from_paths([empty])
 
 
-def _write_pem(path: Path, key: object, private: bool) -> Path:
-    if private:
-        data = key.private_bytes(  # type: ignore[attr-defined]
+def _write_pem(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+               | ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> Path:
+    if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        data = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
     else:
-        data = key.public_bytes(  # type: ignore[attr-defined]
+        data = key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     path.write_bytes(data)
     return path
@@ -239,9 +241,9 @@ def _write_pem(path: Path, key: object, private: bool) -> Path:
 def test_unsupported_curve_secp256k1(tmp_path: Path) -> None:
     k = ec.generate_private_key(ec.SECP256K1())
     with pytest.raises(KeyFileError, match="secp256k1"):
-        bundle.load_private_key(_write_pem(tmp_path / "k1.key", k, True))
+        bundle.load_private_key(_write_pem(tmp_path / "k1.key", k))
     with pytest.raises(KeyFileError, match="secp256k1"):
-        bundle.load_public_key(_write_pem(tmp_path / "k1.pub", k.public_key(), False))
+        bundle.load_public_key(_write_pem(tmp_path / "k1.pub", k.public_key()))
     with pytest.raises(KeyFileError):
         bundle.TrustStore.from_paths([tmp_path])
     with pytest.raises(KeyFileError):
@@ -251,9 +253,9 @@ def test_unsupported_curve_secp256k1(tmp_path: Path) -> None:
 def test_rsa_is_refused(tmp_path: Path) -> None:
     k = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     with pytest.raises(KeyFileError, match=r"RSA|rsa"):
-        bundle.load_private_key(_write_pem(tmp_path / "r.key", k, True))
+        bundle.load_private_key(_write_pem(tmp_path / "r.key", k))
     with pytest.raises(KeyFileError, match=r"RSA|rsa"):
-        bundle.load_public_key(_write_pem(tmp_path / "r.pub", k.public_key(), False))
+        bundle.load_public_key(_write_pem(tmp_path / "r.pub", k.public_key()))
 
 
 def _envelope_with_hint(signer: bundle.PrivateKey, hint: str) -> bytes:

@@ -63,26 +63,28 @@ def test_no_passphrase_argument(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_sign_with_default_environment_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch, encrypted: tuple[Path, Path, object],
+        tmp_path: Path, clean_env: pytest.MonkeyPatch,
+        encrypted: tuple[Path, Path, bundle.PrivateKey],
         capsys: pytest.CaptureFixture[str]) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setenv(PASSPHRASE_ENV, SECRET)
     code, out, err = run(capsys, "sign", path, "--key", key_path)
     assert code == 0, err
-    assert _signed_by(path, k)  # type: ignore[arg-type]
+    assert _signed_by(path, k)
     assert SECRET not in out + err
 
 
 def test_sign_with_named_environment_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch, encrypted: tuple[Path, Path, object],
+        tmp_path: Path, clean_env: pytest.MonkeyPatch,
+        encrypted: tuple[Path, Path, bundle.PrivateKey],
         capsys: pytest.CaptureFixture[str]) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setenv("MY_KEY_PW", SECRET)
     clean_env.setenv(PASSPHRASE_ENV, "not this one")  # the named variable wins
     assert run(capsys, "sign", path, "--key", key_path, "--passphrase-env", "MY_KEY_PW")[0] == 0
-    assert _signed_by(path, k)  # type: ignore[arg-type]
+    assert _signed_by(path, k)
     clean_env.delenv("MY_KEY_PW")
     code, _, err = run(capsys, "sign", path, "--key", key_path, "--passphrase-env", "MY_KEY_PW")
     assert code == cli_exit_code(KeyFileError)
@@ -94,7 +96,7 @@ def test_sign_with_named_environment_variable(
 
 
 def test_wrong_passphrase(tmp_path: Path, clean_env: pytest.MonkeyPatch,
-                          encrypted: tuple[Path, Path, object],
+                          encrypted: tuple[Path, Path, bundle.PrivateKey],
                           capsys: pytest.CaptureFixture[str]) -> None:
     key_path, _, _ = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
@@ -108,7 +110,8 @@ def test_wrong_passphrase(tmp_path: Path, clean_env: pytest.MonkeyPatch,
 
 
 def test_encrypted_key_without_terminal_or_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch, encrypted: tuple[Path, Path, object],
+        tmp_path: Path, clean_env: pytest.MonkeyPatch,
+        encrypted: tuple[Path, Path, bundle.PrivateKey],
         capsys: pytest.CaptureFixture[str]) -> None:
     key_path, _, _ = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
@@ -120,14 +123,14 @@ def test_encrypted_key_without_terminal_or_variable(
 
 
 def test_prompt_on_a_terminal(tmp_path: Path, clean_env: pytest.MonkeyPatch,
-                              encrypted: tuple[Path, Path, object],
+                              encrypted: tuple[Path, Path, bundle.PrivateKey],
                               capsys: pytest.CaptureFixture[str]) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     prompts = _tty(clean_env, [SECRET])
     assert run(capsys, "sign", path, "--key", key_path)[0] == 0
     assert prompts == [f"Passphrase for {key_path}: "]
-    assert _signed_by(path, k)  # type: ignore[arg-type]
+    assert _signed_by(path, k)
     # export prompts per encrypted key too
     from onnx import save as save_onnx
 
@@ -136,7 +139,7 @@ def test_prompt_on_a_terminal(tmp_path: Path, clean_env: pytest.MonkeyPatch,
     assert run(capsys, "export", tmp_path / "m.onnx", tmp_path / "m.mbundle", "--key",
                key_path)[0] == 0
     assert len(prompts) == 1
-    assert _signed_by(tmp_path / "m.mbundle", k)  # type: ignore[arg-type]
+    assert _signed_by(tmp_path / "m.mbundle", k)
 
 
 def test_unencrypted_key_ignores_the_default_variable(

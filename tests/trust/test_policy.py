@@ -86,7 +86,7 @@ def test_policy_and_shortcuts_are_not_mixed(tmp_path: Path, key: bundle.PrivateK
     for extra in ({"trusted_keys": key.public_key}, {"threshold": 1}, {"min_version": "1"},
                   {"allow_unsigned": True}):
         with pytest.raises(TypeError, match="not both"):
-            bundle.verify(path, trust=policy, **extra)  # type: ignore[arg-type]
+            bundle.verify(path, trust=policy, **extra)
     with pytest.raises(TypeError, match="TrustPolicy"):
         bundle.load(path, trust=key.public_key)  # type: ignore[arg-type]
 

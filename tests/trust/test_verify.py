@@ -1121,9 +1121,11 @@ def spin(tmp_path_factory: pytest.TempPathFactory, key: bundle.PrivateKey) -> bu
 def test_timeout_stops_a_signed_endless_loop_and_the_model_stays_usable(
         spin: bundle.Model, how: str) -> None:
     """A trusted signer's Loop of 2**60 iterations is stopped by ``timeout=``."""
-    call = {"run": lambda x, **kw: spin.run(x, **kw)["Y"],
-            "predict": spin.predict,
-            "run_bound": lambda x, **kw: spin.run_bound({"N": x}, **kw)["Y"]}[how]
+    calls: dict[str, Callable[..., np.ndarray]] = {
+        "run": lambda x, **kw: spin.run(x, **kw)["Y"],
+        "predict": spin.predict,
+        "run_bound": lambda x, **kw: spin.run_bound({"N": x}, **kw)["Y"]}
+    call = calls[how]
     start = time.monotonic()
     with pytest.raises(bundle.RunTimeoutError, match=r"within 0\.2 s") as info:
         call(FOREVER, timeout=0.2)

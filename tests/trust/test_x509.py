@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from helpers import read_entries, rewrite, save_tiny, tiny_model
 from pki import CLIENT_AUTH, CODE_SIGNING, NOW, PKI, issue, key_usage, pem
 
@@ -72,7 +74,9 @@ def _with_cert_signature(tmp_path: Path, name: str, signer: Any,
     entries = read_entries(base)
     mbytes = entries[MANIFEST_NAME]
     statement = statement_for(Manifest.from_bytes(mbytes), mbytes)
-    kid = bundle.PublicKey(chain[0].public_key()).key_id  # type: ignore[arg-type]
+    leaf_key = chain[0].public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
+    kid = bundle.PublicKey(leaf_key).key_id
     entries[_sig_name(kid)] = _cert_signature(statement, signer, chain, keyid)
     return rewrite(base, tmp_path / f"{name}.mbundle", entries)
 
@@ -146,7 +150,9 @@ def test_valid_chain_is_accepted_with_identity(tmp_path: Path, pki: PKI,
     assert s.identity.san == ("email:releases@example.org",)
     assert s.identity.issuer == "CN=Example Signing CA,O=Example Org"
     assert s.identity.root == "CN=Example Root CA,O=Example Org"
-    assert report.to_dict()["signers"][0]["certificate"]["san"] == ["email:releases@example.org"]
+    signers = report.to_dict()["signers"]
+    assert isinstance(signers, list)
+    assert signers[0]["certificate"]["san"] == ["email:releases@example.org"]
     m = bundle.load(path, trusted_roots=pem(pki.root), device="cpu")
     assert m.run({"X": np.ones((2, 4), np.float32)})["Y"].shape == (2, 3)
 
@@ -245,10 +251,11 @@ def _odd_leaf(pki: PKI, kind: str) -> x509.Certificate:
     issuer signature breaks, which the verifier must never get as far as checking."""
     from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 
-    keys = {"rsa": lambda: rsa.generate_private_key(65537, 2048),
-            "dsa": lambda: dsa.generate_private_key(2048),
-            "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1()),
-            "brainpoolP256r1": lambda: ec.generate_private_key(ec.BrainpoolP256R1())}
+    keys: dict[str, Callable[[], PrivateKeyTypes]] = {
+        "rsa": lambda: rsa.generate_private_key(65537, 2048),
+        "dsa": lambda: dsa.generate_private_key(2048),
+        "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1()),
+        "brainpoolP256r1": lambda: ec.generate_private_key(ec.BrainpoolP256R1())}
     if kind in keys:
         return pki.leaf(keys[kind]())
     der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(
@@ -406,8 +413,8 @@ def test_two_certified_signers_from_one_ca(tmp_path: Path, pki: PKI) -> None:
     sb = b.with_certificates([pki.leaf(b.key, subject="bob"), pki.inter])
     path = save_tiny(tmp_path / "ab.mbundle", [sa, sb])
     report = bundle.verify(path, trusted_roots=pki.root, threshold=2)
-    assert sorted(s.identity.subject for s in report.signers  # type: ignore[union-attr]
-                  ) == ["CN=alice,O=Example Org", "CN=bob,O=Example Org"]
+    subjects = sorted(s.identity.subject for s in report.signers if s.identity is not None)
+    assert subjects == ["CN=alice,O=Example Org", "CN=bob,O=Example Org"]
 
 
 def test_trust_store_with_roots_only() -> None:

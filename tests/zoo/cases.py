@@ -122,9 +122,9 @@ def _compare_predict(reference: dict[str, np.ndarray], m: bundle.Model,
         if bad > max(1, len(want) // 20):  # a few float32 ties at class boundaries
             return f"{bad} of {len(want)} labels differ"
         if "predict_proba" in m.manifest.methods and "predict_proba" in reference:
-            err = float(np.max(np.abs(m.predict_proba(test) - reference["predict_proba"])))
-            if err > 1e-3:
-                return f"probabilities differ by {err:.3g}"
+            worst = float(np.max(np.abs(m.predict_proba(test) - reference["predict_proba"])))
+            if worst > 1e-3:
+                return f"probabilities differ by {worst:.3g}"
         return None
     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
     tol = 1e-3 + 1e-3 * np.abs(want.astype(np.float64))
@@ -190,11 +190,11 @@ _NOT_A_MATRIX = {"DictVectorizer", "FeatureHasher", "LabelBinarizer", "LabelEnco
 
 def _required(cls: type) -> list[str]:
     try:
-        params = inspect.signature(cls.__init__).parameters.values()
+        params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
         return []
     return [p.name for p in params if p.default is inspect.Parameter.empty and
-            p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def _sk_build(cls: type, kind: str) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
@@ -302,7 +302,7 @@ def boosting_cases() -> Iterator[Case]:
             return model.fit(X, y), X[:5], _sk_data(37, 1)[0], {}
         return build
 
-    quiet = {"verbose": -1}
+    quiet: dict[str, Any] = {"verbose": -1}
     for name, args in {
         "XGBClassifier-binary": ("xgboost", "XGBClassifier", "y2"),
         "XGBClassifier-multiclass": ("xgboost", "XGBClassifier", "y3"),
@@ -314,7 +314,7 @@ def boosting_cases() -> Iterator[Case]:
         "LGBMRegressor": ("lightgbm", "LGBMRegressor", "yr"),
     }.items():
         lib, cls, target = args
-        kw = quiet if lib == "lightgbm" else {}
+        kw: dict[str, Any] = quiet if lib == "lightgbm" else {}
         yield Case("boosting", name, make(lib, cls, target, n_estimators=20, **kw))
         yield Case("boosting", f"Pipeline(scaler,{name})",
                    make(lib, cls, target, True, n_estimators=20, **kw))
@@ -385,8 +385,9 @@ def hf_cases() -> Iterator[Case]:
             # transformers imports torchvision when it is there, broken or not
             with contextlib.suppress(ImportError):
                 import_torchvision()
-            import transformers
+            import importlib
 
+            transformers: Any = importlib.import_module("transformers")
             transformers.logging.set_verbosity_error()
             torch.manual_seed(0)
             config = getattr(transformers, cfg)(**kw)
