@@ -56,7 +56,7 @@ from .errors import (
     StoreNotFoundError,
     UntrustedContentError,
 )
-from .export.options import TensorFlowOptions, TorchOptions
+from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
@@ -99,6 +99,7 @@ __all__ = [
     "SelfTestError",
     "SignatureError",
     "Signer",
+    "SklearnOptions",
     "Store",
     "StoreConflictError",
     "StoreError",

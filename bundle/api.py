@@ -24,7 +24,7 @@ from .trust.policy import TrustPolicy, resolve_policy
 from .trust.verify import VerifyReport, signature_entries, verify_archive
 
 if TYPE_CHECKING:
-    from .export.options import TensorFlowOptions, TorchOptions
+    from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
     from .runtime.model import Model
 
 __all__ = ["CheckReport", "Inspection", "check", "convert_opset", "inspect", "load", "restore",
@@ -65,7 +65,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
          description: str = "", metadata: Mapping[str, str] | None = None,
          tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
          created: str | None = None, target_opset: int | None = None,
-         precision: str = "fp32", options: TorchOptions | TensorFlowOptions | None = None,
+         precision: str = "fp32",
+         options: TorchOptions | TensorFlowOptions | SklearnOptions | None = None,
          dynamic_axes: Mapping[str, Any] | None = None, exporter: str | None = None,
          optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
          training_state: bool | None = None, signature: str | None = None) -> Manifest:
@@ -89,7 +90,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     measured and recorded like any conversion's (default tolerances per precision
     in :data:`bundle.export.precision.DEFAULT_TOLERANCE`).
 
-    ``options`` is the framework's export options, :class:`bundle.TorchOptions` or
+    ``options`` is the framework's export options, :class:`bundle.SklearnOptions`,
+    :class:`bundle.TorchOptions` or
     :class:`bundle.TensorFlowOptions`; the keywords below are shortcuts that build it
     (give one or the other; a keyword the model's framework does not take is a
     ``TypeError``).
@@ -127,7 +129,7 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
     """
     from .export import convert, converter_name
     from .export.bundler import write_converted
-    from .export.options import options_for
+    from .export.options import SklearnOptions, options_for
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     try:
@@ -139,7 +141,8 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         "scheduler": scheduler, "include_rng": include_rng or None,
         "training_state": training_state,
         "signature": signature})
-    if precision != "fp32" and typed is not None and typed.training_state is None \
+    if precision != "fp32" and typed is not None and not isinstance(typed, SklearnOptions) \
+            and typed.training_state is None \
             and not typed.wants_training_state:
         # A reduced-precision bundle is for serving: the full-precision training state
         # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
@@ -317,11 +320,22 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     model -- after shapes, dtypes and variable names are checked the same way
     (:mod:`bundle.training.keras`); Keras has no separate scheduler, and its
     random layers' seed states are model variables.
+
+    A scikit-learn incremental estimator (``SGDClassifier``, ``MLPRegressor``,
+    ``StandardScaler``..., or a ``Pipeline`` of them), built with the parameters it
+    was trained with, gets its fitted state rebuilt from an allow-list of classes
+    and attributes (:mod:`bundle.training.sklearn`), so ``partial_fit`` continues
+    exactly where it stopped.
     """
     from .training.codec import STATE_TENSORS
     from .training.torch import restore_verified
 
-    keras_model = any((c.__module__ or "").split(".")[0] == "keras" for c in type(model).__mro__)
+    roots = {(c.__module__ or "").split(".")[0] for c in type(model).__mro__}
+    keras_model = "keras" in roots
+    sklearn_model = "sklearn" in roots
+    if sklearn_model and (optimizer is not None or scheduler is not None):
+        raise InputError("a scikit-learn estimator keeps its optimizer state inside itself "
+                         "(MLP's solver, SGD's t_): pass model= only")
     if keras_model and scheduler is not None:
         raise InputError("Keras keeps a learning-rate schedule inside the optimizer: pass "
                          "optimizer=, not scheduler=")
@@ -332,6 +346,12 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     vb = _open_verified(path, policy, True, in_memory=(STATE_TENSORS,))
     try:
         _check_content(vb)
+        if sklearn_model:
+            from .training.sklearn import restore_verified as restore_sklearn
+
+            sklearn_report: VerifyReport = restore_sklearn(vb, model)
+            vb.accept()
+            return sklearn_report
         if keras_model:
             from .training.keras import restore_verified as restore_keras
 

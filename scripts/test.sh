@@ -2,7 +2,7 @@
 # One command: set up, lint and type-check, then run the whole test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "sklearn,torch,tensorflow,compress,migrate,store,test,lint,serve-test" || exit 1
+bash scripts/setup.sh "sklearn,torch,tensorflow,compress,migrate,store,boosting,test,lint,serve-test" || exit 1
 # tests/serve drives the page in a real headless browser: Debian's chromium + chromedriver.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

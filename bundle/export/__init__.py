@@ -21,12 +21,13 @@ import numpy as np
 
 from ..errors import ConversionError
 from ..format.manifest import Column, Method
-from .options import TensorFlowOptions, TorchOptions, options_for
+from .options import AnyOptions, options_for
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Converted", "axis_names", "check_dynamic_axes", "convert", "converter_name",
+__all__ = ["Converted", "axis_bounds", "axis_names", "check_dynamic_axes", "convert",
+           "converter_name",
            "named_outputs"]
 
 
@@ -57,6 +58,8 @@ class Converted:
 _CONVERTERS: dict[str, str] = {
     "sklearn": "sklearn",
     "imblearn": "sklearn",
+    "xgboost": "sklearn",  # their scikit-learn wrappers, through onnxmltools' converters
+    "lightgbm": "sklearn",
     "onnx": "onnx_model",
     "torch": "torch",
     "keras": "tensorflow",
@@ -82,7 +85,7 @@ def converter_name(model: Any) -> str:
 
 
 def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: TorchOptions | TensorFlowOptions | None = None) -> Converted:
+            options: AnyOptions | None = None) -> Converted:
     """Pick the converter for ``model`` by its type and run it with the framework's
     ``options`` (:mod:`bundle.export.options`; None: the defaults)."""
     name = converter_name(model)
@@ -145,8 +148,33 @@ def axis_names(name: str, spec: Any, ndim: int) -> dict[int, str]:
         if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
             raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
                                   f"in a {ndim}-D input")
+        if isinstance(dim, tuple):
+            _bounds(name, axis, dim)
+            dim = dim[0]
         if not isinstance(dim, str) or not dim:
             raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
-                                  "(a non-empty string)")
+                                  "(a non-empty string), or a (name, min, max) tuple")
         out[axis % ndim] = dim
+    return out
+
+
+def _bounds(name: str, axis: Any, dim: tuple[Any, ...]) -> tuple[int | None, int | None]:
+    ok = len(dim) == 3 and isinstance(dim[0], str) and dim[0] and all(
+        b is None or (isinstance(b, int) and not isinstance(b, bool) and b >= 0) for b in dim[1:])
+    if not ok or (dim[1] is not None and dim[2] is not None and dim[1] > dim[2]):
+        raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: a bounded axis is "
+                              f"(name, min, max) with min <= max (None: unbounded), not {dim!r}")
+    return dim[1], dim[2]
+
+
+def axis_bounds(dynamic_axes: Mapping[str, Any] | None) -> dict[str, tuple[int | None,
+                                                                          int | None]]:
+    """Bounds the caller gave for named axes: ``{input: {axis: ("seq", 1, 512)}}``
+    bounds the axis named "seq" to 1..512 (the exporter's range for it)."""
+    out: dict[str, tuple[int | None, int | None]] = {}
+    for name, spec in (dynamic_axes or {}).items():
+        if isinstance(spec, Mapping):
+            for axis, dim in spec.items():
+                if isinstance(dim, tuple):
+                    out[dim[0]] = _bounds(name, axis, dim)
     return out

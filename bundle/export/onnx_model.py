@@ -42,6 +42,7 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         raise ConversionError(f"the ONNX model is invalid: {str(e).splitlines()[0]}") from e
     if not proto.graph.output:
         raise ConversionError("the ONNX model has no outputs")
+    _check_loadable(proto)
     if isinstance(model, (str, os.PathLike)):
         _resolve_external_data(proto, os.path.dirname(os.path.abspath(os.fspath(model))))
     from ..format.graph import io_specs
@@ -60,6 +61,37 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         model=proto, task="generic", framework="onnx", framework_version=str(proto.ir_version),
         converter=proto.producer_name or "onnx", converter_version=proto.producer_version,
         feeds=feeds, reference={}, methods={"predict": Method(proto.graph.output[0].name)})
+
+
+def _check_loadable(proto: Any) -> None:
+    """What the loader would refuse, refused (or fixed) before anything is signed:
+    model-local functions are inlined, other domains named, a graph without inputs
+    or with sequence/map inputs and outputs explained."""
+    from ..format.graph import allowed_op
+    from .onnx_graph import NonStandardOperatorError, all_graphs, inline_functions
+
+    inline_functions(proto)
+    for g in all_graphs(proto.graph):
+        for node in g.node:
+            if not allowed_op(node.domain, node.op_type):
+                raise NonStandardOperatorError(
+                    f"node {node.name or node.op_type!r} is {node.domain}::{node.op_type}, "
+                    "not a standard ONNX operator: load() refuses custom and preview domains, "
+                    "so the bundle is not written")
+    inits = {i.name for i in proto.graph.initializer}
+    if not [i for i in proto.graph.input if i.name not in inits]:
+        raise ConversionError("the ONNX model has no inputs (it computes a constant); a "
+                              "bundle's model takes at least one input, which load() checks "
+                              "and predict() feeds")
+    for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
+        for vi in values:
+            if vi.name not in inits and not vi.type.HasField("tensor_type"):
+                what = vi.type.WhichOneof("value") or "value of no declared type"
+                raise ConversionError(
+                    f"graph {kind} {vi.name!r} is a {what}, not a tensor: a bundle's inputs "
+                    "and outputs are "
+                    "tensors, each with a dtype and shape in the manifest that load() checks; "
+                    "wrap the sequence (e.g. SequenceAt/ConcatFromSequence) into a tensor")
 
 
 def _resolve_external_data(proto: Any, base: str) -> None:

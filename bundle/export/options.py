@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["EXPORTERS", "TensorFlowOptions", "TorchOptions", "options_for"]
+__all__ = ["EXPORTERS", "SklearnOptions", "TensorFlowOptions", "TorchOptions", "options_for"]
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
@@ -89,6 +89,50 @@ class TensorFlowOptions:
         return bool(self.training_state or self.optimizer is not None)
 
 
+@dataclass(frozen=True)
+class SklearnOptions:
+    """How a scikit-learn estimator or pipeline (or an XGBoost/LightGBM model) is exported.
+
+    ``converter_options``: skl2onnx's per-estimator options, ``{estimator class or
+    fitted estimator: {option: value}}`` (e.g. ``{SVC: {"raw_scores": True}}``),
+    merged over the defaults model-bundle sets: no ZipMap on classifiers that take
+    the option, and ``text_locale`` on text vectorizers. ``zipmap`` cannot be
+    turned on: it outputs a sequence of maps, and a bundle's outputs are tensors.
+    ``text_locale``: the locale onnxruntime lowercases text in (``StringNormalizer``);
+    ``"C.UTF-8"`` is built into glibc, where ``en_US.UTF-8`` (onnxruntime's default)
+    is missing on most containers. ``training_state``: keep an incremental
+    estimator's fitted state (``partial_fit`` estimators and Pipelines of them, see
+    :mod:`bundle.training.sklearn`) for :func:`bundle.restore`; None (default): kept
+    when the model is one, True: required, False: never.
+    """
+
+    converter_options: Mapping[Any, Mapping[str, Any]] | None = None
+    text_locale: str = "C.UTF-8"
+    training_state: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.training_state is not None and not isinstance(self.training_state, bool):
+            raise TypeError("training_state must be True, False or None")
+        if not isinstance(self.text_locale, str) or not self.text_locale:
+            raise TypeError("text_locale must be a non-empty string, e.g. 'C.UTF-8'")
+        if self.converter_options is None:
+            return
+        if not isinstance(self.converter_options, Mapping):
+            raise TypeError("converter_options must be a mapping {estimator class or object: "
+                            "{option: value}}")
+        for key, opts in self.converter_options.items():
+            label = key.__name__ if isinstance(key, type) else type(key).__name__
+            if isinstance(key, (str, int)):
+                raise TypeError(f"converter_options key {key!r}: give the estimator class or "
+                                "the fitted estimator object")
+            if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
+                raise TypeError(f"converter_options[{label}] must be a mapping of option "
+                                "names to values")
+            if opts.get("zipmap", False) not in (False,):
+                raise ValueError(f"converter_options[{label}]: zipmap must stay False; ZipMap "
+                                 "outputs a sequence of maps and bundle outputs are tensors")
+
+
 def _check_common(options: TorchOptions | TensorFlowOptions) -> None:
     if options.dynamic_axes is not None and not isinstance(options.dynamic_axes, Mapping):
         raise TypeError("dynamic_axes must be a mapping {input name: {axis: name}}")
@@ -96,16 +140,22 @@ def _check_common(options: TorchOptions | TensorFlowOptions) -> None:
         raise TypeError("training_state must be True, False or None")
 
 
-_BY_CONVERTER: dict[str, type[TorchOptions] | type[TensorFlowOptions]] = {
-    "torch": TorchOptions, "tensorflow": TensorFlowOptions}
+AnyOptions = TorchOptions | TensorFlowOptions | SklearnOptions
+
+_BY_CONVERTER: dict[str, type[TorchOptions] | type[TensorFlowOptions] | type[SklearnOptions]] = {
+    "torch": TorchOptions, "tensorflow": TensorFlowOptions, "sklearn": SklearnOptions}
 
 
-def options_for(converter: str, options: TorchOptions | TensorFlowOptions | None,
-                shortcuts: Mapping[str, Any]) -> TorchOptions | TensorFlowOptions | None:
+def options_for(converter: str, options: AnyOptions | None,
+                shortcuts: Mapping[str, Any]) -> AnyOptions | None:
     """The options object for ``converter``: ``options`` as given, or built from the
-    keyword shortcuts that were set; refuses one that does not fit the framework."""
+    keyword shortcuts that were set; refuses one that does not fit the framework.
+    None when nothing was given for scikit-learn (whose converter has no shortcuts)."""
     given = {k: v for k, v in shortcuts.items() if v is not None}
     wanted = _BY_CONVERTER.get(converter)
+    if wanted is SklearnOptions and options is None and not set(given) - {"training_state"} \
+            and given.get("training_state") is None:
+        return None
     if options is not None:
         if given:
             raise TypeError(f"give options= or {', '.join(sorted(given))}, not both")

@@ -359,7 +359,12 @@ def _declared_inputs(struct: Any, tensors: list[Any], sample: Any, label: str,
     tnames = [str(t.name) for t in tensors]
     pack: Callable[[list[Any]], Any]
     if isinstance(struct, Mapping):
-        keys = [str(k) for k in struct]
+        # The tensors come in Keras' flattening order -- dict keys sorted -- not in the
+        # dict's own order: pair each tensor with its key by identity.
+        key_of = {id(v): str(k) for k, v in struct.items()}
+        keys = [key_of.get(id(t), "") for t in tensors]
+        if sorted(keys) != sorted(str(k) for k in struct):
+            keys = sorted(str(k) for k in struct)
         names = list(keys)
         pack = lambda flat: dict(zip(keys, flat, strict=True))  # noqa: E731
     else:
@@ -622,7 +627,32 @@ def _convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
         onx, _ = tf2onnx.convert.from_function(flat, input_signature=specs, opset=opset)
     except Exception as e:
         raise ConversionError(f"tf2onnx cannot convert {plan.label}: {_first_line(e)}") from e
+    _freeze_captured(tf, onx, concrete)
     return onx, fed
+
+
+def _freeze_captured(tf: Any, onx: Any, concrete: Any) -> None:
+    """Captured constant tensors become initializers, not graph inputs.
+
+    A layer can hold state as plain tensors rather than variables -- Keras 3's
+    ``Normalization`` keeps the mean and variance ``adapt()`` computed that way --
+    and the traced function captures them; tf2onnx makes each capture a graph
+    input, which the caller would then have to feed. Their values are known:
+    they are frozen into the graph as what they are.
+    """
+    from onnx import numpy_helper
+
+    values: dict[str, np.ndarray] = {}
+    for external, internal in concrete.graph.captures:
+        if external.dtype == tf.resource or not hasattr(external, "numpy"):
+            continue  # variables are handled by the caller (fed or frozen)
+        values[str(internal.name)] = np.array(external.numpy())
+    graph = onx.graph
+    for idx in reversed(range(len(graph.input))):
+        name = graph.input[idx].name
+        if name in values:
+            graph.initializer.append(numpy_helper.from_array(values[name], name))
+            del graph.input[idx]
 
 
 def _bind_variables(onx: Any, fed: Mapping[str, tuple[str, np.ndarray]]) -> dict[str, str]:
@@ -671,10 +701,23 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
     for op, where in bad.items():
         located = sorted({_layer_of(w, layers) for w in where})
         parts.append(f"TensorFlow op {op} (in {', '.join(located)})")
+    hint = ""
+    grouped = [name for name, layer in layers.items()
+               if int(getattr(layer, "groups", 1) or 1) > 1 and
+               any(name in w for ws in bad.values() for w in ws)]
+    if "PartitionedCall" in bad and grouped:
+        # keras/src/backend/tensorflow/nn.py runs grouped convolutions through a
+        # jit_compile=True tf.function (TensorFlow's CPU kernel lacks them); tf2onnx
+        # cannot look inside an XLA-compiled call.
+        hint = (f" ({', '.join(sorted(grouped))}: Keras runs a grouped convolution -- "
+                "Conv2D(groups=...), as ConvNeXt's depthwise blocks use -- through an "
+                "XLA-compiled function on TensorFlow, which tf2onnx cannot translate. A "
+                "DepthwiseConv2D layer computes the same when groups == channels and "
+                "converts)")
     raise ConversionError(
         f"cannot export {plan.label}: tf2onnx has no ONNX translation for "
-        f"{'; '.join(parts)}. Bundles hold standard ONNX operators only: rewrite that layer "
-        "with operations tf2onnx supports")
+        f"{'; '.join(parts)}{hint}. Bundles hold standard ONNX operators only: rewrite that "
+        "layer with operations tf2onnx supports")
 
 
 def _layer_of(op_name: str, layers: Mapping[str, Any]) -> str:

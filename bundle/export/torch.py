@@ -47,7 +47,7 @@ import numpy as np
 
 from ..errors import ConversionError, ExportFallbackWarning
 from ..format.manifest import Method
-from . import Converted, axis_names, check_dynamic_axes, named_outputs
+from . import Converted, axis_bounds, axis_names, check_dynamic_axes, named_outputs
 from .onnx_graph import NonStandardOperatorError, adopt_state_names, tidy
 from .options import TorchOptions
 
@@ -252,7 +252,8 @@ def _user_frame(msg: str) -> str:
 
 
 def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-             names: list[str], axes: dict[str, dict[int, str]]) -> Any:
+             names: list[str], axes: dict[str, dict[int, str]],
+             bounds: Mapping[str, tuple[int | None, int | None]] | None = None) -> Any:
     """torch.export the module; explain dynamic-shape failures (which are not retried)."""
     from torch.export import Dim
 
@@ -262,7 +263,8 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
     def dim(name: str) -> Any:
         if name not in dims:
             ident = name if name.isidentifier() else f"dim{len(dims)}"
-            dims[name] = Dim(ident)
+            low, high = (bounds or {}).get(name, (None, None))
+            dims[name] = Dim(ident, min=low, max=high)
             safe[ident] = name
         return dims[name]
 
@@ -302,7 +304,7 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
                     "with a hard-coded size?). Make the model independent of that size, or "
                     f"export it as fixed with dynamic_axes={{{inp!r}: {{}}}}") from e
             raise ConversionError(f"a dynamic axis cannot stay dynamic: "
-                                  f"{_first_line(e)}") from e
+                                  f"{_constraint_reason(msg, where)}") from e
         if type(e).__name__ in ("GuardOnDataDependentSymNode",
                                 "DataDependentErrorOperatorNotSupported") or \
                 "data-dependent" in msg:
@@ -316,6 +318,31 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
                 "torch.cond / torch._check to bound it") from e
         raise _DynamoFailedError(f"torch.export could not capture {type(module).__name__}: "
                                  f"{_first_line(e)}", e) from e
+
+
+def _constraint_reason(msg: str, where: Mapping[str, tuple[str, Any]]) -> str:
+    """torch's reason and suggested fix for a violated constraint, in bundle.save's terms.
+
+    ``Constraints violated (seq)! ... Not all values of seq ... satisfy the generated
+    guard 2 <= ... <= 64 ... Suggested fixes: seq = Dim('seq', max=64)`` becomes the
+    guard and ``dynamic_axes={'input_ids': {1: ('seq', None, 64)}}``.
+    """
+    text = _ANSI.sub("", msg)
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    reason = [ln.lstrip("- ") for ln in lines if ln.startswith(("- Not all values", "- "))]
+    fixes = re.findall(r"(\w+) = Dim\('([^']+)'(?:, min=(\d+))?(?:, max=(\d+))?\)", text)
+    out = lines[0].split("!")[0][:200] if lines else "constraints violated"
+    if reason:
+        out += f": {reason[0][:400]}"
+    hints = []
+    for ident, dim, low, high in fixes:
+        inp, axis = where.get(dim, where.get(ident, ("?", "?")))
+        bounds = (dim, int(low) if low else None, int(high) if high else None)
+        hints.append(f"dynamic_axes={{{inp!r}: {{{axis}: {bounds!r}}}}}")
+    if hints:
+        out += (f". torch suggests bounding the axis: give it as {'; '.join(hints)} (every "
+                "input sharing the axis name shares the bounds)")
+    return out
 
 
 def _unsupported_op(e: BaseException, ep: Any) -> str | None:
@@ -351,8 +378,9 @@ def _unsupported_op(e: BaseException, ep: Any) -> str | None:
 
 def _dynamo(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
             names: list[str], out_names: list[str], axes: dict[str, dict[int, str]],
-            opset: int | None) -> Any:
-    ep = _capture(torch, module, args, kwargs, names, axes)
+            opset: int | None,
+            bounds: Mapping[str, tuple[int | None, int | None]] | None = None) -> Any:
+    ep = _capture(torch, module, args, kwargs, names, axes, bounds)
     try:
         program = torch.onnx.export(ep, dynamo=True, optimize=False, verbose=False,
                                     input_names=names, output_names=out_names,
@@ -435,12 +463,16 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     state = None if training_state is False else training_mod.capture(
         model, optimizer, scheduler, include_rng)
 
+    stack = contextlib.ExitStack()
     modes = {m: m.training for m in model.modules()}
     caught: list[warnings.WarningMessage] = []
     used = "dynamo" if exporter != "torchscript" else "torchscript"
     fallback: _DynamoFailedError | None = None
+    notes: list[str] = []
     try:
         model.train(False)
+        stack.enter_context(_without_kv_cache(model, notes))
+        stack.enter_context(_without_fast_path(torch, model, notes))
         try:
             with torch.no_grad():
                 out = model(*args, **kwargs)
@@ -476,7 +508,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             try:
                 with _quiet(torch, caught):
                     onx = _dynamo(torch, model, ex_args, ex_kwargs, names, out_names, axes,
-                                  target_opset)
+                                  target_opset, axis_bounds(dynamic_axes))
             except _DynamoFailedError as e:
                 if exporter == "dynamo":
                     raise ConversionError(f"cannot export {name}: {e.message}") from e.cause
@@ -508,6 +540,7 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                     f"exporter='dynamo' to make this an error.{note}", fallback.cause),
                     stacklevel=4)
     finally:
+        stack.close()
         for m, mode in modes.items():
             m.training = mode
 
@@ -527,4 +560,61 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         model=onx, task="generic", framework="pytorch", framework_version=version,
         converter=f"torch.onnx.{used}", converter_version=version, feeds=feeds,
         reference=reference, methods={"predict": Method(out_names[0])},
-        training=state, extra_checks=tuple(checks))
+        training=state, extra_checks=tuple(checks), notes=tuple(notes))
+
+
+@contextlib.contextmanager
+def _without_kv_cache(model: Any, notes: list[str]) -> Iterator[None]:
+    """A Hugging Face model whose config asks for a KV cache is exported without one.
+
+    With ``use_cache`` (the default of GPT-2, Llama and every causal LM) forward()
+    also returns a ``DynamicCache`` object, which is no tensor a graph can output.
+    The bundle computes the logits of the whole sequence per call instead; the
+    config is restored afterwards, and the manifest notes it.
+    """
+    is_hf = any((c.__module__ or "").split(".")[0] == "transformers" for c in type(model).__mro__)
+    # every config that asks for a cache: T5's encoder and decoder stacks hold copies
+    configs: dict[int, Any] = {}
+    for m in model.modules() if is_hf else ():
+        config = getattr(m, "config", None)
+        if getattr(config, "use_cache", False) is True:
+            configs[id(config)] = config
+    if not configs:
+        yield
+        return
+    for config in configs.values():
+        config.use_cache = False
+    notes.append("exported without the KV cache (config.use_cache=False): each call "
+                 "recomputes attention over the whole input sequence")
+    try:
+        yield
+    finally:
+        for config in configs.values():
+            config.use_cache = True
+
+
+@contextlib.contextmanager
+def _without_fast_path(torch: Any, model: Any, notes: list[str]) -> Iterator[None]:
+    """``nn.TransformerEncoder``/``MultiheadAttention`` run without PyTorch's fast path.
+
+    In eval mode PyTorch's fused "fast path" turns a padded batch into a nested
+    tensor and gives zeros at padded positions, while the exported graph (and the
+    same module with the fast path off) computes them like any other position:
+    the outputs differ exactly where the padding mask is set. The reference and
+    the export both run with the fast path off, so parity compares like with like;
+    the values at non-padded positions are the same either way.
+    """
+    kinds = (torch.nn.TransformerEncoder, torch.nn.TransformerEncoderLayer,
+             torch.nn.MultiheadAttention)
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not any(isinstance(m, kinds) for m in model.modules()) or \
+            not mha.get_fastpath_enabled():
+        yield
+        return
+    mha.set_fastpath_enabled(False)
+    notes.append("exported with PyTorch's attention fast path off: positions a padding mask "
+                 "hides are computed, not zeroed as the fast path does in eval mode")
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(True)

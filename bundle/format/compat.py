@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from .graph import ALLOWED_CONTRIB_OPS
 from .versions import release_tuple
 
 if TYPE_CHECKING:
@@ -189,6 +190,11 @@ def effective_opsets(model: onnx.ModelProto) -> dict[str, int]:
         if domain not in stamped:
             raise KeyError(f"operator {op_type!r} of domain {domain!r}: the graph imports no "
                            "opset of that domain")
+        if (domain, op_type) in ALLOWED_CONTRIB_OPS:
+            # onnxruntime's own operator (the loader allows it by name): onnx has no
+            # schema for it, and its domain's stamp is onnxruntime's to read
+            out[domain] = stamped[domain]
+            continue
         try:
             schema = defs.get_schema(op_type, stamped[domain],
                                      "" if domain == "ai.onnx" else domain)

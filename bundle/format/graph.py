@@ -1,14 +1,15 @@
 """The ONNX graph: what a loader accepts, and how its weights are bound at load.
 
-Runs only on verified bytes. Checks, recursively through subgraphs:
-nodes only in the standard domains (``ai.onnx``/``""`` and ``ai.onnx.ml``),
-no ``EPContext`` nodes (they carry precompiled engines), no model-local
-functions, external data only on main-graph initializers and only as an exact
-reference to a tensor of the bundle's own safetensors entry (location, offset,
-length, dtype and shape all matching its header). Any other location -- ``../x``,
-absolute paths, onnxruntime's in-memory marker -- is refused, and so is an
-external initializer that also carries inline data (in any TensorProto data
-field). Sparse tensors (sparse initializers, ``Constant.sparse_value``) are
+Runs only on verified bytes. Checks, recursively through subgraphs: nodes only in
+the standard domains (``ai.onnx``/``""`` and ``ai.onnx.ml``) -- with one named
+exception, onnxruntime's ``com.microsoft.Tokenizer`` (see
+:data:`ALLOWED_CONTRIB_OPS`) -- no ``EPContext`` nodes (they carry precompiled
+engines), no model-local functions, external data only on main-graph initializers
+and only as an exact reference to a tensor of the bundle's own safetensors entry
+(location, offset, length, dtype and shape all matching its header). Any other
+location -- ``../x``, absolute paths, onnxruntime's in-memory marker -- is refused,
+and so is an external initializer that also carries inline data (in any TensorProto
+data field). Sparse tensors (sparse initializers, ``Constant.sparse_value``) are
 refused: onnxruntime densifies them at load, to a size the signer chooses.
 """
 
@@ -25,9 +26,22 @@ from .weights import WEIGHTS_NAME, Header
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["STANDARD_DOMAINS", "check_graph", "io_specs", "parse_model"]
+__all__ = ["ALLOWED_CONTRIB_OPS", "STANDARD_DOMAINS", "allowed_op", "check_graph", "io_specs",
+           "parse_model"]
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
+
+ALLOWED_CONTRIB_OPS = frozenset({("com.microsoft", "Tokenizer")})
+"""Non-standard operators a graph may still use, each by name. ``Tokenizer`` is how
+skl2onnx converts every scikit-learn text vectorizer (standard ONNX has no regex
+tokenizer); it is built into every onnxruntime, matches with RE2 (linear time, no
+backtracking) and allocates in proportion to its input. Its domain may be imported
+only by a graph that uses it, and whose nodes in it are all on this list."""
+
+
+def allowed_op(domain: str, op_type: str) -> bool:
+    """Whether a node of ``domain``/``op_type`` may be loaded."""
+    return domain in STANDARD_DOMAINS or (domain, op_type) in ALLOWED_CONTRIB_OPS
 
 _ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
                7: "int64", 8: "string", 9: "bool", 10: "float16", 11: "float64",
@@ -128,8 +142,11 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
     from onnx import TensorProto
 
+    # a non-standard domain only where an allowed operator of it is really used
+    contrib = {n.domain for g in _graphs(model.graph) for n in g.node
+               if (n.domain, n.op_type) in ALLOWED_CONTRIB_OPS}
     for op in model.opset_import:
-        if op.domain not in STANDARD_DOMAINS:
+        if op.domain not in STANDARD_DOMAINS and op.domain not in contrib:
             raise UntrustedContentError(
                 f"{entry} imports operator set domain {op.domain!r}; only the standard "
                 "domains ai.onnx and ai.onnx.ml are loaded", entry=entry)
@@ -148,7 +165,7 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     for g in _graphs(model.graph):
         _check_names(g, entry)
         for node in g.node:
-            if node.domain not in STANDARD_DOMAINS or node.op_type == "EPContext":
+            if not allowed_op(node.domain, node.op_type) or node.op_type == "EPContext":
                 raise UntrustedContentError(
                     f"{entry}: node {node.name or '?'!r} is {node.domain or 'ai.onnx'}."
                     f"{node.op_type}; custom-domain and EPContext nodes are refused",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CompatibilityError
 from ..format import compat
-from ..format.graph import STANDARD_DOMAINS
+from ..format.graph import ALLOWED_CONTRIB_OPS, STANDARD_DOMAINS
 from ..format.versions import release_tuple
 
 if TYPE_CHECKING:
@@ -210,8 +210,14 @@ def preflight(model: onnx.ModelProto, manifest: Manifest | None = None,
         else ""
     newer = f"onnxruntime >= {need.onnxruntime}" if need.onnxruntime else \
         f"an onnxruntime newer than {compat.PROBED_TO}"
+    # onnxruntime's own operators the loader allows by name (com.microsoft.Tokenizer)
+    # are in every onnxruntime: their domain is no problem where only they use it
+    ops = set(compat.used_operators(model))
+    contrib = {d for d, o in ops if (d, o) in ALLOWED_CONTRIB_OPS}
     for op in model.opset_import:
         d = _domain(op.domain)
+        if d in contrib and all((d, o) in ALLOWED_CONTRIB_OPS for dd, o in ops if dd == d):
+            continue
         if d not in STANDARD_DOMAINS and op.domain not in STANDARD_DOMAINS:
             problems.append(Problem("domain", f"the graph imports operator domain {d!r}, "
                                     "which no onnxruntime without custom operators has",
