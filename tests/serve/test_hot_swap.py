@@ -192,7 +192,8 @@ def test_a_version_failing_probation_is_rolled_back_by_itself(
         install(flaky, served)
         wait_for(lambda: settled(srv.url, file_digest(flaky)), "the flaky version")
         codes = []
-        for _ in range(100):
+        deadline = time.monotonic() + 30  # bounded in time and count; a busy CI box is slow
+        while time.monotonic() < deadline and len(codes) < 2000:
             r = c.post("/v2/models/tiny/infer", json=BODY)
             codes.append((r.status_code, r.headers["x-model-version"]))
             if r.headers["x-model-version"] == "1" and len(codes) > 10:
