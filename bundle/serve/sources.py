@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import BundleError, FormatError
+from ..errors import BundleError, FormatError, StoreLogError
 from ..runtime.model import Model
 from ..trust.policy import TrustPolicy
 
@@ -192,16 +192,22 @@ class StoreSource:
         """Resolve the alias (the store verifies its signed records) to a digest."""
         ref = self.store.resolve(self.spec)
         store = self.store
+        digest = str(ref.digest)
+        version = getattr(ref, "version", None)
 
         def load(session_options: Any) -> Model:
-            model: Model = store.load(ref, session_options=session_options)
+            # By digest: exactly the bytes the verified record names, even if the alias
+            # moves meanwhile (the next poll sees that).
+            model: Model = store.load(digest, session_options=session_options)
+            if version is not None and model.manifest.model.version != str(version):
+                raise StoreLogError(f"{self.spec} names version {version}, but {digest[:19]} "
+                                    f"is version {model.manifest.model.version}")
             return model
 
-        record = {"alias": self.alias, "seq": getattr(ref, "seq", None),
-                  "source": self.describe()}
-        version = getattr(ref, "version", None)
-        return Candidate(str(ref.digest), load, None if version is None else str(version),
-                         record)
+        record = getattr(ref, "record", None)
+        seq = getattr(record, "seq", None) if record is not None else getattr(ref, "seq", None)
+        return Candidate(digest, load, None if version is None else str(version),
+                         {"alias": self.alias, "seq": seq, "source": self.describe()})
 
     def history(self) -> list[dict[str, Any]]:
         """The alias log as the store reports it, newest first."""

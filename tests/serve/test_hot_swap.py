@@ -191,7 +191,7 @@ def test_a_version_failing_probation_is_rolled_back_by_itself(
     with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         install(flaky, served)
         wait_for(lambda: settled(srv.url, file_digest(flaky)), "the flaky version")
-        codes = []
+        codes: list[tuple[int, str]] = []
         deadline = time.monotonic() + 30  # bounded in time and count; a busy CI box is slow
         while time.monotonic() < deadline and len(codes) < 2000:
             r = c.post("/v2/models/tiny/infer", json=BODY)

@@ -1,4 +1,4 @@
-"""The store source against a test double of ``bundle.Store`` (issue 14's API, in process).
+"""The store source: against a test double of ``bundle.Store`` and against the real one.
 
 FakeStore implements the four methods StoreSource uses -- resolve, load, history,
 rollback -- over real signed bundle files verified by ``bundle.load``; once the
@@ -56,8 +56,8 @@ class FakeStore:
         last = self.log[(name, alias)][-1]
         return Ref(name, alias, last["digest"], last["version"], last["seq"])
 
-    def load(self, ref: Ref, **kw: Any) -> bundle.Model:
-        return bundle.load(self.blobs[ref.digest], trust=self.trust, **kw)
+    def load(self, digest: str, **kw: Any) -> bundle.Model:
+        return bundle.load(self.blobs[digest], trust=self.trust, **kw)
 
     def history(self, name: str, alias: str) -> list[dict[str, Any]]:
         return list(reversed(self.log[(name, alias)]))
@@ -134,3 +134,44 @@ def test_without_a_key_the_rollback_is_reported_and_the_store_left_alone(
         assert "in this server only: no signing key" in status["last_failure"]["rollback"]
         time.sleep(0.3)  # polls see the same rejected digest: not loaded again
         assert c.post("/v2/models/tiny/infer", json=BODY).headers["x-model-version"] == "1"
+
+
+def test_a_real_store_alias_is_served_followed_and_rolled_back_with_a_signed_record(
+        bundles: Bundles, tmp_path: Path) -> None:
+    """The same flow against bundle.Store on a folder: signed alias records, verified."""
+    store = bundle.Store(tmp_path / "store", trust=bundles.trust,
+                         cache_dir=tmp_path / "cache")
+    for path in (bundles.good[1], bundles.good[2]):
+        store.push(path)
+    store.promote("tiny", "prod", "1", signing_key=bundles.key)
+    source = StoreSource(store, "tiny@prod", signing_key=bundles.key, poll_interval=0.05)
+    app = create_app(source, options=ServeOptions(
+        probation=ProbationPolicy(window=60, min_requests=10)))
+    with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        r = c.post("/v2/models/tiny/infer", json=BODY)
+        assert r.headers["x-model-version"] == "1"
+        assert r.headers["x-model-digest"] == store.resolve("tiny@prod").digest
+        store.promote("tiny", "prod", "2", signing_key=bundles.key)
+        deadline = time.monotonic() + 60
+        while c.get("/v2/models/tiny/status").json()["current"]["version"] != "2":
+            assert time.monotonic() < deadline, "the promotion never went live"
+            time.sleep(0.02)
+        # a version whose requests fail: probation rolls back, and the store records it
+        store.push(flaky(bundles, tmp_path))
+        store.promote("tiny", "prod", "5", signing_key=bundles.key)
+        deadline = time.monotonic() + 60
+        while c.get("/v2/models/tiny/status").json()["current"]["version"] != "5":
+            assert time.monotonic() < deadline, "version 5 never went live"
+            time.sleep(0.02)
+        while c.post("/v2/models/tiny/infer", json=BODY).headers["x-model-version"] != "2":
+            assert time.monotonic() < deadline + 30, "no rollback"
+        # the server swaps back first, then appends the signed record: wait for its report
+        while not (c.get("/v2/models/tiny/status").json()["last_failure"] or {}).get("rollback"):
+            assert time.monotonic() < deadline + 60, "the rollback was never reported"
+            time.sleep(0.02)
+        status = c.get("/v2/models/tiny/status").json()
+        assert "signed rollback record appended" in status["last_failure"]["rollback"]
+        history = store.history("tiny", "prod")
+        assert [h.action for h in history][-1] == "rollback"
+        assert history[-1].target.version == "2"
+        assert store.resolve("tiny@prod").version == "2"
