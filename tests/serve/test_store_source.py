@@ -1,8 +1,9 @@
 """The store source: against a test double of ``bundle.Store`` and against the real one.
 
 FakeStore implements the four methods StoreSource uses -- resolve, load, history,
-rollback -- over real signed bundle files verified by ``bundle.load``; once the
-real Store lands, these tests should run against it instead.
+rollback -- over real signed bundle files verified by ``bundle.load``, and lets a test
+write an untrusted promotion the real store would refuse; the last test runs the same
+flow on ``bundle.Store`` over a folder (signed, hash-chained alias records).
 """
 
 from __future__ import annotations
