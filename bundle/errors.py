@@ -16,6 +16,7 @@ __all__ = [
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
+    "FetchError",
     "FormatError",
     "FreshnessError",
     "InputError",
@@ -92,6 +93,15 @@ class RunTimeoutError(BundleError):
     """A run did not finish within the caller's ``timeout``; onnxruntime stopped it.
 
     The model stays usable: the next call runs normally.
+    """
+
+
+class FetchError(BundleError):
+    """A bundle could not be fetched from where it was said to be (a missing file, an
+    unreachable or refusing object store, a store reference with no store to ask).
+
+    Nothing about the bundle's content is claimed: content that arrives but does not
+    verify is an :class:`IntegrityError` or :class:`SignatureError` as usual.
     """
 
 
