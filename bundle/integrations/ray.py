@@ -7,7 +7,8 @@
 
 :class:`BundlePredictor` is the callable class handed to
 ``Dataset.map_batches``: each actor of the pool verifies the bundle when it is
-constructed (a bundle that does not verify fails the job with the named error)
+constructed (a bundle that does not verify fails the job, with the named error, at
+the actor's first batch)
 and runs its session with ``intra_op_num_threads`` equal to the CPUs Ray granted
 the actor (``num_cpus``), spinning off. Only the :class:`~bundle.integrations.Scorer`
 (a URI, a digest, PEM keys) is serialized into the actors.
@@ -20,6 +21,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import BundleError
+from ..runtime.model import Model
 from .worker import BundleRef, Scorer
 
 __all__ = ["BundlePredictor", "granted_cpus", "score"]
@@ -55,11 +58,20 @@ class BundlePredictor:
             else Scorer.create(scorer if not isinstance(scorer, Scorer) else scorer.ref,
                                **options)
         self.threads = granted_cpus()
-        # Verify now: an actor that cannot have the model fails at start, not mid-job.
-        self.model = self.scorer.model(self.threads)
+        self.model: Model | None = None
+        self.error: BundleError | None = None
+        # Fetch and verify when the actor starts, but report a failure with the first
+        # batch: Ray hands a batch's exception to the driver as its own class (an
+        # IntegrityError stays one), a constructor's only as ActorDiedError text.
+        try:
+            self.model = self.scorer.model(self.threads)
+        except BundleError as e:
+            self.error = e
 
     def __call__(self, batch: Any) -> Any:
         """Score one batch."""
+        if self.error is not None:
+            raise self.error
         return self.scorer.score(batch, self.threads)
 
 

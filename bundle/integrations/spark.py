@@ -75,10 +75,10 @@ def _field_type(spec: TensorSpec) -> Any:
 def _fields(scorer: Scorer, manifest: Any) -> list[Any]:
     from pyspark.sql import types
 
-    fields = [types.StructField(column, _field_type(spec), nullable=False)
+    fields = [types.StructField(column, _field_type(spec))
               for column, spec in scorer.output_columns(manifest)]
     if scorer.lineage:
-        fields.append(types.StructField(scorer.lineage, types.StringType(), nullable=False))
+        fields.append(types.StructField(scorer.lineage, types.StringType()))
     return fields
 
 

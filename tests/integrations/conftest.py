@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _worker_environment() -> None:
     """Ray, Spark and Dask start worker processes from this environment: they must
     import this checkout (and, for classes defined in tests, the tests)."""
-    paths = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "integrations")]
+    paths = [str(ROOT), str(ROOT / "tests" / "integrations"), str(ROOT / "tests")]
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -131,5 +131,15 @@ def tamper(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tampered_pipeline(pipeline_bundle: Signed, tmp_path_factory: pytest.TempPathFactory,
-                      ) -> Path:
-    return tamper(pipeline_bundle.path, tmp_path_factory.mktemp("tampered") / "churn.mbundle")
+                      ) -> Signed:
+    """The pipeline saved as version 2 (a digest no worker has cached), one weight byte
+    changed afterwards; ``digest`` is what the signed manifest says."""
+    from bundle.integrations import manifest_digest
+
+    folder = tmp_path_factory.mktemp("tampered")
+    manifest = bundle.save(pipeline_bundle.model, folder / "good.mbundle",
+                           sample_input=pipeline_bundle.data.iloc[:20],
+                           signing_key=pipeline_bundle.key, name="churn", version="2")
+    path = tamper(folder / "good.mbundle", folder / "churn.mbundle")
+    return Signed(path, pipeline_bundle.model, pipeline_bundle.data, pipeline_bundle.key,
+                  manifest_digest(manifest))
