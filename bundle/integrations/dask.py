@@ -64,7 +64,7 @@ except ImportError:  # the plugin needs distributed; score() works without it
     _PluginBase = object  # type: ignore[assignment,misc]
 
 
-class BundlePlugin(_PluginBase):  # type: ignore[misc,valid-type]
+class BundlePlugin(_PluginBase):  # type: ignore[misc,valid-type,unused-ignore]
     """A worker plugin that verifies the bundle once per worker and holds it.
 
     ``setup`` loads the model into the worker process's cache (so the first task

@@ -75,7 +75,8 @@ def test_pipeline_one_verification_per_actor(local_ray: None, pipeline_bundle: S
     scorer = Scorer.create(pipeline_bundle.path, digest=pipeline_bundle.digest,
                            trusted_keys=pipeline_bundle.key.public_key, lineage="model")
     blob = ray.cloudpickle.dumps(scorer)  # what map_batches ships to every actor
-    assert len(blob) < 2048 and weights_sample(pipeline_bundle.path) not in blob
+    assert len(blob) < 2048
+    assert weights_sample(pipeline_bundle.path) not in blob
     # six blocks from the start: a repartition task would wait for the CPUs the actors hold
     ds = ray.data.from_pandas([df.iloc[i:i + 100] for i in range(0, len(df), 100)])
     out = ds.map_batches(Probe, fn_constructor_args=(scorer,), batch_size=100,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +23,8 @@ if shutil.which("java") is None:
 from pyspark.sql import types  # noqa: E402
 
 from bundle.integrations import Scorer, cache_stats, reference  # noqa: E402
-from bundle.integrations.worker import manifest_for  # noqa: E402
 from bundle.integrations import spark as bspark  # noqa: E402
+from bundle.integrations.worker import manifest_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +85,8 @@ def test_pipeline_scored_with_manifest_schema(spark: Any, pipeline_bundle: Signe
         pid, fetches, verifications = w.split(":")
         per_worker[pid] = max(per_worker.get(pid, (0, 0)), (int(fetches), int(verifications)))
     # 4 partitions of 100-row Arrow batches, on Python workers that Spark reuses
-    assert per_worker and all(v == (1, 1) for v in per_worker.values()), per_worker
+    assert per_worker
+    assert all(v == (1, 1) for v in per_worker.values()), per_worker
 
 
 def test_udf_returns_a_struct_for_several_outputs(spark: Any, pipeline_bundle: Signed) -> None:
@@ -114,7 +114,8 @@ def test_torch_mlp_from_feature_columns(spark: Any, torch_bundle: Signed) -> Non
     scorer = Scorer.create(torch_bundle.path, trusted_keys=torch_bundle.key.public_key,
                            features=names)
     closure = pyspark.cloudpickle.dumps(bspark.PartitionScorer(scorer, None))
-    assert len(closure) < 4096 and weights_sample(torch_bundle.path) not in closure
+    assert len(closure) < 4096
+    assert weights_sample(torch_bundle.path) not in closure
     output = scorer.model().outputs[0].name
     out = bspark.score(sdf, scorer).toPandas().sort_values("row")
     np.testing.assert_allclose(np.stack(out[output].to_numpy()), torch_expected(torch_bundle, x),

@@ -13,7 +13,7 @@ from conftest import Signed, tamper, torch_expected, weights_sample
 import bundle
 from bundle.format.archive import ZipReader
 from bundle.format.manifest import MANIFEST_NAME
-from bundle.integrations import BundleRef, Scorer, cache_stats, manifest_digest, reference
+from bundle.integrations import BundleRef, Scorer, cache_stats, reference
 from bundle.integrations.worker import load_model, manifest_for, release, session_options
 
 
