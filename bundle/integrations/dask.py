@@ -101,6 +101,11 @@ def _meta(frame_meta: Any, scorer: Scorer, manifest: Any) -> Any:
     return meta
 
 
+def _has_plugin(dask_scheduler: Any, name: str) -> bool:
+    """On the scheduler: whether a worker plugin of this name is registered."""
+    return name in getattr(dask_scheduler, "worker_plugins", {})
+
+
 def score(ddf: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
           client: Any = None, outputs: Sequence[str] | Mapping[str, str] | None = None,
           features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
@@ -134,5 +139,10 @@ def score(ddf: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
         except (ImportError, ValueError):
             client = None
     if client is not None and preload:
-        client.register_plugin(BundlePlugin(scorer))
+        plugin = BundlePlugin(scorer)
+        # Registering a name again tears the old plugin down first (dropping the model
+        # it verified) and sets the new one up: verify again only for a new bundle.
+        registered = client.run_on_scheduler(_has_plugin, name=plugin.name)
+        if not registered:
+            client.register_plugin(plugin)
     return ddf.map_partitions(score_partition, scorer, meta=meta)

@@ -98,7 +98,7 @@ def _spark_values(arr: np.ndarray, spec: TensorSpec) -> Any:
         arr = arr.astype(want)
     if arr.ndim == 1:
         return arr
-    return [row.tolist() for row in arr]
+    return arr.tolist()  # nested lists, built in C; Arrow takes them as array cells
 
 
 def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:

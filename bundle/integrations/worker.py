@@ -615,7 +615,8 @@ class Scorer:
         if hasattr(batch, "columns"):
             out = batch.copy(deep=False)
             for column, arr in values.items():
-                out[column] = arr if arr.ndim == 1 else _cells(arr)
+                # an [N, k] output: one array per row (views, built by list() in C)
+                out[column] = arr if arr.ndim == 1 else list(arr)
             if self.lineage:
                 out[self.lineage] = self.ref.lineage
             return out
@@ -624,14 +625,6 @@ class Scorer:
         if self.lineage:
             result[self.lineage] = np.full(n, self.ref.lineage, dtype=object)
         return result
-
-
-def _cells(arr: np.ndarray) -> np.ndarray:
-    """An [N, ...] array as N cells (an object column: what pandas and Arrow take)."""
-    cells = np.empty(len(arr), dtype=object)
-    for i in range(len(arr)):
-        cells[i] = arr[i]
-    return cells
 
 
 _NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
