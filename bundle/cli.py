@@ -3,7 +3,7 @@
 Exit codes (one per class of failure, documented in README.md; the table is
 :data:`EXIT_CODES`): 0 ok, 1 unexpected error, 2 usage, 3 format, 4 integrity,
 5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
-11 run timeout, 12 fetch.
+11 run timeout, 18 fetch.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ EXIT_CODES: dict[type[BundleError], int] = {
     KeyFileError: 9,
     DeviceError: 10,
     RunTimeoutError: 11,
-    FetchError: 12,
+    FetchError: 18,  # 12-17 are taken on main (compatibility, self-test, store)
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 

@@ -228,12 +228,10 @@ def _store_module() -> Any:
     """``bundle.store``, when this installation has it (it is built separately)."""
     try:
         return importlib.import_module(__name__.rsplit(".", 2)[0] + ".store")
-    except ModuleNotFoundError as e:
-        if e.name is not None and e.name.endswith(".store"):
-            raise FetchError("store references (name@alias) need bundle.store, which this "
-                             "installation does not have; pass the bundle's path or URL and "
-                             "its digest instead") from e
-        raise
+    except ImportError as e:
+        raise FetchError(f"store references (name@alias) need bundle.store, which cannot be "
+                         f"imported here ({e}); pass the bundle's path or URL and its digest "
+                         "instead") from e
 
 
 def _store(url: str, policy: TrustPolicy, storage_options: Mapping[str, Any]) -> Any:
@@ -247,7 +245,8 @@ def _store_resolve(url: str, ref: str, policy: TrustPolicy,
     resolved = _store(url, policy, storage_options).resolve(ref)
     if isinstance(resolved, str):
         return resolved, None
-    seq = getattr(resolved, "seq", None)
+    # bundle.store's Resolved: digest (hex), and for an alias the verified record's seq
+    seq = getattr(getattr(resolved, "record", None), "seq", None)
     return str(resolved.digest), seq if isinstance(seq, int) else None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _worker_environment() -> None:
+def _worker_environment() -> Iterator[None]:
     """Ray, Spark and Dask start worker processes from this environment: they must
     import this checkout (and, for classes defined in tests, the tests)."""
+    saved = dict(os.environ)
     paths = [str(ROOT), str(ROOT / "tests" / "integrations"), str(ROOT / "tests")]
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @dataclass

@@ -111,10 +111,16 @@ def test_wrong_arguments(pipeline_bundle: Signed, tmp_path: Path) -> None:
         reference(pipeline_bundle.path, trust=bundle.TrustPolicy(key), trusted_keys=key)
 
 
-def test_store_reference_without_a_store_module(pipeline_bundle: Signed) -> None:
-    import importlib.util
+def _store_importable() -> bool:
+    try:
+        import bundle.store  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    if importlib.util.find_spec("bundle.store") is not None:
+
+def test_store_reference_without_a_store_module(pipeline_bundle: Signed) -> None:
+    if _store_importable():
         pytest.skip("bundle.store exists: store references are tested with the store")
     with pytest.raises(bundle.FetchError, match=r"need bundle\.store"):
         reference("churn@production", store="s3://models",
@@ -164,3 +170,21 @@ def test_tensor_model_from_columns_and_from_arrays(torch_bundle: Signed) -> None
                           outputs={output: "y"})
     got = plain.score({input_name: x})
     np.testing.assert_allclose(got["y"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_store_alias_resolved_once_on_the_driver(pipeline_bundle: Signed, tmp_path: Path) -> None:
+    if not _store_importable():
+        pytest.skip("bundle.store is not in this checkout")
+    from bundle.store import Store
+
+    key = pipeline_bundle.key
+    store = Store(tmp_path / "store", trust=bundle.TrustPolicy(key.public_key))
+    store.push(pipeline_bundle.path)
+    store.promote("churn", "production", "1", signing_key=key)
+    ref = reference("churn@production", store=str(tmp_path / "store"),
+                    trusted_keys=key.public_key)
+    assert ref.digest == pipeline_bundle.digest
+    assert ref.lineage == f"{pipeline_bundle.digest} churn@production#{ref.seq}"
+    model = load_model(ref)
+    np.testing.assert_array_equal(model.predict(pipeline_bundle.data),
+                                  pipeline_bundle.model.predict(pipeline_bundle.data))
