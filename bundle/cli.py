@@ -5,7 +5,8 @@ Exit codes (one per class of failure, documented in README.md; the table is
 5 signature, 6 untrusted content, 7 conversion, 8 input, 9 key file, 10 device,
 11 run timeout, 12 compatibility (the runtime cannot run the bundle), 13 self-test
 (smoke vectors give other outputs on this runtime), 14 a legacy file needs more than
-was approved (scan/migrate), 15 store, 16 not found in the store, 17 store conflict.
+was approved (scan/migrate), 15 store, 16 not found in the store, 17 store conflict,
+18 fetch (a bundle could not be fetched).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import (
     CompatibilityError,
     ConversionError,
     DeviceError,
+    FetchError,
     FormatError,
     InputError,
     IntegrityError,
@@ -66,6 +68,7 @@ EXIT_CODES: dict[type[BundleError], int] = {
     StoreNotFoundError: 16,
     StoreConflictError: 17,
     # StoreLogError is a SignatureError: 5
+    FetchError: 18,
 }
 """The exit code of each class of failure; a subclass exits with its nearest listed base."""
 

@@ -18,6 +18,7 @@ __all__ = [
     "ConversionError",
     "DeviceError",
     "ExportFallbackWarning",
+    "FetchError",
     "FormatError",
     "FreshnessError",
     "InputError",
@@ -138,6 +139,15 @@ class StoreLogError(SignatureError):
     that is not where its signed content says, or one whose "previous" is not the
     record before it. (Unsigned or untrusted records are :class:`SignatureError`;
     a replayed, frozen or expired alias is :class:`FreshnessError`.)"""
+
+
+class FetchError(BundleError):
+    """A bundle could not be fetched from where it was said to be (a missing file, an
+    unreachable or refusing object store, a store reference with no store to ask).
+
+    Nothing about the bundle's content is claimed: content that arrives but does not
+    verify is an :class:`IntegrityError` or :class:`SignatureError` as usual.
+    """
 
 
 class ExportFallbackWarning(UserWarning):

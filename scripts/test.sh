@@ -29,6 +29,15 @@ fi
 if [ "${MODEL_BUNDLE_SKIP_MATRIX:-0}" != "1" ]; then
   .venv/bin/python scripts/runtime_matrix.py oldest newest || exit 1
 fi
+# Spark's JVM (tests/integrations/test_spark.py skips without java; CI must not).
+if ! command -v java >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && apt-get install -y -qq default-jre-headless; } >/dev/null \
+      || echo "warning: could not install default-jre-headless; the Spark tests will skip" >&2
+  else
+    echo "warning: no java; install default-jre-headless (Java 17+) or the Spark tests skip" >&2
+  fi
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
