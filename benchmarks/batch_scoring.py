@@ -62,10 +62,14 @@ def frame(n: int, seed: int) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"age": rng.uniform(18, 80, size=n),
-                         "income": rng.lognormal(10, 0.5, size=n),
-                         "visits": rng.integers(0, 30, size=n),
-                         "city": rng.choice(["paris", "lyon", "nice"], size=n)})
+    return pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, size=n),
+            "income": rng.lognormal(10, 0.5, size=n),
+            "visits": rng.integers(0, 30, size=n),
+            "city": rng.choice(["paris", "lyon", "nice"], size=n),
+        }
+    )
 
 
 def make_models(d: Path, key: Any) -> dict[str, Any]:
@@ -77,17 +81,32 @@ def make_models(d: Path, key: Any) -> dict[str, Any]:
 
     train = frame(5000, 0)
     y = ((train["age"] - 45) / 15 + (train["city"] == "paris") > 0.3).astype(int)
-    pre = ColumnTransformer([("num", StandardScaler(), ["age", "income", "visits"]),
-                             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income", "visits"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ]
+    )
     pipe = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=500))]).fit(train, y)
-    bundle.save(pipe, d / "pipeline.mbundle", sample_input=train.iloc[:50], signing_key=key,
-                name="churn")
+    bundle.save(
+        pipe, d / "pipeline.mbundle", sample_input=train.iloc[:50], signing_key=key, name="churn"
+    )
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(),
-                              torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
-                              torch.nn.Linear(1024, 8)).eval()
-    bundle.save(mlp, d / "mlp.mbundle", sample_input=torch.randn(1, 256), signing_key=key,
-                name="mlp", training_state=False)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(256, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 8),
+    ).eval()
+    bundle.save(
+        mlp,
+        d / "mlp.mbundle",
+        sample_input=torch.randn(1, 256),
+        signing_key=key,
+        name="mlp",
+        training_state=False,
+    )
     return {"pipeline": pipe, "mlp": mlp}
 
 
@@ -121,8 +140,7 @@ def ort_baseline(path: Path, data: Any, tensor: bool, d: Path) -> float:
     import onnx
 
     graph = onnx.load(str(into / "model.onnx"))  # external data read in from the weights
-    sess = ort.InferenceSession(graph.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(graph.SerializeToString(), so, providers=["CPUExecutionProvider"])
     name0 = sess.get_inputs()[0].name
     n = len(data)
 
@@ -164,10 +182,17 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any) -> dict[str, A
 
     dask.config.set({"dataframe.convert-string": False})  # keep array cells as objects
     parts = workers * 4
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None,
-                                  worker_dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         ddf = dd.from_pandas(data, npartitions=parts).persist()  # data on the workers first
         distributed.wait(ddf)
         walls = []
@@ -196,11 +221,15 @@ def run_spark(scorer: Scorer, data: Any, workers: int, model: Any) -> dict[str, 
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    spark = (SparkSession.builder.master(f"local[{workers}]")
-             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-             .config("spark.driver.memory", "2g")
-             .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH))
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{workers}]")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     try:
         sdf = spark.createDataFrame(data).repartition(workers * 4).cache()
@@ -214,8 +243,7 @@ def run_spark(scorer: Scorer, data: Any, workers: int, model: Any) -> dict[str, 
 
         probe = Probe(scorer, manifest_for(scorer.ref))
         schema = bspark.score(sdf, scorer).schema
-        schema = types.StructType([*schema.fields,
-                                   types.StructField("worker", types.StringType())])
+        schema = types.StructType([*schema.fields, types.StructField("worker", types.StringType())])
         walls = []
         for _ in range(2):  # cold (Python workers start, verify), then warm (reused workers)
             t = time.perf_counter()
@@ -238,8 +266,12 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
 
     from bundle.integrations import ray as bray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=workers,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -249,25 +281,31 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
                 out = super().__call__(batch)
                 s = cache_stats()
                 rows = len(out) if hasattr(out, "columns") else len(next(iter(out.values())))
-                out["worker"] = np.full(rows, f"{s['pid']}:{s['fetches']}:{s['verifications']}",
-                                        dtype=object)
+                out["worker"] = np.full(
+                    rows, f"{s['pid']}:{s['fetches']}:{s['verifications']}", dtype=object
+                )
                 return out
 
         n = len(data)
         step = -(-n // (workers * 4))
         if tensor:
-            ds = ray.data.from_numpy([data[i:i + step] for i in range(0, n, step)])
+            ds = ray.data.from_numpy([data[i : i + step] for i in range(0, n, step)])
             fmt = "numpy"
         else:
-            ds = ray.data.from_pandas([data.iloc[i:i + step] for i in range(0, n, step)])
+            ds = ray.data.from_pandas([data.iloc[i : i + step] for i in range(0, n, step)])
             fmt = "pandas"
         ds = ds.materialize()
         walls = []
         for _ in range(2):  # each run starts a new actor pool: both verify once per actor
             t = time.perf_counter()
-            out = ds.map_batches(Probe, fn_constructor_args=(scorer,), batch_size=BATCH,
-                                 batch_format=fmt, num_cpus=1,
-                                 compute=ray.data.ActorPoolStrategy(size=workers))
+            out = ds.map_batches(
+                Probe,
+                fn_constructor_args=(scorer,),
+                batch_size=BATCH,
+                batch_format=fmt,
+                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+            )
             workers_col = [r["worker"] for r in out.select_columns(["worker"]).take_all()]
             walls.append(time.perf_counter() - t)
         seen: dict[str, tuple[int, int]] = {}
@@ -290,34 +328,53 @@ def main() -> None:
     ap.add_argument("--engines", default="dask,spark,ray")
     args = ap.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     engines = [e for e in args.engines.split(",") if e]
-    print(f"machine: {os.cpu_count()} CPUs (shared), hashlib SHA-256 single core "
-          f"{sha256_rate():.0f} MB/s; {args.workers} workers x 1 CPU per engine")
+    print(
+        f"machine: {os.cpu_count()} CPUs (shared), hashlib SHA-256 single core "
+        f"{sha256_rate():.0f} MB/s; {args.workers} workers x 1 CPU per engine"
+    )
     d = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     try:
         key = bundle.generate_key()
         originals = make_models(d, key)
-        cases = [("pipeline", d / "pipeline.mbundle", frame(args.sklearn_rows, 1), False),
-                 ("mlp", d / "mlp.mbundle", np.random.default_rng(3).standard_normal(
-                     (args.torch_rows, 256)).astype(np.float32), True)]
+        cases = [
+            ("pipeline", d / "pipeline.mbundle", frame(args.sklearn_rows, 1), False),
+            (
+                "mlp",
+                d / "mlp.mbundle",
+                np.random.default_rng(3).standard_normal((args.torch_rows, 256)).astype(np.float32),
+                True,
+            ),
+        ]
         rows_out = []
         for name, path, data, tensor in cases:
             model_bytes = by_value_bytes(originals[name])
             base = ort_baseline(path, data, tensor, d)
             ref = reference(path, trusted_keys=key.public_key)
-            print(f"\n{name}: {len(data):,} rows; bundle {path.stat().st_size:,} B, by value "
-                  f"{model_bytes:,} B; plain onnxruntime loop {base:,.0f} rows/s (1 core)")
+            print(
+                f"\n{name}: {len(data):,} rows; bundle {path.stat().st_size:,} B, by value "
+                f"{model_bytes:,} B; plain onnxruntime loop {base:,.0f} rows/s (1 core)"
+            )
             for engine in engines:
                 # A fresh digest per engine run is not needed: each engine starts new workers.
                 scorer = Scorer.create(ref, features=["data"] if tensor else None)
                 try:
                     if engine == "dask":
-                        r = run_dask(scorer, data if not tensor else _tensor_frame(data),
-                                     args.workers, originals[name])
+                        r = run_dask(
+                            scorer,
+                            data if not tensor else _tensor_frame(data),
+                            args.workers,
+                            originals[name],
+                        )
                     elif engine == "spark":
-                        r = run_spark(scorer, data if not tensor else _tensor_frame(data),
-                                      args.workers, originals[name])
+                        r = run_spark(
+                            scorer,
+                            data if not tensor else _tensor_frame(data),
+                            args.workers,
+                            originals[name],
+                        )
                     else:
                         r = run_ray(scorer, data, args.workers, originals[name], tensor)
                 except Exception as e:  # report and go on with the other engines
@@ -326,14 +383,19 @@ def main() -> None:
                 cold, warm = (r["rows"] / w / args.workers for w in r["walls"])
                 verif = sorted((s["fetches"], s["verifications"]) for s in r["stats"])
                 ours, theirs = r["graph"]
-                print(f"  {engine:5s} rows/s/core: first job {cold:,.0f} ({cold / base:.2f}x "
-                      f"plain ORT, wall {r['walls'][0]:.1f} s), second job {warm:,.0f} "
-                      f"({warm / base:.2f}x, wall {r['walls'][1]:.1f} s); (fetches, "
-                      f"verifications) per worker {verif}; shipped {ours:,} B by reference "
-                      f"vs {theirs:,} B by value", flush=True)
+                print(
+                    f"  {engine:5s} rows/s/core: first job {cold:,.0f} ({cold / base:.2f}x "
+                    f"plain ORT, wall {r['walls'][0]:.1f} s), second job {warm:,.0f} "
+                    f"({warm / base:.2f}x, wall {r['walls'][1]:.1f} s); (fetches, "
+                    f"verifications) per worker {verif}; shipped {ours:,} B by reference "
+                    f"vs {theirs:,} B by value",
+                    flush=True,
+                )
                 rows_out.append((name, engine, warm / base))
-        print("\ntargets: rows/s per core (second job) >= 0.9x plain onnxruntime; "
-              "1 verification per worker")
+        print(
+            "\ntargets: rows/s per core (second job) >= 0.9x plain onnxruntime; "
+            "1 verification per worker"
+        )
         for name, engine, ratio in rows_out:
             print(f"  {name:8s} {engine:5s} {ratio:.2f}x {'PASS' if ratio >= 0.9 else 'MISS'}")
     finally:

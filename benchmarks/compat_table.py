@@ -34,8 +34,9 @@ import bundle  # noqa: E402
 
 
 def _matrix() -> Any:
-    spec = importlib.util.spec_from_file_location("runtime_matrix",
-                                                  REPO / "scripts" / "runtime_matrix.py")
+    spec = importlib.util.spec_from_file_location(
+        "runtime_matrix", REPO / "scripts" / "runtime_matrix.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -59,21 +60,31 @@ def models(tmp: Path) -> dict[str, tuple[Any, Any, Any, str]]:
 
     xi, yi = load_iris(return_X_y=True)
     xi = xi.astype(np.float32)
-    out["sklearn (skl2onnx)"] = (make_pipeline(StandardScaler(), LogisticRegression(
-        max_iter=500)).fit(xi, yi), xi[:8], "skl2onnx's", "predict_proba")
+    out["sklearn (skl2onnx)"] = (
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(xi, yi),
+        xi[:8],
+        "skl2onnx's",
+        "predict_proba",
+    )
 
     import torch
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.GELU(),
-                              torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.GELU(), torch.nn.LayerNorm(16), torch.nn.Linear(16, 3)
+    ).eval()
     out["torch (dynamo)"] = (net, torch.from_numpy(x[:1]), "dynamo's", "predict")
 
     import keras
 
     keras.utils.set_random_seed(0)
-    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                           keras.layers.Dense(3, activation="softmax")])
+    km = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     out["keras (tf2onnx)"] = (km, x, "tf2onnx's", "predict")
 
     import tensorflow as tf
@@ -91,9 +102,11 @@ def models(tmp: Path) -> dict[str, tuple[Any, Any, Any, str]]:
     w = rng.standard_normal((4, 3)).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["X", "W"], ["T"]), helper.make_node("Relu", ["T"], ["Y"])],
-        "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(w, "W")])
+        [numpy_helper.from_array(w, "W")],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     out["onnx.helper, opset 17"] = (m, x, m, "predict")
     m25 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
@@ -120,28 +133,47 @@ def main() -> None:
         job, expected, info = {}, {}, {}
         for name, (model, sample, _before, method) in models(tmp).items():
             path = tmp / f"{len(job)}.mbundle"
-            man = bundle.save(model, path, sample_input=sample, signing_key=key,
-                              name=f"m{len(job)}", training_state=False
-                              if "torch" in name or "keras" in name else None)
+            man = bundle.save(
+                model,
+                path,
+                sample_input=sample,
+                signing_key=key,
+                name=f"m{len(job)}",
+                training_state=False if "torch" in name or "keras" in name else None,
+            )
             loaded = bundle.load(path, trusted_keys=key.public_key)
             data = np.asarray(sample) if not hasattr(sample, "numpy") else sample.numpy()
             expected[name] = getattr(loaded, method)(data)
             # What the exporter itself stamped, before the writer lowered it.
             from bundle.export import convert
 
-            raw = convert(model, sample, **({"training_state": False}
-                                            if "torch" in name or "keras" in name else {}))
-            stamp = (raw.model.ir_version, {op.domain or "ai.onnx": op.version
-                                            for op in raw.model.opset_import})
+            raw = convert(
+                model,
+                sample,
+                **({"training_state": False} if "torch" in name or "keras" in name else {}),
+            )
+            stamp = (
+                raw.model.ir_version,
+                {op.domain or "ai.onnx": op.version for op in raw.model.opset_import},
+            )
             info[name] = (man, stamp)
-            job[name] = {"path": str(path), "trusted_keys": [str(tmp / "key.pub")],
-                         "method": method, "dtype": "float32", "input": data.tolist()}
+            job[name] = {
+                "path": str(path),
+                "trusted_keys": [str(tmp / "key.pub")],
+                "method": method,
+                "dtype": "float32",
+                "input": data.tolist(),
+            }
         results = {}
         for v, py in pythons.items():
             (tmp / "job.json").write_text(json.dumps(job))
-            res = subprocess.run([str(py), str(REPO / "tests/runtime/matrix_child.py"),
-                                  str(tmp / "job.json")], capture_output=True, text=True,
-                                 env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+            res = subprocess.run(
+                [str(py), str(REPO / "tests/runtime/matrix_child.py"), str(tmp / "job.json")],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                check=True,
+            )
             results[v] = json.loads(res.stdout.strip().splitlines()[-1])["results"]
         for name, (man, stamp) in info.items():
             req = man.requires
@@ -149,23 +181,42 @@ def main() -> None:
             for v in runtimes:
                 got = results[v][name]
                 if got["outcome"] == "ok":
-                    same = np.allclose(np.asarray(got["output"]), expected[name], rtol=1e-5,
-                                       atol=1e-6)
-                    cells.append(f"yes{'' if same else ' (outputs differ)'}, smoke "
-                                 f"{'pass' if got['self_test'] else 'FAIL'}")
+                    same = np.allclose(
+                        np.asarray(got["output"]), expected[name], rtol=1e-5, atol=1e-6
+                    )
+                    cells.append(
+                        f"yes{'' if same else ' (outputs differ)'}, smoke "
+                        f"{'pass' if got['self_test'] else 'FAIL'}"
+                    )
                 else:
                     cells.append(f"no: {got['outcome']}")
             opsets = ", ".join(f"{k} {v}" for k, v in sorted(req.opsets.items()))
             effective = ", ".join(f"{k} {v}" for k, v in sorted(req.min_opsets.items()))
             was = ", ".join(f"{k} {v}" for k, v in sorted(stamp[1].items()))
-            rows.append([name, f"IR {stamp[0]}; {was}", f"IR {req.ir_version}; {opsets}",
-                         effective, req.onnxruntime, *cells])
+            rows.append(
+                [
+                    name,
+                    f"IR {stamp[0]}; {was}",
+                    f"IR {req.ir_version}; {opsets}",
+                    effective,
+                    req.onnxruntime,
+                    *cells,
+                ]
+            )
     import onnxruntime
 
-    head = ["exporter", "exporter stamped", "bundle written", "effective opsets",
-            "min onnxruntime", *[f"loads on {v}" for v in runtimes]]
-    print(f"model-bundle {bundle.__version__}; export on onnxruntime {onnxruntime.__version__}, "
-          f"onnx {__import__('onnx').__version__}")
+    head = [
+        "exporter",
+        "exporter stamped",
+        "bundle written",
+        "effective opsets",
+        "min onnxruntime",
+        *[f"loads on {v}" for v in runtimes],
+    ]
+    print(
+        f"model-bundle {bundle.__version__}; export on onnxruntime {onnxruntime.__version__}, "
+        f"onnx {__import__('onnx').__version__}"
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:

@@ -27,9 +27,12 @@ def mlp(width: int = 2400, depth: int = 6, n_in: int = 512, n_out: int = 16):
     inits, nodes, prev, size = [], [], "X", n_in
     for i in range(depth):
         out = n_out if i == depth - 1 else width
-        inits += [numpy_helper.from_array((rng.normal(size=(size, out)) / np.sqrt(size))
-                                          .astype(np.float32), f"w{i}"),
-                  numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(
+                (rng.normal(size=(size, out)) / np.sqrt(size)).astype(np.float32), f"w{i}"
+            ),
+            numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}"),
+        ]
         nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"]))
         prev = f"g{i}"
         if i < depth - 1:
@@ -37,10 +40,13 @@ def mlp(width: int = 2400, depth: int = 6, n_in: int = 512, n_out: int = 16):
             prev = f"r{i}"
         size = out
     nodes.append(helper.make_node("Identity", [prev], ["Y"]))
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
-                                                                       ["batch", n_in])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", n_out])],
-                          inits)
+    g = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", n_in])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", n_out])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     return m
@@ -73,8 +79,10 @@ def main() -> int:
     x = np.random.default_rng(1).normal(size=(1000, 512)).astype(np.float32)
     dev = float(np.abs(cpu.predict(x) - gpu.predict(x)).max())
     print(f"providers: cpu={cpu.providers} cuda={gpu.providers}; max |cpu-cuda| = {dev:.2e}")
-    rows = ["| batch | CPU predict | CUDA predict | CUDA predict, IO-bound input |",
-            "|---|---|---|---|"]
+    rows = [
+        "| batch | CPU predict | CUDA predict | CUDA predict, IO-bound input |",
+        "|---|---|---|---|",
+    ]
     for n in (1, 1000):
         xb = x[:n]
         bound = gpu.to_device(xb)

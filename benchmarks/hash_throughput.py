@@ -39,7 +39,7 @@ MIB = 1 << 20
 def _hashlib(data: memoryview) -> None:
     h = hashlib.sha256()
     for i in range(0, len(data), MIB):
-        h.update(data[i:i + MIB])
+        h.update(data[i : i + MIB])
     h.digest()
 
 
@@ -80,13 +80,21 @@ def main() -> None:
     cores = args.workers
     one, avail = machine(args.runs, cores)
     target = 0.9 * cores * one
-    print(f"cores {cores}; single-core hashlib SHA-256 {one:.3f} GB/s; {cores} threads of "
-          f"in-memory hashlib run {avail:.2f}x one (what this machine lends now); target "
-          f"0.9 x cores x single = {target:.3f} GB/s; medians of {args.runs}; load average "
-          f"{os.getloadavg()[0]:.1f}")
-    out: dict[str, Any] = {"cores": cores, "single_core_gbps": one, "machine_speedup": avail,
-                           "target_gbps": target, "runs": args.runs, "file_mib": args.mib,
-                           "shards": {}}
+    print(
+        f"cores {cores}; single-core hashlib SHA-256 {one:.3f} GB/s; {cores} threads of "
+        f"in-memory hashlib run {avail:.2f}x one (what this machine lends now); target "
+        f"0.9 x cores x single = {target:.3f} GB/s; medians of {args.runs}; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    out: dict[str, Any] = {
+        "cores": cores,
+        "single_core_gbps": one,
+        "machine_speedup": avail,
+        "target_gbps": target,
+        "runs": args.runs,
+        "file_mib": args.mib,
+        "shards": {},
+    }
     size = args.mib * MIB
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "blob"
@@ -104,20 +112,29 @@ def main() -> None:
                     w1, c1 = _timed(fd, [(0, size)], 1)
                     wp, cp = _timed(fd, spans, cores)
                     w100, _ = _timed(fd, r100, cores)
-                    rows.append((size / w1 / 1e9, size / wp / 1e9, w1 / wp, c1, cp,
-                                 1e8 / w100 / 1e9))
+                    rows.append(
+                        (size / w1 / 1e9, size / wp / 1e9, w1 / wp, c1, cp, 1e8 / w100 / 1e9)
+                    )
                 med = [statistics.median(r[i] for r in rows) for i in range(6)]
                 g1, gp, sp, c1, cp, g100 = med
-                print(f"shard {shard_mib:4d} MiB: one thread {g1:.3f} GB/s; {cores} threads "
-                      f"{gp:.3f} GB/s = {sp:.2f}x one thread = {gp / target:.2f} x target; CPU "
-                      f"{cp / (size / 1e9):.2f} s/GB vs {c1 / (size / 1e9):.2f} one thread; "
-                      f"100 MB entry: {len(r100)} shard(s), {g100:.3f} GB/s; load average "
-                      f"{os.getloadavg()[0]:.1f}", flush=True)
+                print(
+                    f"shard {shard_mib:4d} MiB: one thread {g1:.3f} GB/s; {cores} threads "
+                    f"{gp:.3f} GB/s = {sp:.2f}x one thread = {gp / target:.2f} x target; CPU "
+                    f"{cp / (size / 1e9):.2f} s/GB vs {c1 / (size / 1e9):.2f} one thread; "
+                    f"100 MB entry: {len(r100)} shard(s), {g100:.3f} GB/s; load average "
+                    f"{os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
                 out["shards"][shard_mib] = {
-                    "one_thread_gbps": g1, "parallel_gbps": gp, "speedup": sp,
-                    "vs_target": gp / target, "cpu_s_per_gb": cp / (size / 1e9),
+                    "one_thread_gbps": g1,
+                    "parallel_gbps": gp,
+                    "speedup": sp,
+                    "vs_target": gp / target,
+                    "cpu_s_per_gb": cp / (size / 1e9),
                     "one_thread_cpu_s_per_gb": c1 / (size / 1e9),
-                    "entry100_shards": len(r100), "entry100_gbps": g100}
+                    "entry100_shards": len(r100),
+                    "entry100_gbps": g100,
+                }
         finally:
             os.close(fd)
     if args.json:

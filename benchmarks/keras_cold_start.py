@@ -40,7 +40,9 @@ def build():
         keras.layers.Dense(1024)])
 """
 
-EXPORT_CHILD = BUILD + """
+EXPORT_CHILD = (
+    BUILD
+    + """
 import json, sys, time
 import bundle
 model = build()
@@ -52,11 +54,15 @@ dt = time.perf_counter() - t
 params = sum(int(np.prod(v.shape)) for v in model.weights)
 print(json.dumps({"save_s": dt, "params": params, "max_abs": m.parity.outputs[0].max_abs}))
 """
+)
 
-KERAS_SAVE_CHILD = BUILD + """
+KERAS_SAVE_CHILD = (
+    BUILD
+    + """
 import sys
 build().save(sys.argv[1])
 """
+)
 
 BUNDLE_CHILD = """
 import time; t0 = time.perf_counter()
@@ -91,8 +97,9 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "first": t3 - t2,
 def run(code: str, *args: str) -> tuple[float, dict[str, float]]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code, *args], check=True, env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t
     return wall, json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -120,18 +127,25 @@ def main() -> int:
         for _ in range(args.export_runs):
             _, info = run(EXPORT_CHILD, str(path), str(key_path))
             exports.append(info["save_s"])
-        subprocess.run([sys.executable, "-c", KERAS_SAVE_CHILD, str(tmp / "mlp.keras")],
-                       check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", KERAS_SAVE_CHILD, str(tmp / "mlp.keras")],
+            check=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            capture_output=True,
+        )
         x = np.random.default_rng(1).standard_normal((1, 1024)).astype(np.float32)
         np.save(tmp / "x.npy", x)
         sizes = {"bundle": path.stat().st_size, ".keras": (tmp / "mlp.keras").stat().st_size}
         kinds = {
             "bundle.load + predict": (BUNDLE_CHILD, (str(path), str(pub), str(tmp / "x.npy"))),
-            "keras load_model + model(x)": (KERAS_CHILD, (str(tmp / "mlp.keras"),
-                                                          str(tmp / "x.npy"), "call")),
-            "keras load_model + predict": (KERAS_CHILD, (str(tmp / "mlp.keras"),
-                                                         str(tmp / "x.npy"), "predict")),
+            "keras load_model + model(x)": (
+                KERAS_CHILD,
+                (str(tmp / "mlp.keras"), str(tmp / "x.npy"), "call"),
+            ),
+            "keras load_model + predict": (
+                KERAS_CHILD,
+                (str(tmp / "mlp.keras"), str(tmp / "x.npy"), "predict"),
+            ),
         }
         walls: dict[str, list[float]] = {k: [] for k in kinds}
         parts: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
@@ -141,11 +155,15 @@ def main() -> int:
                 walls[name].append(wall)
                 parts[name].append(split)
 
-    print(f"MLP 1024-4096-4096-1024: {int(info['params']):,} parameters; bundle "
-          f"{sizes['bundle'] / 2**20:.1f} MiB, .keras {sizes['.keras'] / 2**20:.1f} MiB; "
-          f"parity max abs {info['max_abs']:.2e}\n")
-    print(f"export (bundle.save, signed), median of {args.export_runs}: "
-          f"{median(exports):.2f} s  (runs: {', '.join(f'{e:.2f}' for e in exports)})\n")
+    print(
+        f"MLP 1024-4096-4096-1024: {int(info['params']):,} parameters; bundle "
+        f"{sizes['bundle'] / 2**20:.1f} MiB, .keras {sizes['.keras'] / 2**20:.1f} MiB; "
+        f"parity max abs {info['max_abs']:.2e}\n"
+    )
+    print(
+        f"export (bundle.save, signed), median of {args.export_runs}: "
+        f"{median(exports):.2f} s  (runs: {', '.join(f'{e:.2f}' for e in exports)})\n"
+    )
     base = median(walls["bundle.load + predict"])
     print(f"cold start to first prediction, fresh process, median of {args.runs}:\n")
     print("| | wall (process) | import | load | first prediction | peak RSS | vs bundle |")
@@ -153,9 +171,11 @@ def main() -> int:
     for name in kinds:
         p = parts[name]
         w = median(walls[name])
-        print(f"| {name} | {w:.2f} s | {median([q['import'] for q in p]):.2f} s | "
-              f"{median([q['load'] for q in p]):.3f} s | {median([q['first'] for q in p]):.3f} s"
-              f" | {median([q['rss_mb'] for q in p]):.0f} MiB | {w / base:.1f}x |")
+        print(
+            f"| {name} | {w:.2f} s | {median([q['import'] for q in p]):.2f} s | "
+            f"{median([q['load'] for q in p]):.3f} s | {median([q['first'] for q in p]):.3f} s"
+            f" | {median([q['rss_mb'] for q in p]):.0f} MiB | {w / base:.1f}x |"
+        )
     return 0
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, os, sys, time
     def hwm():  # peak RSS of this process image (ru_maxrss survives fork + exec)
         with open('/proc/self/status') as f:
@@ -88,13 +88,17 @@ WORKER = textwrap.dedent('''
     out["wall_s"] = time.perf_counter() - t0
     out["peak_rss_mib"] = hwm()
     print(json.dumps(out))
-''')
+""")
 
 
 def run(task: str, **args: Any) -> dict[str, float]:
     """One measurement in a fresh interpreter."""
-    res = subprocess.run([sys.executable, "-c", WORKER, task, json.dumps(args)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", WORKER, task, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode:
         raise SystemExit(f"{task} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -132,32 +136,46 @@ def build(directory: Path, gb: float, kind: str) -> tuple[Path, list[Any], Any]:
                 rows = max(1, (64 << 20) // (4 * shape[1]))
                 for r in range(0, shape[0], rows):
                     k = min(rows, shape[0] - r)
-                    f.write((rng.standard_normal((k, shape[1]), dtype=np.float32)
-                             / np.sqrt(shape[1])).astype(np.float32).tobytes())
+                    f.write(
+                        (rng.standard_normal((k, shape[1]), dtype=np.float32) / np.sqrt(shape[1]))
+                        .astype(np.float32)
+                        .tobytes()
+                    )
             t = TensorProto()
             t.name, t.data_type = name, TensorProto.FLOAT
             t.dims.extend(shape)
             t.data_location = TensorProto.EXTERNAL
-            for k_, v in (("location", data.name), ("offset", str(offset)),
-                          ("length", str(count * 4))):
+            for k_, v in (
+                ("location", data.name),
+                ("offset", str(offset)),
+                ("length", str(count * 4)),
+            ):
                 e = t.external_data.add()
                 e.key, e.value = k_, v
             inits.append(t)
             tensors.append((name, offset, count, list(shape)))
             offset += count * 4
     if kind == "mlp":
-        nodes = [helper.make_node("MatMul", ["X" if i == 0 else f"H{i - 1}", f"W{i}"],
-                                  ["Y" if i == 3 else f"H{i}"]) for i in range(4)]
+        nodes = [
+            helper.make_node(
+                "MatMul", ["X" if i == 0 else f"H{i - 1}", f"W{i}"], ["Y" if i == 3 else f"H{i}"]
+            )
+            for i in range(4)
+        ]
         n = shapes[0][1][0]
-        io = ([helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
-              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])])
+        io = (
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
+        )
     else:
         nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)]
-        io = ([helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
-              [helper.make_tensor_value_info("rows", TensorProto.FLOAT,
-                                             ["N", shapes[0][1][1]])])
-    model = helper.make_model(helper.make_graph(nodes, kind, *io, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+        io = (
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+            [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["N", shapes[0][1][1]])],
+        )
+    model = helper.make_model(
+        helper.make_graph(nodes, kind, *io, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 9
     onnx.save(model, path)
     return path, tensors, x
@@ -181,54 +199,95 @@ def main() -> None:
     k1.save(d / "k1")
     k2.save(d / "k2")
     out = d / "model.mbundle"
-    print(f"{args.kind}: {weight_bytes / 1e9:.2f} GB of float32 weights in {len(tensors)} "
-          f"tensor(s); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; "
-          f"medians of {args.runs}")
-    report: dict[str, Any] = {"kind": args.kind, "weight_bytes": weight_bytes,
-                              "cores": os.cpu_count(), "runs": args.runs}
+    print(
+        f"{args.kind}: {weight_bytes / 1e9:.2f} GB of float32 weights in {len(tensors)} "
+        f"tensor(s); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; "
+        f"medians of {args.runs}"
+    )
+    report: dict[str, Any] = {
+        "kind": args.kind,
+        "weight_bytes": weight_bytes,
+        "cores": os.cpu_count(),
+        "runs": args.runs,
+    }
 
-    base = medians([run("baseline", src=str(d / "src" / "weights.bin"), tensors=tensors,
-                        out=str(d / "baseline.safetensors")) for _ in range(args.runs)])
+    base = medians(
+        [
+            run(
+                "baseline",
+                src=str(d / "src" / "weights.bin"),
+                tensors=tensors,
+                out=str(d / "baseline.safetensors"),
+            )
+            for _ in range(args.runs)
+        ]
+    )
     (d / "baseline.safetensors").unlink()
     base_s = base["save_file_s"] + base["sha256_s"]
-    exp = medians([run("export", src=str(src), out=str(out), key=str(d / "k1.key"))
-                   for _ in range(args.runs)])
-    ver = medians([run("verify", bundle=str(out), pub=str(d / "k1.pub"))
-                   for _ in range(args.runs)])
-    loads = {(zc, pp): medians([run("load", bundle=str(out), pub=str(d / "k1.pub"),
-                                    zero_copy=zc, prepack=pp, x=x) for _ in range(args.runs)])
-             for zc in (False, True) for pp in (None, False)}
+    exp = medians(
+        [run("export", src=str(src), out=str(out), key=str(d / "k1.key")) for _ in range(args.runs)]
+    )
+    ver = medians([run("verify", bundle=str(out), pub=str(d / "k1.pub")) for _ in range(args.runs)])
+    loads = {
+        (zc, pp): medians(
+            [
+                run("load", bundle=str(out), pub=str(d / "k1.pub"), zero_copy=zc, prepack=pp, x=x)
+                for _ in range(args.runs)
+            ]
+        )
+        for zc in (False, True)
+        for pp in (None, False)
+    }
     signs = []
     for _ in range(args.runs):
         shutil.copyfile(out, d / "copy.mbundle")
-        signs.append(run("sign", bundle=str(d / "copy.mbundle"), key=str(d / "k2.key"),
-                         pub=str(d / "k1.pub")))
+        signs.append(
+            run(
+                "sign", bundle=str(d / "copy.mbundle"), key=str(d / "k2.key"), pub=str(d / "k1.pub")
+            )
+        )
     sig = medians(signs)
     (d / "copy.mbundle").unlink()
 
-    print(f"baseline save_file {base['save_file_s']:.2f} s + sha256 {base['sha256_s']:.2f} s "
-          f"= {base_s:.2f} s")
-    print(f"export {exp['wall_s']:.2f} s = {exp['wall_s'] / base_s:.2f} x baseline "
-          f"(target <= 1.5); peak RSS {exp['peak_rss_mib']:.0f} MiB")
-    print(f"verify {ver['wall_s']:.2f} s = {weight_bytes / ver['wall_s'] / 1e9:.3f} GB/s; "
-          f"peak RSS {ver['peak_rss_mib']:.0f} MiB")
-    print(f"a fresh process importing bundle, onnxruntime, numpy: {ver['import_s']:.2f} s, "
-          f"{ver['import_rss_mib']:.0f} MiB RSS (counted below only in 'cold total')")
+    print(
+        f"baseline save_file {base['save_file_s']:.2f} s + sha256 {base['sha256_s']:.2f} s "
+        f"= {base_s:.2f} s"
+    )
+    print(
+        f"export {exp['wall_s']:.2f} s = {exp['wall_s'] / base_s:.2f} x baseline "
+        f"(target <= 1.5); peak RSS {exp['peak_rss_mib']:.0f} MiB"
+    )
+    print(
+        f"verify {ver['wall_s']:.2f} s = {weight_bytes / ver['wall_s'] / 1e9:.3f} GB/s; "
+        f"peak RSS {ver['peak_rss_mib']:.0f} MiB"
+    )
+    print(
+        f"a fresh process importing bundle, onnxruntime, numpy: {ver['import_s']:.2f} s, "
+        f"{ver['import_rss_mib']:.0f} MiB RSS (counted below only in 'cold total')"
+    )
     for (zc, pp), r in loads.items():
         extra = r["peak_rss_mib"] - r["import_rss_mib"]
-        print(f"load {'zero_copy' if zc else 'in-memory'}, prepack "
-              f"{'by size' if pp is None else pp}: verify+load {r['load_s']:.2f} s, first "
-              f"predict {r['first_predict_s']:.3f} s, cold total "
-              f"{r['import_s'] + r['load_s'] + r['first_predict_s']:.2f} s; peak RSS "
-              f"{r['peak_rss_mib']:.0f} MiB, {extra:.0f} MiB above the imports = "
-              f"{extra * 2**20 / weight_bytes:.2f} x weights")
-    print(f"sign {sig['wall_s']:.2f} s = {sig['wall_s'] / ver['wall_s']:.2f} x verify "
-          f"(target <= 1.1)")
-    report.update(baseline=base, export=exp, verify=ver, sign=sig,
-                  loads={f"zero_copy={zc},prepack={pp}": r for (zc, pp), r in loads.items()},
-                  export_vs_baseline=exp["wall_s"] / base_s,
-                  sign_vs_verify=sig["wall_s"] / ver["wall_s"],
-                  load_average=os.getloadavg()[0])
+        print(
+            f"load {'zero_copy' if zc else 'in-memory'}, prepack "
+            f"{'by size' if pp is None else pp}: verify+load {r['load_s']:.2f} s, first "
+            f"predict {r['first_predict_s']:.3f} s, cold total "
+            f"{r['import_s'] + r['load_s'] + r['first_predict_s']:.2f} s; peak RSS "
+            f"{r['peak_rss_mib']:.0f} MiB, {extra:.0f} MiB above the imports = "
+            f"{extra * 2**20 / weight_bytes:.2f} x weights"
+        )
+    print(
+        f"sign {sig['wall_s']:.2f} s = {sig['wall_s'] / ver['wall_s']:.2f} x verify (target <= 1.1)"
+    )
+    report.update(
+        baseline=base,
+        export=exp,
+        verify=ver,
+        sign=sig,
+        loads={f"zero_copy={zc},prepack={pp}": r for (zc, pp), r in loads.items()},
+        export_vs_baseline=exp["wall_s"] / base_s,
+        sign_vs_verify=sig["wall_s"] / ver["wall_s"],
+        load_average=os.getloadavg()[0],
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.keep:

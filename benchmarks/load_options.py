@@ -24,7 +24,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, sys, time
     def hwm():  # peak RSS of this process image (ru_maxrss survives fork + exec)
         with open('/proc/self/status') as f:
@@ -61,7 +61,7 @@ WORKER = textwrap.dedent('''
     peak = hwm()
     print(json.dumps({"create_s": created["s"], "load_s": load, "one_row_s": one,
                       "batch_s": batch, "rss_above_imports_mib": peak - base}))
-''')
+""")
 
 
 def build(directory: Path, mb: int) -> Path:
@@ -74,14 +74,20 @@ def build(directory: Path, mb: int) -> Path:
     rng = __import__("numpy").random.default_rng(0)
     inits, nodes = [], []
     for i in range(4):
-        w = (rng.standard_normal((n, n), dtype="float32") / n ** 0.5).astype("float32")
+        w = (rng.standard_normal((n, n), dtype="float32") / n**0.5).astype("float32")
         inits.append(onnx.numpy_helper.from_array(w, f"W{i}"))
-        nodes.append(helper.make_node("MatMul", ["X" if i == 0 else f"H{i - 1}", f"W{i}"],
-                                      ["Y" if i == 3 else f"H{i}"]))
-    g = helper.make_graph(nodes, "mlp",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
-                          inits)
+        nodes.append(
+            helper.make_node(
+                "MatMul", ["X" if i == 0 else f"H{i - 1}", f"W{i}"], ["Y" if i == 3 else f"H{i}"]
+            )
+        )
+    g = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
+        inits,
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     src = directory / "src"
@@ -110,22 +116,40 @@ def main() -> None:
                     res = []
                     for _ in range(args.runs):
                         p = subprocess.run(
-                            [sys.executable, "-c", WORKER, json.dumps(
-                                {"bundle": str(path), "zero_copy": zc, "prepack": prepack,
-                                 "batch": batch})],
-                            capture_output=True, text=True, check=False)
+                            [
+                                sys.executable,
+                                "-c",
+                                WORKER,
+                                json.dumps(
+                                    {
+                                        "bundle": str(path),
+                                        "zero_copy": zc,
+                                        "prepack": prepack,
+                                        "batch": batch,
+                                    }
+                                ),
+                            ],
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                        )
                         if p.returncode:
                             raise SystemExit(p.stderr[-3000:])
                         res.append(json.loads(p.stdout.strip().splitlines()[-1]))
                     r = {k: statistics.median(x[k] for x in res) for k in res[0]}
-                    name = (f"{'zero_copy' if zc else 'in_memory'}+"
-                            f"{'prepack' if prepack else 'noprepack'}")
+                    name = (
+                        f"{'zero_copy' if zc else 'in_memory'}+"
+                        f"{'prepack' if prepack else 'noprepack'}"
+                    )
                     rows[name] = r
-                    print(f"{mb:5d} MB {name:22s} create {r['create_s']:.3f} s, load "
-                          f"{r['load_s']:.2f} s, RSS +{r['rss_above_imports_mib']:.0f} MiB, "
-                          f"1 row {r['one_row_s'] * 1e3:.2f} ms, {batch} rows "
-                          f"{r['batch_s'] * 1e3:.0f} ms (load average "
-                          f"{os.getloadavg()[0]:.1f})", flush=True)
+                    print(
+                        f"{mb:5d} MB {name:22s} create {r['create_s']:.3f} s, load "
+                        f"{r['load_s']:.2f} s, RSS +{r['rss_above_imports_mib']:.0f} MiB, "
+                        f"1 row {r['one_row_s'] * 1e3:.2f} ms, {batch} rows "
+                        f"{r['batch_s'] * 1e3:.0f} ms (load average "
+                        f"{os.getloadavg()[0]:.1f})",
+                        flush=True,
+                    )
             report["sizes"][mb] = rows
             path.unlink()
     if args.json:

@@ -87,11 +87,16 @@ def corpus_table(tmp: Path) -> list[tuple[str, bool, bool]]:
     for case in CASES:
         path, sentinel = write(case, tmp)
         report = bundle.scan(path)
-        listed = (case.target in report.dangerous) if case.target else \
-            report.verdict == "unscannable"
+        listed = (
+            (case.target in report.dangerous) if case.target else report.verdict == "unscannable"
+        )
         with contextlib.suppress(bundle.ApprovalError):
-            bundle.migrate(path, tmp / "out.mbundle", approve=[f.target for f in report.findings],
-                           sample_input=np.zeros((1, 4), np.float32))
+            bundle.migrate(
+                path,
+                tmp / "out.mbundle",
+                approve=[f.target for f in report.findings],
+                sample_input=np.zeros((1, 4), np.float32),
+            )
         rows.append((case.name, listed, sentinel.exists()))
     return rows
 
@@ -102,8 +107,10 @@ def main() -> None:
     ap.add_argument("--joblib-mb", type=int, default=100)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
-          f"model-bundle {bundle.__version__}")
+    print(
+        f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
+        f"model-bundle {bundle.__version__}"
+    )
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ckpt = tmp / "big.pt"
@@ -119,8 +126,10 @@ def main() -> None:
             t = median_time(lambda p=path: bundle.scan(p), args.runs)
             sha = sha256_rate(path, args.runs)
             rate = size / t / 1e6
-            print(f"| {path.name} | {size / 1e6:.0f} | {rate:.0f} | {sha:.0f} | "
-                  f"{rate / sha:.2f} | {bundle.scan(path).verdict} |")
+            print(
+                f"| {path.name} | {size / 1e6:.0f} | {rate:.0f} | {sha:.0f} | "
+                f"{rate / sha:.2f} | {bundle.scan(path).verdict} |"
+            )
 
         import joblib
 
@@ -135,8 +144,10 @@ def main() -> None:
         runs = max(1, min(args.runs, 3))
         tm = median_time(with_migrate, runs)
         tj = median_time(with_joblib, runs)
-        print(f"\nmigrate vs joblib.load + bundle.save ({rf.stat().st_size / 1e6:.0f} MB "
-              f"RandomForest, median of {runs}): {tm:.1f} s vs {tj:.1f} s = {tm / tj:.2f}x")
+        print(
+            f"\nmigrate vs joblib.load + bundle.save ({rf.stat().st_size / 1e6:.0f} MB "
+            f"RandomForest, median of {runs}): {tm:.1f} s vs {tj:.1f} s = {tm / tj:.2f}x"
+        )
 
         print("\n| case | listed by scan? | executed? |")
         print("|---|---|---|")

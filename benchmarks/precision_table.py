@@ -66,12 +66,16 @@ def _cases() -> dict[str, tuple[Any, Any, Any]]:
     g = torch.Generator().manual_seed(1234)
     h = torch.Generator().manual_seed(99)
     return {
-        "MLP 1024-4096-4096-1024-10 (25.2 M params)":
-            (mlp, torch.randn(16, models.MLP_100MB[0], generator=g),
-             torch.randn(HELD_OUT_ROWS, models.MLP_100MB[0], generator=h)),
-        "CNN 2x(Conv-BN-ReLU-pool) + 2 Linear (1.1 M params)":
-            (cnn, torch.randn(16, *models.CNN_INPUT, generator=g) * 2 + 0.5,
-             torch.randn(HELD_OUT_ROWS, *models.CNN_INPUT, generator=h) * 2 + 0.5),
+        "MLP 1024-4096-4096-1024-10 (25.2 M params)": (
+            mlp,
+            torch.randn(16, models.MLP_100MB[0], generator=g),
+            torch.randn(HELD_OUT_ROWS, models.MLP_100MB[0], generator=h),
+        ),
+        "CNN 2x(Conv-BN-ReLU-pool) + 2 Linear (1.1 M params)": (
+            cnn,
+            torch.randn(16, *models.CNN_INPUT, generator=g) * 2 + 0.5,
+            torch.randn(HELD_OUT_ROWS, *models.CNN_INPUT, generator=h) * 2 + 0.5,
+        ),
     }
 
 
@@ -92,8 +96,9 @@ def _stale_value_info_free(module: Any, sample: Any) -> Any:
     return onx
 
 
-def _save(module: Any, sample: Any, path: Path, precision: str,
-          training_state: bool) -> tuple[float, Any, str]:
+def _save(
+    module: Any, sample: Any, path: Path, precision: str, training_state: bool
+) -> tuple[float, Any, str]:
     """Export; on an int8 ConversionError, retry through the cleaned ONNX graph."""
     import bundle
 
@@ -101,8 +106,13 @@ def _save(module: Any, sample: Any, path: Path, precision: str,
         warnings.simplefilter("ignore")
         t = time.perf_counter()
         try:
-            manifest = bundle.save(module, path, sample_input=sample, precision=precision,
-                                   training_state=training_state)
+            manifest = bundle.save(
+                module,
+                path,
+                sample_input=sample,
+                precision=precision,
+                training_state=training_state,
+            )
             return time.perf_counter() - t, manifest, ""
         except bundle.ConversionError as e:
             if precision != "int8":
@@ -114,8 +124,9 @@ def _save(module: Any, sample: Any, path: Path, precision: str,
         return time.perf_counter() - t, manifest, error
 
 
-def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
-            tmp: Path) -> tuple[Row, Any]:
+def _export(
+    name: str, module: Any, sample: Any, held: Any, precision: str, tmp: Path
+) -> tuple[Row, Any]:
     """Export at ``precision``; size, parity and held-out deviation; the loaded model."""
     import torch
 
@@ -126,10 +137,12 @@ def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
     row.save_s, manifest, error = _save(module, sample, path, precision, training_state=False)
     row.size_mb = path.stat().st_size / 1e6
     if error:
-        row.note = (f"bundle.save(module) failed: {error}; measured by exporting the module "
-                    "to ONNX (bundle.export), dropping the value_info of initializers, and "
-                    "bundle.save(onnx_graph, precision='int8') (export time includes both; "
-                    "the manifest parity is then against the fp32 ONNX graph)")
+        row.note = (
+            f"bundle.save(module) failed: {error}; measured by exporting the module "
+            "to ONNX (bundle.export), dropping the value_info of initializers, and "
+            "bundle.save(onnx_graph, precision='int8') (export time includes both; "
+            "the manifest parity is then against the fp32 ONNX graph)"
+        )
     else:
         default = tmp / f"{precision}.default.mbundle"
         _save(module, sample, default, precision, training_state=True)
@@ -138,8 +151,7 @@ def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
     if manifest.parity is not None:
         row.parity = max(o.max_abs for o in manifest.parity.outputs)
     # spinning off: the rows are timed round-robin, and spinning would slow the next one
-    m = bundle.load(path, allow_unsigned=True, device="cpu",
-                    session_options=ort_session_options())
+    m = bundle.load(path, allow_unsigned=True, device="cpu", session_options=ort_session_options())
     with torch.no_grad():
         ref = module(held).numpy()
     got = m.predict(held.numpy())
@@ -149,8 +161,9 @@ def _export(name: str, module: Any, sample: Any, held: Any, precision: str,
     return row, m
 
 
-def _measure_model(name: str, module: Any, sample: Any, held: Any, tmp: Path,
-                   runs: int) -> list[Row]:
+def _measure_model(
+    name: str, module: Any, sample: Any, held: Any, tmp: Path, runs: int
+) -> list[Row]:
     """PyTorch eager and each precision; latencies timed round-robin across all of them."""
     import torch
 
@@ -169,8 +182,13 @@ def _measure_model(name: str, module: Any, sample: Any, held: Any, tmp: Path,
         fns[p] = m.predict
         print(f"exported {name} {p}", file=sys.stderr)
     for attr, x in (("lat1_ms", held[:1].numpy()), ("lat64_ms", held[:64].numpy())):
-        medians = latencies({k: (lambda fn=fn, x=x: fn(x)) for k, fn in fns.items()},
-                            reps=runs, budget_s=600, warmup=5, min_reps=runs)
+        medians = latencies(
+            {k: (lambda fn=fn, x=x: fn(x)) for k, fn in fns.items()},
+            reps=runs,
+            budget_s=600,
+            warmup=5,
+            min_reps=runs,
+        )
         for row in rows:
             setattr(row, attr, medians[row.precision] * 1e3)
     return rows
@@ -182,10 +200,12 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def table(rows: list[Row]) -> str:
     """The markdown table, with numbered notes under it."""
-    lines = ["| model | precision | bundle MB (deploy) | bundle MB (default) | export s "
-             "| predict batch 1 (ms) | predict batch 64 (ms) | max abs dev, held-out "
-             "| max abs torch output | top-1 agreement | manifest parity max abs (sample) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | precision | bundle MB (deploy) | bundle MB (default) | export s "
+        "| predict batch 1 (ms) | predict batch 64 (ms) | max abs dev, held-out "
+        "| max abs torch output | top-1 agreement | manifest parity max abs (sample) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     notes: list[str] = []
     for r in rows:
         mark = ""
@@ -198,7 +218,8 @@ def table(rows: list[Row]) -> str:
             f"| {_fmt(r.size_default_mb, '.1f')} | {_fmt(r.save_s, '.1f')} "
             f"| {_fmt(r.lat1_ms, '.2f')} | {_fmt(r.lat64_ms, '.2f')} "
             f"| {_fmt(r.max_abs, '.2e')} | {_fmt(r.ref_max, '.3f')} | {agree} "
-            f"| {_fmt(r.parity, '.2e')} |")
+            f"| {_fmt(r.parity, '.2e')} |"
+        )
     lines += ["", *[f"[{i}] {n}" for i, n in enumerate(notes, 1)]]
     return "\n".join(lines)
 
@@ -219,25 +240,29 @@ def main() -> None:
     print(body)
     if args.no_write:
         return
-    text = "\n".join([
-        f"`python benchmarks/precision_table.py --runs {args.runs}` — measured "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
-        *machine.describe(PACKAGES),
-        f"- torch and onnxruntime intra-op threads {torch.get_num_threads()}; onnxruntime "
-        "thread spinning off (intra- and inter-op) on CPUExecutionProvider",
-        others.note(),
-        "",
-        "Deploy = `bundle.save(..., training_state=False)`; default = with the exact "
-        "training state a PyTorch export carries for `bundle.restore` (for fp16/int8 the "
-        "fp32 parameters are not bit-identical to the stored weights, so they are stored a "
-        "second time). Latency: `bundle.load(path, device='cpu').predict(x)`, median of "
-        f"{args.runs} calls after 5 warm-up calls, timed round-robin across the rows of a model "
-        "so that load from other jobs hits them alike. Deviation: against `module(x)` in "
-        f"PyTorch on {HELD_OUT_ROWS} held-out rows drawn with another seed than the export "
-        "sample; the last column is what the manifest records on the 16-row export sample.",
-        "",
-        body,
-    ])
+    text = "\n".join(
+        [
+            f"`python benchmarks/precision_table.py --runs {args.runs}` — measured "
+            f"{time.strftime('%Y-%m-%d %H:%M %Z')}.",
+            "",
+            *machine.describe(PACKAGES),
+            f"- torch and onnxruntime intra-op threads {torch.get_num_threads()}; onnxruntime "
+            "thread spinning off (intra- and inter-op) on CPUExecutionProvider",
+            others.note(),
+            "",
+            "Deploy = `bundle.save(..., training_state=False)`; default = with the exact "
+            "training state a PyTorch export carries for `bundle.restore` (for fp16/int8 the "
+            "fp32 parameters are not bit-identical to the stored weights, so they are stored a "
+            "second time). Latency: `bundle.load(path, device='cpu').predict(x)`, median of "
+            f"{args.runs} calls after 5 warm-up calls, timed round-robin across the rows of a "
+            "model "
+            "so that load from other jobs hits them alike. Deviation: against `module(x)` in "
+            f"PyTorch on {HELD_OUT_ROWS} held-out rows drawn with another seed than the export "
+            "sample; the last column is what the manifest records on the 16-row export sample.",
+            "",
+            body,
+        ]
+    )
     results.write_section(SECTION, text)
     print(f"\nwritten to {results.RESULTS}", file=sys.stderr)
 

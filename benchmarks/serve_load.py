@@ -55,19 +55,24 @@ def graph(seed: int, *, bad_shape: bool = False, reshape_to: int | None = None) 
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((D_IN + bad_shape, D_HID)) / 16).astype(np.float32)
     w2 = (rng.standard_normal((D_HID, D_IN)) / 90).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["X", "W1"], ["H"]),
-             helper.make_node("Relu", ["H"], ["R"]),
-             helper.make_node("MatMul", ["R", "W2"], ["Z" if reshape_to else "Y"])]
+    nodes = [
+        helper.make_node("MatMul", ["X", "W1"], ["H"]),
+        helper.make_node("Relu", ["H"], ["R"]),
+        helper.make_node("MatMul", ["R", "W2"], ["Z" if reshape_to else "Y"]),
+    ]
     inits = [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")]
     out: list[Any] = ["N", D_IN]
     if reshape_to:
         nodes.append(helper.make_node("Reshape", ["Z", "S"], ["Y"]))
         inits.append(numpy_helper.from_array(np.array([reshape_to], np.int64), "S"))
         out = [reshape_to]
-    g = helper.make_graph(nodes, "mlp",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", D_IN])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out)],
-                          initializer=inits)
+    g = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", D_IN])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out)],
+        initializer=inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
@@ -85,7 +90,7 @@ def install(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-RAW_APP = '''
+RAW_APP = """
 import json, sys, numpy as np, onnxruntime as ort, uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -105,7 +110,7 @@ async def infer(request):
                     media_type="application/json")
 app = Starlette(routes=[Route("/v2/models/mlp/infer", infer, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
-'''
+"""
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes], path: str) -> None:
@@ -114,8 +119,11 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], path: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}"
-                             if proc.stderr else "server exited")
+            raise SystemExit(
+                f"server exited: {proc.stderr.read().decode()[-2000:]}"
+                if proc.stderr
+                else "server exited"
+            )
         try:
             if httpx.get(url + path, timeout=2).status_code < 500:
                 return
@@ -200,9 +208,12 @@ def main() -> None:
         bundle.save(graph(seed), p, signing_key=key, name="mlp", version=str(seed))
         good.append(p)
     bad = {}
-    for kind, g, k in (("unsigned", graph(7), None), ("untrusted", graph(8), other),
-                       ("unloadable", graph(9, bad_shape=True), key),
-                       ("smoke", graph(10, reshape_to=5), key)):
+    for kind, g, k in (
+        ("unsigned", graph(7), None),
+        ("untrusted", graph(8), other),
+        ("unloadable", graph(9, bad_shape=True), key),
+        ("smoke", graph(10, reshape_to=5), key),
+    ):
         bad[kind] = work / f"{kind}.mbundle"
         bundle.save(g, bad[kind], signing_key=k, name="mlp", version="99")
     bad["tampered"] = work / "tampered.mbundle"
@@ -220,16 +231,37 @@ def main() -> None:
     served = work / "served.mbundle"
     install(good[0], served)
     x = np.random.default_rng(0).standard_normal((1, D_IN)).astype(np.float32)
-    body = json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, D_IN],
-                                   "data": x.ravel().tolist()}]}).encode()
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "X", "datatype": "FP32", "shape": [1, D_IN], "data": x.ravel().tolist()}
+            ]
+        }
+    ).encode()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     # ---- the bundle server, with swaps
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bundle", "serve", str(served),
-                               "--trusted-key", str(pub), "--port", str(port),
-                               "--poll-interval", "0.2", "--probation-window", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bundle",
+            "serve",
+            str(served),
+            "--trusted-key",
+            str(pub),
+            "--port",
+            str(port),
+            "--poll-interval",
+            "0.2",
+            "--probation-window",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_up(url, server, "/v2/health/ready")
@@ -262,8 +294,12 @@ def main() -> None:
                     deadline = t0 + 30
                     while time.monotonic() < deadline:
                         ev = c.get("/v2/models/mlp/status").json()["events"]
-                        if any(e.get("digest") == digest and e["event"] in ("live", "refused")
-                               and e["time"] >= time.time() - 30 for e in ev):
+                        if any(
+                            e.get("digest") == digest
+                            and e["event"] in ("live", "refused")
+                            and e["time"] >= time.time() - 30
+                            for e in ev
+                        ):
                             break
                         time.sleep(0.02)
                     windows.append((t0, time.monotonic() + 0.5))
@@ -281,9 +317,12 @@ def main() -> None:
         # ---- throughput without swaps vs the raw onnxruntime endpoint, in alternating
         # rounds so that a shared machine's drift falls on both alike
         rport = free_port()
-        raw = subprocess.Popen([sys.executable, "-c", RAW_APP.format(
-            root=str(ROOT), onnx=str(onnx_path), port=rport)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        raw = subprocess.Popen(
+            [sys.executable, "-c", RAW_APP.format(root=str(ROOT), onnx=str(onnx_path), port=rport)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         rurl = f"http://127.0.0.1:{rport}/v2/models/mlp/infer"
         try:
             wait_up(f"http://127.0.0.1:{rport}", raw, "/")
@@ -320,33 +359,52 @@ def main() -> None:
     rollbacks = [e for e in status["events"] if e["event"] == "rolled back"]
     try:
         import mlserver  # noqa: F401
+
         mlserver_note = "installed, but not wired into this script yet"
     except ImportError:
         mlserver_note = "skipped: MLServer is not installed here (not a project dependency)"
 
-    print(f"machine: {len(os.sched_getaffinity(0))} CPUs usable, load average "
-          f"{os.getloadavg()[0]:.2f}; hashlib SHA-256 one core: {sha256_speed():.0f} MB/s")
-    print(f"model: 2-layer MLP, {weights / 2**20:.1f} MiB fp32 weights per version; "
-          f"{args.clients} clients, 1-row v2 JSON requests")
-    print(f"swap run: {args.seconds:.0f} s, {len(plan)} file changes "
-          f"({sum(p in bad.values() for p in plan)} bad), {len(samples)} requests")
+    print(
+        f"machine: {len(os.sched_getaffinity(0))} CPUs usable, load average "
+        f"{os.getloadavg()[0]:.2f}; hashlib SHA-256 one core: {sha256_speed():.0f} MB/s"
+    )
+    print(
+        f"model: 2-layer MLP, {weights / 2**20:.1f} MiB fp32 weights per version; "
+        f"{args.clients} clients, 1-row v2 JSON requests"
+    )
+    print(
+        f"swap run: {args.seconds:.0f} s, {len(plan)} file changes "
+        f"({sum(p in bad.values() for p in plan)} bad), {len(samples)} requests"
+    )
     print(f"  non-2xx responses:          {len(non2xx)}")
     print(f"  responses from bad version: {len(from_bad)}")
-    print(f"  refused versions:           {len(refused)} "
-          f"({', '.join(sorted({e['stage'] for e in refused}))})")
-    print(f"  automatic rollbacks:        {len(rollbacks)}"
-          + "".join(f"\n    {e['reason']}" for e in rollbacks))
-    print(f"  latency steady  p50 {pct(steady, 50):.2f} ms  p99 {pct(steady, 99):.2f} ms "
-          f"({len(steady)} requests)")
-    print(f"  latency in swap p50 {pct(during, 50):.2f} ms  p99 {pct(during, 99):.2f} ms "
-          f"({len(during)} requests); p99 ratio {pct(during, 99) / pct(steady, 99):.2f}x")
-    print(f"  server RSS: before swaps {steady_rss / 2**20:.0f} MiB, peak during swaps "
-          f"{swap_rss / 2**20:.0f} MiB; old + new weights {2 * weights / 2**20:.0f} MiB; "
-          f"growth {(swap_rss - steady_rss) / 2**20:.0f} MiB")
-    print(f"throughput ({args.throughput_seconds:.0f} s each in alternating rounds, no swaps): "
-          "model-bundle serve "
-          f"{ours_rps:.0f} req/s, raw onnxruntime Starlette endpoint {raw_rps:.0f} req/s: "
-          f"{ours_rps / raw_rps:.2f}x")
+    print(
+        f"  refused versions:           {len(refused)} "
+        f"({', '.join(sorted({e['stage'] for e in refused}))})"
+    )
+    print(
+        f"  automatic rollbacks:        {len(rollbacks)}"
+        + "".join(f"\n    {e['reason']}" for e in rollbacks)
+    )
+    print(
+        f"  latency steady  p50 {pct(steady, 50):.2f} ms  p99 {pct(steady, 99):.2f} ms "
+        f"({len(steady)} requests)"
+    )
+    print(
+        f"  latency in swap p50 {pct(during, 50):.2f} ms  p99 {pct(during, 99):.2f} ms "
+        f"({len(during)} requests); p99 ratio {pct(during, 99) / pct(steady, 99):.2f}x"
+    )
+    print(
+        f"  server RSS: before swaps {steady_rss / 2**20:.0f} MiB, peak during swaps "
+        f"{swap_rss / 2**20:.0f} MiB; old + new weights {2 * weights / 2**20:.0f} MiB; "
+        f"growth {(swap_rss - steady_rss) / 2**20:.0f} MiB"
+    )
+    print(
+        f"throughput ({args.throughput_seconds:.0f} s each in alternating rounds, no swaps): "
+        "model-bundle serve "
+        f"{ours_rps:.0f} req/s, raw onnxruntime Starlette endpoint {raw_rps:.0f} req/s: "
+        f"{ours_rps / raw_rps:.2f}x"
+    )
     print(f"MLServer: {mlserver_note}")
     swaps_line = [ln for ln in metrics.splitlines() if ln.startswith("bundle_serve_swaps_total")]
     print("metrics:", "; ".join(swaps_line))

@@ -63,9 +63,18 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = open(log, "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/store/moto_atomic.py"),
-                             "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests/store/moto_atomic.py"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -78,17 +87,25 @@ def start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def s3_options(url: str) -> dict[str, Any]:
-    return {"key": "bench", "secret": "bench", "use_listings_cache": False,
-            "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
+    return {
+        "key": "bench",
+        "secret": "bench",
+        "use_listings_cache": False,
+        "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"},
+    }
 
 
 def new_bucket(url: str) -> str:
     import boto3
 
     name = f"bench{uuid.uuid4().hex[:16]}"
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="bench",
-                 aws_secret_access_key="bench", region_name="us-east-1"
-                 ).create_bucket(Bucket=name)
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
     return name
 
 
@@ -107,10 +124,12 @@ def big(path: Path, key: bundle.PrivateKey, mb: int) -> Path:
     n = int((mb * 1e6 / 4) ** 0.5)
     w = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])],
-        [numpy_helper.from_array(w, "w")])
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx_path = path.with_suffix(".onnx")
@@ -128,14 +147,34 @@ def promotions(store: bundle.Store, key: bundle.PrivateKey, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def race(url: str, options: dict[str, Any] | None, key_path: Path, n: int,
-         work: Path, trust: bundle.TrustPolicy) -> dict[str, Any]:
+def race(
+    url: str,
+    options: dict[str, Any] | None,
+    key_path: Path,
+    n: int,
+    work: Path,
+    trust: bundle.TrustPolicy,
+) -> dict[str, Any]:
     start = work / f"go-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/store/racer.py"), url,
-                               json.dumps(options or {}), str(key_path), w, str(n), str(start)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-             for w in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests/store/racer.py"),
+                url,
+                json.dumps(options or {}),
+                str(key_path),
+                w,
+                str(n),
+                str(start),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for w in ("a", "b")
+    ]
     time.sleep(1.0)
     t = time.perf_counter()
     start.touch()
@@ -146,16 +185,25 @@ def race(url: str, options: dict[str, Any] | None, key_path: Path, n: int,
             raise SystemExit(err.decode()[-3000:])
         won.append(json.loads(out))
     seconds = time.perf_counter() - t
-    fresh = bundle.Store(url, storage_options=options, trust=trust,
-                         cache_dir=work / f"verify-{uuid.uuid4().hex[:6]}")
+    fresh = bundle.Store(
+        url, storage_options=options, trust=trust, cache_dir=work / f"verify-{uuid.uuid4().hex[:6]}"
+    )
     hist = fresh.history("tiny", "production")
     seqs = [r.seq for r in hist]
-    chained = all(b.previous == a.target and b.previous_record == a.record_sha256
-                  for a, b in itertools.pairwise(hist))
-    return {"records": len(hist), "seq_ok": seqs == list(range(2 * n)),
-            "no_duplicates": sorted(won[0] + won[1]) == list(range(2 * n)),
-            "chained": chained, "won_a": len(won[0]), "won_b": len(won[1]),
-            "seconds": seconds, "promotions_per_s": 2 * n / seconds}
+    chained = all(
+        b.previous == a.target and b.previous_record == a.record_sha256
+        for a, b in itertools.pairwise(hist)
+    )
+    return {
+        "records": len(hist),
+        "seq_ok": seqs == list(range(2 * n)),
+        "no_duplicates": sorted(won[0] + won[1]) == list(range(2 * n)),
+        "chained": chained,
+        "won_a": len(won[0]),
+        "won_b": len(won[1]),
+        "seconds": seconds,
+        "promotions_per_s": 2 * n / seconds,
+    }
 
 
 def main() -> None:
@@ -170,25 +218,33 @@ def main() -> None:
     work = args.dir or Path(tempfile.mkdtemp(prefix="store-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     proc, endpoint = start_moto(work / "moto.log")
-    results: dict[str, Any] = {"sha256_single_core_MBps": sha256_speed(),
-                               "cpu_count": os.cpu_count(),
-                               "load_average": os.getloadavg()}
+    results: dict[str, Any] = {
+        "sha256_single_core_MBps": sha256_speed(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
     try:
         key = bundle.generate_key()
         key_path = work / "key.pem"
         key_path.write_bytes(key.private_pem())
         trust = bundle.TrustPolicy(keys=key.public_key)
         v = {ver: tiny(work / f"tiny-{ver}.mbundle", key, ver) for ver in ("1", "2")}
-        places = {"folder": (str(work / f"store-{uuid.uuid4().hex[:6]}"), None),
-                  "s3": (f"s3://{new_bucket(endpoint)}/models", s3_options(endpoint))}
+        places = {
+            "folder": (str(work / f"store-{uuid.uuid4().hex[:6]}"), None),
+            "s3": (f"s3://{new_bucket(endpoint)}/models", s3_options(endpoint)),
+        }
         for where, (url, options) in places.items():
-            store = bundle.Store(url, storage_options=options, trust=trust,
-                                 cache_dir=work / f"cache-{where}")
+            store = bundle.Store(
+                url, storage_options=options, trust=trust, cache_dir=work / f"cache-{where}"
+            )
             for p in v.values():
                 store.push(p)
             results[f"promotions_per_s_{where}"] = promotions(store, key, args.promotions)
-            print(f"{where}: {results[f'promotions_per_s_{where}']:.1f} promotions/s "
-                  f"(one writer, {args.promotions})", flush=True)
+            print(
+                f"{where}: {results[f'promotions_per_s_{where}']:.1f} promotions/s "
+                f"(one writer, {args.promotions})",
+                flush=True,
+            )
             r = race(url, options, key_path, args.race, work, trust)
             results[f"race_{where}"] = r
             print(f"{where}: race 2 x {args.race}: {r}", flush=True)
@@ -211,19 +267,24 @@ def main() -> None:
             return data
 
         backends.Backend.read_range = counting  # type: ignore[method-assign]
-        big_store = bundle.Store(f"s3://{bucket}/store", storage_options=s3_options(endpoint),
-                                 trust=trust, cache_dir=work / "bigstore-cache")
+        big_store = bundle.Store(
+            f"s3://{bucket}/store",
+            storage_options=s3_options(endpoint),
+            trust=trust,
+            cache_dir=work / "bigstore-cache",
+        )
         big_store.push(path)
-        times: dict[str, list[float]] = {"bundle.load(s3://) cold cache": [],
-                                         "s3fs get_file + bundle.load": [],
-                                         "store.load(name:version) warm cache": []}
+        times: dict[str, list[float]] = {
+            "bundle.load(s3://) cold cache": [],
+            "s3fs get_file + bundle.load": [],
+            "store.load(name:version) warm cache": [],
+        }
         fetched_cold = []
         for i in range(args.runs):
             cache = work / f"bigcache-{i}"
             fetched[0] = 0
             t = time.perf_counter()
-            m = bundle.load(url, trust=trust, storage_options=s3_options(endpoint),
-                            cache_dir=cache)
+            m = bundle.load(url, trust=trust, storage_options=s3_options(endpoint), cache_dir=cache)
             times["bundle.load(s3://) cold cache"].append(time.perf_counter() - t)
             fetched_cold.append(fetched[0])
             del m
@@ -244,15 +305,20 @@ def main() -> None:
         print(f"\nremote load of a {size / 1e6:.0f} MB bundle (median of {args.runs}):")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"  {name:34} {med:6.2f} s  {size / med / 1e6:6.0f} MB/s  "
-                  f"{med / base:4.2f}x")
-        print(f"  bytes fetched by a cold load: {statistics.median(fetched_cold) / size:.3f}x "
-              "the bundle")
-        results["remote_load"] = {"bundle_bytes": size, "fetched_ratio_cold":
-                                  statistics.median(fetched_cold) / size,
-                                  **{k: statistics.median(ts) for k, ts in times.items()}}
-        print(f"hashlib SHA-256, one core: {results['sha256_single_core_MBps']:.0f} MB/s; "
-              f"{results['cpu_count']} CPUs, load average {results['load_average']}")
+            print(f"  {name:34} {med:6.2f} s  {size / med / 1e6:6.0f} MB/s  {med / base:4.2f}x")
+        print(
+            f"  bytes fetched by a cold load: {statistics.median(fetched_cold) / size:.3f}x "
+            "the bundle"
+        )
+        results["remote_load"] = {
+            "bundle_bytes": size,
+            "fetched_ratio_cold": statistics.median(fetched_cold) / size,
+            **{k: statistics.median(ts) for k, ts in times.items()},
+        }
+        print(
+            f"hashlib SHA-256, one core: {results['sha256_single_core_MBps']:.0f} MB/s; "
+            f"{results['cpu_count']} CPUs, load average {results['load_average']}"
+        )
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:

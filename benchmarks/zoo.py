@@ -38,24 +38,32 @@ def _cases_module() -> Any:
 
 
 _cases = _cases_module()
-FAMILIES, Result, all_cases, run_case = (_cases.FAMILIES, _cases.Result, _cases.all_cases,
-                                         _cases.run_case)
+FAMILIES, Result, all_cases, run_case = (
+    _cases.FAMILIES,
+    _cases.Result,
+    _cases.all_cases,
+    _cases.run_case,
+)
 
 STATUSES = ("ok", "refused", "mismatch", "crash", "n/a")
 
 
 def table(results: list[Any]) -> str:
     """The coverage table by family, markdown."""
-    lines = ["| family | cases | ok | refused (clear reason) | mismatch | crash | n/a | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| family | cases | ok | refused (clear reason) | mismatch | crash | n/a | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     by_family: dict[str, list[Any]] = {}
     for r in results:
         by_family.setdefault(r.family, []).append(r)
     for fam, rs in [*by_family.items(), ("total", results)]:
         c = Counter(r.status for r in rs)
         counted = len(rs) - c["n/a"]
-        lines.append(f"| {fam} | {counted} | {c['ok']} | {c['refused']} | {c['mismatch']} | "
-                     f"{c['crash']} | {c['n/a']} | {sum(r.seconds for r in rs):.0f} |")
+        lines.append(
+            f"| {fam} | {counted} | {c['ok']} | {c['refused']} | {c['mismatch']} | "
+            f"{c['crash']} | {c['n/a']} | {sum(r.seconds for r in rs):.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -82,15 +90,22 @@ def main() -> int:
     for i, case in enumerate(cases, 1):
         r = run_case(case)
         results.append(r)
-        print(f"[{i}/{len(cases)}] {r.family} / {r.name}: {r.status} ({r.seconds:.1f} s)"
-              + (f" -- {r.detail[:160]}" if r.detail else ""), flush=True)
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
-               f"{platform.python_version()}; {time.perf_counter() - start:.0f} s in all")
-    text = (f"{table(results)}\n\n{machine}\n\nok: saved, loaded, and equal to the original "
-            "library's own output on fresh inputs of another batch size. refused: save "
-            "raised a BundleError naming why. mismatch: saved and loaded but different. "
-            "crash: another exception (a bug). n/a: the library cannot build or fit it "
-            f"with defaults.\n\n{details(results)}\n")
+        print(
+            f"[{i}/{len(cases)}] {r.family} / {r.name}: {r.status} ({r.seconds:.1f} s)"
+            + (f" -- {r.detail[:160]}" if r.detail else ""),
+            flush=True,
+        )
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; {time.perf_counter() - start:.0f} s in all"
+    )
+    text = (
+        f"{table(results)}\n\n{machine}\n\nok: saved, loaded, and equal to the original "
+        "library's own output on fresh inputs of another batch size. refused: save "
+        "raised a BundleError naming why. mismatch: saved and loaded but different. "
+        "crash: another exception (a bug). n/a: the library cannot build or fit it "
+        f"with defaults.\n\n{details(results)}\n"
+    )
     print("\n" + text)
     if args.out:
         args.out.write_text(text)

@@ -27,22 +27,35 @@ if TYPE_CHECKING:
     from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
     from .runtime.model import Model
 
-__all__ = ["CheckReport", "Inspection", "check", "convert_opset", "inspect", "load", "restore",
-           "save", "sign", "verify"]
+__all__ = [
+    "CheckReport",
+    "Inspection",
+    "check",
+    "convert_opset",
+    "inspect",
+    "load",
+    "restore",
+    "save",
+    "sign",
+    "verify",
+]
 
 KeyLike = signing.PrivateKey | str | os.PathLike[str]
 
 
-def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None,
-                  passphrase: bytes | None, certificate_chain: Any = None,
-                  ) -> list[signing.PrivateKey]:
+def _signing_keys(
+    signing_key: KeyLike | Sequence[KeyLike] | None,
+    passphrase: bytes | None,
+    certificate_chain: Any = None,
+) -> list[signing.PrivateKey]:
     """Load the keys; a certificate chain goes to the key its leaf certifies."""
     if signing_key is None:
         if certificate_chain is not None:
             raise KeyFileError("certificate_chain given without a signing_key")
         return []
-    items: list[Any] = list(signing_key) if isinstance(signing_key, (list, tuple)) \
-        else [signing_key]
+    items: list[Any] = (
+        list(signing_key) if isinstance(signing_key, (list, tuple)) else [signing_key]
+    )
     keys = [signing.load_private_key(k, passphrase) for k in items]
     if certificate_chain is None:
         return keys
@@ -54,22 +67,39 @@ def _signing_keys(signing_key: KeyLike | Sequence[KeyLike] | None,
         if k.public_key.pem() == leaf_pem:
             keys[i] = k.with_certificates(chain)
             return keys
-    raise KeyFileError(f"the certificate {chain[0].subject.rfc4514_string()} does not certify "
-                       "any of the signing keys (give the leaf certificate first)")
+    raise KeyFileError(
+        f"the certificate {chain[0].subject.rfc4514_string()} does not certify "
+        "any of the signing keys (give the leaf certificate first)"
+    )
 
 
-def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
-         signing_key: KeyLike | Sequence[KeyLike] | None = None,
-         passphrase: bytes | None = None, certificate_chain: Any = None,
-         expires: Any = None, name: str | None = None, version: str = "1",
-         description: str = "", metadata: Mapping[str, str] | None = None,
-         tolerance: tuple[float, float] | None = None, accept_mismatch: bool = False,
-         created: str | None = None, target_opset: int | None = None,
-         precision: str = "fp32",
-         options: TorchOptions | TensorFlowOptions | SklearnOptions | None = None,
-         dynamic_axes: Mapping[str, Any] | None = None, exporter: str | None = None,
-         optimizer: Any = None, scheduler: Any = None, include_rng: bool = False,
-         training_state: bool | None = None, signature: str | None = None) -> Manifest:
+def save(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    sample_input: Any = None,
+    signing_key: KeyLike | Sequence[KeyLike] | None = None,
+    passphrase: bytes | None = None,
+    certificate_chain: Any = None,
+    expires: Any = None,
+    name: str | None = None,
+    version: str = "1",
+    description: str = "",
+    metadata: Mapping[str, str] | None = None,
+    tolerance: tuple[float, float] | None = None,
+    accept_mismatch: bool = False,
+    created: str | None = None,
+    target_opset: int | None = None,
+    precision: str = "fp32",
+    options: TorchOptions | TensorFlowOptions | SklearnOptions | None = None,
+    dynamic_axes: Mapping[str, Any] | None = None,
+    exporter: str | None = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    include_rng: bool = False,
+    training_state: bool | None = None,
+    signature: str | None = None,
+) -> Manifest:
     """Export ``model`` to a bundle at ``path`` and return its manifest.
 
     ``model`` is a fitted scikit-learn estimator or pipeline, an ``onnx.ModelProto``
@@ -136,35 +166,70 @@ def save(model: Any, path: str | os.PathLike[str], *, sample_input: Any = None,
         expires_at = None if expires is None else format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
-    typed = options_for(converter_name(model), options, {
-        "dynamic_axes": dynamic_axes, "exporter": exporter, "optimizer": optimizer,
-        "scheduler": scheduler, "include_rng": include_rng or None,
-        "training_state": training_state,
-        "signature": signature})
-    if precision != "fp32" and typed is not None and not isinstance(typed, SklearnOptions) \
-            and typed.training_state is None \
-            and not typed.wants_training_state:
+    typed = options_for(
+        converter_name(model),
+        options,
+        {
+            "dynamic_axes": dynamic_axes,
+            "exporter": exporter,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "include_rng": include_rng or None,
+            "training_state": training_state,
+            "signature": signature,
+        },
+    )
+    if (
+        precision != "fp32"
+        and typed is not None
+        and not isinstance(typed, SklearnOptions)
+        and typed.training_state is None
+        and not typed.wants_training_state
+    ):
         # A reduced-precision bundle is for serving: the full-precision training state
         # beside its weights would make it bigger than the fp32 bundle. Kept when asked.
         typed = dataclasses.replace(typed, training_state=False)
     converted = convert(model, sample_input, target_opset=target_opset, options=typed)
-    model_name = name or type(model).__name__ if not isinstance(model, (str, os.PathLike)) \
+    model_name = (
+        name or type(model).__name__
+        if not isinstance(model, (str, os.PathLike))
         else name or os.path.splitext(os.path.basename(os.path.normpath(os.fspath(model))))[0]
-    return write_converted(converted, path, keys, name=model_name, version=version,
-                            description=description, metadata=metadata, tolerance=tolerance,
-                            accept_mismatch=accept_mismatch, created=created,
-                            precision=precision, expires_at=expires_at,
-                            restamp=target_opset is None)
+    )
+    return write_converted(
+        converted,
+        path,
+        keys,
+        name=model_name,
+        version=version,
+        description=description,
+        metadata=metadata,
+        tolerance=tolerance,
+        accept_mismatch=accept_mismatch,
+        created=created,
+        precision=precision,
+        expires_at=expires_at,
+        restamp=target_opset is None,
+    )
 
 
-def _open_verified(path: str | os.PathLike[str], policy: TrustPolicy,
-                   weights_in_memory: bool, progress: Any = None,
-                   in_memory: tuple[str, ...] = ()) -> Any:
+def _open_verified(
+    path: str | os.PathLike[str],
+    policy: TrustPolicy,
+    weights_in_memory: bool,
+    progress: Any = None,
+    in_memory: tuple[str, ...] = (),
+) -> Any:
     reader = ZipReader(path)
     try:
-        return verify_archive(reader, policy.trust_store, allow_unsigned=policy.allow_unsigned,
-                              weights_in_memory=weights_in_memory, policy=policy.freshness,
-                              progress=progress, in_memory=in_memory)
+        return verify_archive(
+            reader,
+            policy.trust_store,
+            allow_unsigned=policy.allow_unsigned,
+            weights_in_memory=weights_in_memory,
+            policy=policy.freshness,
+            progress=progress,
+            in_memory=in_memory,
+        )
     except BaseException:
         reader.close()
         raise
@@ -184,20 +249,29 @@ def _check_content(vb: Any) -> tuple[Any, Any]:
     check_graph(model, header, gfile.path)
     inputs, outputs = io_specs(model)
     if (inputs, outputs) != (manifest.inputs, manifest.outputs):
-        raise FormatError("the manifest's inputs/outputs (names, dtypes, shapes) are not the "
-                          "graph's", entry=gfile.path)
+        raise FormatError(
+            "the manifest's inputs/outputs (names, dtypes, shapes) are not the graph's",
+            entry=gfile.path,
+        )
     verified = {**vb.inflated, **vb.stored}  # as hashed: never read again
     check_training_entries(manifest, verified)
     check_assets(manifest, verified)
     return model, header
 
 
-def verify(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
-           trusted_keys: signing.TrustedKeys | None = None,
-           allow_unsigned: bool = False, threshold: int | None = None,
-           trusted_roots: Any = None, now: Any = None, min_version: str | None = None,
-           rollback_state: str | os.PathLike[str] | None = None,
-           progress: Any = None) -> VerifyReport:
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+) -> VerifyReport:
     """Verify signature, structure, every byte and the graph; return who signed what.
 
     Raises a :class:`BundleError` subclass naming what failed. Nothing is executed.
@@ -210,9 +284,16 @@ def verify(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     one already accepted for the same model name from any trusted signer, and records
     this one. See SECURITY.md. A wrong argument value raises ``ValueError``/``TypeError``.
     """
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            threshold=threshold, trusted_roots=trusted_roots, now=now,
-                            min_version=min_version, rollback_state=rollback_state)
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+        rollback_state=rollback_state,
+    )
     vb = _open_verified(path, policy, False, progress)
     try:
         _check_content(vb)
@@ -223,16 +304,26 @@ def verify(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
         vb.reader.close()
 
 
-def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
-         trusted_keys: signing.TrustedKeys | None = None,
-         allow_unsigned: bool = False, device: str = "auto", threshold: int | None = None,
-         zero_copy: bool = False, session_options: Any = None,
-         provider_options: Mapping[str, Any] | None = None, trusted_roots: Any = None,
-         now: Any = None, min_version: str | None = None,
-         rollback_state: str | os.PathLike[str] | None = None,
-         prepack: bool | None = None, progress: Any = None,
-         storage_options: Mapping[str, Any] | None = None,
-         cache_dir: str | os.PathLike[str] | None = None) -> Model:
+def load(
+    path: str | os.PathLike[str],
+    *,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    device: str = "auto",
+    threshold: int | None = None,
+    zero_copy: bool = False,
+    session_options: Any = None,
+    provider_options: Mapping[str, Any] | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+    prepack: bool | None = None,
+    progress: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Model:
     """Verify a bundle, then return a :class:`bundle.Model` ready to predict.
 
     ``trust`` (a :class:`TrustPolicy`), or its keyword shortcuts, as for :func:`verify`.
@@ -259,12 +350,18 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
     from .store.remote import fetch_url, is_remote
 
     if is_remote(path):
-        path, _digest = fetch_url(str(path), storage_options=storage_options,
-                                  cache_dir=cache_dir)
+        path, _digest = fetch_url(str(path), storage_options=storage_options, cache_dir=cache_dir)
 
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            threshold=threshold, trusted_roots=trusted_roots, now=now,
-                            min_version=min_version, rollback_state=rollback_state)
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+        rollback_state=rollback_state,
+    )
     providers = select_providers(device, provider_options)
     before = _file_identity(path)
     vb = _open_verified(path, policy, not zero_copy, progress)
@@ -277,11 +374,21 @@ def load(path: str | os.PathLike[str], *, trust: TrustPolicy | None = None,
 
         check_installed(model, manifest)
         entry = vb.reader.entries[manifest.file("weights").path]
-        session, keep = create_session(model, header, vb.reader.path, entry.data_offset,
-                                       vb.weights, providers, session_options, prepack)
+        session, keep = create_session(
+            model,
+            header,
+            vb.reader.path,
+            entry.data_offset,
+            vb.weights,
+            providers,
+            session_options,
+            prepack,
+        )
         if zero_copy and _file_identity(path) != before:
-            raise IntegrityError(f"{path} changed while it was being loaded (zero_copy: the "
-                                 "session reads the file); nothing was loaded")
+            raise IntegrityError(
+                f"{path} changed while it was being loaded (zero_copy: the "
+                "session reads the file); nothing was loaded"
+            )
         vb.accept()
         from .runtime.model import Model
 
@@ -299,13 +406,22 @@ def _file_identity(path: str | os.PathLike[str]) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
-            scheduler: Any = None, *, trust: TrustPolicy | None = None,
-            trusted_keys: signing.TrustedKeys | None = None,
-            allow_unsigned: bool = False, threshold: int | None = None,
-            rng: bool = True, trusted_roots: Any = None, now: Any = None,
-            min_version: str | None = None,
-            rollback_state: str | os.PathLike[str] | None = None) -> VerifyReport:
+def restore(
+    path: str | os.PathLike[str],
+    model: Any,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    *,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    rng: bool = True,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+) -> VerifyReport:
     """Verify a bundle exactly as :func:`load` does, then load its training state.
 
     ``model`` (a PyTorch module of the same architecture) gets every parameter
@@ -334,15 +450,26 @@ def restore(path: str | os.PathLike[str], model: Any, optimizer: Any = None,
     keras_model = "keras" in roots
     sklearn_model = "sklearn" in roots
     if sklearn_model and (optimizer is not None or scheduler is not None):
-        raise InputError("a scikit-learn estimator keeps its optimizer state inside itself "
-                         "(MLP's solver, SGD's t_): pass model= only")
+        raise InputError(
+            "a scikit-learn estimator keeps its optimizer state inside itself "
+            "(MLP's solver, SGD's t_): pass model= only"
+        )
     if keras_model and scheduler is not None:
-        raise InputError("Keras keeps a learning-rate schedule inside the optimizer: pass "
-                         "optimizer=, not scheduler=")
+        raise InputError(
+            "Keras keeps a learning-rate schedule inside the optimizer: pass "
+            "optimizer=, not scheduler="
+        )
 
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            threshold=threshold, trusted_roots=trusted_roots, now=now,
-                            min_version=min_version, rollback_state=rollback_state)
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+        rollback_state=rollback_state,
+    )
     vb = _open_verified(path, policy, True, in_memory=(STATE_TENSORS,))
     try:
         _check_content(vb)
@@ -378,10 +505,13 @@ class Inspection:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, marked unverified."""
-        return {"path": self.path, "verified": False,
-                "claimed_signers": list(self.claimed_signers),
-                "claimed_identities": dict(self.claimed_identities),
-                "manifest": self.manifest.to_dict()}
+        return {
+            "path": self.path,
+            "verified": False,
+            "claimed_signers": list(self.claimed_signers),
+            "claimed_identities": dict(self.claimed_identities),
+            "manifest": self.manifest.to_dict(),
+        }
 
 
 def _claimed_identities(reader: ZipReader, names: Sequence[str]) -> dict[str, str]:
@@ -419,10 +549,17 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     return Inspection(os.fspath(path), manifest, claimed, claimed_identities=identities)
 
 
-def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike], *,
-         passphrase: bytes | None = None, trust: TrustPolicy | None = None,
-         trusted_keys: signing.TrustedKeys | None = None, certificate_chain: Any = None,
-         trusted_roots: Any = None, progress: Any = None) -> VerifyReport:
+def sign(
+    path: str | os.PathLike[str],
+    signing_key: KeyLike | Sequence[KeyLike],
+    *,
+    passphrase: bytes | None = None,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    certificate_chain: Any = None,
+    trusted_roots: Any = None,
+    progress: Any = None,
+) -> VerifyReport:
     """Add a signature to an existing bundle (atomically) after checking its integrity.
 
     With ``trust`` (or ``trusted_keys`` / ``trusted_roots``), the bundle must already
@@ -464,10 +601,19 @@ def sign(path: str | os.PathLike[str], signing_key: KeyLike | Sequence[KeyLike],
     new_keys = signing.TrustStore([k.public_key for k in keys])
     with ZipReader(path) as new:
         signers, untrusted, _ = check_signatures(
-            new, new.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES), new_keys,
-            manifest=vb.report.manifest)
-    return VerifyReport(path=os.fspath(path), manifest=vb.report.manifest, signers=signers,
-                        untrusted_signatures=untrusted, files=vb.report.files, verified=True)
+            new,
+            new.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES),
+            new_keys,
+            manifest=vb.report.manifest,
+        )
+    return VerifyReport(
+        path=os.fspath(path),
+        manifest=vb.report.manifest,
+        signers=signers,
+        untrusted_signatures=untrusted,
+        files=vb.report.files,
+        verified=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -495,19 +641,31 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         m = self.report.manifest
-        return {"path": self.path, "runtime": self.runtime, "ok": self.ok,
-                "verified": self.report.verified,
-                "requires": m.requires.to_dict() if m.requires else None,
-                "requirements": self.requirements.to_dict(),
-                "problems": [p.to_dict() for p in self.problems],
-                "smoke_vectors": m.smoke is not None,
-                "self_test": self.self_test.to_dict() if self.self_test else None}
+        return {
+            "path": self.path,
+            "runtime": self.runtime,
+            "ok": self.ok,
+            "verified": self.report.verified,
+            "requires": m.requires.to_dict() if m.requires else None,
+            "requirements": self.requirements.to_dict(),
+            "problems": [p.to_dict() for p in self.problems],
+            "smoke_vectors": m.smoke is not None,
+            "self_test": self.self_test.to_dict() if self.self_test else None,
+        }
 
 
-def check(path: str | os.PathLike[str], *, runtime: str = "installed",
-          trust: TrustPolicy | None = None, trusted_keys: signing.TrustedKeys | None = None,
-          allow_unsigned: bool = False, threshold: int | None = None,
-          trusted_roots: Any = None, now: Any = None, self_test: bool = True) -> CheckReport:
+def check(
+    path: str | os.PathLike[str],
+    *,
+    runtime: str = "installed",
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    self_test: bool = True,
+) -> CheckReport:
     """Preflight: verify a bundle, then say whether ``runtime`` can run it, and why not.
 
     ``runtime``: ``"installed"`` (ask the onnxruntime installed here, then re-run the
@@ -520,8 +678,14 @@ def check(path: str | os.PathLike[str], *, runtime: str = "installed",
     from .runtime import preflight as pf
 
     version = pf.parse_runtime(runtime)
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            threshold=threshold, trusted_roots=trusted_roots, now=now)
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+    )
     limits = pf.installed_limits() if version is None else pf.table_limits(version)
     vb = _open_verified(path, policy, True)
     try:
@@ -529,31 +693,48 @@ def check(path: str | os.PathLike[str], *, runtime: str = "installed",
         manifest = vb.report.manifest
         need, problems = pf.preflight(model, manifest, limits)
         if not pf.supported_by_package(limits.version):
-            problems.append(pf.Problem(
-                "package", f"model-bundle is built and tested for onnxruntime >= "
-                f"{pf.MIN_SUPPORTED_ONNXRUNTIME}, not {limits.version}",
-                f"install onnxruntime >= {pf.MIN_SUPPORTED_ONNXRUNTIME}"))
+            problems.append(
+                pf.Problem(
+                    "package",
+                    f"model-bundle is built and tested for onnxruntime >= "
+                    f"{pf.MIN_SUPPORTED_ONNXRUNTIME}, not {limits.version}",
+                    f"install onnxruntime >= {pf.MIN_SUPPORTED_ONNXRUNTIME}",
+                )
+            )
         result = None
         if version is None and not problems and self_test and manifest.smoke is not None:
             from .runtime.model import Model
             from .runtime.session import create_session
 
             entry = vb.reader.entries[manifest.file("weights").path]
-            session, keep = create_session(model, header, vb.reader.path, entry.data_offset,
-                                           vb.weights, ["CPUExecutionProvider"])
+            session, keep = create_session(
+                model,
+                header,
+                vb.reader.path,
+                entry.data_offset,
+                vb.weights,
+                ["CPUExecutionProvider"],
+            )
             result = Model(session, manifest, vb.report, keep).self_test(raise_on_failure=False)
-        return CheckReport(os.fspath(path), limits.name, vb.report, need, tuple(problems),
-                           result)
+        return CheckReport(os.fspath(path), limits.name, vb.report, need, tuple(problems), result)
     finally:
         vb.reader.close()
 
 
-def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                  target_opset: int, *, signing_key: KeyLike | Sequence[KeyLike] | None,
-                  passphrase: bytes | None = None, trust: TrustPolicy | None = None,
-                  trusted_keys: signing.TrustedKeys | None = None,
-                  allow_unsigned: bool = False, trusted_roots: Any = None,
-                  version: str | None = None, expires: Any = None) -> Manifest:
+def convert_opset(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    target_opset: int,
+    *,
+    signing_key: KeyLike | Sequence[KeyLike] | None,
+    passphrase: bytes | None = None,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    trusted_roots: Any = None,
+    version: str | None = None,
+    expires: Any = None,
+) -> Manifest:
     """Write ``dst``: ``src``'s graph converted to ``ai.onnx`` opset ``target_opset``.
 
     ``src`` is verified first (trust keywords as for :func:`verify`). onnx's version
@@ -585,22 +766,24 @@ def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         expires_at = None if expires is None else format_time(expires)
     except ValueError as e:
         raise ConversionError(f"expires: {e}") from e
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            trusted_roots=trusted_roots)
+    policy = resolve_policy(
+        trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned, trusted_roots=trusted_roots
+    )
     vb = _open_verified(src, policy, True)
     try:
         model, _header = _check_content(vb)
         manifest = vb.report.manifest
         manifest_bytes = vb.reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
         weights = memoryview(vb.weights)
-        inline_small_external(model, lambda off, n: bytes(weights[off:off + n]), 1 << 62)
+        inline_small_external(model, lambda off, n: bytes(weights[off : off + n]), 1 << 62)
     finally:
         vb.reader.close()
     if manifest.smoke is None:
-        raise ConversionError(f"{src} carries no smoke vectors to check the conversion "
-                              "against; save the model again with a sample_input")
-    stamped = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")),
-                   None)
+        raise ConversionError(
+            f"{src} carries no smoke vectors to check the conversion "
+            "against; save the model again with a sample_input"
+        )
+    stamped = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), None)
     if stamped is None:
         raise ConversionError(f"{src}'s graph imports no ai.onnx opset to convert")
     try:
@@ -609,13 +792,16 @@ def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     except Exception as e:  # onnx raises RuntimeError/ValidationError/... from C++
         # onnx's C++ assertions read "<file>:<line>: adapt: Assertion `false` failed: WHY"
         reason = " ".join(str(e).split()).split("failed: ")[-1][:400]
-        hint = ("onnx has no adapter for an operator between these opsets: choose another "
-                "target (`model-bundle check` shows the effective opset the operators need)"
-                if "adapter" in reason.lower() else
-                "the target opset cannot express the graph: choose a target at or above the "
-                "effective opset the operators need (`model-bundle check` shows it)")
-        raise ConversionError(f"cannot convert {src} from opset {stamped} to {target_opset}: "
-                              f"{reason} ({hint})") from e
+        hint = (
+            "onnx has no adapter for an operator between these opsets: choose another "
+            "target (`model-bundle check` shows the effective opset the operators need)"
+            if "adapter" in reason.lower()
+            else "the target opset cannot express the graph: choose a target at or above the "
+            "effective opset the operators need (`model-bundle check` shows it)"
+        )
+        raise ConversionError(
+            f"cannot convert {src} from opset {stamped} to {target_opset}: {reason} ({hint})"
+        ) from e
     squeeze = {m.output for m in manifest.methods.values() if m.squeeze}
     reference = {}
     for t in manifest.smoke.outputs:
@@ -623,16 +809,38 @@ def convert_opset(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         reference[t.name] = arr.reshape(arr.shape[:-1]) if t.name in squeeze else arr
     feeds = {t.name: decode(t) for t in manifest.smoke.inputs}
     info = manifest.model
-    conv = Converted(model=converted, task=info.task, framework=info.framework,
-                     framework_version=info.framework_version,
-                     converter="onnx.version_converter", converter_version=onnx.__version__,
-                     feeds=feeds, reference=reference, methods=manifest.methods,
-                     columns=manifest.columns)
-    derived = DerivedFrom(hashlib.sha256(manifest_bytes).hexdigest(), info.name, info.version,
-                          f"opset {stamped} -> {target_opset}")
-    return write_converted(conv, dst, keys, name=info.name, version=version or info.version,
-                            description=info.description, metadata=manifest.metadata,
-                            tolerance=(manifest.smoke.atol, manifest.smoke.rtol),
-                            accept_mismatch=False, created=None, precision=info.precision,
-                            expires_at=expires_at, apply_precision=False,
-                            derived_from=derived, restamp=False)
+    conv = Converted(
+        model=converted,
+        task=info.task,
+        framework=info.framework,
+        framework_version=info.framework_version,
+        converter="onnx.version_converter",
+        converter_version=onnx.__version__,
+        feeds=feeds,
+        reference=reference,
+        methods=manifest.methods,
+        columns=manifest.columns,
+    )
+    derived = DerivedFrom(
+        hashlib.sha256(manifest_bytes).hexdigest(),
+        info.name,
+        info.version,
+        f"opset {stamped} -> {target_opset}",
+    )
+    return write_converted(
+        conv,
+        dst,
+        keys,
+        name=info.name,
+        version=version or info.version,
+        description=info.description,
+        metadata=manifest.metadata,
+        tolerance=(manifest.smoke.atol, manifest.smoke.rtol),
+        accept_mismatch=False,
+        created=None,
+        precision=info.precision,
+        expires_at=expires_at,
+        apply_precision=False,
+        derived_from=derived,
+        restamp=False,
+    )

@@ -89,8 +89,9 @@ def _safe(value: object) -> str:
 
     text = str(value)
     if not text.isprintable():
-        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                       for c in text)
+        text = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+        )
     return escape(text)
 
 
@@ -124,9 +125,15 @@ def _hash_progress() -> Iterator[Callable[[int, int], None]]:
                     TransferSpeedColumn,
                 )
 
-                bar = Progress("verifying SHA-256", BarColumn(), DownloadColumn(),
-                               TransferSpeedColumn(), TimeRemainingColumn(),
-                               console=console, transient=True)
+                bar = Progress(
+                    "verifying SHA-256",
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                    transient=True,
+                )
                 bar.start()
                 state["bar"], state["task"] = bar, bar.add_task("hash", total=total)
         if state["bar"] is not None:
@@ -166,8 +173,10 @@ def _passphrase(env: str | None, key_path: str, prompt: bool) -> bytes | None:
     if os.environ.get(PASSPHRASE_ENV) is not None:
         return _env_passphrase(PASSPHRASE_ENV)
     if not sys.stdin.isatty():
-        raise KeyFileError(f"{key_path} is encrypted: set {PASSPHRASE_ENV} or name a variable "
-                           "with --passphrase-env VAR (no terminal to prompt on)")
+        raise KeyFileError(
+            f"{key_path} is encrypted: set {PASSPHRASE_ENV} or name a variable "
+            "with --passphrase-env VAR (no terminal to prompt on)"
+        )
     return getpass.getpass(f"Passphrase for {key_path}: ").encode("utf-8")
 
 
@@ -190,8 +199,7 @@ def _new_passphrase(env: str | None, encrypt: bool) -> bytes | None:
     return first.encode("utf-8")
 
 
-def _load_key(key_path: str, env: str | None,
-              chain: tuple[str, ...] = ()) -> signing.PrivateKey:
+def _load_key(key_path: str, env: str | None, chain: tuple[str, ...] = ()) -> signing.PrivateKey:
     key = signing.load_private_key(key_path, _passphrase(env, key_path, True))
     return key.with_certificates(list(chain)) if chain else key
 
@@ -210,18 +218,30 @@ def _expires(value: str | None) -> str | None:
     try:
         return format_time(value)
     except ValueError as e:
-        raise click.BadParameter(f"{e}; or give a duration such as 90d, 12h",
-                                 param_hint="--expires") from e
+        raise click.BadParameter(
+            f"{e}; or give a duration such as 90d, 12h", param_hint="--expires"
+        ) from e
 
 
-def _policy(keys: tuple[str, ...], threshold: int | None = None, roots: tuple[str, ...] = (),
-            *, min_version: str | None = None, rollback_state: str | None = None,
-            allow_unsigned: bool = False) -> TrustPolicy:
+def _policy(
+    keys: tuple[str, ...],
+    threshold: int | None = None,
+    roots: tuple[str, ...] = (),
+    *,
+    min_version: str | None = None,
+    rollback_state: str | None = None,
+    allow_unsigned: bool = False,
+) -> TrustPolicy:
     """The trust options as one policy; a wrong value is a usage error (exit 2)."""
     try:
-        return TrustPolicy(list(keys) if keys else None, roots=list(roots) or None,
-                           threshold=threshold or 1, min_version=min_version,
-                           rollback_state=rollback_state, allow_unsigned=allow_unsigned)
+        return TrustPolicy(
+            list(keys) if keys else None,
+            roots=list(roots) or None,
+            threshold=threshold or 1,
+            min_version=min_version,
+            rollback_state=rollback_state,
+            allow_unsigned=allow_unsigned,
+        )
     except (ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from e
 
@@ -231,15 +251,21 @@ def _signer_text(s: Any) -> str:
     return text + (f" (certificate {_safe(s.identity.describe())})" if s.identity else "")
 
 
-_PASSPHRASE_HELP = (f"Environment variable holding the key's passphrase (default: "
-                    f"{PASSPHRASE_ENV} if set; else prompted on a terminal).")
-_CHAIN_HELP = ("X.509 certificate(s) of the key, PEM or DER, leaf first then intermediates "
-               "(repeatable, or one PEM file holding the chain); embedded in the signature.")
+_PASSPHRASE_HELP = (
+    f"Environment variable holding the key's passphrase (default: "
+    f"{PASSPHRASE_ENV} if set; else prompted on a terminal)."
+)
+_CHAIN_HELP = (
+    "X.509 certificate(s) of the key, PEM or DER, leaf first then intermediates "
+    "(repeatable, or one PEM file holding the chain); embedded in the signature."
+)
 _ROOT_HELP = "Trusted root CA certificate (PEM/DER, repeatable): accept signers it certifies."
 _MIN_VERSION_HELP = "Refuse a bundle whose model version is lower (integers: 3, 1.10.2)."
-_STATE_HELP = ("Rollback record (JSON, created if missing; not a symlink): refuse a version "
-               "lower than one already accepted for the model name from any trusted signer; "
-               "record this one.")
+_STATE_HELP = (
+    "Rollback record (JSON, created if missing; not a symlink): refuse a version "
+    "lower than one already accepted for the model name from any trusted signer; "
+    "record this one."
+)
 
 
 def _short(key_id: str) -> str:
@@ -257,62 +283,114 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--out", "prefix", required=True, help="Writes PREFIX.key (0600) and PREFIX.pub.")
-@click.option("--type", "key_type", type=click.Choice(signing.KEY_TYPES),
-              default="ecdsa-p256", show_default=True)
-@click.option("--passphrase-env", metavar="VAR",
-              help="Encrypt the private key with the passphrase in this environment variable "
-                   f"(default: {PASSPHRASE_ENV} if set).")
+@click.option(
+    "--type",
+    "key_type",
+    type=click.Choice(signing.KEY_TYPES),
+    default="ecdsa-p256",
+    show_default=True,
+)
+@click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Encrypt the private key with the passphrase in this environment variable "
+    f"(default: {PASSPHRASE_ENV} if set).",
+)
 @click.option("--encrypt", is_flag=True, help="Prompt (twice, no echo) for a passphrase.")
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-def keygen(prefix: str, key_type: str, passphrase_env: str | None, encrypt: bool,
-           force: bool) -> None:
+def keygen(
+    prefix: str, key_type: str, passphrase_env: str | None, encrypt: bool, force: bool
+) -> None:
     """Generate a signing key pair."""
     passphrase = _new_passphrase(passphrase_env, encrypt)
     key = signing.generate_key(key_type)
     key_path, pub_path = key.save(prefix, passphrase=passphrase, overwrite=force)
-    _console().print(f"wrote {key_path} (private, mode 0600) and {pub_path}\n"
-                     f"key id {key.key_id} ({key_type})")
+    _console().print(
+        f"wrote {key_path} (private, mode 0600) and {pub_path}\nkey id {key.key_id} ({key_type})"
+    )
 
 
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
-              help="Private key (PEM) to sign with.")
+@click.option(
+    "--key",
+    "key_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Private key (PEM) to sign with.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--certificate-chain", "chain", multiple=True, type=click.Path(dir_okay=False),
-              help=_CHAIN_HELP)
-@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-              help="Only countersign if already signed by one of these keys.")
-@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help="Only countersign if already signed by a signer this root CA certifies.")
+@click.option(
+    "--certificate-chain", "chain", multiple=True, type=click.Path(dir_okay=False), help=_CHAIN_HELP
+)
+@click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    type=click.Path(),
+    help="Only countersign if already signed by one of these keys.",
+)
+@click.option(
+    "--trusted-root",
+    "roots",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Only countersign if already signed by a signer this root CA certifies.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def sign(bundle_path: str, key_path: str, passphrase_env: str | None, chain: tuple[str, ...],
-         trusted: tuple[str, ...], roots: tuple[str, ...], as_json: bool) -> None:
+def sign(
+    bundle_path: str,
+    key_path: str,
+    passphrase_env: str | None,
+    chain: tuple[str, ...],
+    trusted: tuple[str, ...],
+    roots: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Add a signature to BUNDLE (after checking its integrity)."""
     key = _load_key(key_path, passphrase_env, chain)
     with _hash_progress() as progress:
-        report = api.sign(bundle_path, key,
-                          trust=_policy(trusted, roots=roots) if trusted or roots else None,
-                          progress=progress)
+        report = api.sign(
+            bundle_path,
+            key,
+            trust=_policy(trusted, roots=roots) if trusted or roots else None,
+            progress=progress,
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _console().print(f"signed {bundle_path} with {key.public_key.key_type} key "
-                         f"{_short(key.key_id)}")
+        _console().print(
+            f"signed {bundle_path} with {key.public_key.key_type} key {_short(key.key_id)}"
+        )
 
 
 def _trust_options(fn: Any) -> Any:
     """The trust and freshness options shared by verify and predict."""
-    for option in reversed((
-        click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-                     help="Trusted public key file or trust-store directory (repeatable)."),
-        click.option("--threshold", type=click.IntRange(min=1),
-                     help="Require signatures by at least this many distinct trusted keys."),
-        click.option("--trusted-root", "roots", multiple=True,
-                     type=click.Path(dir_okay=False), help=_ROOT_HELP),
-        click.option("--min-version", help=_MIN_VERSION_HELP),
-        click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP),
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--trusted-key",
+                "trusted",
+                multiple=True,
+                type=click.Path(),
+                help="Trusted public key file or trust-store directory (repeatable).",
+            ),
+            click.option(
+                "--threshold",
+                type=click.IntRange(min=1),
+                help="Require signatures by at least this many distinct trusted keys.",
+            ),
+            click.option(
+                "--trusted-root",
+                "roots",
+                multiple=True,
+                type=click.Path(dir_okay=False),
+                help=_ROOT_HELP,
+            ),
+            click.option("--min-version", help=_MIN_VERSION_HELP),
+            click.option("--rollback-state", type=click.Path(dir_okay=False), help=_STATE_HELP),
+        )
+    ):
         fn = option(fn)
     return fn
 
@@ -320,17 +398,36 @@ def _trust_options(fn: Any) -> Any:
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @_trust_options
-@click.option("--allow-unsigned", is_flag=True,
-              help="Check integrity only, without requiring a trusted signature.")
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Check integrity only, without requiring a trusted signature.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
-           roots: tuple[str, ...], allow_unsigned: bool, min_version: str | None,
-           rollback_state: str | None, as_json: bool) -> None:
+def verify(
+    bundle_path: str,
+    trusted: tuple[str, ...],
+    threshold: int | None,
+    roots: tuple[str, ...],
+    allow_unsigned: bool,
+    min_version: str | None,
+    rollback_state: str | None,
+    as_json: bool,
+) -> None:
     """Verify BUNDLE: exit 0 only if signed by a trusted key and every byte matches."""
     with _hash_progress() as progress:
-        report = api.verify(bundle_path, progress=progress, trust=_policy(
-            trusted, threshold, roots, min_version=min_version, rollback_state=rollback_state,
-            allow_unsigned=allow_unsigned))
+        report = api.verify(
+            bundle_path,
+            progress=progress,
+            trust=_policy(
+                trusted,
+                threshold,
+                roots,
+                min_version=min_version,
+                rollback_state=rollback_state,
+                allow_unsigned=allow_unsigned,
+            ),
+        )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -339,13 +436,17 @@ def verify(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
     if report.verified:
         who = ", ".join(_signer_text(s) for s in report.signers)
         until = f"; expires {report.manifest.expires}" if report.manifest.expires else ""
-        out.print(f"[green]OK[/green] {_safe(bundle_path)}: {_safe(repr(m.name))} "
-                  f"v{_safe(m.version)} signed by {who}; "
-                  f"{len(report.files)} files + manifest hashed{until}")
+        out.print(
+            f"[green]OK[/green] {_safe(bundle_path)}: {_safe(repr(m.name))} "
+            f"v{_safe(m.version)} signed by {who}; "
+            f"{len(report.files)} files + manifest hashed{until}"
+        )
     else:
-        out.print(f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] "
-                  f"{_safe(bundle_path)}: {_safe(repr(m.name))} v{_safe(m.version)}; "
-                  f"{len(report.files)} files + manifest hashed")
+        out.print(
+            f"[yellow]INTEGRITY OK, NOT SIGNED BY A TRUSTED KEY[/yellow] "
+            f"{_safe(bundle_path)}: {_safe(repr(m.name))} v{_safe(m.version)}; "
+            f"{len(report.files)} files + manifest hashed"
+        )
 
 
 def _inspect_table(insp: api.Inspection) -> None:
@@ -354,47 +455,69 @@ def _inspect_table(insp: api.Inspection) -> None:
     man = insp.manifest
     m = man.model
     out = _console()
-    out.print(f"[bold]{_safe(m.name)}[/bold] v{_safe(m.version)}  ({_safe(m.framework)} "
-              f"{_safe(m.framework_version)}, {_safe(m.task)}, via {_safe(m.converter)} "
-              f"{_safe(m.converter_version)}, precision {_safe(m.precision)})")
-    out.print("[yellow]UNVERIFIED[/yellow]: read without checking signatures or hashes; "
-              "run `model-bundle verify` before trusting it")
+    out.print(
+        f"[bold]{_safe(m.name)}[/bold] v{_safe(m.version)}  ({_safe(m.framework)} "
+        f"{_safe(m.framework_version)}, {_safe(m.task)}, via {_safe(m.converter)} "
+        f"{_safe(m.converter_version)}, precision {_safe(m.precision)})"
+    )
+    out.print(
+        "[yellow]UNVERIFIED[/yellow]: read without checking signatures or hashes; "
+        "run `model-bundle verify` before trusting it"
+    )
     if m.description:
         out.print(_safe(m.description))
-    out.print(f"ONNX IR {man.onnx.ir_version}, opsets "
-              f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
-              f"needs onnxruntime >= {man.onnx.min_onnxruntime}")
+    out.print(
+        f"ONNX IR {man.onnx.ir_version}, opsets "
+        f"{', '.join(f'{k}={v}' for k, v in sorted(man.onnx.opsets.items()))}, "
+        f"needs onnxruntime >= {man.onnx.min_onnxruntime}"
+    )
     if man.requires is not None:
-        out.print("Operators need opsets " + ", ".join(
-            f"{_safe(k)}={v}" for k, v in sorted(man.requires.min_opsets.items())) +
-            f"; run on {_safe(', '.join(man.requires.execution_providers))}")
+        out.print(
+            "Operators need opsets "
+            + ", ".join(f"{_safe(k)}={v}" for k, v in sorted(man.requires.min_opsets.items()))
+            + f"; run on {_safe(', '.join(man.requires.execution_providers))}"
+        )
     if man.smoke is not None:
         rows = man.smoke.inputs[0].shape[0] if man.smoke.inputs[0].shape else 1
-        out.print(f"Smoke vectors: {rows} row(s), atol {man.smoke.atol:g}, rtol "
-                  f"{man.smoke.rtol:g} (`model-bundle check` re-runs them)")
+        out.print(
+            f"Smoke vectors: {rows} row(s), atol {man.smoke.atol:g}, rtol "
+            f"{man.smoke.rtol:g} (`model-bundle check` re-runs them)"
+        )
     if man.derived_from is not None:
         d = man.derived_from
-        out.print(f"Derived from {_safe(d.name)} v{_safe(d.version)} (manifest "
-                  f"{d.manifest_sha256[:16]}...): {_safe(d.change)}")
+        out.print(
+            f"Derived from {_safe(d.name)} v{_safe(d.version)} (manifest "
+            f"{d.manifest_sha256[:16]}...): {_safe(d.change)}"
+        )
     io = Table(title="Inputs / outputs")
     for col in ("", "name", "dtype", "shape", "dynamic axes"):
         io.add_column(col)
     for kind, specs in (("in", man.inputs), ("out", man.outputs)):
         for s in specs:
             shape = "[" + ", ".join("?" if d is None else str(d) for d in s.shape) + "]"
-            io.add_row(kind, _safe(s.name), _safe(s.dtype), _safe(shape),
-                       _safe(", ".join(map(str, s.dynamic_axes))) or "-")
+            io.add_row(
+                kind,
+                _safe(s.name),
+                _safe(s.dtype),
+                _safe(shape),
+                _safe(", ".join(map(str, s.dynamic_axes))) or "-",
+            )
     out.print(io)
     if man.columns:
-        out.print("Columns: " + ", ".join(f"{_safe(c.name)} ({_safe(c.kind)})"
-                                          for c in man.columns))
+        out.print(
+            "Columns: " + ", ".join(f"{_safe(c.name)} ({_safe(c.kind)})" for c in man.columns)
+        )
     if man.methods:
-        out.print("Methods: " + ", ".join(f"{_safe(k)} -> {_safe(v.output)}"
-                                          for k, v in man.methods.items()))
+        out.print(
+            "Methods: "
+            + ", ".join(f"{_safe(k)} -> {_safe(v.output)}" for k, v in man.methods.items())
+        )
     if man.parity:
         p = man.parity
-        t = Table(title=f"Parity on {p.sample_rows} sample rows (atol {p.atol}, rtol {p.rtol})"
-                  + (" [red]MISMATCH ACCEPTED[/red]" if p.accepted_mismatch else ""))
+        t = Table(
+            title=f"Parity on {p.sample_rows} sample rows (atol {p.atol}, rtol {p.rtol})"
+            + (" [red]MISMATCH ACCEPTED[/red]" if p.accepted_mismatch else "")
+        )
         for col in ("output", "max abs", "max rel", "out of tolerance"):
             t.add_column(col)
         for o in p.outputs:
@@ -412,10 +535,21 @@ def _inspect_table(insp: api.Inspection) -> None:
     out.print(f"Training state: {'present' if training else 'none'}")
     if man.expires:
         out.print(f"Expires: {man.expires}")
-    out.print("Claimed signers (unverified): " +
-              (", ".join(_short(k) + (f" (certificate {_safe(insp.claimed_identities[k])})"
-                                      if k in insp.claimed_identities else "")
-                         for k in insp.claimed_signers) or "none"))
+    out.print(
+        "Claimed signers (unverified): "
+        + (
+            ", ".join(
+                _short(k)
+                + (
+                    f" (certificate {_safe(insp.claimed_identities[k])})"
+                    if k in insp.claimed_identities
+                    else ""
+                )
+                for k in insp.claimed_signers
+            )
+            or "none"
+        )
+    )
     for k, v in man.metadata.items():
         out.print(f"  {_safe(k)}: {_safe(v)}")
 
@@ -449,8 +583,9 @@ def _read_npy(path: str) -> Any:
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            raise InputError(f"input {path}: .npy format version {version} is not supported "
-                             "(1.0 and 2.0 are)")
+            raise InputError(
+                f"input {path}: .npy format version {version} is not supported (1.0 and 2.0 are)"
+            )
         if dtype.hasobject:
             raise InputError(f"input {path}: object arrays are refused (they need pickle)")
         if dtype.itemsize == 0:
@@ -460,8 +595,10 @@ def _read_npy(path: str) -> Any:
         need = math.prod(shape) * dtype.itemsize
         have = os.fstat(f.fileno()).st_size - f.tell()
         if need != have:
-            raise InputError(f"input {path}: the header's shape {shape} of {dtype} needs "
-                             f"{need} bytes of data, the file holds {have} bytes")
+            raise InputError(
+                f"input {path}: the header's shape {shape} of {dtype} needs "
+                f"{need} bytes of data, the file holds {have} bytes"
+            )
         f.seek(0)
         return np.load(f, allow_pickle=False)
 
@@ -483,8 +620,7 @@ def _read_input(path: str, model: Any) -> Any:
                     raise InputError(f"input {path}: JSON nested too deeply") from None
             if isinstance(data, list) and data and isinstance(data[0], dict):
                 if not all(isinstance(row, dict) for row in data):
-                    raise InputError(f"input {path}: a list of row objects must hold only "
-                                     "objects")
+                    raise InputError(f"input {path}: a list of row objects must hold only objects")
                 keys = list(data[0])
                 return {k: [row.get(k) for row in data] for k in keys}
             return data
@@ -495,8 +631,10 @@ def _read_input(path: str, model: Any) -> Any:
                 raise InputError(f"{path} is empty")
             widths = {len(r) for r in rows}
             if len(widths) != 1:
-                raise InputError(f"input {path}: rows have different numbers of fields "
-                                 f"({min(widths)} to {max(widths)})")
+                raise InputError(
+                    f"input {path}: rows have different numbers of fields "
+                    f"({min(widths)} to {max(widths)})"
+                )
             if model.manifest.columns:
                 header, body = rows[0], rows[1:]
                 cols: dict[str, Any] = {name: [r[i] for r in body] for i, name in enumerate(header)}
@@ -533,8 +671,9 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
         raise InputError(f"output {path}: use a .npy, .csv or .json file")
 
 
-def _positive_seconds(ctx: click.Context, param: click.Parameter,
-                      value: float | None) -> float | None:
+def _positive_seconds(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
     if value is not None and not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"{value} is not a positive number of seconds")
     return value
@@ -544,34 +683,78 @@ def _positive_seconds(ctx: click.Context, param: click.Parameter,
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @_trust_options
 @click.option("--allow-unsigned", is_flag=True, help="Run a bundle with no trusted signature.")
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
-              help="Input data: .npy, .csv (with a header row for tabular models) or .json.")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False),
-              help="Write results to .npy, .csv or .json instead of printing them.")
-@click.option("--method", type=click.Choice(["predict", "predict_proba", "transform",
-                                             "decision_function", "run"]),
-              default="predict", show_default=True)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Input data: .npy, .csv (with a header row for tabular models) or .json.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False),
+    help="Write results to .npy, .csv or .json instead of printing them.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["predict", "predict_proba", "transform", "decision_function", "run"]),
+    default="predict",
+    show_default=True,
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-@click.option("--timeout", type=float, metavar="SECONDS", callback=_positive_seconds,
-              help="Stop the run after SECONDS (exit code 11); default: no limit.")
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    callback=_positive_seconds,
+    help="Stop the run after SECONDS (exit code 11); default: no limit.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def predict(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
-            roots: tuple[str, ...], min_version: str | None, rollback_state: str | None,
-            allow_unsigned: bool, input_path: str, output_path: str | None, method: str,
-            device: str, timeout: float | None, as_json: bool) -> None:
+def predict(
+    bundle_path: str,
+    trusted: tuple[str, ...],
+    threshold: int | None,
+    roots: tuple[str, ...],
+    min_version: str | None,
+    rollback_state: str | None,
+    allow_unsigned: bool,
+    input_path: str,
+    output_path: str | None,
+    method: str,
+    device: str,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Verify BUNDLE, then run it on an input file."""
     with _hash_progress() as progress:
-        model = api.load(bundle_path, device=device, progress=progress, trust=_policy(
-            trusted, threshold, roots, min_version=min_version, rollback_state=rollback_state,
-            allow_unsigned=allow_unsigned))
+        model = api.load(
+            bundle_path,
+            device=device,
+            progress=progress,
+            trust=_policy(
+                trusted,
+                threshold,
+                roots,
+                min_version=min_version,
+                rollback_state=rollback_state,
+                allow_unsigned=allow_unsigned,
+            ),
+        )
     data = _read_input(input_path, model)
-    outputs = model.run(data, timeout=timeout) if method == "run" else \
-        {method: getattr(model, method)(data, timeout=timeout)}
+    outputs = (
+        model.run(data, timeout=timeout)
+        if method == "run"
+        else {method: getattr(model, method)(data, timeout=timeout)}
+    )
     if output_path:
         _write_output(output_path, outputs)
     if as_json:
-        doc: dict[str, Any] = {"providers": model.providers, "signers": model.signers,
-                               "verified": model.report.verified}
+        doc: dict[str, Any] = {
+            "providers": model.providers,
+            "signers": model.signers,
+            "verified": model.report.verified,
+        }
         if not output_path:
             doc["outputs"] = {k: v.tolist() for k, v in outputs.items()}
         else:
@@ -593,35 +776,70 @@ def predict(bundle_path: str, trusted: tuple[str, ...], threshold: int | None,
 @cli.command()
 @click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False, exists=True))
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
-              help="Private key(s) to sign with; unsigned without.")
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Private key(s) to sign with; unsigned without.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--certificate-chain", "chain", multiple=True, type=click.Path(dir_okay=False),
-              help=_CHAIN_HELP + " Attached to the --key its leaf certifies.")
+@click.option(
+    "--certificate-chain",
+    "chain",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help=_CHAIN_HELP + " Attached to the --key its leaf certifies.",
+)
 @click.option("--name", help="Model name (default: the file name).")
 @click.option("--version", "model_version", default="1", show_default=True)
 @click.option("--description", default="")
-@click.option("--expires", "expires", metavar="TIME",
-              help="Signed expiry: RFC 3339 UTC (2030-01-31T00:00:00Z) or a duration (90d, 12h).")
-def export(onnx_path: str, bundle_path: str, key_paths: tuple[str, ...],
-           passphrase_env: str | None, chain: tuple[str, ...], name: str | None,
-           model_version: str, description: str, expires: str | None) -> None:
+@click.option(
+    "--expires",
+    "expires",
+    metavar="TIME",
+    help="Signed expiry: RFC 3339 UTC (2030-01-31T00:00:00Z) or a duration (90d, 12h).",
+)
+def export(
+    onnx_path: str,
+    bundle_path: str,
+    key_paths: tuple[str, ...],
+    passphrase_env: str | None,
+    chain: tuple[str, ...],
+    name: str | None,
+    model_version: str,
+    description: str,
+    expires: str | None,
+) -> None:
     """Pack an existing ONNX model (weights into safetensors) into a signed BUNDLE."""
     keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
-    manifest = api.save(onnx_path, bundle_path, signing_key=keys or None, name=name,
-                        version=model_version, description=description,
-                        certificate_chain=list(chain) or None, expires=_expires(expires))
+    manifest = api.save(
+        onnx_path,
+        bundle_path,
+        signing_key=keys or None,
+        name=name,
+        version=model_version,
+        description=description,
+        certificate_chain=list(chain) or None,
+        expires=_expires(expires),
+    )
     signed = "signed by " + ", ".join(_short(k.key_id) for k in keys) if keys else "UNSIGNED"
-    _console().print(f"wrote {bundle_path}: {manifest.model.name!r} v{manifest.model.version}, "
-                     f"{signed}")
+    _console().print(
+        f"wrote {bundle_path}: {manifest.model.name!r} v{manifest.model.version}, {signed}"
+    )
 
 
 @cli.command()
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, exists=True))
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--signature", "signatures", multiple=True, type=click.Path(dir_okay=False),
-              help="A signature file over DIR (e.g. model_signing's model.sig), repeatable; "
-                   "DIR/signatures/*.sig are kept too.")
+@click.option(
+    "--signature",
+    "signatures",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A signature file over DIR (e.g. model_signing's model.sig), repeatable; "
+    "DIR/signatures/*.sig are kept too.",
+)
 def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
     """Pack DIR (an unzipped bundle, maybe signed with model_signing) into BUNDLE.
 
@@ -630,15 +848,21 @@ def pack(directory: str, bundle_path: str, signatures: tuple[str, ...]) -> None:
     from .export.pack import pack_directory
 
     manifest = pack_directory(directory, bundle_path, signatures=signatures)
-    _console().print(f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "
-                     f"v{_safe(manifest.model.version)}, {len(manifest.files)} files; "
-                     "run `model-bundle verify` to check its signatures")
+    _console().print(
+        f"wrote {_safe(bundle_path)}: {_safe(repr(manifest.model.name))} "
+        f"v{_safe(manifest.model.version)}, {len(manifest.files)} files; "
+        "run `model-bundle verify` to check its signatures"
+    )
 
 
 @cli.command()
 @click.argument("path", metavar="FILE", type=click.Path(exists=True))
-@click.option("--json", "as_json", is_flag=True,
-              help="Machine-readable report (what `migrate --approve-from` reads).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Machine-readable report (what `migrate --approve-from` reads).",
+)
 def scan(path: str, as_json: bool) -> None:
     """Scan a legacy model FILE (pickle, joblib, torch, npy/npz, keras, h5, SavedModel)
     without running it: every import and call target, and a verdict.
@@ -653,9 +877,11 @@ def scan(path: str, as_json: bool) -> None:
     else:
         out = _console()
         colour = {"tensors-only": "green", "no-code": "green", "needs-approval": "yellow"}
-        out.print(f"[{colour.get(report.verdict, 'red')}]{report.verdict.upper()}[/] "
-                  f"{_safe(path)}: {report.format}, {report.size} bytes, "
-                  f"sha256 {report.sha256[:16]}...")
+        out.print(
+            f"[{colour.get(report.verdict, 'red')}]{report.verdict.upper()}[/] "
+            f"{_safe(path)}: {report.format}, {report.size} bytes, "
+            f"sha256 {report.sha256[:16]}..."
+        )
         for f in report.findings:
             mark = "[red]DANGER[/red] " if f.danger else ("tensor " if f.tensor else "needs  ")
             how = "called" if f.called else "imported"
@@ -666,31 +892,66 @@ def scan(path: str, as_json: bool) -> None:
         for n in report.notes:
             out.print(f"  note: {_safe(n)}")
     if report.verdict in ("dangerous", "unscannable"):
-        raise ApprovalError(f"{path} is {report.verdict}: nothing in it can be approved",
-                            entry=path)
+        raise ApprovalError(
+            f"{path} is {report.verdict}: nothing in it can be approved", entry=path
+        )
 
 
 @cli.command()
 @click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
-              help="The bundle to write.")
-@click.option("--approve", "approve", multiple=True, metavar="MODULE.NAME",
-              help="Approve one global the scan listed (repeatable).")
-@click.option("--approve-from", "approve_from", type=click.Path(dir_okay=False, exists=True),
-              help="Approve every global a saved `scan --json` report of this very file lists.")
-@click.option("--sample-input", "sample", required=True, type=click.Path(dir_okay=False),
-              help="A .npy of a few input rows: parity against the original is required.")
-@click.option("--key", "key_path", type=click.Path(dir_okay=False),
-              help="Private key to sign with; unsigned without.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="The bundle to write."
+)
+@click.option(
+    "--approve",
+    "approve",
+    multiple=True,
+    metavar="MODULE.NAME",
+    help="Approve one global the scan listed (repeatable).",
+)
+@click.option(
+    "--approve-from",
+    "approve_from",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Approve every global a saved `scan --json` report of this very file lists.",
+)
+@click.option(
+    "--sample-input",
+    "sample",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A .npy of a few input rows: parity against the original is required.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False),
+    help="Private key to sign with; unsigned without.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
 @click.option("--name", help="Model name (default: the file name).")
 @click.option("--version", "model_version", default="1", show_default=True)
-@click.option("--python-path", "search_path", multiple=True, type=click.Path(file_okay=False),
-              help="Directory the sandbox may import approved classes from (repeatable).")
+@click.option(
+    "--python-path",
+    "search_path",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Directory the sandbox may import approved classes from (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def migrate(path: str, out: str, approve: tuple[str, ...], approve_from: str | None,
-            sample: str, key_path: str | None, passphrase_env: str | None, name: str | None,
-            model_version: str, search_path: tuple[str, ...], as_json: bool) -> None:
+def migrate(
+    path: str,
+    out: str,
+    approve: tuple[str, ...],
+    approve_from: str | None,
+    sample: str,
+    key_path: str | None,
+    passphrase_env: str | None,
+    name: str | None,
+    model_version: str,
+    search_path: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Convert a legacy model FILE into a signed bundle, running nothing unapproved.
 
     Object pickles (joblib, pickled torch modules) and .keras files are loaded in a
@@ -703,49 +964,113 @@ def migrate(path: str, out: str, approve: tuple[str, ...], approve_from: str | N
     if approve_from:
         approved += approvals_from_scan(approve_from, path)
     key = _load_key(key_path, passphrase_env) if key_path else None
-    manifest = migrate_file(path, out, approve=approved, sample_input=_read_npy(sample),
-                            signing_key=key, name=name, version=model_version,
-                            search_path=search_path)
+    manifest = migrate_file(
+        path,
+        out,
+        approve=approved,
+        sample_input=_read_npy(sample),
+        signing_key=key,
+        name=name,
+        version=model_version,
+        search_path=search_path,
+    )
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
     signed = f"signed by {_short(key.key_id)}" if key else "UNSIGNED"
-    _console().print(f"wrote {_safe(out)}: {_safe(repr(manifest.model.name))} "
-                     f"v{_safe(manifest.model.version)} from {_safe(path)}, parity passed, "
-                     f"{signed}")
+    _console().print(
+        f"wrote {_safe(out)}: {_safe(repr(manifest.model.name))} "
+        f"v{_safe(manifest.model.version)} from {_safe(path)}, parity passed, "
+        f"{signed}"
+    )
 
 
 @cli.command()
 @click.argument("bundle_paths", metavar="[BUNDLE]...", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--store", "store_url", metavar="URL", help="Serve aliases from this model store.")
-@click.option("--model", "specs", multiple=True, metavar="NAME@ALIAS",
-              help="A model alias in --store to serve and follow (repeatable).")
+@click.option(
+    "--model",
+    "specs",
+    multiple=True,
+    metavar="NAME@ALIAS",
+    help="A model alias in --store to serve and follow (repeatable).",
+)
 @_trust_options
 @click.option("--allow-unsigned", is_flag=True, help="Serve bundles no trusted key signed.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--poll-interval", type=float, metavar="SECONDS", callback=_positive_seconds,
-              help="How often sources are checked (default: 1 s for files, 5 s for a store).")
-@click.option("--request-timeout", default=30.0, show_default=True, type=float,
-              metavar="SECONDS", callback=_positive_seconds, help="Longest a run may take (504).")
-@click.option("--max-body-bytes", default=16 << 20, show_default=True,
-              type=click.IntRange(min=1), help="Larger request bodies are refused (413).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="onnxruntime threads per model (default: the CPUs this process may use).")
-@click.option("--probation-window", default=60.0, show_default=True, type=float,
-              metavar="SECONDS", help="Compare a new version with the previous one this long; "
-                                      "0 turns probation and automatic rollback off.")
-@click.option("--rollback-key", "rollback_key", type=click.Path(dir_okay=False),
-              help="Private key that signs automatic rollback records into --store.")
+@click.option(
+    "--poll-interval",
+    type=float,
+    metavar="SECONDS",
+    callback=_positive_seconds,
+    help="How often sources are checked (default: 1 s for files, 5 s for a store).",
+)
+@click.option(
+    "--request-timeout",
+    default=30.0,
+    show_default=True,
+    type=float,
+    metavar="SECONDS",
+    callback=_positive_seconds,
+    help="Longest a run may take (504).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=16 << 20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Larger request bodies are refused (413).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime threads per model (default: the CPUs this process may use).",
+)
+@click.option(
+    "--probation-window",
+    default=60.0,
+    show_default=True,
+    type=float,
+    metavar="SECONDS",
+    help="Compare a new version with the previous one this long; "
+    "0 turns probation and automatic rollback off.",
+)
+@click.option(
+    "--rollback-key",
+    "rollback_key",
+    type=click.Path(dir_okay=False),
+    help="Private key that signs automatic rollback records into --store.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=0),
-              help="Seconds running requests get to finish on SIGTERM/SIGINT.")
-def serve(bundle_paths: tuple[str, ...], store_url: str | None, specs: tuple[str, ...],
-          trusted: tuple[str, ...], threshold: int | None, roots: tuple[str, ...],
-          min_version: str | None, rollback_state: str | None, allow_unsigned: bool,
-          host: str, port: int, poll_interval: float | None, request_timeout: float,
-          max_body_bytes: int, threads: int | None, probation_window: float,
-          rollback_key: str | None, passphrase_env: str | None, graceful_timeout: int) -> None:
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds running requests get to finish on SIGTERM/SIGINT.",
+)
+def serve(
+    bundle_paths: tuple[str, ...],
+    store_url: str | None,
+    specs: tuple[str, ...],
+    trusted: tuple[str, ...],
+    threshold: int | None,
+    roots: tuple[str, ...],
+    min_version: str | None,
+    rollback_state: str | None,
+    allow_unsigned: bool,
+    host: str,
+    port: int,
+    poll_interval: float | None,
+    request_timeout: float,
+    max_body_bytes: int,
+    threads: int | None,
+    probation_window: float,
+    rollback_key: str | None,
+    passphrase_env: str | None,
+    graceful_timeout: int,
+) -> None:
     """Serve BUNDLE files (reloaded when they change) and/or --store aliases over HTTP.
 
     Open Inference Protocol v2 (/v2/...), POST /v2/models/NAME/predict, /metrics and a
@@ -761,59 +1086,102 @@ def serve(bundle_paths: tuple[str, ...], store_url: str | None, specs: tuple[str
         raise click.UsageError("--model needs --store")
     if probation_window < 0:
         raise click.UsageError("--probation-window must be 0 (off) or positive")
-    policy = _policy(trusted, threshold, roots, min_version=min_version,
-                     rollback_state=rollback_state, allow_unsigned=allow_unsigned)
-    sources: list[Any] = [serving.FileSource(p, trust=policy, poll_interval=poll_interval or 1.0)
-                          for p in bundle_paths]
+    policy = _policy(
+        trusted,
+        threshold,
+        roots,
+        min_version=min_version,
+        rollback_state=rollback_state,
+        allow_unsigned=allow_unsigned,
+    )
+    sources: list[Any] = [
+        serving.FileSource(p, trust=policy, poll_interval=poll_interval or 1.0)
+        for p in bundle_paths
+    ]
     if specs:
         store_cls = getattr(sys.modules[__package__ or "bundle"], "Store", None)  # issue 14
         if store_cls is None:
-            raise click.UsageError("--store needs bundle.Store (the model store), which this "
-                                   "installation does not have")
+            raise click.UsageError(
+                "--store needs bundle.Store (the model store), which this "
+                "installation does not have"
+            )
         store = store_cls(store_url, trust=policy)
         key = _load_key(rollback_key, passphrase_env) if rollback_key else None
-        sources += [serving.StoreSource(store, spec, signing_key=key,
-                                        poll_interval=poll_interval or 5.0) for spec in specs]
+        sources += [
+            serving.StoreSource(store, spec, signing_key=key, poll_interval=poll_interval or 5.0)
+            for spec in specs
+        ]
     elif rollback_key:
         raise click.UsageError("--rollback-key needs --store")
     try:
         options = serving.ServeOptions(
-            request_timeout=request_timeout, max_body_bytes=max_body_bytes, threads=threads,
+            request_timeout=request_timeout,
+            max_body_bytes=max_body_bytes,
+            threads=threads,
             probation=serving.ProbationPolicy(window=probation_window)
-            if probation_window else None)
+            if probation_window
+            else None,
+        )
         registry = serving.Registry(sources, options)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     failures = registry.start(supervise=False)
     if failures:  # nothing to serve for a model: say why and stop, with its exit code
         for name, err in failures.items():
-            click.echo(f"error: model {name}: "
-                       f"{err.one_line() if isinstance(err, BundleError) else err}", err=True)
+            click.echo(
+                f"error: model {name}: {err.one_line() if isinstance(err, BundleError) else err}",
+                err=True,
+            )
         first = next(iter(failures.values()))
         if isinstance(first, BundleError):
             raise first
         raise click.ClickException(str(first))
-    _console(stderr=True).print(f"serving {', '.join(sorted(registry.slots))} on "
-                                f"http://{host}:{port}/")
-    serving.serve(serving.create_app(registry=registry), host=host, port=port,
-                  graceful_timeout=graceful_timeout)
+    _console(stderr=True).print(
+        f"serving {', '.join(sorted(registry.slots))} on http://{host}:{port}/"
+    )
+    serving.serve(
+        serving.create_app(registry=registry),
+        host=host,
+        port=port,
+        graceful_timeout=graceful_timeout,
+    )
 
 
 @cli.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
-@click.option("--runtime", default="installed", show_default=True, metavar="RUNTIME",
-              help="'installed' (ask the onnxruntime here, then re-run the smoke vectors) or "
-                   "'onnxruntime==X.Y' (from the measured tables; nothing is run).")
-@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-              help="Trusted public key file or trust-store directory (repeatable).")
-@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help=_ROOT_HELP)
+@click.option(
+    "--runtime",
+    default="installed",
+    show_default=True,
+    metavar="RUNTIME",
+    help="'installed' (ask the onnxruntime here, then re-run the smoke vectors) or "
+    "'onnxruntime==X.Y' (from the measured tables; nothing is run).",
+)
+@click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    type=click.Path(),
+    help="Trusted public key file or trust-store directory (repeatable).",
+)
+@click.option(
+    "--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False), help=_ROOT_HELP
+)
 @click.option("--allow-unsigned", is_flag=True, help="Check a bundle with no trusted signature.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple[str, ...],
-          allow_unsigned: bool, as_json: bool) -> None:
+def check(
+    bundle_path: str,
+    runtime: str,
+    trusted: tuple[str, ...],
+    roots: tuple[str, ...],
+    allow_unsigned: bool,
+    as_json: bool,
+) -> None:
     """Preflight: can RUNTIME run BUNDLE? Verifies it, compares what the graph needs with
     what the runtime loads, and re-runs the signed smoke vectors on the installed one.
 
@@ -821,8 +1189,11 @@ def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple
     the smoke vectors give other outputs here.
     """
     try:
-        report = api.check(bundle_path, runtime=runtime,
-                           trust=_policy(trusted, roots=roots, allow_unsigned=allow_unsigned))
+        report = api.check(
+            bundle_path,
+            runtime=runtime,
+            trust=_policy(trusted, roots=roots, allow_unsigned=allow_unsigned),
+        )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--runtime") from e
     if as_json:
@@ -832,18 +1203,24 @@ def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple
         need = report.requirements
         opsets = ", ".join(f"{k}={v}" for k, v in sorted(need.opsets.items()))
         effective = ", ".join(f"{k}={v}" for k, v in sorted(need.min_opsets.items()))
-        out.print(f"{_safe(bundle_path)}: IR {need.ir_version} (lowest possible "
-                  f"{need.lowest_ir_version}), opsets {_safe(opsets)} (operators need "
-                  f"{_safe(effective)}); loads on onnxruntime >= {need.onnxruntime or '?'}")
+        out.print(
+            f"{_safe(bundle_path)}: IR {need.ir_version} (lowest possible "
+            f"{need.lowest_ir_version}), opsets {_safe(opsets)} (operators need "
+            f"{_safe(effective)}); loads on onnxruntime >= {need.onnxruntime or '?'}"
+        )
         for p in report.problems:
-            out.print(f"[red]CANNOT RUN[/red] on {_safe(report.runtime)}: {_safe(p.message)}\n"
-                      f"  what would do: {_safe(p.fix)}")
+            out.print(
+                f"[red]CANNOT RUN[/red] on {_safe(report.runtime)}: {_safe(p.message)}\n"
+                f"  what would do: {_safe(p.fix)}"
+            )
         if report.self_test is not None:
             word = "[green]passed[/green]" if report.self_test.passed else "[red]FAILED[/red]"
             out.print(f"smoke vectors {word}: {_safe(report.self_test.describe())}")
         elif not report.problems and report.report.manifest.smoke is None:
-            out.print("no smoke vectors in this bundle (saved without a sample input, or "
-                      "before they existed): nothing re-run")
+            out.print(
+                "no smoke vectors in this bundle (saved without a sample input, or "
+                "before they existed): nothing re-run"
+            )
         if report.ok:
             out.print(f"[green]OK[/green] {_safe(report.runtime)} can run it")
     if report.problems:
@@ -855,61 +1232,120 @@ def check(bundle_path: str, runtime: str, trusted: tuple[str, ...], roots: tuple
 @cli.command("convert-opset")
 @click.argument("src", metavar="SRC", type=click.Path(dir_okay=False))
 @click.argument("dst", metavar="DST", type=click.Path(dir_okay=False))
-@click.option("--target-opset", required=True, type=click.IntRange(min=7),
-              help="The ai.onnx opset to convert the graph to.")
-@click.option("--key", "key_paths", multiple=True, type=click.Path(dir_okay=False),
-              help="Private key(s) to sign DST with; unsigned without.")
+@click.option(
+    "--target-opset",
+    required=True,
+    type=click.IntRange(min=7),
+    help="The ai.onnx opset to convert the graph to.",
+)
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Private key(s) to sign DST with; unsigned without.",
+)
 @click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP)
-@click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-              help="SRC must be signed by one of these keys (repeatable).")
-@click.option("--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False),
-              help=_ROOT_HELP)
+@click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    type=click.Path(),
+    help="SRC must be signed by one of these keys (repeatable).",
+)
+@click.option(
+    "--trusted-root", "roots", multiple=True, type=click.Path(dir_okay=False), help=_ROOT_HELP
+)
 @click.option("--allow-unsigned", is_flag=True, help="Convert a SRC with no trusted signature.")
-def convert_opset(src: str, dst: str, target_opset: int, key_paths: tuple[str, ...],
-                  passphrase_env: str | None, trusted: tuple[str, ...], roots: tuple[str, ...],
-                  allow_unsigned: bool) -> None:
+def convert_opset(
+    src: str,
+    dst: str,
+    target_opset: int,
+    key_paths: tuple[str, ...],
+    passphrase_env: str | None,
+    trusted: tuple[str, ...],
+    roots: tuple[str, ...],
+    allow_unsigned: bool,
+) -> None:
     """Write DST: SRC's graph converted to another opset, checked against SRC's smoke
     vectors and recording SRC's manifest digest as derived_from."""
     keys = [signing.load_private_key(k, _passphrase(passphrase_env, k, True)) for k in key_paths]
-    manifest = api.convert_opset(src, dst, target_opset, signing_key=keys or None,
-                                 trust=_policy(trusted, roots=roots,
-                                               allow_unsigned=allow_unsigned))
+    manifest = api.convert_opset(
+        src,
+        dst,
+        target_opset,
+        signing_key=keys or None,
+        trust=_policy(trusted, roots=roots, allow_unsigned=allow_unsigned),
+    )
     req = manifest.requires
     signed = "signed by " + ", ".join(_short(k.key_id) for k in keys) if keys else "UNSIGNED"
-    _console().print(f"wrote {_safe(dst)}: opset {target_opset}, IR {manifest.onnx.ir_version}, "
-                     f"loads on onnxruntime >= {req.onnxruntime if req else '?'}; smoke "
-                     f"vectors of {_safe(src)} reproduced; {signed}")
+    _console().print(
+        f"wrote {_safe(dst)}: opset {target_opset}, IR {manifest.onnx.ir_version}, "
+        f"loads on onnxruntime >= {req.onnxruntime if req else '?'}; smoke "
+        f"vectors of {_safe(src)} reproduced; {signed}"
+    )
+
+
 # --------------------------------------------------------------------------- store
 
 
 def _store_options(fn: Any) -> Any:
     """Where the store is and whom it trusts: shared by every ``store`` command."""
-    for option in reversed((
-        click.argument("url", metavar="STORE"),
-        click.option("--trusted-key", "trusted", multiple=True, type=click.Path(),
-                     help="Trusted public key file or trust-store directory (repeatable): "
-                          "bundles and alias records must be signed by it."),
-        click.option("--threshold", type=click.IntRange(min=1),
-                     help="Require signatures by at least this many distinct trusted keys."),
-        click.option("--state", type=click.Path(dir_okay=False),
-                     help="Client state file (created if missing): refuse an alias whose "
-                          "log goes backwards (replayed or frozen)."),
-        click.option("--cache-dir", type=click.Path(file_okay=False),
-                     help="Where fetched bundles are kept by digest (default: the user "
-                          "cache directory, or $MODEL_BUNDLE_CACHE)."),
-        click.option("--endpoint-url", help="S3-compatible endpoint (credentials from the "
-                                            "usual AWS environment variables or files)."),
-        click.option("--storage-options", "storage_json", metavar="JSON",
-                     help="fsspec storage options as a JSON object."),
-        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
-    )):
+    for option in reversed(
+        (
+            click.argument("url", metavar="STORE"),
+            click.option(
+                "--trusted-key",
+                "trusted",
+                multiple=True,
+                type=click.Path(),
+                help="Trusted public key file or trust-store directory (repeatable): "
+                "bundles and alias records must be signed by it.",
+            ),
+            click.option(
+                "--threshold",
+                type=click.IntRange(min=1),
+                help="Require signatures by at least this many distinct trusted keys.",
+            ),
+            click.option(
+                "--state",
+                type=click.Path(dir_okay=False),
+                help="Client state file (created if missing): refuse an alias whose "
+                "log goes backwards (replayed or frozen).",
+            ),
+            click.option(
+                "--cache-dir",
+                type=click.Path(file_okay=False),
+                help="Where fetched bundles are kept by digest (default: the user "
+                "cache directory, or $MODEL_BUNDLE_CACHE).",
+            ),
+            click.option(
+                "--endpoint-url",
+                help="S3-compatible endpoint (credentials from the "
+                "usual AWS environment variables or files).",
+            ),
+            click.option(
+                "--storage-options",
+                "storage_json",
+                metavar="JSON",
+                help="fsspec storage options as a JSON object.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        )
+    ):
         fn = option(fn)
     return fn
 
 
-def _open_store(url: str, trusted: tuple[str, ...], threshold: int | None,
-                state: str | None, cache_dir: str | None, endpoint_url: str | None,
-                storage_json: str | None) -> Any:
+def _open_store(
+    url: str,
+    trusted: tuple[str, ...],
+    threshold: int | None,
+    state: str | None,
+    cache_dir: str | None,
+    endpoint_url: str | None,
+    storage_json: str | None,
+) -> Any:
     from .store import Store
 
     options: dict[str, Any] = {}
@@ -922,8 +1358,13 @@ def _open_store(url: str, trusted: tuple[str, ...], threshold: int | None,
             raise click.BadParameter("must be a JSON object", param_hint="--storage-options")
     if endpoint_url:
         options.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
-    return Store(url, trust=_policy(trusted, threshold), storage_options=options or None,
-                 state=state, cache_dir=cache_dir)
+    return Store(
+        url,
+        trust=_policy(trusted, threshold),
+        storage_options=options or None,
+        state=state,
+        cache_dir=cache_dir,
+    )
 
 
 def _emit(as_json: bool, doc: Any, text: str) -> None:
@@ -936,8 +1377,10 @@ def _emit(as_json: bool, doc: Any, text: str) -> None:
 def _record_text(r: Any) -> str:
     until = f", expires {r.expires}" if r.expires else ""
     why = f" ({_safe(r.reason)})" if r.reason else ""
-    return (f"{r.seq:>4} {r.time} {r.action:<8} -> v{_safe(r.target.version)} "
-            f"{r.target.digest[:16]} by {', '.join(_short(k) for k in r.signers)}{until}{why}")
+    return (
+        f"{r.seq:>4} {r.time} {r.action:<8} -> v{_safe(r.target.version)} "
+        f"{r.target.digest[:16]} by {', '.join(_short(k) for k in r.signers)}{until}{why}"
+    )
 
 
 @cli.group()
@@ -951,8 +1394,7 @@ def store() -> None:
 def store_push(url: str, bundle_path: str, as_json: bool, **kw: Any) -> None:
     """Verify BUNDLE and store it as its name and version (immutable)."""
     v = _open_store(url, **kw).push(bundle_path)
-    _emit(as_json, v.to_dict(), f"stored {_safe(v.name)}:{_safe(v.version)} as "
-                                f"sha256:{v.digest}")
+    _emit(as_json, v.to_dict(), f"stored {_safe(v.name)}:{_safe(v.version)} as sha256:{v.digest}")
 
 
 @store.command("list")
@@ -960,11 +1402,20 @@ def store_push(url: str, bundle_path: str, as_json: bool, **kw: Any) -> None:
 def store_list(url: str, as_json: bool, **kw: Any) -> None:
     """The model names in the store, with their versions and aliases (not verified)."""
     s = _open_store(url, **kw)
-    doc = {n: {"versions": [v.version for v in s.versions(n)], "aliases": s.aliases(n)}
-           for n in s.names()}
-    _emit(as_json, doc, "\n".join(
-        f"{_safe(n)}: versions {', '.join(map(_safe, d['versions'])) or '-'}; aliases "
-        f"{', '.join(map(_safe, d['aliases'])) or '-'}" for n, d in doc.items()) or "(empty)")
+    doc = {
+        n: {"versions": [v.version for v in s.versions(n)], "aliases": s.aliases(n)}
+        for n in s.names()
+    }
+    _emit(
+        as_json,
+        doc,
+        "\n".join(
+            f"{_safe(n)}: versions {', '.join(map(_safe, d['versions'])) or '-'}; aliases "
+            f"{', '.join(map(_safe, d['aliases'])) or '-'}"
+            for n, d in doc.items()
+        )
+        or "(empty)",
+    )
 
 
 @store.command("versions")
@@ -975,19 +1426,34 @@ def store_versions(url: str, name: str, as_json: bool, **kw: Any) -> None:
     vs = _open_store(url, **kw).versions(name)
     if not vs:
         raise StoreNotFoundError(f"no versions of {name!r} in {url}")
-    _emit(as_json, [v.to_dict() for v in vs], "\n".join(
-        f"{_safe(v.version):>10} sha256:{v.digest} {v.size} bytes" for v in vs))
+    _emit(
+        as_json,
+        [v.to_dict() for v in vs],
+        "\n".join(f"{_safe(v.version):>10} sha256:{v.digest} {v.size} bytes" for v in vs),
+    )
 
 
 def _key_options(fn: Any) -> Any:
-    for option in reversed((
-        click.option("--key", "key_paths", multiple=True, required=True,
-                     type=click.Path(dir_okay=False), help="Private key(s) to sign the record."),
-        click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP),
-        click.option("--reason", default=None, help="Why: recorded in the signed record."),
-        click.option("--expires", "expires", metavar="TIME",
-                     help="The record's expiry: RFC 3339 UTC or a duration (90d, 12h)."),
-    )):
+    for option in reversed(
+        (
+            click.option(
+                "--key",
+                "key_paths",
+                multiple=True,
+                required=True,
+                type=click.Path(dir_okay=False),
+                help="Private key(s) to sign the record.",
+            ),
+            click.option("--passphrase-env", metavar="VAR", help=_PASSPHRASE_HELP),
+            click.option("--reason", default=None, help="Why: recorded in the signed record."),
+            click.option(
+                "--expires",
+                "expires",
+                metavar="TIME",
+                help="The record's expiry: RFC 3339 UTC or a duration (90d, 12h).",
+            ),
+        )
+    ):
         fn = option(fn)
     return fn
 
@@ -998,34 +1464,63 @@ def _key_options(fn: Any) -> Any:
 @click.argument("alias")
 @click.argument("version", metavar="VERSION|DIGEST")
 @_key_options
-def store_promote(url: str, name: str, alias: str, version: str, key_paths: tuple[str, ...],
-                  passphrase_env: str | None, reason: str | None, expires: str | None,
-                  as_json: bool, **kw: Any) -> None:
+def store_promote(
+    url: str,
+    name: str,
+    alias: str,
+    version: str,
+    key_paths: tuple[str, ...],
+    passphrase_env: str | None,
+    reason: str | None,
+    expires: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Point NAME@ALIAS at a stored version with a new signed record."""
     keys = [_load_key(k, passphrase_env) for k in key_paths]
-    r = _open_store(url, **kw).promote(name, alias, version, signing_key=keys,
-                                       reason=reason or "", expires=_expires(expires))
-    _emit(as_json, r.to_dict(), f"{_safe(name)}@{_safe(alias)} -> "
-                                f"v{_safe(r.target.version)} (record {r.seq})")
+    r = _open_store(url, **kw).promote(
+        name, alias, version, signing_key=keys, reason=reason or "", expires=_expires(expires)
+    )
+    _emit(
+        as_json,
+        r.to_dict(),
+        f"{_safe(name)}@{_safe(alias)} -> v{_safe(r.target.version)} (record {r.seq})",
+    )
 
 
 @store.command("rollback")
 @_store_options
 @click.argument("name")
 @click.argument("alias")
-@click.option("--to", "to", metavar="VERSION|DIGEST", help="Target (default: the previous "
-                                                            "one, see spec/STORE.md).")
+@click.option(
+    "--to",
+    "to",
+    metavar="VERSION|DIGEST",
+    help="Target (default: the previous one, see spec/STORE.md).",
+)
 @_key_options
-def store_rollback(url: str, name: str, alias: str, to: str | None, key_paths: tuple[str, ...],
-                   passphrase_env: str | None, reason: str | None, expires: str | None,
-                   as_json: bool, **kw: Any) -> None:
+def store_rollback(
+    url: str,
+    name: str,
+    alias: str,
+    to: str | None,
+    key_paths: tuple[str, ...],
+    passphrase_env: str | None,
+    reason: str | None,
+    expires: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
     """Point NAME@ALIAS back with a new signed record."""
     keys = [_load_key(k, passphrase_env) for k in key_paths]
-    r = _open_store(url, **kw).rollback(name, alias, signing_key=keys, to=to,
-                                        reason=reason or "rollback",
-                                        expires=_expires(expires))
-    _emit(as_json, r.to_dict(), f"{_safe(name)}@{_safe(alias)} -> "
-                                f"v{_safe(r.target.version)} (record {r.seq}, rollback)")
+    r = _open_store(url, **kw).rollback(
+        name, alias, signing_key=keys, to=to, reason=reason or "rollback", expires=_expires(expires)
+    )
+    _emit(
+        as_json,
+        r.to_dict(),
+        f"{_safe(name)}@{_safe(alias)} -> v{_safe(r.target.version)} (record {r.seq}, rollback)",
+    )
 
 
 @store.command("history")
@@ -1047,15 +1542,22 @@ def store_resolve(url: str, ref: str, as_json: bool, **kw: Any) -> None:
         r = _open_store(url, **kw).resolve(ref)
     except ValueError as e:  # a malformed reference is the caller's: a usage error
         raise click.BadParameter(str(e), param_hint="REF") from e
-    _emit(as_json, r.to_dict(), f"{_safe(ref)} -> {_safe(r.name or '?')}:"
-                                f"{_safe(r.version or '?')} sha256:{r.digest}")
+    _emit(
+        as_json,
+        r.to_dict(),
+        f"{_safe(ref)} -> {_safe(r.name or '?')}:{_safe(r.version or '?')} sha256:{r.digest}",
+    )
 
 
 @store.command("pull")
 @_store_options
 @click.argument("ref", metavar="REF")
-@click.option("--out", "out", type=click.Path(dir_okay=False),
-              help="Also write the verified bundle here (atomically).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Also write the verified bundle here (atomically).",
+)
 def store_pull(url: str, ref: str, out: str | None, as_json: bool, **kw: Any) -> None:
     """Fetch the bundle REF names into the cache, verify it, optionally copy it out."""
     s = _open_store(url, **kw)
@@ -1063,21 +1565,32 @@ def store_pull(url: str, ref: str, out: str | None, as_json: bool, **kw: Any) ->
     report = api.verify(path, trust=s.trust)
     if out is not None:
         path = s.pull(ref, out)
-    _emit(as_json, {"path": str(path), **report.to_dict()},
-          f"[green]OK[/green] {_safe(ref)} verified: {_safe(path)}")
+    _emit(
+        as_json,
+        {"path": str(path), **report.to_dict()},
+        f"[green]OK[/green] {_safe(ref)} verified: {_safe(path)}",
+    )
 
 
 @store.command("gc")
 @_store_options
-@click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True,
-              help="Keep unreferenced blobs younger than this many seconds.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Keep unreferenced blobs younger than this many seconds.",
+)
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 def store_gc(url: str, grace: float, dry_run: bool, as_json: bool, **kw: Any) -> None:
     """Delete blobs that no version or alias record references."""
     report = _open_store(url, **kw).gc(grace=grace, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    _emit(as_json, report.to_dict(), f"{verb} {len(report.deleted)} blob(s); kept "
-                                     f"{report.kept}; {len(report.young)} too young")
+    _emit(
+        as_json,
+        report.to_dict(),
+        f"{verb} {len(report.deleted)} blob(s); kept {report.kept}; {len(report.young)} too young",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1094,8 +1607,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {e.one_line()}", err=True)
         return exit_code_of(e)
     except Exception as e:  # never a traceback for a user; the class names the bug
-        click.echo(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                   err=True)
+        click.echo(
+            f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]}", err=True
+        )
         return EXIT_UNEXPECTED
     return 0
 

@@ -50,8 +50,9 @@ class BundleError(Exception):
         """A single-line diagnosis for a terminal."""
         text = " ".join(str(self).split())
         if not text.isprintable():  # names from a hostile file: no terminal escapes
-            text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                           for c in text)
+            text = "".join(
+                c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+            )
         return f"{type(self).__name__}: {text}"
 
 

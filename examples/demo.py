@@ -33,19 +33,28 @@ def main() -> int:
     step("1. train a scikit-learn pipeline on a DataFrame (numeric + string columns)")
     rng = np.random.default_rng(0)
     n = 400
-    df = pd.DataFrame({
-        "age": rng.integers(18, 80, n).astype(float),
-        "income": rng.normal(50_000, 15_000, n),
-        "city": rng.choice(["paris", "lyon", "nice"], n),
-    })
+    df = pd.DataFrame(
+        {
+            "age": rng.integers(18, 80, n).astype(float),
+            "income": rng.normal(50_000, 15_000, n),
+            "city": rng.choice(["paris", "lyon", "nice"], n),
+        }
+    )
     y = ((df["age"] > 40) & (df["city"] != "nice")).astype(int).to_numpy()
-    model = Pipeline([
-        ("prep", ColumnTransformer([
-            ("num", StandardScaler(), ["age", "income"]),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
-        ])),
-        ("clf", RandomForestClassifier(n_estimators=50, max_depth=6, random_state=0)),
-    ]).fit(df, y)
+    model = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["age", "income"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                    ]
+                ),
+            ),
+            ("clf", RandomForestClassifier(n_estimators=50, max_depth=6, random_state=0)),
+        ]
+    ).fit(df, y)
     print(f"trained {type(model[-1]).__name__}; training accuracy {model.score(df, y):.3f}")
 
     step("2. make a signing key (ECDSA P-256)")
@@ -55,16 +64,24 @@ def main() -> int:
 
     step("3. export a signed bundle")
     path = out / "churn.mbundle"
-    manifest = bundle.save(model, path, sample_input=df.iloc[:50], signing_key=key_path,
-                           name="churn-demo", version="1.0.0",
-                           description="demo: RandomForest over a ColumnTransformer")
+    manifest = bundle.save(
+        model,
+        path,
+        sample_input=df.iloc[:50],
+        signing_key=key_path,
+        name="churn-demo",
+        version="1.0.0",
+        description="demo: RandomForest over a ColumnTransformer",
+    )
     for o in manifest.parity.outputs:  # type: ignore[union-attr]
         print(f"parity {o.name}: max abs deviation {o.max_abs:.2e}, {o.mismatches} mismatches")
     print(f"wrote {path} ({path.stat().st_size:,} bytes)")
 
     step("4. verify it with the CLI (as a stranger would, knowing only the public key)")
-    subprocess.run([sys.executable, "-m", "bundle", "verify", str(path),
-                    "--trusted-key", str(pub_path)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bundle", "verify", str(path), "--trusted-key", str(pub_path)],
+        check=True,
+    )
 
     step("5. load + predict in a fresh process that never imports scikit-learn or pickle-loads")
     new = df.sample(8, random_state=1)
@@ -73,7 +90,7 @@ def main() -> int:
         import json, sys
         import bundle
         m = bundle.load({str(path)!r}, trusted_keys={str(pub_path)!r})
-        rows = json.load(open({str(out / 'new.json')!r}))
+        rows = json.load(open({str(out / "new.json")!r}))
         data = {{k: [r[k] for r in rows] for k in rows[0]}}
         pred = m.predict(data).tolist()
         banned = [x for x in ("sklearn", "skl2onnx", "torch", "tensorflow", "joblib")
@@ -81,12 +98,13 @@ def main() -> int:
         print(json.dumps({{"pred": pred, "providers": m.providers, "banned": banned,
                           "signers": m.signers}}))
     """)
-    res = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True,
-                         text=True)
+    res = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, text=True)
     got = json.loads(res.stdout.strip().splitlines()[-1])
     want = model.predict(new).tolist()
-    print(f"providers {got['providers']}, signed by {got['signers'][0][:16]}..., "
-          f"frameworks imported: {got['banned'] or 'none'}")
+    print(
+        f"providers {got['providers']}, signed by {got['signers'][0][:16]}..., "
+        f"frameworks imported: {got['banned'] or 'none'}"
+    )
     print(f"bundle predictions  {got['pred']}")
     print(f"original predictions {want}")
     if got["pred"] != want or got["banned"]:

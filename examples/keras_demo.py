@@ -40,8 +40,9 @@ def fresh(seed: int = 0) -> keras.Model:
     h = keras.layers.Dense(32, activation="relu")(inputs)
     h = keras.layers.Dropout(0.1)(h)
     model = keras.Model(inputs, keras.layers.Dense(3)(h))
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -76,10 +77,18 @@ def main() -> int:
     _, pub = key.save(out / "keras-demo", overwrite=True)
     path = out / "classifier.mbundle"
     x, _ = data()
-    manifest = bundle.save(model, path, sample_input=x[:8], signing_key=key,
-                           name="keras-demo", optimizer=model.optimizer)
-    print(f"exported with {manifest.model.converter} {manifest.model.converter_version}; "
-          f"inputs {[(s.name, s.dtype, list(s.shape)) for s in manifest.inputs]}")
+    manifest = bundle.save(
+        model,
+        path,
+        sample_input=x[:8],
+        signing_key=key,
+        name="keras-demo",
+        optimizer=model.optimizer,
+    )
+    print(
+        f"exported with {manifest.model.converter} {manifest.model.converter_version}; "
+        f"inputs {[(s.name, s.dtype, list(s.shape)) for s in manifest.inputs]}"
+    )
     for f in manifest.files:
         print(f"  {f.path:28} {f.role:15} {f.size:>8} bytes")
     if manifest.parity:
@@ -91,12 +100,18 @@ def main() -> int:
 
     step("4. load and predict in a fresh process that never imports TensorFlow or Keras")
     np.save(out / "x.npy", x[:5])
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(pub), str(out / "x.npy")],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(pub), str(out / "x.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     child = json.loads(res.stdout.strip().splitlines()[-1])
     want = np.asarray(model(x[:5], training=False)).argmax(1).tolist()
-    print(f"child imported {child['imported'] or 'no framework'}; predictions "
-          f"{child['argmax']} (Keras says {want})")
+    print(
+        f"child imported {child['imported'] or 'no framework'}; predictions "
+        f"{child['argmax']} (Keras says {want})"
+    )
     if child["imported"] or child["argmax"] != want:
         return 1
 
@@ -105,10 +120,14 @@ def main() -> int:
     bundle.restore(path, model=model2, optimizer=model2.optimizer, trusted_keys=pub)
     resumed = train(model2, 3)
     uninterrupted = train(model, 3)
-    same = all(np.allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
-               for a, b in zip(model.variables, model2.variables, strict=True))
-    print(f"loss after 6 epochs: resumed {resumed:.6f}, uninterrupted {uninterrupted:.6f}; "
-          f"same variables: {same}")
+    same = all(
+        np.allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+        for a, b in zip(model.variables, model2.variables, strict=True)
+    )
+    print(
+        f"loss after 6 epochs: resumed {resumed:.6f}, uninterrupted {uninterrupted:.6f}; "
+        f"same variables: {same}"
+    )
     return 0 if same else 1
 
 

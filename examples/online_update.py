@@ -70,8 +70,7 @@ def main() -> int:
     url = sys.argv[2] if len(sys.argv) > 2 else str(out / "store")
     key = bundle.generate_key()
     trust = bundle.TrustPolicy(keys=key.public_key)
-    store = bundle.Store(url, trust=trust, state=out / "store-state.json",
-                         cache_dir=out / "cache")
+    store = bundle.Store(url, trust=trust, state=out / "store-state.json", cache_dir=out / "cache")
     x0, _ = batch(0)
 
     step("0. day 0: train v1, push it, make it production")
@@ -79,15 +78,24 @@ def main() -> int:
     model = Regressor()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     print(f"v1 loss {train(model, opt, 0):.4f}")
-    bundle.save(model, out / "v1.mbundle", sample_input=x0[:4], signing_key=key,
-                name="regressor", version="1", optimizer=opt)
+    bundle.save(
+        model,
+        out / "v1.mbundle",
+        sample_input=x0[:4],
+        signing_key=key,
+        name="regressor",
+        version="1",
+        optimizer=opt,
+    )
     v1 = store.push(out / "v1.mbundle")
     store.promote("regressor", "production", v1.version, signing_key=key, reason="first")
 
     step("1. restore what production names (verified), train on day 1's data")
     current = store.resolve("regressor@production")
-    print(f"production -> v{current.version} sha256:{current.digest[:16]}... "
-          f"(record {current.record.seq if current.record else '-'})")
+    print(
+        f"production -> v{current.version} sha256:{current.digest[:16]}... "
+        f"(record {current.record.seq if current.record else '-'})"
+    )
     model = Regressor()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     path = store.pull("regressor@production")  # fetched into the cache, digest checked
@@ -95,8 +103,15 @@ def main() -> int:
     print(f"v2 loss on day 1 {train(model, opt, 1):.4f}")
 
     step("2. save the next version and push it (the store verifies it first)")
-    bundle.save(model, out / "v2.mbundle", sample_input=x0[:4], signing_key=key,
-                name="regressor", version="2", optimizer=opt)
+    bundle.save(
+        model,
+        out / "v2.mbundle",
+        sample_input=x0[:4],
+        signing_key=key,
+        name="regressor",
+        version="2",
+        optimizer=opt,
+    )
     v2 = store.push(out / "v2.mbundle")
     print(f"stored regressor:{v2.version} as sha256:{v2.digest[:16]}...")
 
@@ -111,13 +126,14 @@ def main() -> int:
     step("4. something is wrong after all: roll production back")
     back = store.rollback("regressor", "production", signing_key=key, reason="incident 42")
     live = store.load("regressor@production")
-    print(f"production -> v{back.target.version} (record {back.seq}); loaded "
-          f"v{live.manifest.model.version}")
+    print(
+        f"production -> v{back.target.version} (record {back.seq}); loaded "
+        f"v{live.manifest.model.version}"
+    )
 
     step("5. the signed history of production")
     for r in store.history("regressor", "production"):
-        print(f"  {r.seq} {r.action:8} v{r.target.version} {r.reason!r} "
-              f"by {r.signers[0][:16]}")
+        print(f"  {r.seq} {r.action:8} v{r.target.version} {r.reason!r} by {r.signers[0][:16]}")
     ok = live.manifest.model.version == "1"
     print("\nevery step verified" if ok else "\nUNEXPECTED")
     return 0 if ok else 1

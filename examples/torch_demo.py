@@ -28,8 +28,7 @@ def step(text: str) -> None:
 class MLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.1),
-                                 nn.Linear(32, 3))
+        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -52,7 +51,7 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, steps: int) -> float:
     model.train()
     loss = torch.tensor(0.0)
     for i in range(steps):
-        xb, yb = x[i % 8 * 32:(i % 8 + 1) * 32], y[i % 8 * 32:(i % 8 + 1) * 32]
+        xb, yb = x[i % 8 * 32 : (i % 8 + 1) * 32], y[i % 8 * 32 : (i % 8 + 1) * 32]
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
@@ -85,14 +84,26 @@ def main() -> int:
     _, pub = key.save(out / "torch-demo", overwrite=True)
     path = out / "mlp.mbundle"
     x, _ = data()
-    manifest = bundle.save(model, path, sample_input=x[:8], signing_key=key, name="mlp-demo",
-                           optimizer=opt, include_rng=True)
-    print(f"exported with {manifest.model.converter}; inputs "
-          f"{[(s.name, s.dtype, list(s.shape)) for s in manifest.inputs]}")
+    manifest = bundle.save(
+        model,
+        path,
+        sample_input=x[:8],
+        signing_key=key,
+        name="mlp-demo",
+        optimizer=opt,
+        include_rng=True,
+    )
+    print(
+        f"exported with {manifest.model.converter}; inputs "
+        f"{[(s.name, s.dtype, list(s.shape)) for s in manifest.inputs]}"
+    )
     for f in manifest.files:
         print(f"  {f.path:28} {f.role:15} {f.size:>8} bytes")
-    print(f"parity on the sample: max abs {manifest.parity.outputs[0].max_abs:.2e}"
-          if manifest.parity else "no parity")
+    print(
+        f"parity on the sample: max abs {manifest.parity.outputs[0].max_abs:.2e}"
+        if manifest.parity
+        else "no parity"
+    )
 
     step("3. verify: signature, every file's hash, the graph")
     report = bundle.verify(path, trusted_keys=pub)
@@ -100,14 +111,20 @@ def main() -> int:
 
     step("4. load and predict in a fresh process that never imports torch")
     np.save(out / "x.npy", x[:5].numpy())
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(pub), str(out / "x.npy")],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(pub), str(out / "x.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     child = json.loads(res.stdout.strip().splitlines()[-1])
     model.train(False)
     with torch.no_grad():
         want = model(x[:5]).argmax(1).tolist()
-    print(f"child: torch imported = {child['torch_imported']}; predictions {child['argmax']} "
-          f"(torch says {want})")
+    print(
+        f"child: torch imported = {child['torch_imported']}; predictions {child['argmax']} "
+        f"(torch says {want})"
+    )
     assert not child["torch_imported"]
     assert child["argmax"] == want
 
@@ -118,10 +135,14 @@ def main() -> int:
     resumed = train(model2, opt2, 20)
     torch.set_rng_state(rng)
     uninterrupted = train(model, opt, 20)
-    same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                  model2.state_dict().values(), strict=True))
-    print(f"loss after 40 steps: resumed {resumed:.6f}, uninterrupted {uninterrupted:.6f}; "
-          f"identical parameters: {same}")
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), model2.state_dict().values(), strict=True)
+    )
+    print(
+        f"loss after 40 steps: resumed {resumed:.6f}, uninterrupted {uninterrupted:.6f}; "
+        f"identical parameters: {same}"
+    )
     return 0 if same else 1
 
 

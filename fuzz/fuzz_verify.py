@@ -100,16 +100,17 @@ class Harness:
         contents = {graph_name: self.base[graph_name], weights_name: self.base[weights_name]}
         if target != MANIFEST_NAME:
             contents[target] = data
-        files = tuple(FileEntry(n, "graph" if n == graph_name else "weights", len(d),
-                                sha256_bytes(d)) for n, d in sorted(contents.items()))
+        files = tuple(
+            FileEntry(n, "graph" if n == graph_name else "weights", len(d), sha256_bytes(d))
+            for n, d in sorted(contents.items())
+        )
         manifest = replace(self.manifest, files=files)
         mbytes = data if target == MANIFEST_NAME else manifest.to_bytes()
         sig = dsse.sign_statement(statement_for(manifest, mbytes), self.key)
         buf = io.BytesIO()
         w = ZipWriter(buf)
         for name, d in sorted(contents.items()):
-            w.write(EntryData(name, d, compress=(name == graph_name),
-                              align=(name == weights_name)))
+            w.write(EntryData(name, d, compress=(name == graph_name), align=(name == weights_name)))
         w.write(EntryData(MANIFEST_NAME, mbytes))
         w.write(EntryData(f"signatures/{self.key.key_id}.sig", sig))
         w.close()
@@ -131,8 +132,10 @@ class Harness:
 
         self.path.write_bytes(self.file_for(data))
         results = []
-        for call in (lambda: bundle.verify(self.path, trusted_keys=self.trust),
-                     lambda: bundle.load(self.path, trusted_keys=self.trust, device="cpu")):
+        for call in (
+            lambda: bundle.verify(self.path, trusted_keys=self.trust),
+            lambda: bundle.load(self.path, trusted_keys=self.trust, device="cpu"),
+        ):
             if results and not results[0] and not (data and data[0] & 0x80):
                 results.append(False)  # refused by verify: load only when bit 7 asks
                 break
@@ -197,14 +200,19 @@ def _tiny_model() -> object:
     w = rng.standard_normal((4, 3)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["XW"], name="matmul"),
-         helper.make_node("Add", ["XW", "B"], ["Z"], name="add"),
-         helper.make_node("Relu", ["Z"], ["Y"], name="act")], "tiny",
+        [
+            helper.make_node("MatMul", ["X", "W"], ["XW"], name="matmul"),
+            helper.make_node("Add", ["XW", "B"], ["Z"], name="add"),
+            helper.make_node("Relu", ["Z"], ["Y"], name="act"),
+        ],
+        "tiny",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="fuzz")
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fuzz"
+    )
     model.ir_version = 8
     return model
 
@@ -247,11 +255,14 @@ def _zip64_tail(data: bytes) -> bytes:
 
     sig, _d, _c, n, _n, size, offset, _l = struct.unpack("<IHHHHIIH", data[-22:])
     body = data[:-22]
-    record = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 20, 45, 0, 0, n, n, size,
-                         offset)
+    record = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 20, 45, 0, 0, n, n, size, offset)
     locator = struct.pack("<IIQI", 0x07064B50, 0, len(body), 1)
-    return body + record + locator + struct.pack("<IHHHHIIH", sig, 0, 0, 0xFFFF, 0xFFFF,
-                                                 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return (
+        body
+        + record
+        + locator
+        + struct.pack("<IHHHHIIH", sig, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    )
 
 
 def _unsigned(h: Harness) -> bytes:
@@ -263,8 +274,7 @@ def _unsigned(h: Harness) -> bytes:
     graph_name, weights_name, _ = h.names
     for name, d in h.base.items():
         if not name.startswith("signatures/"):
-            w.write(EntryData(name, d, compress=(name == graph_name),
-                              align=(name == weights_name)))
+            w.write(EntryData(name, d, compress=(name == graph_name), align=(name == weights_name)))
     w.close()
     return buf.getvalue()
 
@@ -312,9 +322,12 @@ def main(argv: list[str]) -> int:
     def report() -> None:
         known = _harness.known if _harness else {}
         outcomes = _harness.outcomes if _harness else {}
-        print(f"fuzz_verify: {count} inputs through verify+load ({outcomes}); no exception "
-              f"but BundleError; known bugs hit: {known or 'none'}", file=sys.stderr,
-              flush=True)
+        print(
+            f"fuzz_verify: {count} inputs through verify+load ({outcomes}); no exception "
+            f"but BundleError; known bugs hit: {known or 'none'}",
+            file=sys.stderr,
+            flush=True,
+        )
         for name in known:
             print(f"  {name}: {KNOWN_BUGS[name][1]}", file=sys.stderr, flush=True)
 

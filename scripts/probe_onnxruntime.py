@@ -55,8 +55,9 @@ def _models(directory: Path) -> None:
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
         g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-        ops = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("ai.onnx.ml", ml)]
-                                                   if ml else [])
+        ops = [helper.make_opsetid("", opset)] + (
+            [helper.make_opsetid("ai.onnx.ml", ml)] if ml else []
+        )
         m = helper.make_model(g, opset_imports=ops)
         m.ir_version = ir
         return m.SerializeToString()
@@ -77,9 +78,23 @@ def _base() -> Path:
     if not _python(BASE).exists():
         subprocess.run([sys.executable, "-m", "venv", str(BASE)], check=True)
         # numpy 1.26 runs both the releases built against numpy 1 (< 1.19) and later ones.
-        subprocess.run([str(_python(BASE)), "-m", "pip", "install", "-q",
-                        "--disable-pip-version-check", "numpy==1.26.4", "protobuf",
-                        "flatbuffers", "packaging", "coloredlogs", "sympy"], check=True)
+        subprocess.run(
+            [
+                str(_python(BASE)),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "numpy==1.26.4",
+                "protobuf",
+                "flatbuffers",
+                "packaging",
+                "coloredlogs",
+                "sympy",
+            ],
+            check=True,
+        )
     return BASE
 
 
@@ -88,12 +103,30 @@ def probe(version: str, models: Path) -> dict[str, object]:
     base = _base()
     target = base / "ort" / version
     if not (target / "onnxruntime").is_dir():
-        subprocess.run([str(_python(base)), "-m", "pip", "install", "-q", "--no-deps",
-                        "--disable-pip-version-check", "--target", str(target),
-                        f"onnxruntime=={version}"], check=True)
+        subprocess.run(
+            [
+                str(_python(base)),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--target",
+                str(target),
+                f"onnxruntime=={version}",
+            ],
+            check=True,
+        )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    res = subprocess.run([str(_python(base)), "-c", _CHILD, str(models)], env=env,
-                         capture_output=True, text=True, check=False, timeout=600)
+    res = subprocess.run(
+        [str(_python(base)), "-c", _CHILD, str(models)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     if res.returncode:
         return {"version": version, "error": res.stderr.strip().splitlines()[-1:]}
     return json.loads(res.stdout)
@@ -113,8 +146,11 @@ def main() -> None:
             if "error" in r:
                 print(f"{v}: error {r['error']}", flush=True)
             else:
-                print(f"{v}: max IR {max(r['ir'])}, max opset {max(r['opset'])}, "
-                      f"max ai.onnx.ml {max(r['ml'])}", flush=True)
+                print(
+                    f"{v}: max IR {max(r['ir'])}, max opset {max(r['opset'])}, "
+                    f"max ai.onnx.ml {max(r['ml'])}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 OLDEST = "1.20.0"
 NEWEST = "1.32.0"
 # The load path's dependencies (pyproject's core) at their newest; onnxruntime pinned.
-OTHERS = ("numpy", "onnx>=1.16", "safetensors>=0.4", "cryptography>=45", "click>=8.1",
-          "rich>=13")
+OTHERS = ("numpy", "onnx>=1.16", "safetensors>=0.4", "cryptography>=45", "click>=8.1", "rich>=13")
 READY = ".model-bundle-ready"
 
 
@@ -63,9 +62,18 @@ def build(version: str, timeout: float = 900) -> Path:
         return target
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    steps = [[sys.executable, "-m", "venv", str(tmp)],
-             [str(python(tmp)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              *requirements(version)]]
+    steps = [
+        [sys.executable, "-m", "venv", str(tmp)],
+        [
+            str(python(tmp)),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            *requirements(version),
+        ],
+    ]
     for cmd in steps:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if res.returncode:

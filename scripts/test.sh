@@ -18,6 +18,8 @@ fi
 gates_failed=()
 echo "== ruff check ." >&2
 .venv/bin/ruff check . || gates_failed+=("ruff check .")
+echo "== ruff format --check ." >&2
+.venv/bin/ruff format --check . || gates_failed+=("ruff format --check .")
 echo "== mypy (strict; files from pyproject: bundle/ tests/)" >&2
 .venv/bin/mypy || gates_failed+=("mypy")
 if [ "${#gates_failed[@]}" -gt 0 ]; then

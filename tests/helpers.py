@@ -48,7 +48,8 @@ def tiny_model(seed: int = 0, *, domain: str = "", op: str = "Relu") -> Any:
         helper.make_node(op, ["Z"], ["Y"], name="act", domain=domain),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
@@ -70,26 +71,39 @@ def spin_model() -> Any:
     from onnx import TensorProto, helper
 
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "one"], ["v_out"]),
+        ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1])],
-        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1]),
+        ],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["N", "scalar"], ["M"]),
-         helper.make_node("Loop", ["M", "true", "zero"], ["Y"], body=body)],
+        [
+            helper.make_node("Reshape", ["N", "scalar"], ["M"]),
+            helper.make_node("Loop", ["M", "true", "zero"], ["Y"], body=body),
+        ],
         "spin",
         [helper.make_tensor_value_info("N", TensorProto.INT64, [1])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
-        initializer=[helper.make_tensor("scalar", TensorProto.INT64, [0], []),
-                     helper.make_tensor("true", TensorProto.BOOL, [], [True]),
-                     helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="tests")
+        initializer=[
+            helper.make_tensor("scalar", TensorProto.INT64, [0], []),
+            helper.make_tensor("true", TensorProto.BOOL, [], [True]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests"
+    )
     model.ir_version = 8
     return model
 
@@ -123,14 +137,20 @@ def write_raw(path: str | Path, entries: Sequence[EntryData]) -> Path:
 
 def rewrite(path: str | Path, out: str | Path, entries: dict[str, bytes]) -> Path:
     """Write ``entries`` (name -> bytes) as a bundle, the weights aligned, the graph deflated."""
-    return write_raw(out, [EntryData(n, d, align=(n == WEIGHTS_NAME),
-                                     compress=(n == GRAPH_NAME)) for n, d in entries.items()])
+    return write_raw(
+        out,
+        [
+            EntryData(n, d, align=(n == WEIGHTS_NAME), compress=(n == GRAPH_NAME))
+            for n, d in entries.items()
+        ],
+    )
 
 
 def _recording(method: Any, reads: list[str]) -> Any:
     def record(self: ZipReader, name: str, *a: Any, **k: Any) -> Any:
         reads.append(name)
         return method(self, name, *a, **k)
+
     return record
 
 
@@ -164,10 +184,16 @@ def manifest_of(path: str | Path) -> Manifest:
     return Manifest.from_bytes(read_entries(path)[MANIFEST_NAME])
 
 
-def build_signed(out: str | Path, contents: dict[str, bytes], keys: Sequence[Any], *,
-                 base: Manifest, roles: dict[str, str] | None = None,
-                 manifest_bytes: bytes | None = None, extra: dict[str, bytes] | None = None,
-                 ) -> Path:
+def build_signed(
+    out: str | Path,
+    contents: dict[str, bytes],
+    keys: Sequence[Any],
+    *,
+    base: Manifest,
+    roles: dict[str, str] | None = None,
+    manifest_bytes: bytes | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> Path:
     """A correctly hashed and signed bundle holding exactly ``contents``.
 
     The manifest is ``base`` with its file list recomputed from ``contents``
@@ -177,17 +203,19 @@ def build_signed(out: str | Path, contents: dict[str, bytes], keys: Sequence[Any
     """
     old_roles = {f.path: f.role for f in base.files}
     roles = {**old_roles, **(roles or {})}
-    files = tuple(FileEntry(n, roles[n], len(d), sha256_bytes(d))
-                  for n, d in sorted(contents.items()))
+    files = tuple(
+        FileEntry(n, roles[n], len(d), sha256_bytes(d)) for n, d in sorted(contents.items())
+    )
     import dataclasses
 
     manifest = dataclasses.replace(base, files=files)
     mbytes = manifest_bytes if manifest_bytes is not None else manifest.to_bytes()
     statement = statement_for(manifest, mbytes)
     sigs = {k.key_id: dsse.sign_statement(statement, k) for k in keys}
-    entries = [EntryData(n, d, compress=is_deflated(n, roles[n]),
-                         align=not is_deflated(n, roles[n]))
-               for n, d in sorted(contents.items())]
+    entries = [
+        EntryData(n, d, compress=is_deflated(n, roles[n]), align=not is_deflated(n, roles[n]))
+        for n, d in sorted(contents.items())
+    ]
     entries.append(EntryData(MANIFEST_NAME, mbytes))
     entries += [EntryData(f"signatures/{kid}.sig", sigs[kid]) for kid in sorted(sigs)]
     entries += [EntryData(n, d) for n, d in (extra or {}).items()]
@@ -213,31 +241,91 @@ def safetensors_bytes(header: dict[str, Any], data: bytes) -> bytes:
 # --------------------------------------------------------------------------- raw zips
 
 
-def local_header(name: bytes, data: bytes, *, method: int = 0, flags: int = 0x0800,
-                 extra: bytes = b"", crc: int | None = None, csize: int | None = None,
-                 usize: int | None = None) -> bytes:
+def local_header(
+    name: bytes,
+    data: bytes,
+    *,
+    method: int = 0,
+    flags: int = 0x0800,
+    extra: bytes = b"",
+    crc: int | None = None,
+    csize: int | None = None,
+    usize: int | None = None,
+) -> bytes:
     crc = zlib.crc32(data) if crc is None else crc
-    return LOCAL.pack(SIG_LOCAL, 20, flags, method, 0, 33, crc,
-                      len(data) if csize is None else csize,
-                      len(data) if usize is None else usize, len(name), len(extra)) + name + extra
+    return (
+        LOCAL.pack(
+            SIG_LOCAL,
+            20,
+            flags,
+            method,
+            0,
+            33,
+            crc,
+            len(data) if csize is None else csize,
+            len(data) if usize is None else usize,
+            len(name),
+            len(extra),
+        )
+        + name
+        + extra
+    )
 
 
-def central_header(name: bytes, data: bytes, offset: int, *, method: int = 0,
-                   flags: int = 0x0800, extra: bytes = b"", crc: int | None = None,
-                   csize: int | None = None, usize: int | None = None,
-                   ext_attr: int = 0o100644 << 16) -> bytes:
+def central_header(
+    name: bytes,
+    data: bytes,
+    offset: int,
+    *,
+    method: int = 0,
+    flags: int = 0x0800,
+    extra: bytes = b"",
+    crc: int | None = None,
+    csize: int | None = None,
+    usize: int | None = None,
+    ext_attr: int = 0o100644 << 16,
+) -> bytes:
     crc = zlib.crc32(data) if crc is None else crc
-    return CENTRAL.pack(SIG_CENTRAL, (3 << 8) | 20, 20, flags, method, 0, 33, crc,
-                        len(data) if csize is None else csize,
-                        len(data) if usize is None else usize, len(name), len(extra), 0, 0, 0,
-                        ext_attr, offset) + name + extra
+    return (
+        CENTRAL.pack(
+            SIG_CENTRAL,
+            (3 << 8) | 20,
+            20,
+            flags,
+            method,
+            0,
+            33,
+            crc,
+            len(data) if csize is None else csize,
+            len(data) if usize is None else usize,
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            ext_attr,
+            offset,
+        )
+        + name
+        + extra
+    )
 
 
-def make_zip(items: Sequence[tuple[str | bytes, bytes]], *, prefix: bytes = b"",
-             gap: bytes = b"", suffix: bytes = b"", comment: bytes = b"",
-             local: dict[str, Any] | None = None, central: dict[str, Any] | None = None,
-             local_name: bytes | None = None, count: int | None = None,
-             cd_size_delta: int = 0, method: int = 0, prefix_counted: bool = False) -> bytes:
+def make_zip(
+    items: Sequence[tuple[str | bytes, bytes]],
+    *,
+    prefix: bytes = b"",
+    gap: bytes = b"",
+    suffix: bytes = b"",
+    comment: bytes = b"",
+    local: dict[str, Any] | None = None,
+    central: dict[str, Any] | None = None,
+    local_name: bytes | None = None,
+    count: int | None = None,
+    cd_size_delta: int = 0,
+    method: int = 0,
+    prefix_counted: bool = False,
+) -> bytes:
     """A zip built field by field. ``local``/``central`` override header fields of every
     entry; ``local_name`` replaces the first entry's name in its local header only;
     ``gap`` goes between entries; ``prefix`` shifts everything, and offsets count it only
@@ -256,8 +344,12 @@ def make_zip(items: Sequence[tuple[str | bytes, bytes]], *, prefix: bytes = b"",
         if method == 8:
             c = zlib.compressobj(9, zlib.DEFLATED, -15)
             payload = c.compress(data) + c.flush()
-            sizes = {"method": 8, "crc": zlib.crc32(data), "csize": len(payload),
-                     "usize": len(data)}
+            sizes = {
+                "method": 8,
+                "crc": zlib.crc32(data),
+                "csize": len(payload),
+                "usize": len(data),
+            }
         out += local_header(lname, payload, **{**sizes, **(local or {})})
         out += payload
         cds.append(central_header(bname, payload, offset, **{**sizes, **(central or {})}))

@@ -40,13 +40,44 @@ _REPO = Path(__file__).resolve().parents[1]
 MAX_SECONDS = 20
 MAX_TRACED_BYTES = 64 << 20
 # Training frameworks and the libraries that unpickle: none may be imported by verify or load.
-FORBIDDEN_IMPORTS = ("torch", "sklearn", "skl2onnx", "tensorflow", "keras", "tf2onnx", "joblib",
-                     "pandas", "cloudpickle", "dill", "skops")
-_WRITING_EVENTS = {"os.rename", "os.replace", "os.remove", "os.unlink", "os.rmdir", "os.mkdir",
-                   "os.truncate", "os.symlink", "os.link", "os.chmod", "os.chown",
-                   "shutil.rmtree", "shutil.move", "shutil.copyfile"}
-_SPAWN_EVENTS = {"os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
-                 "subprocess.Popen", "ctypes.dlopen"}
+FORBIDDEN_IMPORTS = (
+    "torch",
+    "sklearn",
+    "skl2onnx",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "joblib",
+    "pandas",
+    "cloudpickle",
+    "dill",
+    "skops",
+)
+_WRITING_EVENTS = {
+    "os.rename",
+    "os.replace",
+    "os.remove",
+    "os.unlink",
+    "os.rmdir",
+    "os.mkdir",
+    "os.truncate",
+    "os.symlink",
+    "os.link",
+    "os.chmod",
+    "os.chown",
+    "shutil.rmtree",
+    "shutil.move",
+    "shutil.copyfile",
+}
+_SPAWN_EVENTS = {
+    "os.system",
+    "os.exec",
+    "os.spawn",
+    "os.posix_spawn",
+    "os.fork",
+    "subprocess.Popen",
+    "ctypes.dlopen",
+}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -61,8 +92,11 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         return
     if event == "open":
         path, mode, flags = args
-        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else \
-            bool((flags or 0) & _WRITE_FLAGS)
+        writing = (
+            any(c in mode for c in "wax+")
+            if isinstance(mode, str)
+            else bool((flags or 0) & _WRITE_FLAGS)
+        )
         if writing:
             _events.append(f"open for writing: {path}")
     elif event in _WRITING_EVENTS or event in _SPAWN_EVENTS or event.startswith("pickle."):
@@ -136,8 +170,9 @@ def _refusal(corpus: Corpus, case: Case, call: Callable[[], object]) -> errors.B
         except Exception as e:
             if case.known_gap:
                 raise KnownGapError(f"{type(e).__name__}: {e}") from e
-            raise AssertionError(f"{case.name}: raised {type(e).__name__}, not a BundleError: "
-                                 f"{e}") from e
+            raise AssertionError(
+                f"{case.name}: raised {type(e).__name__}, not a BundleError: {e}"
+            ) from e
         else:
             err = None
     assert not problems, f"{case.name}: side effects while refusing: {problems}"
@@ -151,8 +186,11 @@ def _refusal(corpus: Corpus, case: Case, call: Callable[[], object]) -> errors.B
 def _params() -> list[Any]:
     out = []
     for s in specs():
-        marks = [pytest.mark.xfail(strict=True, raises=KnownGapError, reason=s.known_gap)] \
-            if s.known_gap else []
+        marks = (
+            [pytest.mark.xfail(strict=True, raises=KnownGapError, reason=s.known_gap)]
+            if s.known_gap
+            else []
+        )
         out.append(pytest.param(s.name, id=s.name, marks=marks))
     return out
 
@@ -165,13 +203,15 @@ def test_case_is_refused_by_verify_and_load(corpus: Corpus, name: str) -> None:
     trusted = corpus.trusted(case)
     calls = {
         "verify": lambda: bundle.verify(path, trusted_keys=trusted, threshold=case.threshold),
-        "load": lambda: bundle.load(path, trusted_keys=trusted, threshold=case.threshold,
-                                    device="cpu"),
+        "load": lambda: bundle.load(
+            path, trusted_keys=trusted, threshold=case.threshold, device="cpu"
+        ),
     }
     for fn, call in calls.items():
         err = _refusal(corpus, case, call)
-        assert type(err) is expected, \
+        assert type(err) is expected, (
             f"{name} [{fn}]: {type(err).__name__} ({err}), expected {case.error}"
+        )
         assert case.message in str(err), f"{name} [{fn}]: {err!s} lacks {case.message!r}"
         assert cli_exit_code(err) == cli_exit_code(expected)
 
@@ -183,8 +223,14 @@ def test_corpus_size_and_coverage(corpus: Corpus) -> None:
     by_category = {c.category for c in cases}
     assert by_category == {"container", "manifest", "signature", "content", "pickle"}
     classes = {c.error for c in cases}
-    assert {"FormatError", "LimitError", "IntegrityError", "SignatureError",
-            "UntrustedContentError", "KeyFileError"} <= classes
+    assert {
+        "FormatError",
+        "LimitError",
+        "IntegrityError",
+        "SignatureError",
+        "UntrustedContentError",
+        "KeyFileError",
+    } <= classes
     for c in cases:
         assert c.description
         assert "\n" not in c.description
@@ -234,14 +280,19 @@ def test_cli_verify_exit_codes(corpus: Corpus, tmp_path: Path) -> None:
         if case.threshold:
             args += ["--threshold", str(case.threshold)]
         # cwd is tmp_path (to see stray files), so the checkout under test goes on the path
-        proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(_REPO)})
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(_REPO)},
+        )
         expected = getattr(errors, case.error)
         assert proc.returncode == cli_exit_code(expected), (case.name, proc.returncode, proc.stderr)
         assert f"{case.error}:" in proc.stderr, (case.name, proc.stderr)
         assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir()), "the CLI wrote files while refusing"
-
 
 
 # Runs in a fresh interpreter: every corpus case through verify and load, then a valid
@@ -274,8 +325,7 @@ print(json.dumps({"refused": refused, "shape": list(y.shape), "events": sorted(s
 """
 
 
-def test_fresh_process_verify_and_load_import_no_framework(corpus: Corpus,
-                                                          tmp_path: Path) -> None:
+def test_fresh_process_verify_and_load_import_no_framework(corpus: Corpus, tmp_path: Path) -> None:
     """In a fresh interpreter (here collection has imported every framework already),
     refusing the whole corpus and loading a valid bundle imports none and unpickles nothing."""
     from helpers import save_tiny
@@ -284,9 +334,22 @@ def test_fresh_process_verify_and_load_import_no_framework(corpus: Corpus,
     _, pub = key.save(tmp_path / "k")
     valid = save_tiny(tmp_path / "valid.mbundle", key)
     env = {**os.environ, "PYTHONPATH": str(_REPO)}
-    proc = subprocess.run([sys.executable, "-c", _FRESH_CHILD, str(corpus.root), str(valid),
-                           str(pub), ",".join(FORBIDDEN_IMPORTS)],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FRESH_CHILD,
+            str(corpus.root),
+            str(valid),
+            str(pub),
+            ",".join(FORBIDDEN_IMPORTS),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["imported"] == [], f"verify/load imported {info['imported']}"

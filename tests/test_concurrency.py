@@ -26,8 +26,9 @@ from onnx import numpy_helper
 
 import bundle
 
-X = np.array([[1.0, -2.0, 0.5, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 1.5, -0.5]],
-             dtype=np.float32)
+X = np.array(
+    [[1.0, -2.0, 0.5, 3.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 2.0, 1.5, -0.5]], dtype=np.float32
+)
 THREADS = 8
 PROCESSES = 4
 
@@ -79,8 +80,9 @@ def test_one_model_predicts_from_8_threads(signed: tuple[Path, bundle.PrivateKey
     outs = _together(THREADS, lambda i: [m.predict(X * (i + 1)) for _ in range(50)])
     for i, results in enumerate(outs):  # each thread got the answer to its own input
         for r in results:
-            np.testing.assert_allclose(r, np.maximum((X * (i + 1)) @ w + b, 0), rtol=1e-5,
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                r, np.maximum((X * (i + 1)) @ w + b, 0), rtol=1e-5, atol=1e-5
+            )
     np.testing.assert_allclose(m.predict(X), want, rtol=1e-6, atol=1e-6)
 
 
@@ -107,16 +109,22 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_load_from_several_processes(signed: tuple[Path, bundle.PrivateKey],
-                                     tmp_path: Path) -> None:
+def test_load_from_several_processes(
+    signed: tuple[Path, bundle.PrivateKey], tmp_path: Path
+) -> None:
     path, key = signed
     pub = tmp_path / "key.pub"
     pub.write_bytes(key.public_key.pem())
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(pub), str(go),
-                               json.dumps(X.tolist())],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(PROCESSES)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(path), str(pub), str(go), json.dumps(X.tolist())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
     time.sleep(0.5)
     go.touch()
     # this process loads too, while the others do
@@ -132,8 +140,9 @@ def test_load_from_several_processes(signed: tuple[Path, bundle.PrivateKey],
             np.testing.assert_allclose(np.array(r), want, rtol=1e-6, atol=1e-6)
 
 
-def test_readers_while_the_bundle_is_resigned(signed: tuple[Path, bundle.PrivateKey],
-                                              tmp_path: Path) -> None:
+def test_readers_while_the_bundle_is_resigned(
+    signed: tuple[Path, bundle.PrivateKey], tmp_path: Path
+) -> None:
     """bundle.sign replaces the file by rename over and over; readers never see it torn."""
     src, key = signed
     path = tmp_path / "live.mbundle"

@@ -97,9 +97,20 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
     target.write_bytes(first)
     stray_name = re.compile(r"^\.model\.mbundle\.[A-Za-z0-9_]+\.tmp$")
     zygote = subprocess.Popen(
-        [sys.executable, "-c", ZYGOTE, str(TESTS), str(k1), str(k2), str(target),
-         str(tmp_path / "warm.mbundle")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            ZYGOTE,
+            str(TESTS),
+            str(k1),
+            str(k2),
+            str(target),
+            str(tmp_path / "warm.mbundle"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert zygote.stdin is not None
     assert zygote.stdout is not None
     seen: dict[str, int] = {}
@@ -121,8 +132,10 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
             assert os.WTERMSIG(status) == signal.SIGKILL
 
             data = target.read_bytes()
-            assert data in states, f"trial {trial}: target is {len(data)} bytes, not a " \
-                                   "complete bundle the writer produced"
+            assert data in states, (
+                f"trial {trial}: target is {len(data)} bytes, not a "
+                "complete bundle the writer produced"
+            )
             seen[states[data]] = seen.get(states[data], 0) + 1
             others = {p.name for p in out.iterdir()} - {target.name}
             assert all(stray_name.match(n) for n in others), others
@@ -131,14 +144,17 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
             mid_write += bool(new)
             strays |= others
             if trial % 10 == 0:
-                report = bundle.verify(target, trusted_keys=[bundle.load_private_key(k1)
-                                                             .public_key])
+                report = bundle.verify(
+                    target, trusted_keys=[bundle.load_private_key(k1).public_key]
+                )
                 assert report.verified
     finally:
         zygote.kill()
         zygote.wait()
-    print(f"{TRIALS} kills: target states {seen}; {mid_write} kills left a temporary file; "
-          f"cycle {cycle * 1000:.0f} ms")
+    print(
+        f"{TRIALS} kills: target states {seen}; {mid_write} kills left a temporary file; "
+        f"cycle {cycle * 1000:.0f} ms"
+    )
     # the kills landed in both states and inside writes, or the test proved nothing
     assert len(seen) >= 2, seen
     assert mid_write >= 3, f"only {mid_write} of {TRIALS} kills interrupted a write"
@@ -150,7 +166,8 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
 
 
 def test_exception_inside_a_write_leaves_the_old_file_and_no_temp(
-        tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An exception while the temporary file is being written changes nothing."""
     from bundle.format.archive import ZipWriter
 
@@ -163,9 +180,12 @@ def test_exception_inside_a_write_leaves_the_old_file_and_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ZipWriter, "close", fail)
-    for write in (lambda: bundle.save(tiny_model(1), target, name="tiny",
-                                      signing_key=bundle.load_private_key(k1)),
-                  lambda: bundle.sign(target, bundle.load_private_key(k2))):
+    for write in (
+        lambda: bundle.save(
+            tiny_model(1), target, name="tiny", signing_key=bundle.load_private_key(k1)
+        ),
+        lambda: bundle.sign(target, bundle.load_private_key(k2)),
+    ):
         with pytest.raises(OSError, match="No space"):
             write()
         assert target.read_bytes() == before

@@ -35,8 +35,11 @@ def _harness_module() -> ModuleType:
 
 fuzz_verify = _harness_module()
 SEEDS = sorted(p for p in (FUZZ / "corpus").iterdir() if p.is_file())
-CRASHES = sorted(p for p in (FUZZ / "crashes").iterdir() if p.is_file()) \
-    if (FUZZ / "crashes").is_dir() else []
+CRASHES = (
+    sorted(p for p in (FUZZ / "crashes").iterdir() if p.is_file())
+    if (FUZZ / "crashes").is_dir()
+    else []
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +57,12 @@ def _strict(monkeypatch: pytest.MonkeyPatch) -> None:
 def _params(paths: list[Path]) -> list[Any]:
     out = []
     for p in paths:
-        known = next((k for k in fuzz_verify.KNOWN_BUGS if p.name.startswith(f"known-{k}")),
-                     None)
-        marks = [pytest.mark.xfail(strict=True, reason=fuzz_verify.KNOWN_BUGS[known][1])] \
-            if known else []
+        known = next((k for k in fuzz_verify.KNOWN_BUGS if p.name.startswith(f"known-{k}")), None)
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=fuzz_verify.KNOWN_BUGS[known][1])]
+            if known
+            else []
+        )
         out.append(pytest.param(p, id=p.name, marks=marks))
     return out
 
@@ -86,8 +91,11 @@ def test_known_bug_filter_is_narrow(harness: Any, monkeypatch: pytest.MonkeyPatc
     outside strict mode."""
     from bundle.format import canonical_json as _json
 
-    monkeypatch.setitem(fuzz_verify.KNOWN_BUGS, "demo",
-                        (r"^ValueError: demo is not valid JSON \| .*_json\.py$", "a test entry"))
+    monkeypatch.setitem(
+        fuzz_verify.KNOWN_BUGS,
+        "demo",
+        (r"^ValueError: demo is not valid JSON \| .*_json\.py$", "a test entry"),
+    )
     try:
         _json._no_constants("demo")
     except ValueError as e:

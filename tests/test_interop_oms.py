@@ -57,8 +57,11 @@ def _usable(venv: Path) -> bool:
     marker = venv / READY
     if not marker.is_file() or marker.read_text() != "\n".join(REQUIREMENTS):
         return False
-    probe = subprocess.run([str(_venv_python(venv)), "-c", "import model_signing, OpenSSL"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        [str(_venv_python(venv)), "-c", "import model_signing, OpenSSL"],
+        capture_output=True,
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -66,9 +69,21 @@ def _build_venv() -> Path:
     """Create the interop venv (in a temporary sibling, renamed into place when complete)."""
     tmp = VENV.with_name(f"{VENV.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    steps = [[sys.executable, "-m", "venv", str(tmp)],
-             [str(_venv_python(tmp)), "-m", "pip", "install", "--disable-pip-version-check",
-              "--no-input", "--quiet", "--timeout", "60", *REQUIREMENTS]]
+    steps = [
+        [sys.executable, "-m", "venv", str(tmp)],
+        [
+            str(_venv_python(tmp)),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--timeout",
+            "60",
+            *REQUIREMENTS,
+        ],
+    ]
     for cmd in steps:
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
@@ -77,10 +92,13 @@ def _build_venv() -> Path:
         if res.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tail = (res.stdout + res.stderr).strip()[-1500:]
-            pytest.fail(f"could not install {' '.join(REQUIREMENTS)} from the package registry "
-                        f"into {VENV} ({' '.join(cmd[:4])} ... exit {res.returncode}):\n{tail}\n"
-                        "The interop tests need the registry once; offline, set "
-                        "MODEL_BUNDLE_SKIP_INTEROP=1 to skip them.", pytrace=False)
+            pytest.fail(
+                f"could not install {' '.join(REQUIREMENTS)} from the package registry "
+                f"into {VENV} ({' '.join(cmd[:4])} ... exit {res.returncode}):\n{tail}\n"
+                "The interop tests need the registry once; offline, set "
+                "MODEL_BUNDLE_SKIP_INTEROP=1 to skip them.",
+                pytrace=False,
+            )
     (tmp / READY).write_text("\n".join(REQUIREMENTS))
     shutil.rmtree(VENV, ignore_errors=True)
     try:
@@ -99,8 +117,13 @@ def oms() -> Oms:
     python = str(_venv_python(venv))
 
     def run(*args: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([python, "-m", "model_signing", *map(str, args)],
-                              capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            [python, "-m", "model_signing", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     return run
 
@@ -126,8 +149,9 @@ def _failed(res: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize("key_type", ["ecdsa-p256", "ecdsa-p384"])
-def test_bundle_signed_here_verifies_with_model_signing(tmp_path: Path, oms: Oms,
-                                                        key_type: str) -> None:
+def test_bundle_signed_here_verifies_with_model_signing(
+    tmp_path: Path, oms: Oms, key_type: str
+) -> None:
     key = bundle.generate_key(key_type)
     _, pub = key.save(tmp_path / "signer")
     path = save_tiny(tmp_path / "m.mbundle", key)
@@ -140,29 +164,60 @@ def test_bundle_signed_here_verifies_with_model_signing(tmp_path: Path, oms: Oms
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert "weights.safetensors" in _failed(
-        oms("verify", "key", model, "--signature", sig, "--public_key", pub))
+        oms("verify", "key", model, "--signature", sig, "--public_key", pub)
+    )
 
 
 def test_every_signature_of_a_multi_signed_bundle(tmp_path: Path, oms: Oms) -> None:
     """Each signatures/<key id>.sig is a complete OMS signature over the same files."""
-    a, b, ed = bundle.generate_key(), bundle.generate_key("ecdsa-p384"), \
-        bundle.generate_key("ed25519")
+    a, b, ed = (
+        bundle.generate_key(),
+        bundle.generate_key("ecdsa-p384"),
+        bundle.generate_key("ed25519"),
+    )
     pubs = {k.key_id: k.save(tmp_path / k.key_id[:8])[1] for k in (a, b, ed)}
     path = save_tiny(tmp_path / "m.mbundle", [a, b, ed], expires="2099-01-01T00:00:00Z")
     model = _unzip(path, tmp_path / "model")
     for k in (a, b):
-        _ok(oms("verify", "key", model, "--signature", model / "signatures" / f"{k.key_id}.sig",
-                "--public_key", pubs[k.key_id]), "Verification")
+        _ok(
+            oms(
+                "verify",
+                "key",
+                model,
+                "--signature",
+                model / "signatures" / f"{k.key_id}.sig",
+                "--public_key",
+                pubs[k.key_id],
+            ),
+            "Verification",
+        )
     # Not interoperable: model_signing's key verifier accepts elliptic-curve keys only.
-    _failed(oms("verify", "key", model, "--signature", model / "signatures" / f"{ed.key_id}.sig",
-                "--public_key", pubs[ed.key_id]))
+    _failed(
+        oms(
+            "verify",
+            "key",
+            model,
+            "--signature",
+            model / "signatures" / f"{ed.key_id}.sig",
+            "--public_key",
+            pubs[ed.key_id],
+        )
+    )
     # and a key that did not sign is refused by its key-hint check
-    _failed(oms("verify", "key", model, "--signature", model / "signatures" / f"{a.key_id}.sig",
-                "--public_key", pubs[b.key_id]))
+    _failed(
+        oms(
+            "verify",
+            "key",
+            model,
+            "--signature",
+            model / "signatures" / f"{a.key_id}.sig",
+            "--public_key",
+            pubs[b.key_id],
+        )
+    )
 
 
-def test_certificate_signed_bundle_verifies_with_model_signing(tmp_path: Path,
-                                                               oms: Oms) -> None:
+def test_certificate_signed_bundle_verifies_with_model_signing(tmp_path: Path, oms: Oms) -> None:
     pki = PKI()
     key = bundle.generate_key()
     signer = key.with_certificates([pki.leaf(key.key), pki.inter])
@@ -170,11 +225,30 @@ def test_certificate_signed_bundle_verifies_with_model_signing(tmp_path: Path,
     model = _unzip(path, tmp_path / "model")
     (tmp_path / "root.pem").write_bytes(pem(pki.root))
     sig = model / "signatures" / f"{key.key_id}.sig"
-    _ok(oms("verify", "certificate", model, "--signature", sig, "--certificate_chain",
-            tmp_path / "root.pem"), "Verification")
+    _ok(
+        oms(
+            "verify",
+            "certificate",
+            model,
+            "--signature",
+            sig,
+            "--certificate_chain",
+            tmp_path / "root.pem",
+        ),
+        "Verification",
+    )
     (tmp_path / "other.pem").write_bytes(pem(PKI().root))
-    _failed(oms("verify", "certificate", model, "--signature", sig, "--certificate_chain",
-                tmp_path / "other.pem"))
+    _failed(
+        oms(
+            "verify",
+            "certificate",
+            model,
+            "--signature",
+            sig,
+            "--certificate_chain",
+            tmp_path / "other.pem",
+        )
+    )
 
 
 # --------------------------------------------------------------------------- OMS -> here
@@ -185,9 +259,11 @@ def _unsigned_model_dir(tmp_path: Path) -> tuple[Path, Path]:
     return path, _unzip(path, tmp_path / "model")
 
 
-def test_directory_signed_by_model_signing_verifies_here(tmp_path: Path, oms: Oms,
-                                                         capsys: pytest.CaptureFixture[str],
-                                                         ) -> None:
+def test_directory_signed_by_model_signing_verifies_here(
+    tmp_path: Path,
+    oms: Oms,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key = bundle.generate_key()
     key_path, pub = key.save(tmp_path / "signer")
     unsigned, model = _unsigned_model_dir(tmp_path)
@@ -224,9 +300,22 @@ def test_certificate_signed_directory_verifies_here(tmp_path: Path, oms: Oms) ->
     (tmp_path / "inter.pem").write_bytes(pem(pki.inter))
     _, model = _unsigned_model_dir(tmp_path)
     sig = tmp_path / "model.sig"
-    _ok(oms("sign", "certificate", model, "--private_key", key_path, "--signing_certificate",
-            tmp_path / "leaf.pem", "--certificate_chain", tmp_path / "inter.pem",
-            "--signature", sig), "Signing")
+    _ok(
+        oms(
+            "sign",
+            "certificate",
+            model,
+            "--private_key",
+            key_path,
+            "--signing_certificate",
+            tmp_path / "leaf.pem",
+            "--certificate_chain",
+            tmp_path / "inter.pem",
+            "--signature",
+            sig,
+        ),
+        "Signing",
+    )
     out = tmp_path / "cert.mbundle"
     bundle.pack_directory(model, out, signatures=[sig])
     (s,) = bundle.verify(out, trusted_roots=pki.root).signers
@@ -269,23 +358,42 @@ def test_oms_public_key_file_is_a_trusted_key_here(tmp_path: Path, oms: Oms) -> 
     from cryptography.hazmat.primitives.asymmetric import ec
 
     raw = ec.generate_private_key(ec.SECP256R1())
-    (tmp_path / "k.pem").write_bytes(raw.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    (tmp_path / "k.pub").write_bytes(raw.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "k.pem").write_bytes(
+        raw.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "k.pub").write_bytes(
+        raw.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     _, model = _unsigned_model_dir(tmp_path)
     sig = tmp_path / "model.sig"
-    _ok(oms("sign", "key", model, "--private_key", tmp_path / "k.pem", "--signature", sig),
-        "Signing")
+    _ok(
+        oms("sign", "key", model, "--private_key", tmp_path / "k.pem", "--signature", sig),
+        "Signing",
+    )
     bundle.pack_directory(model, tmp_path / "p.mbundle", signatures=[sig])
     assert bundle.verify(tmp_path / "p.mbundle", trusted_keys=tmp_path / "k.pub").verified
     # and the same key signs here, verifying there
     path = save_tiny(tmp_path / "here.mbundle", str(tmp_path / "k.pem"))
     here = _unzip(path, tmp_path / "here")
     kid = bundle.load_public_key(tmp_path / "k.pub").key_id
-    _ok(oms("verify", "key", here, "--signature", here / "signatures" / f"{kid}.sig",
-            "--public_key", tmp_path / "k.pub"), "Verification")
+    _ok(
+        oms(
+            "verify",
+            "key",
+            here,
+            "--signature",
+            here / "signatures" / f"{kid}.sig",
+            "--public_key",
+            tmp_path / "k.pub",
+        ),
+        "Verification",
+    )
 
 
 def test_pack_refuses_a_tampered_directory_without_oms(tmp_path: Path) -> None:
@@ -326,28 +434,43 @@ def test_pack_checks_signatures_by_the_rule_verify_uses(tmp_path: Path) -> None:
     key = bundle.generate_key()
     model = _unzip(save_tiny(tmp_path / "u.mbundle"), tmp_path / "model")
     mbytes = (model / MANIFEST_NAME).read_bytes()
-    pieces = [(f"{f.path}:0:{f.size + 8 if f.role == 'weights' else f.size}", f.sha256)
-              for f in Manifest.from_bytes(mbytes).files]
+    pieces = [
+        (f"{f.path}:0:{f.size + 8 if f.role == 'weights' else f.size}", f.sha256)
+        for f in Manifest.from_bytes(mbytes).files
+    ]
     pieces.append((f"{MANIFEST_NAME}:0:{len(mbytes)}", sha256_bytes(mbytes)))
     sig = tmp_path / "model.sig"
-    sig.write_bytes(dsse.sign_statement(
-        dsse.build_statement("tiny", pieces, MIN_SHARD_SIZE), key))
+    sig.write_bytes(dsse.sign_statement(dsse.build_statement("tiny", pieces, MIN_SHARD_SIZE), key))
     with pytest.raises(SignatureError, match="disagree"):
         bundle.pack_directory(model, tmp_path / "x.mbundle", signatures=[sig])
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
     pki = PKI()
-    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(
-        serialization.Encoding.DER)
+    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(serialization.Encoding.DER)
     p256 = bytes.fromhex("06082a8648ce3d030107")
     leaf = x509.load_der_x509_certificate(der.replace(p256, p256[:-1] + b"\x02"))  # prime192v2
-    env = json.loads(dsse.sign_statement(
-        dsse.build_statement("tiny", [*((f.path, f.sha256) for f in Manifest.from_bytes(
-            mbytes).files), (MANIFEST_NAME, sha256_bytes(mbytes))]), key))
-    env["verificationMaterial"] = {"x509CertificateChain": {"certificates": [
-        {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
-        for c in (leaf, pki.inter)]}, "tlogEntries": []}
+    env = json.loads(
+        dsse.sign_statement(
+            dsse.build_statement(
+                "tiny",
+                [
+                    *((f.path, f.sha256) for f in Manifest.from_bytes(mbytes).files),
+                    (MANIFEST_NAME, sha256_bytes(mbytes)),
+                ],
+            ),
+            key,
+        )
+    )
+    env["verificationMaterial"] = {
+        "x509CertificateChain": {
+            "certificates": [
+                {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
+                for c in (leaf, pki.inter)
+            ]
+        },
+        "tlogEntries": [],
+    }
     env["dsseEnvelope"]["signatures"][0]["keyid"] = ""
     sig.write_bytes(_json.dumps(env))
     with pytest.raises(SignatureError, match="leaf certificate key"):

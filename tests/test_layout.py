@@ -66,9 +66,10 @@ def _is_ancestor_package(a: str, b: str) -> bool:
 
 
 def test_no_import_cycles() -> None:
-    graph = {m: {t for t in ts if not _is_ancestor_package(t, m)
-                 and not _is_ancestor_package(m, t)}
-             for m, ts in _graph().items()}
+    graph = {
+        m: {t for t in ts if not _is_ancestor_package(t, m) and not _is_ancestor_package(m, t)}
+        for m, ts in _graph().items()
+    }
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -78,7 +79,7 @@ def test_no_import_cycles() -> None:
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                cycles.append([*stack[stack.index(t):], t])
+                cycles.append([*stack[stack.index(t) :], t])
             elif t not in state:
                 visit(t)
         stack.pop()
@@ -95,8 +96,10 @@ def test_no_private_names_cross_modules() -> None:
     for m in MODULES:
         for target, imported, line in _imports(m):
             if imported.startswith("_") and not imported.startswith("__"):
-                crossing.append(f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} imports "
-                                f"{imported} from {target}")
+                crossing.append(
+                    f"{MODULES[m].relative_to(PACKAGE.parent)}:{line} imports "
+                    f"{imported} from {target}"
+                )
         # module._private attribute access on an imported bundle module
         tree = ast.parse(MODULES[m].read_text(encoding="utf-8"))
         aliases = {}
@@ -104,14 +107,21 @@ def test_no_private_names_cross_modules() -> None:
             if isinstance(node, ast.ImportFrom):
                 for alias in node.names:
                     aliases[alias.asname or alias.name] = alias.name
-        imported_modules = {a for a, real in aliases.items()
-                            if any(t.endswith("." + real) for t in MODULES)}
+        imported_modules = {
+            a for a, real in aliases.items() if any(t.endswith("." + real) for t in MODULES)
+        }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                    and node.value.id in imported_modules and node.attr.startswith("_") \
-                    and not node.attr.startswith("__"):
-                crossing.append(f"{MODULES[m].relative_to(PACKAGE.parent)}:{node.lineno} uses "
-                                f"{node.value.id}.{node.attr}")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported_modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                crossing.append(
+                    f"{MODULES[m].relative_to(PACKAGE.parent)}:{node.lineno} uses "
+                    f"{node.value.id}.{node.attr}"
+                )
     assert not crossing, "private names used across modules:\n" + "\n".join(crossing)
 
 

@@ -13,13 +13,24 @@ import pytest
 
 import bundle
 
-BANNED = ("sklearn", "skl2onnx", "torch", "tensorflow", "keras", "joblib", "pandas",
-          "cloudpickle", "dill", "tf2onnx")
+BANNED = (
+    "sklearn",
+    "skl2onnx",
+    "torch",
+    "tensorflow",
+    "keras",
+    "joblib",
+    "pandas",
+    "cloudpickle",
+    "dill",
+    "tf2onnx",
+)
 
 
 @pytest.fixture(scope="module")
-def sk_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray,
-                                                                 np.ndarray]:
+def sk_bundle(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     from sklearn.datasets import load_iris
     from sklearn.ensemble import RandomForestClassifier
 
@@ -56,12 +67,25 @@ CHILD = textwrap.dedent("""
 
 
 def test_fresh_process_load_imports_no_framework_and_never_unpickles(
-        sk_bundle: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    sk_bundle: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
     path, pub, X, want = sk_bundle
     np.save(tmp_path / "x.npy", X)
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(pub),
-                          str(tmp_path / "x.npy"), str(tmp_path / "out.npy")],
-                         capture_output=True, text=True, timeout=120, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(path),
+            str(pub),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["banned"] == [], f"load path imported {info['banned']}"
@@ -81,8 +105,7 @@ def test_audit_hook_would_catch_unpickling() -> None:
         pickle.loads(pickle.dumps(complex(1, 2)))
         print(json.dumps(events))
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pickle.find_class" in json.loads(res.stdout)
 
 
@@ -90,12 +113,18 @@ def test_package_source_has_no_pickle_or_eval_on_load_path() -> None:
     import re
 
     root = Path(bundle.__file__).parent
-    pattern = re.compile(r"^\s*(import|from)\s+(pickle|cloudpickle|dill|joblib|marshal|shelve)"
-                         r"\b|torch\.load\(|\beval\(|\bexec\(|allow_pickle=True", re.M)
+    pattern = re.compile(
+        r"^\s*(import|from)\s+(pickle|cloudpickle|dill|joblib|marshal|shelve)"
+        r"\b|torch\.load\(|\beval\(|\bexec\(|allow_pickle=True",
+        re.M,
+    )
     # bundle/legacy/ converts legacy pickles (in a sandbox, never on the load path:
     # test_load_path_never_imports_migrate); its scanner must stay free of them too.
     converters = {"legacy/unpickler.py", "legacy/child.py", "legacy/pipeline.py"}
-    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
-                 if p.relative_to(root).as_posix() not in converters
-                 and pattern.search(p.read_text(encoding="utf-8"))]
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.relative_to(root).as_posix() not in converters
+        and pattern.search(p.read_text(encoding="utf-8"))
+    ]
     assert offenders == []

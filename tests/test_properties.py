@@ -53,8 +53,12 @@ from bundle.format.manifest import (
 )
 from bundle.format.manifest import OutputParity as OutputParityT
 
-SETTINGS = settings(derandomize=True, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # --------------------------------------------------------------------------- JSON values
 
@@ -64,7 +68,8 @@ json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | finite
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @SETTINGS
@@ -82,8 +87,9 @@ def test_other_spellings_of_the_same_object_are_refused(value: dict[str, Any]) -
     canonical = _json.dumps(value)
     spellings = [
         json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False).encode(),
-        json.dumps(dict(reversed(list(value.items()))), separators=(",", ":"),
-                   ensure_ascii=False).encode(),
+        json.dumps(
+            dict(reversed(list(value.items()))), separators=(",", ":"), ensure_ascii=False
+        ).encode(),
         json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),  # \\u escapes
         canonical + b" ",
     ]
@@ -99,18 +105,46 @@ def _edited(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
     out = bytearray(data)
     for pos, cut, insert in edits:
         pos %= len(out) + 1
-        out[pos:pos + cut] = insert
+        out[pos : pos + cut] = insert
     return bytes(out)
 
 
 json_ish = st.one_of(
     st.binary(max_size=64),
-    st.builds(_edited, json_values.map(_json.dumps),
-              st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3),
-                                 st.sampled_from([b"", b"{", b"}", b"[", b"]", b",", b":",
-                                                  b'"', b"\\", b"0", b"-", b"e", b".", b" ",
-                                                  b"\xff", b"\xc3", b"nul", b"9" * 30])),
-                       max_size=4)))
+    st.builds(
+        _edited,
+        json_values.map(_json.dumps),
+        st.lists(
+            st.tuples(
+                st.integers(0, 200),
+                st.integers(0, 3),
+                st.sampled_from(
+                    [
+                        b"",
+                        b"{",
+                        b"}",
+                        b"[",
+                        b"]",
+                        b",",
+                        b":",
+                        b'"',
+                        b"\\",
+                        b"0",
+                        b"-",
+                        b"e",
+                        b".",
+                        b" ",
+                        b"\xff",
+                        b"\xc3",
+                        b"nul",
+                        b"9" * 30,
+                    ]
+                ),
+            ),
+            max_size=4,
+        ),
+    ),
+)
 
 
 @settings(SETTINGS, max_examples=400)
@@ -133,15 +167,24 @@ def test_overflowing_number_is_a_format_error(data: bytes) -> None:
 
 ident = st.text(min_size=1, max_size=16)
 segment = st.from_regex(r"[a-z0-9_-][a-z0-9_.-]{0,7}", fullmatch=True).filter(
-    lambda s: s not in (".", ".."))
-paths = st.lists(segment, min_size=1, max_size=3).map("/".join).filter(
-    lambda p: p != "manifest.json" and not p.startswith("signatures/"))
+    lambda s: s not in (".", "..")
+)
+paths = (
+    st.lists(segment, min_size=1, max_size=3)
+    .map("/".join)
+    .filter(lambda p: p != "manifest.json" and not p.startswith("signatures/"))
+)
 sha = st.binary(min_size=32, max_size=32).map(bytes.hex)
 nonneg = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
-dims = st.lists(st.none() | st.integers(0, 2**40) | st.text(min_size=1, max_size=8),
-                max_size=4).map(tuple)
-tensor_specs = st.lists(st.builds(TensorSpec, ident, st.sampled_from(DTYPES), dims),
-                        min_size=1, max_size=3, unique_by=lambda s: s.name).map(tuple)
+dims = st.lists(
+    st.none() | st.integers(0, 2**40) | st.text(min_size=1, max_size=8), max_size=4
+).map(tuple)
+tensor_specs = st.lists(
+    st.builds(TensorSpec, ident, st.sampled_from(DTYPES), dims),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda s: s.name,
+).map(tuple)
 
 
 @st.composite
@@ -150,33 +193,68 @@ def manifests(draw: st.DrawFn) -> Manifest:
     out_names = [o.name for o in outputs]
     in_names = [i.name for i in inputs]
     names = draw(st.lists(paths, min_size=2, max_size=4, unique=True))
-    roles = ["graph", "weights"] + [draw(st.sampled_from(("training_state", "asset")))
-                                    for _ in names[2:]]
-    files = tuple(sorted((FileEntry(p, r, draw(st.integers(0, 2**40)), draw(sha))
-                          for p, r in zip(names, roles, strict=True)), key=lambda f: f.path))
-    methods = {m: Method(draw(st.sampled_from(out_names)), draw(st.booleans()))
-               for m in draw(st.lists(st.sampled_from(METHODS), unique=True, max_size=3))}
-    columns = tuple(Column(n, draw(st.sampled_from(COLUMN_KINDS)),
-                           draw(st.sampled_from(in_names)))
-                    for n in draw(st.lists(ident, unique=True, max_size=3)))
-    parity = draw(st.none() | st.builds(
-        Parity, nonneg, nonneg, st.integers(0, 10**6),
-        st.lists(st.builds(OutputParityT, ident, nonneg, nonneg, st.integers(0, 10**6)),
-                 max_size=2).map(tuple), st.booleans()))
+    roles = ["graph", "weights"] + [
+        draw(st.sampled_from(("training_state", "asset"))) for _ in names[2:]
+    ]
+    files = tuple(
+        sorted(
+            (
+                FileEntry(p, r, draw(st.integers(0, 2**40)), draw(sha))
+                for p, r in zip(names, roles, strict=True)
+            ),
+            key=lambda f: f.path,
+        )
+    )
+    methods = {
+        m: Method(draw(st.sampled_from(out_names)), draw(st.booleans()))
+        for m in draw(st.lists(st.sampled_from(METHODS), unique=True, max_size=3))
+    }
+    columns = tuple(
+        Column(n, draw(st.sampled_from(COLUMN_KINDS)), draw(st.sampled_from(in_names)))
+        for n in draw(st.lists(ident, unique=True, max_size=3))
+    )
+    parity = draw(
+        st.none()
+        | st.builds(
+            Parity,
+            nonneg,
+            nonneg,
+            st.integers(0, 10**6),
+            st.lists(
+                st.builds(OutputParityT, ident, nonneg, nonneg, st.integers(0, 10**6)), max_size=2
+            ).map(tuple),
+            st.booleans(),
+        )
+    )
     return Manifest(
-        model=ModelInfo(draw(ident), draw(st.text(min_size=1, max_size=8)),
-                        draw(st.text(max_size=30)), draw(st.sampled_from(TASKS)), draw(ident),
-                        draw(st.text(max_size=8)), draw(ident), draw(st.text(max_size=8)),
-                        draw(st.sampled_from(PRECISIONS))),
-        onnx=OnnxInfo(draw(st.integers(1, 1000)),
-                      draw(st.dictionaries(st.text(max_size=10), st.integers(1, 10**6),
-                                           min_size=1, max_size=3)),
-                      draw(st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){0,3}", fullmatch=True))),
-        inputs=inputs, outputs=outputs, files=files, methods=methods, columns=columns,
+        model=ModelInfo(
+            draw(ident),
+            draw(st.text(min_size=1, max_size=8)),
+            draw(st.text(max_size=30)),
+            draw(st.sampled_from(TASKS)),
+            draw(ident),
+            draw(st.text(max_size=8)),
+            draw(ident),
+            draw(st.text(max_size=8)),
+            draw(st.sampled_from(PRECISIONS)),
+        ),
+        onnx=OnnxInfo(
+            draw(st.integers(1, 1000)),
+            draw(
+                st.dictionaries(st.text(max_size=10), st.integers(1, 10**6), min_size=1, max_size=3)
+            ),
+            draw(st.from_regex(r"[0-9]{1,3}(\.[0-9]{1,3}){0,3}", fullmatch=True)),
+        ),
+        inputs=inputs,
+        outputs=outputs,
+        files=files,
+        methods=methods,
+        columns=columns,
         parity=parity,
         metadata=draw(st.dictionaries(ident, st.text(max_size=20), max_size=3)),
         created_by=draw(st.text(min_size=1, max_size=20)),
-        created=draw(st.none() | st.text(min_size=1, max_size=20)))
+        created=draw(st.none() | st.text(min_size=1, max_size=20)),
+    )
 
 
 @settings(SETTINGS, max_examples=100)
@@ -216,8 +294,9 @@ def _mutate(data: st.DataObject, doc: Any) -> str:
         node.insert(k, node[k])
     else:
         value = node[k]
-        node[k] = (str(value) if not isinstance(value, str) else
-                   int(value) if value.isdigit() else [value])
+        node[k] = (
+            str(value) if not isinstance(value, str) else int(value) if value.isdigit() else [value]
+        )
     return f"{op} {where}.{k}"
 
 
@@ -236,8 +315,9 @@ def test_mutated_manifest_is_refused_or_exact(m: Manifest, data: st.DataObject) 
         return
     # Compared as JSON values: a number is equal to its float spelling (1 == 1.0), the
     # reported gap tested exactly below; anything else accepted must re-encode unchanged.
-    assert json.loads(parsed.to_bytes()) == json.loads(raw), \
+    assert json.loads(parsed.to_bytes()) == json.loads(raw), (
         f"accepted after {what} but means something else"
+    )
 
 
 @pytest.mark.parametrize("field", ["atol", "rtol"])
@@ -250,8 +330,9 @@ def test_integer_for_a_float_field_is_refused(field: str) -> None:
 
 
 def test_integer_given_to_a_float_field_is_written_as_a_float() -> None:
-    m = dataclasses.replace(_valid_manifest(),
-                            parity=Parity(0, 0, 3, (OutputParityT("Y", 0, 1, 0),)))
+    m = dataclasses.replace(
+        _valid_manifest(), parity=Parity(0, 0, 3, (OutputParityT("Y", 0, 1, 0),))
+    )
     assert Manifest.from_bytes(m.to_bytes()).to_bytes() == m.to_bytes()
 
 
@@ -262,10 +343,13 @@ def _valid_manifest() -> Manifest:
         onnx=OnnxInfo(8, {"ai.onnx": 17}, "1.17"),
         inputs=(TensorSpec("X", "float32", (None, 4)),),
         outputs=(TensorSpec("Y", "float32", (None, 3)),),
-        files=(FileEntry("model.onnx", "graph", 1, "0" * 64),
-               FileEntry("weights.safetensors", "weights", 1, "1" * 64)),
+        files=(
+            FileEntry("model.onnx", "graph", 1, "0" * 64),
+            FileEntry("weights.safetensors", "weights", 1, "1" * 64),
+        ),
         parity=Parity(1e-5, 1e-4, 3, (OutputParityT("Y", 0.0, 0.0, 0),)),
-        created_by="tests")
+        created_by="tests",
+    )
 
 
 def test_roles_cover_the_schema() -> None:
@@ -299,8 +383,9 @@ def _regions(path: Path, data: bytes) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _flip_refused(path: Path, trust: bundle.TrustStore, data: bytes,
-                  flips: list[tuple[int, int]]) -> tuple[list[Any], list[Any]]:
+def _flip_refused(
+    path: Path, trust: bundle.TrustStore, data: bytes, flips: list[tuple[int, int]]
+) -> tuple[list[Any], list[Any]]:
     """Flip each (offset, bit) in place, verify, restore; collect acceptances and others."""
     accepted, wrong = [], []
     fd = os.open(path, os.O_RDWR)
@@ -315,21 +400,28 @@ def _flip_refused(path: Path, trust: bundle.TrustStore, data: bytes,
             except Exception as e:
                 wrong.append((offset, bit, repr(e)))
             finally:
-                os.pwrite(fd, data[offset:offset + 1], offset)
+                os.pwrite(fd, data[offset : offset + 1], offset)
     finally:
         os.close(fd)
     return accepted, wrong
 
 
-def test_every_header_bit_flip_is_refused(signed: tuple[Path, bundle.TrustStore, bytes],
-                                          ) -> None:
+def test_every_header_bit_flip_is_refused(
+    signed: tuple[Path, bundle.TrustStore, bytes],
+) -> None:
     """Bits 1-7 of every byte outside entry data (bit 0: tests/trust/test_verify.py)."""
     path, trust, data = signed
     regions = _regions(path, data)
     padding = _padding(data, regions)
     skip = set(padding)
-    flips = [(i, bit) for name, (a, b) in regions.items() if not name.startswith("data of")
-             for i in range(a, b) if i not in skip for bit in range(1, 8)]
+    flips = [
+        (i, bit)
+        for name, (a, b) in regions.items()
+        if not name.startswith("data of")
+        for i in range(a, b)
+        if i not in skip
+        for bit in range(1, 8)
+    ]
     # the zero padding of the weights' alignment record is 4 KiB: every 64th byte of it
     flips += [(i, bit) for i in padding[::64] for bit in range(1, 8)]
     assert len(flips) > 2000
@@ -357,8 +449,9 @@ def _padding(data: bytes, regions: dict[str, tuple[int, int]]) -> list[int]:
 
 @settings(SETTINGS, max_examples=300)
 @given(st.data())
-def test_bit_flips_in_entry_data_are_refused(signed: tuple[Path, bundle.TrustStore, bytes],
-                                             data: st.DataObject) -> None:
+def test_bit_flips_in_entry_data_are_refused(
+    signed: tuple[Path, bundle.TrustStore, bytes], data: st.DataObject
+) -> None:
     path, trust, raw = signed
     regions = {k: v for k, v in _regions(path, raw).items() if k.startswith("data of")}
     name = data.draw(st.sampled_from(sorted(regions)))
@@ -368,4 +461,3 @@ def test_bit_flips_in_entry_data_are_refused(signed: tuple[Path, bundle.TrustSto
     accepted, wrong = _flip_refused(path, trust, raw, [(offset, bit)])
     assert not wrong, wrong
     assert not accepted, f"flip of bit {bit} at {offset} ({name}) verified"
-

@@ -34,8 +34,7 @@ CASES: list[dict[str, Any]] = INDEX["vectors"]
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("spec_vectors_generate",
-                                                  VECTORS / "generate.py")
+    spec = importlib.util.spec_from_file_location("spec_vectors_generate", VECTORS / "generate.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -45,8 +44,11 @@ def _generator() -> ModuleType:
 
 def _options(directory: Path, case: dict[str, Any]) -> dict[str, Any]:
     keys = [str(directory / k) for k in case["trusted_keys"]]
-    return {"trusted_keys": keys or None, "threshold": case["threshold"],
-            "allow_unsigned": case["allow_unsigned"]}
+    return {
+        "trusted_keys": keys or None,
+        "threshold": case["threshold"],
+        "allow_unsigned": case["allow_unsigned"],
+    }
 
 
 def _input(spec: dict[str, Any]) -> Any:
@@ -78,8 +80,10 @@ def check_refused(directory: Path, case: dict[str, Any]) -> None:
     path, opts = directory / case["file"], _options(directory, case)
     expected = getattr(bundle, case["expected"])
     messages = []
-    for run in (lambda: bundle.verify(path, **opts),
-                lambda: bundle.load(path, device="cpu", **opts)):
+    for run in (
+        lambda: bundle.verify(path, **opts),
+        lambda: bundle.load(path, device="cpu", **opts),
+    ):
         with pytest.raises(BundleError) as info:
             run()
         assert type(info.value) is expected, f"{type(info.value).__name__}: {info.value}"
@@ -135,8 +139,11 @@ def _data_offset(raw: bytes, info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + name_len + extra_len
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["expected"] == "ok"],
-                         ids=[c["id"] for c in CASES if c["expected"] == "ok"])
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c["expected"] == "ok"],
+    ids=[c["id"] for c in CASES if c["expected"] == "ok"],
+)
 def test_valid_vectors_are_plain_zips_in_canonical_layout(case: dict[str, Any]) -> None:
     """Any zip tool reads them; order, timestamps, methods and alignment are the spec's."""
     path = VECTORS / case["file"]
@@ -166,14 +173,19 @@ def test_training_state_vector_restores_into_torch() -> None:
     case = next(c for c in CASES if c["id"] == "valid-training-state")
     model = torch.nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    bundle.restore(VECTORS / case["file"], model, optimizer,
-                   trusted_keys=str(VECTORS / case["trusted_keys"][0]))
+    bundle.restore(
+        VECTORS / case["file"],
+        model,
+        optimizer,
+        trusted_keys=str(VECTORS / case["trusted_keys"][0]),
+    )
     want = case["restore"]
     np.testing.assert_array_equal(model.weight.detach().numpy(), want["weight"])
     np.testing.assert_array_equal(model.bias.detach().numpy(), want["bias"])
     state = optimizer.state_dict()
-    np.testing.assert_array_equal(state["state"][0]["momentum_buffer"].numpy(),
-                                  want["momentum_buffer"])
+    np.testing.assert_array_equal(
+        state["state"][0]["momentum_buffer"].numpy(), want["momentum_buffer"]
+    )
     assert state["param_groups"][0]["lr"] == 0.125
     assert state["param_groups"][0]["momentum"] == 0.5
 
@@ -185,7 +197,8 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
 
 def test_regenerated_index_describes_the_same_vectors(
-        regenerated: tuple[Path, dict[str, Any]]) -> None:
+    regenerated: tuple[Path, dict[str, Any]],
+) -> None:
     _out, index = regenerated
     assert index["vectors"] == CASES
     assert index["keys"] == INDEX["keys"]
@@ -195,13 +208,18 @@ def test_regenerated_vectors(regenerated: tuple[Path, dict[str, Any]]) -> None:
     """Byte-identical where the serializers match index.json's; else the same outcomes."""
     out, index = regenerated
     if index["generator"] == INDEX["generator"]:
-        committed = sorted(p.relative_to(VECTORS) for p in VECTORS.rglob("*")
-                           if p.is_file() and p.suffix in (".mbundle", ".key", ".pub", ".json"))
+        committed = sorted(
+            p.relative_to(VECTORS)
+            for p in VECTORS.rglob("*")
+            if p.is_file() and p.suffix in (".mbundle", ".key", ".pub", ".json")
+        )
         fresh = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
         assert committed == fresh
         differ = [str(p) for p in fresh if (out / p).read_bytes() != (VECTORS / p).read_bytes()]
-        assert not differ, (f"regenerated vectors differ from the committed ones: {differ}; "
-                            "the writer's output changed (see spec/FORMAT.md, 'Determinism')")
+        assert not differ, (
+            f"regenerated vectors differ from the committed ones: {differ}; "
+            "the writer's output changed (see spec/FORMAT.md, 'Determinism')"
+        )
     else:
         for case in index["vectors"]:
             check_case(out, case)

@@ -91,8 +91,9 @@ BUNDLE = "model-bundle"
 RAW_ORT = "raw onnxruntime"
 
 
-def _save_timed(ctx: Ctx, fn: Callable[[], Any], path: Path, runs: int | None = None) -> tuple[
-        float, int]:
+def _save_timed(
+    ctx: Ctx, fn: Callable[[], Any], path: Path, runs: int | None = None
+) -> tuple[float, int]:
     """Median seconds of ``fn()`` (which writes ``path``) and the file's size."""
     times = []
     for _ in range(runs or ctx.save_runs):
@@ -103,8 +104,9 @@ def _save_timed(ctx: Ctx, fn: Callable[[], Any], path: Path, runs: int | None = 
     return median(times), path.stat().st_size
 
 
-def _save_bundle(ctx: Ctx, model: Any, sample: Any, path: Path, result: Result,
-                 runs: int | None = None) -> bool:
+def _save_bundle(
+    ctx: Ctx, model: Any, sample: Any, path: Path, result: Result, runs: int | None = None
+) -> bool:
     """Save the bundle (signed); on a BundleError note why and return False."""
     import bundle
 
@@ -137,8 +139,14 @@ def unzip_graph(bundle_path: Path, into: Path) -> tuple[Path, str]:
     return into / "model.onnx", output
 
 
-def _bundle_cases(ctx: Ctx, result: Result, saved: bool, bp: Path, d: Path, xpath: Path,
-                  ) -> tuple[dict[str, tuple[str, dict[str, Any]]], dict[str, Any]]:
+def _bundle_cases(
+    ctx: Ctx,
+    result: Result,
+    saved: bool,
+    bp: Path,
+    d: Path,
+    xpath: Path,
+) -> tuple[dict[str, tuple[str, dict[str, Any]]], dict[str, Any]]:
     """Cold-start cases and in-process predict functions for the bundle and raw onnxruntime.
 
     Empty when the bundle could not be saved (its row already says why); the raw
@@ -150,19 +158,23 @@ def _bundle_cases(ctx: Ctx, result: Result, saved: bool, bp: Path, d: Path, xpat
 
     onnx_path, output = unzip_graph(bp, d / "unzipped")
     result.row(RAW_ORT).note = "graph unzipped from the bundle"
-    cases = {RAW_ORT: ("ort", {"path": str(onnx_path), "x": str(xpath), "output": output}),
-             BUNDLE: ("bundle", {"path": str(bp), "x": str(xpath), "pub": str(ctx.pub_path)})}
+    cases = {
+        RAW_ORT: ("ort", {"path": str(onnx_path), "x": str(xpath), "output": output}),
+        BUNDLE: ("bundle", {"path": str(bp), "x": str(xpath), "pub": str(ctx.pub_path)}),
+    }
     fns: dict[str, Any] = {RAW_ORT: _ort_fn(_raw_session(onnx_path), output, "float32")}
     try:
-        fns[BUNDLE] = bundle.load(bp, trusted_keys=ctx.pub_path, device="cpu",
-                                  session_options=ort_session_options()).predict
+        fns[BUNDLE] = bundle.load(
+            bp, trusted_keys=ctx.pub_path, device="cpu", session_options=ort_session_options()
+        ).predict
     except bundle.BundleError as e:
         result.notes.append(f"in-process bundle.load failed: {type(e).__name__}: {e}")
     return cases, fns
 
 
-def _cold(ctx: Ctx, result: Result, cases: dict[str, tuple[str, dict[str, Any]]],
-          runs: int | None = None) -> None:
+def _cold(
+    ctx: Ctx, result: Result, cases: dict[str, tuple[str, dict[str, Any]]], runs: int | None = None
+) -> None:
     """Fresh-process cold starts; medians into the rows; checks outputs agree."""
     ctx.log(f"  cold starts: {', '.join(cases)}")
     samples, errors = fresh_interleaved(cases, runs or ctx.runs)
@@ -180,25 +192,32 @@ def _cold(ctx: Ctx, result: Result, cases: dict[str, tuple[str, dict[str, Any]]]
     ref = sums.get(result.baseline)
     for impl, s in sums.items() if ref is not None else ():
         if abs(s - ref) > 1e-3 * max(1.0, abs(ref)):
-            result.notes.append(f"{impl}'s first prediction differs from {result.baseline}'s "
-                                f"(sum {s:.6g} vs {ref:.6g})")
+            result.notes.append(
+                f"{impl}'s first prediction differs from {result.baseline}'s "
+                f"(sum {s:.6g} vs {ref:.6g})"
+            )
 
 
 def _raw_session(onnx_path: Path) -> Any:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(onnx_path), sess_options=ort_session_options(), providers=["CPUExecutionProvider"]
+    )
 
 
-def _latencies(result: Result, fns: dict[str, Callable[[Any], Any]],
-               batches: dict[str, Any]) -> None:
+def _latencies(
+    result: Result, fns: dict[str, Callable[[Any], Any]], batches: dict[str, Any]
+) -> None:
     """In-process predict latency per implementation at 1 and 1000 rows, round-robin."""
     budgets = {"p1_s": (300, 3.0), "p1000_s": (30, 6.0)}
     for attr, x in batches.items():
         reps, budget = budgets[attr]
-        stats = latency_stats({impl: (lambda fn=fn, x=x: fn(x)) for impl, fn in fns.items()},
-                              reps=reps, budget_s=budget * len(fns))
+        stats = latency_stats(
+            {impl: (lambda fn=fn, x=x: fn(x)) for impl, fn in fns.items()},
+            reps=reps,
+            budget_s=budget * len(fns),
+        )
         for impl, value in stats.items():
             setattr(result.row(impl), attr, value.median)
             setattr(result.row(impl), attr.replace("_s", "_min_s"), value.min)
@@ -209,6 +228,7 @@ def _ort_fn(session: Any, output: str, dtype: str) -> Callable[[Any], Any]:
 
     def run(x: Any) -> Any:
         return session.run([output], {name: x.astype(dtype, copy=False)})[0]
+
     return run
 
 
@@ -225,11 +245,16 @@ def sklearn_case(ctx: Ctx, name: str, estimator: Any) -> Result:
     x, _ = models.tabular()
     xpath = d / "x1.npy"
     np.save(xpath, x[:1])
-    paths = {"joblib": d / "m.joblib", "pickle": d / "m.pkl", "skops": d / "m.skops",
-             BUNDLE: d / "m.mbundle"}
+    paths = {
+        "joblib": d / "m.joblib",
+        "pickle": d / "m.pkl",
+        "skops": d / "m.skops",
+        BUNDLE: d / "m.mbundle",
+    }
     row = result.row("joblib")
-    row.save_s, row.size = _save_timed(ctx, lambda: joblib.dump(estimator, paths["joblib"]),
-                                       paths["joblib"])
+    row.save_s, row.size = _save_timed(
+        ctx, lambda: joblib.dump(estimator, paths["joblib"]), paths["joblib"]
+    )
 
     def dump_pickle() -> None:
         with open(paths["pickle"], "wb") as f:
@@ -239,25 +264,30 @@ def sklearn_case(ctx: Ctx, name: str, estimator: Any) -> Result:
     row.save_s, row.size = _save_timed(ctx, dump_pickle, paths["pickle"])
     cases: dict[str, tuple[str, dict[str, Any]]] = {
         "joblib": ("joblib", {"path": str(paths["joblib"]), "x": str(xpath)}),
-        "pickle": ("pickle", {"path": str(paths["pickle"]), "x": str(xpath)})}
+        "pickle": ("pickle", {"path": str(paths["pickle"]), "x": str(xpath)}),
+    }
     try:
         import skops.io as sio
 
         row = result.row("skops")
-        row.save_s, row.size = _save_timed(ctx, lambda: sio.dump(estimator, paths["skops"]),
-                                           paths["skops"])
+        row.save_s, row.size = _save_timed(
+            ctx, lambda: sio.dump(estimator, paths["skops"]), paths["skops"]
+        )
         trusted = sio.get_untrusted_types(file=paths["skops"])
-        cases["skops"] = ("skops", {"path": str(paths["skops"]), "x": str(xpath),
-                                    "trusted": trusted})
-        result.notes.append(f"skops loads with trusted={len(trusted)} types listed by "
-                            "get_untrusted_types (what a user does after auditing them)")
+        cases["skops"] = (
+            "skops",
+            {"path": str(paths["skops"]), "x": str(xpath), "trusted": trusted},
+        )
+        result.notes.append(
+            f"skops loads with trusted={len(trusted)} types listed by "
+            "get_untrusted_types (what a user does after auditing them)"
+        )
     except ImportError:
         result.row("skops").note = "n/a (skops not installed: pip install -e '.[bench]')"
     saved = _save_bundle(ctx, estimator, x[:100], paths[BUNDLE], result)
     more, fns = _bundle_cases(ctx, result, saved, paths[BUNDLE], d, xpath)
     _cold(ctx, result, {**cases, **more})
-    _latencies(result, {"joblib": estimator.predict, **fns},
-               {"p1_s": x[:1], "p1000_s": x[:1000]})
+    _latencies(result, {"joblib": estimator.predict, **fns}, {"p1_s": x[:1], "p1000_s": x[:1000]})
     result.row("joblib").note = "predict: scikit-learn's own"
     return result
 
@@ -276,8 +306,9 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
     from safetensors.torch import save_file
 
     torch.set_num_threads(threads())  # what the onnxruntime sessions get
-    result = Result(name, baseline="safetensors + meta-device torch" if big
-                    else "torch.load + load_state_dict")
+    result = Result(
+        name, baseline="safetensors + meta-device torch" if big else "torch.load + load_state_dict"
+    )
     d = ctx.tmp / ("torch1g" if big else "torch100")
     d.mkdir()
     ctx.log("  building the module")
@@ -298,9 +329,11 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
     row = result.row(label)
     row.save_s, row.size = _save_timed(ctx, lambda: save_file(state, st), st)
     if big:
+
         def save_and_hash() -> None:
             save_file(state, st)
             _sha256_file(st)
+
         result.extra["save_file+sha256_s"], _ = _save_timed(ctx, save_and_hash, st)
     saved = _save_bundle(ctx, module, torch.from_numpy(x[:16]), bp, result)
     if saved:
@@ -314,8 +347,7 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
     }
     if not big:
         # The 1 GB case states its baseline; here the meta-device load is a reference too.
-        cases["safetensors + meta-device torch"] = ("safetensors_meta",
-                                                    {"path": str(st), **common})
+        cases["safetensors + meta-device torch"] = ("safetensors_meta", {"path": str(st), **common})
     _cold(ctx, result, cases)
     ctx.log("  predict latency")
 
@@ -367,9 +399,9 @@ def keras_case(ctx: Ctx, name: str, widths: tuple[int, ...]) -> Result:
     row = result.row("keras load_model")
     row.save_s, row.size = _save_timed(ctx, lambda: model.save(kp), kp)
     cases: dict[str, tuple[str, dict[str, Any]]] = {
-        "keras load_model": ("keras", {"path": str(kp), "x": str(xpath)})}
-    fns: dict[str, Callable[[Any], Any]] = {
-        "keras load_model": lambda v: model(v, training=False)}
+        "keras load_model": ("keras", {"path": str(kp), "x": str(xpath)})
+    }
+    fns: dict[str, Callable[[Any], Any]] = {"keras load_model": lambda v: model(v, training=False)}
     saved = _save_bundle(ctx, model, x[:16], bp, result)
     more, bfns = _bundle_cases(ctx, result, saved, bp, d, xpath)
     cases.update(more)
@@ -387,7 +419,7 @@ IMPORTS = {
     "onnxruntime": "import onnxruntime",
     "model-bundle load path (bundle, onnx, onnxruntime)": "import bundle, onnx, onnxruntime",
     "joblib + scikit-learn": "import joblib, sklearn.ensemble, sklearn.linear_model, "
-                             "sklearn.pipeline",
+    "sklearn.pipeline",
     "skops.io": "import skops.io",
     "torch": "import torch",
     "keras": "import keras",
@@ -407,5 +439,16 @@ def import_costs(ctx: Ctx, runs: int = 3) -> dict[str, float]:
     return out
 
 
-__all__ = ["BUNDLE", "RAW_ORT", "Cold", "Ctx", "Result", "Row", "import_costs", "keras_case",
-           "sklearn_case", "torch_case", "unzip_graph"]
+__all__ = [
+    "BUNDLE",
+    "RAW_ORT",
+    "Cold",
+    "Ctx",
+    "Result",
+    "Row",
+    "import_costs",
+    "keras_case",
+    "sklearn_case",
+    "torch_case",
+    "unzip_graph",
+]

@@ -151,9 +151,15 @@ def keras_(a: dict[str, Any]) -> Any:
 
 
 KINDS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "joblib": joblib_, "pickle": pickle_, "skops": skops_, "bundle": bundle_, "ort": ort_,
-    "torch_load": torch_load, "safetensors": safetensors_,
-    "safetensors_meta": safetensors_meta, "keras": keras_,
+    "joblib": joblib_,
+    "pickle": pickle_,
+    "skops": skops_,
+    "bundle": bundle_,
+    "ort": ort_,
+    "torch_load": torch_load,
+    "safetensors": safetensors_,
+    "safetensors_meta": safetensors_meta,
+    "keras": keras_,
 }
 
 

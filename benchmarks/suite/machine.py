@@ -73,9 +73,13 @@ class OtherLoad:
             busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError, IndexError):
             pass
-        mine = sum(r.ru_utime + r.ru_stime for r in (
-            resource.getrusage(resource.RUSAGE_SELF),
-            resource.getrusage(resource.RUSAGE_CHILDREN)))
+        mine = sum(
+            r.ru_utime + r.ru_stime
+            for r in (
+                resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN),
+            )
+        )
         return time.monotonic(), busy, mine
 
     def cores(self) -> float:
@@ -87,12 +91,16 @@ class OtherLoad:
     def note(self) -> str:
         """A markdown line saying how busy the machine was, flagging noisy figures."""
         other = self.cores()
-        line = (f"- Other processes used {other:.2f} of the {cores()} cores on average while "
-                f"this ran (load average now {load_average()}).")
+        line = (
+            f"- Other processes used {other:.2f} of the {cores()} cores on average while "
+            f"this ran (load average now {load_average()})."
+        )
         if not other <= 0.2:
-            return line + (" **The machine was shared with other jobs while measuring: these "
-                           "figures are noisy; re-run on a quiet machine before quoting "
-                           "them.**")
+            return line + (
+                " **The machine was shared with other jobs while measuring: these "
+                "figures are noisy; re-run on a quiet machine before quoting "
+                "them.**"
+            )
         return line + " The machine was otherwise quiet."
 
 

@@ -43,9 +43,19 @@ def torch_cnn(*, seed: int = 0) -> Any:
     torch.manual_seed(seed)
     c, h, w = CNN_INPUT
     model = nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * (h // 4) * (w // 4), 256), nn.ReLU(), nn.Linear(256, 10))
+        nn.Conv2d(c, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * (h // 4) * (w // 4), 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    )
     model.train()
     with torch.no_grad():
         for _ in range(4):
@@ -90,5 +100,6 @@ def random_forest() -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
     x, y = tabular()
-    return RandomForestClassifier(n_estimators=200, max_depth=12, random_state=0,
-                                  n_jobs=1).fit(x, y)
+    return RandomForestClassifier(n_estimators=200, max_depth=12, random_state=0, n_jobs=1).fit(
+        x, y
+    )

@@ -21,20 +21,24 @@ def model_table(res: Result) -> str:
     """One model: a row per format, cold start also as a ratio to the baseline."""
     base = res.rows.get(res.baseline)
     base_cold = base.cold_s if base is not None else None
-    lines = [f"### {res.model}", "",
-             f"Ratios: cold start against **{res.baseline}**.", "",
-             "| format | save (s) | size (MB) | cold start to 1st prediction (s) | x baseline "
-             "| of which: imports done / model loaded (s) "
-             "| peak RSS (MiB) | predict 1 row (ms) | predict 1000 rows (ms) | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {res.model}",
+        "",
+        f"Ratios: cold start against **{res.baseline}**.",
+        "",
+        "| format | save (s) | size (MB) | cold start to 1st prediction (s) | x baseline "
+        "| of which: imports done / model loaded (s) "
+        "| peak RSS (MiB) | predict 1 row (ms) | predict 1000 rows (ms) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res.rows.values():
-        ratio = (f"{r.cold_s / base_cold:.2f}x" if r.cold_s is not None and base_cold
-                 else "—")
+        ratio = f"{r.cold_s / base_cold:.2f}x" if r.cold_s is not None and base_cold else "—"
         lines.append(
             f"| {r.impl} | {_f(r.save_s, '.3f')} | {_f(r.size, '.2f', 1 / MB)} "
             f"| {_f(r.cold_s, '.3f')} | {ratio} "
             f"| {_f(r.imported_s, '.3f')} / {_f(r.loaded_s, '.3f')} | {_f(r.rss_mib, '.0f')} "
-            f"| {_f(r.p1_s, '.3f', 1e3)} | {_f(r.p1000_s, '.2f', 1e3)} | {r.note} |")
+            f"| {_f(r.p1_s, '.3f', 1e3)} | {_f(r.p1000_s, '.2f', 1e3)} | {r.note} |"
+        )
     if res.notes:
         lines += ["", *[f"- {n}" for n in res.notes]]
     return "\n".join(lines)
@@ -42,10 +46,13 @@ def model_table(res: Result) -> str:
 
 def signing_table(results: Sequence[SignResult], hash_rate: float, cores: int) -> str:
     """Verify/sign seconds and throughput per model, beside the hashlib ceiling."""
-    lines = [f"hashlib SHA-256 on one core: {hash_rate / 1e9:.2f} GB/s; "
-             f"{cores} cores: ceiling {cores * hash_rate / 1e9:.2f} GB/s.", "",
-             "| model (bytes hashed) | operation | median (s) | throughput (GB/s) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"hashlib SHA-256 on one core: {hash_rate / 1e9:.2f} GB/s; "
+        f"{cores} cores: ceiling {cores * hash_rate / 1e9:.2f} GB/s.",
+        "",
+        "| model (bytes hashed) | operation | median (s) | throughput (GB/s) |",
+        "|---|---|---|---|",
+    ]
     for res in results:
         for op, s in res.seconds.items():
             rate = "" if "start-up" in op else f"{res.nbytes / s / 1e9:.2f}"
@@ -58,8 +65,12 @@ def signing_table(results: Sequence[SignResult], hash_rate: float, cores: int) -
 
 def imports_table(costs: dict[str, float]) -> str:
     """What each library costs a fresh interpreter: the floor under each cold start."""
-    lines = ["Median of 3 fresh `python -c 'import ...'` runs, interpreter start included.",
-             "", "| import | seconds |", "|---|---|"]
+    lines = [
+        "Median of 3 fresh `python -c 'import ...'` runs, interpreter start included.",
+        "",
+        "| import | seconds |",
+        "|---|---|",
+    ]
     lines += [f"| {label} | {s:.3f} |" for label, s in costs.items()]
     return "\n".join(lines)
 
@@ -98,16 +109,22 @@ def _cold_ratio(res: Result | None, impl: str = BUNDLE) -> tuple[float | None, s
     return mine.cold_s / base.cold_s, f"{mine.cold_s:.3f} s vs {base.cold_s:.3f} s"
 
 
-def targets(by_model: dict[str, Result], signs: dict[str, SignResult], hash_rate: float,
-            cores: int, keys: dict[str, str]) -> list[Target]:
+def targets(
+    by_model: dict[str, Result],
+    signs: dict[str, SignResult],
+    hash_rate: float,
+    cores: int,
+    keys: dict[str, str],
+) -> list[Target]:
     """Every issue-6 target from this run's figures (``keys`` names the models)."""
     out = []
-    for key, label, limit in (("pipeline", "cold start, small sklearn pipeline", 0.20),
-                              ("forest", "cold start, RandomForest(200)", 0.50),
-                              ("torch100", "cold start, torch 100 MB", 0.25),
-                              ("keras100", "cold start, Keras 100 MB", 0.10),
-                              ("torch1g", "1 GB model: verify + load + first predict, fresh "
-                                          "process", 0.5)):
+    for key, label, limit in (
+        ("pipeline", "cold start, small sklearn pipeline", 0.20),
+        ("forest", "cold start, RandomForest(200)", 0.50),
+        ("torch100", "cold start, torch 100 MB", 0.25),
+        ("keras100", "cold start, Keras 100 MB", 0.10),
+        ("torch1g", "1 GB model: verify + load + first predict, fresh process", 0.5),
+    ):
         res = by_model.get(keys[key])
         ratio, detail = _cold_ratio(res)
         base = res.baseline if res is not None else "baseline"
@@ -116,66 +133,128 @@ def targets(by_model: dict[str, Result], signs: dict[str, SignResult], hash_rate
     if big is not None and big.rows.get(BUNDLE) and big.rows[BUNDLE].rss_mib is not None:
         rss = big.rows[BUNDLE].rss_mib * MIB
         wb = big.extra["weight_bytes"]
-        out.append(Target("1 GB model: peak RSS", "≤ 1.10x the weight bytes",
-                          f"{rss / MIB:.0f} MiB for {wb / MIB:.0f} MiB of weights", rss / wb,
-                          1.10))
+        out.append(
+            Target(
+                "1 GB model: peak RSS",
+                "≤ 1.10x the weight bytes",
+                f"{rss / MIB:.0f} MiB for {wb / MIB:.0f} MiB of weights",
+                rss / wb,
+                1.10,
+            )
+        )
     else:
-        out.append(Target("1 GB model: peak RSS", "≤ 1.10x the weight bytes", "not run", None,
-                          1.10))
+        out.append(
+            Target("1 GB model: peak RSS", "≤ 1.10x the weight bytes", "not run", None, 1.10)
+        )
     sign = signs.get(keys["torch1g"]) or signs.get(keys["torch100"])
     ceiling = cores * hash_rate
     if sign is not None:
         v = sign.seconds["bundle.verify (in-process)"]
         rate = sign.nbytes / v
-        out.append(Target(f"verify throughput ({sign.model})",
-                          "≥ 0.9 x (cores x single-core hashlib SHA-256)",
-                          f"{rate / 1e9:.2f} GB/s vs {cores} x {hash_rate / 1e9:.2f} GB/s",
-                          rate / ceiling, 0.9, at_least=True))
+        out.append(
+            Target(
+                f"verify throughput ({sign.model})",
+                "≥ 0.9 x (cores x single-core hashlib SHA-256)",
+                f"{rate / 1e9:.2f} GB/s vs {cores} x {hash_rate / 1e9:.2f} GB/s",
+                rate / ceiling,
+                0.9,
+                at_least=True,
+            )
+        )
     sign1g = signs.get(keys["torch1g"])
     if sign1g is not None:
         s = sign1g.seconds["model-bundle sign (CLI)"]
         v = sign1g.seconds["model-bundle verify (CLI)"]
-        out.append(Target("sign a 1 GB bundle vs its verify", "≤ 1.1x verify (both CLI)",
-                          f"{s:.2f} s vs {v:.2f} s", s / v, 1.1))
+        out.append(
+            Target(
+                "sign a 1 GB bundle vs its verify",
+                "≤ 1.1x verify (both CLI)",
+                f"{s:.2f} s vs {v:.2f} s",
+                s / v,
+                1.1,
+            )
+        )
         oms = sign1g.seconds.get("model_signing sign key (CLI)")
-        out.append(Target("sign a 1 GB bundle vs model_signing", "< 1.0x model_signing sign "
-                          "(both CLI, same weight bytes)",
-                          f"{s:.2f} s vs {oms:.2f} s" if oms else "model_signing n/a",
-                          s / oms if oms else None, 0.9999))
+        out.append(
+            Target(
+                "sign a 1 GB bundle vs model_signing",
+                "< 1.0x model_signing sign (both CLI, same weight bytes)",
+                f"{s:.2f} s vs {oms:.2f} s" if oms else "model_signing n/a",
+                s / oms if oms else None,
+                0.9999,
+            )
+        )
     else:
-        out += [Target("sign a 1 GB bundle vs its verify", "≤ 1.1x verify", "not run", None,
-                       1.1),
-                Target("sign a 1 GB bundle vs model_signing", "< 1.0x model_signing sign",
-                       "not run", None, 0.9999)]
+        out += [
+            Target("sign a 1 GB bundle vs its verify", "≤ 1.1x verify", "not run", None, 1.1),
+            Target(
+                "sign a 1 GB bundle vs model_signing",
+                "< 1.0x model_signing sign",
+                "not run",
+                None,
+                0.9999,
+            ),
+        ]
     if big is not None and "save_file+sha256_s" in big.extra and big.rows[BUNDLE].save_s:
         mine, base = big.rows[BUNDLE].save_s, big.extra["save_file+sha256_s"]
-        out.append(Target("export 1 GB model", "≤ 1.5x (safetensors save_file + SHA-256)",
-                          f"{mine:.2f} s vs {base:.2f} s", mine / base, 1.5))
+        out.append(
+            Target(
+                "export 1 GB model",
+                "≤ 1.5x (safetensors save_file + SHA-256)",
+                f"{mine:.2f} s vs {base:.2f} s",
+                mine / base,
+                1.5,
+            )
+        )
     else:
-        out.append(Target("export 1 GB model", "≤ 1.5x (safetensors save_file + SHA-256)",
-                          "not run", None, 1.5))
+        out.append(
+            Target(
+                "export 1 GB model",
+                "≤ 1.5x (safetensors save_file + SHA-256)",
+                "not run",
+                None,
+                1.5,
+            )
+        )
     for key in ("pipeline", "forest", "torch100", "keras100"):
         res = by_model.get(keys[key])
         rows = res.rows if res is not None else {}
         b, r = rows.get(BUNDLE), rows.get(RAW_ORT)
-        if b is not None and r is not None and b.p1000_s and r.p1000_s and b.p1000_min_s \
-                and r.p1000_min_s:
-            ratio, tie = ratio_or_tie(Latency(b.p1000_s, b.p1000_min_s),
-                                      Latency(r.p1000_s, r.p1000_min_s))
-            out.append(Target(f"predict overhead at batch 1000, {keys[key]}",
-                              "≤ 1.05x raw onnxruntime run",
-                              f"{b.p1000_s * 1e3:.2f} ms vs {r.p1000_s * 1e3:.2f} ms (fastest "
-                              f"{b.p1000_min_s * 1e3:.2f} vs {r.p1000_min_s * 1e3:.2f})",
-                              ratio, 1.05, tie=tie))
+        if (
+            b is not None
+            and r is not None
+            and b.p1000_s
+            and r.p1000_s
+            and b.p1000_min_s
+            and r.p1000_min_s
+        ):
+            ratio, tie = ratio_or_tie(
+                Latency(b.p1000_s, b.p1000_min_s), Latency(r.p1000_s, r.p1000_min_s)
+            )
+            out.append(
+                Target(
+                    f"predict overhead at batch 1000, {keys[key]}",
+                    "≤ 1.05x raw onnxruntime run",
+                    f"{b.p1000_s * 1e3:.2f} ms vs {r.p1000_s * 1e3:.2f} ms (fastest "
+                    f"{b.p1000_min_s * 1e3:.2f} vs {r.p1000_min_s * 1e3:.2f})",
+                    ratio,
+                    1.05,
+                    tie=tie,
+                )
+            )
     return out
 
 
 def targets_table(items: Sequence[Target]) -> str:
     """The targets with measured ratio and PASS/MISS (or tie)."""
-    lines = [f"A **tie**: median ratio within {TIE_BAND[0]:.2f}-{TIE_BAND[1]:.2f} and each "
-             "side's fastest call at or below the other's median: the difference is inside the "
-             "run-to-run noise.", "",
-             "| measure | target | measured | ratio | verdict |", "|---|---|---|---|---|"]
+    lines = [
+        f"A **tie**: median ratio within {TIE_BAND[0]:.2f}-{TIE_BAND[1]:.2f} and each "
+        "side's fastest call at or below the other's median: the difference is inside the "
+        "run-to-run noise.",
+        "",
+        "| measure | target | measured | ratio | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for t in items:
         ratio = "—" if t.ratio is None else f"{t.ratio:.2f}"
         lines.append(f"| {t.measure} | {t.target} | {t.detail} | {ratio} | **{t.verdict}** |")

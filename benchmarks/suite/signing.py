@@ -54,8 +54,11 @@ def oms_cli(log: Callable[[str], None]) -> Path | None:
     base = getattr(sys, "_base_executable", sys.executable)
     try:
         subprocess.run([base, "-m", "venv", str(OMS_VENV)], check=True, capture_output=True)
-        subprocess.run([str(OMS_VENV / "bin" / "pip"), "install", "-q", *OMS_PACKAGES],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(OMS_VENV / "bin" / "pip"), "install", "-q", *OMS_PACKAGES],
+            check=True,
+            capture_output=True,
+        )
     except (OSError, subprocess.CalledProcessError) as e:
         log(f"  could not set up model_signing: {e}")
         return None
@@ -75,17 +78,33 @@ def oms_keys(tmp: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     priv, pub = tmp / "oms.key.pem", tmp / "oms.pub.pem"
-    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    pub.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    priv.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return priv, pub
 
 
-def measure(model: str, bundle_path: Path, weights_dir: Path, *, key_path: Path,
-            pub_path: Path, runs: int, oms: Path | None, tmp: Path,
-            log: Callable[[str], None]) -> SignResult:
+def measure(
+    model: str,
+    bundle_path: Path,
+    weights_dir: Path,
+    *,
+    key_path: Path,
+    pub_path: Path,
+    runs: int,
+    oms: Path | None,
+    tmp: Path,
+    log: Callable[[str], None],
+) -> SignResult:
     """Verify/sign the bundle (in-process and CLI) and model_signing on its weights."""
     import bundle
 
@@ -93,8 +112,8 @@ def measure(model: str, bundle_path: Path, weights_dir: Path, *, key_path: Path,
     cli = [sys.executable, "-m", "bundle"]
     log(f"  {model}: bundle.verify / CLI verify / CLI sign")
     res.seconds["bundle.verify (in-process)"] = median(
-        [timed(lambda: bundle.verify(bundle_path, trusted_keys=pub_path))[0]
-         for _ in range(runs)])
+        [timed(lambda: bundle.verify(bundle_path, trusted_keys=pub_path))[0] for _ in range(runs)]
+    )
     verify_cmd = [*cli, "verify", str(bundle_path), "--trusted-key", str(pub_path)]
     sign_cmd = [*cli, "sign", str(bundle_path), "--key", str(key_path)]
     v, s = [], []
@@ -110,10 +129,26 @@ def measure(model: str, bundle_path: Path, weights_dir: Path, *, key_path: Path,
     priv, pub = oms_keys(tmp)
     sig = tmp / f"{weights_dir.parent.name}.oms.sig"
     env = _oms_env()
-    sign = [str(oms), "sign", "key", "--private_key", str(priv), "--signature", str(sig),
-            str(weights_dir)]
-    verify = [str(oms), "verify", "key", "--public_key", str(pub), "--signature", str(sig),
-              str(weights_dir)]
+    sign = [
+        str(oms),
+        "sign",
+        "key",
+        "--private_key",
+        str(priv),
+        "--signature",
+        str(sig),
+        str(weights_dir),
+    ]
+    verify = [
+        str(oms),
+        "verify",
+        "key",
+        "--public_key",
+        str(pub),
+        "--signature",
+        str(sig),
+        str(weights_dir),
+    ]
     v, s = [], []
     for _ in range(runs):
         s.append(command(sign, env))
@@ -121,5 +156,6 @@ def measure(model: str, bundle_path: Path, weights_dir: Path, *, key_path: Path,
     res.seconds["model_signing sign key (CLI)"] = median(s)
     res.seconds["model_signing verify key (CLI)"] = median(v)
     res.seconds["model_signing --version (CLI start-up)"] = median(
-        [command([str(oms), "--version"], env) for _ in range(runs)])
+        [command([str(oms), "--version"], env) for _ in range(runs)]
+    )
     return res

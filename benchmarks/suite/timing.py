@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 COLD = Path(__file__).resolve().parent / "cold.py"
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore",
-             "TF_ENABLE_ONEDNN_OPTS": "1"}
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", "TF_ENABLE_ONEDNN_OPTS": "1"}
 
 
 def median(values: Sequence[float]) -> float:
@@ -36,8 +35,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def latency(fn: Callable[[], Any], *, reps: int, budget_s: float, warmup: int = 3,
-            min_reps: int = 5) -> float:
+def latency(
+    fn: Callable[[], Any], *, reps: int, budget_s: float, warmup: int = 3, min_reps: int = 5
+) -> float:
     """Median seconds per call after ``warmup`` calls: ``reps`` calls or ``budget_s``."""
     for _ in range(warmup):
         fn()
@@ -101,8 +101,14 @@ def ratio_or_tie(mine: Latency, base: Latency) -> tuple[float, bool]:
     return ratio, TIE_BAND[0] <= ratio <= TIE_BAND[1] and overlap
 
 
-def latency_stats(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: float,
-                  warmup: int = 3, min_reps: int = 5) -> dict[str, Latency]:
+def latency_stats(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    reps: int,
+    budget_s: float,
+    warmup: int = 3,
+    min_reps: int = 5,
+) -> dict[str, Latency]:
     """Median and fastest seconds per call of each function, timed round-robin.
 
     One call of each per round, the order reversed every other round, so that a
@@ -124,8 +130,14 @@ def latency_stats(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: 
     return {name: Latency(median(v), min(v)) for name, v in times.items()}
 
 
-def latencies(fns: Mapping[str, Callable[[], Any]], *, reps: int, budget_s: float,
-              warmup: int = 3, min_reps: int = 5) -> dict[str, float]:
+def latencies(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    reps: int,
+    budget_s: float,
+    warmup: int = 3,
+    min_reps: int = 5,
+) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin (see latency_stats)."""
     stats = latency_stats(fns, reps=reps, budget_s=budget_s, warmup=warmup, min_reps=min_reps)
     return {name: s.median for name, s in stats.items()}
@@ -160,19 +172,30 @@ def child_env() -> dict[str, str]:
 def fresh(kind: str, args: Mapping[str, Any]) -> Cold:
     """Run one cold start of ``kind`` (see :mod:`.cold`) in a fresh interpreter."""
     t0 = time.time()
-    proc = subprocess.run([sys.executable, str(COLD), kind, json.dumps(dict(args))],
-                          capture_output=True, text=True, env=child_env(), check=False)
+    proc = subprocess.run(
+        [sys.executable, str(COLD), kind, json.dumps(dict(args))],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        check=False,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"cold start {kind} failed: {tail}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     marks = report["marks"]
-    return Cold(report["t"] - t0, report["hwm_kib"] / 1024, report["checksum"],
-                marks["imported"] - t0, marks["loaded"] - t0)
+    return Cold(
+        report["t"] - t0,
+        report["hwm_kib"] / 1024,
+        report["checksum"],
+        marks["imported"] - t0,
+        marks["loaded"] - t0,
+    )
 
 
-def fresh_interleaved(cases: Mapping[str, tuple[str, Mapping[str, Any]]],
-                      runs: int) -> tuple[dict[str, list[Cold]], dict[str, str]]:
+def fresh_interleaved(
+    cases: Mapping[str, tuple[str, Mapping[str, Any]]], runs: int
+) -> tuple[dict[str, list[Cold]], dict[str, str]]:
     """Each case ``runs`` times, round-robin, so a noisy moment hits all of them alike.
 
     A case whose child fails is dropped from later rounds; its error is returned.
@@ -193,11 +216,17 @@ def fresh_interleaved(cases: Mapping[str, tuple[str, Mapping[str, Any]]],
 def command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> float:
     """Wall seconds of a command run to completion (fails loudly on a non-zero exit)."""
     t = time.perf_counter()
-    proc = subprocess.run(list(argv), capture_output=True, text=True,
-                          env=dict(env) if env is not None else child_env(), check=False)
+    proc = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else child_env(),
+        check=False,
+    )
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
         msg = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise RuntimeError(f"{Path(argv[0]).name} failed ({proc.returncode}): "
-                           f"{msg[-1] if msg else '(no output)'}")
+        raise RuntimeError(
+            f"{Path(argv[0]).name} failed ({proc.returncode}): {msg[-1] if msg else '(no output)'}"
+        )
     return elapsed

@@ -26,9 +26,15 @@ from .options import AnyOptions, options_for
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["Converted", "axis_bounds", "axis_names", "check_dynamic_axes", "convert",
-           "converter_name",
-           "named_outputs"]
+__all__ = [
+    "Converted",
+    "axis_bounds",
+    "axis_names",
+    "check_dynamic_axes",
+    "convert",
+    "converter_name",
+    "named_outputs",
+]
 
 
 @dataclass
@@ -66,6 +72,7 @@ _CONVERTERS: dict[str, str] = {
     "tensorflow": "tensorflow",
 }
 
+
 def converter_name(model: Any) -> str:
     """Which converter exports ``model`` ("sklearn", "torch", "tensorflow", "onnx_model"),
     decided by its type's module names alone (no framework is imported)."""
@@ -81,11 +88,17 @@ def converter_name(model: Any) -> str:
         f"don't know how to export a {type(model).__module__}.{type(model).__qualname__}: "
         "model-bundle exports scikit-learn estimators and pipelines, PyTorch "
         "nn.Modules, Keras models, tf.Modules, SavedModel directories, "
-        "onnx.ModelProto objects and .onnx files")
+        "onnx.ModelProto objects and .onnx files"
+    )
 
 
-def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: AnyOptions | None = None) -> Converted:
+def convert(
+    model: Any,
+    sample_input: Any,
+    *,
+    target_opset: int | None = None,
+    options: AnyOptions | None = None,
+) -> Converted:
     """Pick the converter for ``model`` by its type and run it with the framework's
     ``options`` (:mod:`bundle.export.options`; None: the defaults)."""
     name = converter_name(model)
@@ -97,8 +110,11 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     return fn(model, sample_input, target_opset=target_opset, options=typed)
 
 
-def named_outputs(out: Any, label: str, is_tensor: Callable[[Any], bool],
-                  ) -> tuple[list[str], list[Any]]:
+def named_outputs(
+    out: Any,
+    label: str,
+    is_tensor: Callable[[Any], bool],
+) -> tuple[list[str], list[Any]]:
     """Name what a model returns: one tensor is "output", a sequence "output_<i>", a dict
     its keys (non-empty strings). Nested structures are refused, naming the output."""
     if is_tensor(out):
@@ -107,34 +123,39 @@ def named_outputs(out: Any, label: str, is_tensor: Callable[[Any], bool],
         names, values = [], []
         for k, v in out.items():
             if not isinstance(k, str) or not k:
-                raise ConversionError(f"{label} returns a dict with key {k!r}; output names "
-                                      "must be non-empty strings")
+                raise ConversionError(
+                    f"{label} returns a dict with key {k!r}; output names must be non-empty strings"
+                )
             names.append(k)
             values.append(v)
     elif isinstance(out, (tuple, list)):
         names = [f"output_{i}" for i in range(len(out))]
         values = list(out)
     else:
-        raise ConversionError(f"{label} returns a {type(out).__name__}; return a tensor, a "
-                              "tuple of tensors or a dict of tensors")
+        raise ConversionError(
+            f"{label} returns a {type(out).__name__}; return a tensor, a "
+            "tuple of tensors or a dict of tensors"
+        )
     if not values:
         raise ConversionError(f"{label} returns no outputs")
     for n, v in zip(names, values, strict=True):
         if not is_tensor(v):
-            raise ConversionError(f"{label}: output {n!r} is a {type(v).__name__}, not a "
-                                  "tensor; nested outputs are not supported: return a flat "
-                                  "tuple or dict")
+            raise ConversionError(
+                f"{label}: output {n!r} is a {type(v).__name__}, not a "
+                "tensor; nested outputs are not supported: return a flat "
+                "tuple or dict"
+            )
     return names, values
 
 
-def check_dynamic_axes(dynamic_axes: Mapping[str, Any] | None,
-                       names: list[str]) -> dict[str, Any]:
+def check_dynamic_axes(dynamic_axes: Mapping[str, Any] | None, names: list[str]) -> dict[str, Any]:
     """The user's ``dynamic_axes`` as a dict, refusing names that are not inputs."""
     given = dict(dynamic_axes or {})
     unknown = set(given) - set(names)
     if unknown:
-        raise ConversionError(f"dynamic_axes names unknown input(s) {sorted(unknown)}; the "
-                              f"inputs are {names}")
+        raise ConversionError(
+            f"dynamic_axes names unknown input(s) {sorted(unknown)}; the inputs are {names}"
+        )
     return given
 
 
@@ -146,29 +167,40 @@ def axis_names(name: str, spec: Any, ndim: int) -> dict[int, str]:
     out: dict[int, str] = {}
     for axis, dim in spec.items():
         if not isinstance(axis, int) or isinstance(axis, bool) or not -ndim <= axis < ndim:
-            raise ConversionError(f"dynamic_axes[{name!r}]: axis {axis!r} does not exist "
-                                  f"in a {ndim}-D input")
+            raise ConversionError(
+                f"dynamic_axes[{name!r}]: axis {axis!r} does not exist in a {ndim}-D input"
+            )
         if isinstance(dim, tuple):
             _bounds(name, axis, dim)
             dim = dim[0]
         if not isinstance(dim, str) or not dim:
-            raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
-                                  "(a non-empty string), or a (name, min, max) tuple")
+            raise ConversionError(
+                f"dynamic_axes[{name!r}][{axis}]: give the axis a name "
+                "(a non-empty string), or a (name, min, max) tuple"
+            )
         out[axis % ndim] = dim
     return out
 
 
 def _bounds(name: str, axis: Any, dim: tuple[Any, ...]) -> tuple[int | None, int | None]:
-    ok = len(dim) == 3 and isinstance(dim[0], str) and dim[0] and all(
-        b is None or (isinstance(b, int) and not isinstance(b, bool) and b >= 0) for b in dim[1:])
+    ok = (
+        len(dim) == 3
+        and isinstance(dim[0], str)
+        and dim[0]
+        and all(
+            b is None or (isinstance(b, int) and not isinstance(b, bool) and b >= 0)
+            for b in dim[1:]
+        )
+    )
     if not ok or (dim[1] is not None and dim[2] is not None and dim[1] > dim[2]):
-        raise ConversionError(f"dynamic_axes[{name!r}][{axis}]: a bounded axis is "
-                              f"(name, min, max) with min <= max (None: unbounded), not {dim!r}")
+        raise ConversionError(
+            f"dynamic_axes[{name!r}][{axis}]: a bounded axis is "
+            f"(name, min, max) with min <= max (None: unbounded), not {dim!r}"
+        )
     return dim[1], dim[2]
 
 
-def axis_bounds(dynamic_axes: Mapping[str, Any] | None) -> dict[str, tuple[int | None,
-                                                                          int | None]]:
+def axis_bounds(dynamic_axes: Mapping[str, Any] | None) -> dict[str, tuple[int | None, int | None]]:
     """Bounds the caller gave for named axes: ``{input: {axis: ("seq", 1, 512)}}``
     bounds the axis named "seq" to 1..512 (the exporter's range for it)."""
     out: dict[str, tuple[int | None, int | None]] = {}

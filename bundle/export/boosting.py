@@ -43,8 +43,7 @@ def target_opsets(estimators: list[Any], target_opset: int | None) -> Any:
         return target_opset
     import skl2onnx
 
-    main = target_opset if target_opset is not None else \
-        skl2onnx.get_latest_tested_opset_version()
+    main = target_opset if target_opset is not None else skl2onnx.get_latest_tested_opset_version()
     return {"": main, "ai.onnx.ml": ML_OPSET}
 
 
@@ -79,12 +78,17 @@ def _register_xgboost() -> None:
     )
 
     for cls in (xgboost.XGBClassifier, xgboost.XGBRFClassifier):
-        update_registered_converter(cls, f"XGBoost{cls.__name__}",
-                                    calculate_linear_classifier_output_shapes, convert_xgboost,
-                                    options=_CLASSIFIER_OPTIONS)
+        update_registered_converter(
+            cls,
+            f"XGBoost{cls.__name__}",
+            calculate_linear_classifier_output_shapes,
+            convert_xgboost,
+            options=_CLASSIFIER_OPTIONS,
+        )
     for cls in (xgboost.XGBRegressor, xgboost.XGBRFRegressor):
-        update_registered_converter(cls, f"XGBoost{cls.__name__}",
-                                    calculate_linear_regressor_output_shapes, convert_xgboost)
+        update_registered_converter(
+            cls, f"XGBoost{cls.__name__}", calculate_linear_regressor_output_shapes, convert_xgboost
+        )
 
 
 def _register_lightgbm() -> None:
@@ -97,16 +101,26 @@ def _register_lightgbm() -> None:
         calculate_linear_regressor_output_shapes,
     )
 
-    update_registered_converter(lightgbm.LGBMClassifier, "LightGbmLGBMClassifier",
-                                calculate_linear_classifier_output_shapes, convert_lightgbm,
-                                options=_CLASSIFIER_OPTIONS)
-    update_registered_converter(lightgbm.LGBMRegressor, "LightGbmLGBMRegressor",
-                                calculate_linear_regressor_output_shapes, convert_lightgbm,
-                                options={"split": None})
+    update_registered_converter(
+        lightgbm.LGBMClassifier,
+        "LightGbmLGBMClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_lightgbm,
+        options=_CLASSIFIER_OPTIONS,
+    )
+    update_registered_converter(
+        lightgbm.LGBMRegressor,
+        "LightGbmLGBMRegressor",
+        calculate_linear_regressor_output_shapes,
+        convert_lightgbm,
+        options={"split": None},
+    )
 
 
-_REGISTER: dict[str, Callable[[], None]] = {"xgboost": _register_xgboost,
-                                            "lightgbm": _register_lightgbm}
+_REGISTER: dict[str, Callable[[], None]] = {
+    "xgboost": _register_xgboost,
+    "lightgbm": _register_lightgbm,
+}
 
 
 def fix_converted(onx: Any, estimators: list[Any]) -> None:
@@ -120,8 +134,13 @@ def fix_converted(onx: Any, estimators: list[Any]) -> None:
     graph, its ``class_ids`` are recomputed from ``class_treeids``; parity at save
     checks the result against XGBoost's own predictions either way.
     """
-    forests = [e for e in estimators if _library(e) == "xgboost" and
-               int(getattr(e, "n_classes_", 0) or 0) > 2 and _parallel_trees(e) > 1]
+    forests = [
+        e
+        for e in estimators
+        if _library(e) == "xgboost"
+        and int(getattr(e, "n_classes_", 0) or 0) > 2
+        and _parallel_trees(e) > 1
+    ]
     nodes = [n for n in onx.graph.node if n.op_type == "TreeEnsembleClassifier"]
     if len(forests) != 1 or len(nodes) != 1:
         return

@@ -23,13 +23,24 @@ from ..trust import signing
 __all__ = ["Written", "requires_of", "run_onnx", "write_converted"]
 
 
-def write_converted(converted: Any, path: str | os.PathLike[str],
-                     keys: list[signing.PrivateKey], *, name: str, version: str,
-                     description: str, metadata: Mapping[str, str] | None,
-                     tolerance: tuple[float, float] | None, accept_mismatch: bool,
-                     created: str | None, precision: str, expires_at: str | None,
-                     apply_precision: bool = True, derived_from: Any = None,
-                     restamp: bool = True) -> Manifest:
+def write_converted(
+    converted: Any,
+    path: str | os.PathLike[str],
+    keys: list[signing.PrivateKey],
+    *,
+    name: str,
+    version: str,
+    description: str,
+    metadata: Mapping[str, str] | None,
+    tolerance: tuple[float, float] | None,
+    accept_mismatch: bool,
+    created: str | None,
+    precision: str,
+    expires_at: str | None,
+    apply_precision: bool = True,
+    derived_from: Any = None,
+    restamp: bool = True,
+) -> Manifest:
     """Split, measure, describe, sign and pack a converted model (save's second half)."""
     from ..format import compat
     from ..format import weights as weights_mod
@@ -61,8 +72,7 @@ def write_converted(converted: Any, path: str | os.PathLike[str],
     # The weights go straight from the model into the bundle (no serialized copy);
     # parity is then measured on the graph and weights as written.
     split = weights_mod.split_weights(onx)
-    training = converted.training.entries(split.arrays) if converted.training is not None \
-        else []
+    training = converted.training.entries(split.arrays) if converted.training is not None else []
     graph_bytes = split.model.SerializeToString()
     inputs, outputs = io_specs(onx)
     opsets = {op.domain or "ai.onnx": op.version for op in onx.opset_import}
@@ -83,36 +93,79 @@ def write_converted(converted: Any, path: str | os.PathLike[str],
         if converted.feeds is not None:
             # Rows can be cut only where every input's first axis is dynamic.
             cut = all(s.shape and not isinstance(s.shape[0], int) for s in inputs)
-            smoke = smoke_mod.encode(converted.feeds, lambda f: run_onnx(graph, f), dtypes,
-                                     atol, rtol, cut=cut)
+            smoke = smoke_mod.encode(
+                converted.feeds, lambda f: run_onnx(graph, f), dtypes, atol, rtol, cut=cut
+            )
         if converted.feeds is not None and converted.reference:
             rows = len(next(iter(converted.feeds.values())))
-            measured = [parity_mod.measure(run_onnx(graph, feeds), reference,
-                                           converted.methods, atol=atol, rtol=rtol, rows=rows)
-                        for feeds, reference in ((converted.feeds, converted.reference),
-                                                 *converted.extra_checks)]
+            measured = [
+                parity_mod.measure(
+                    run_onnx(graph, feeds),
+                    reference,
+                    converted.methods,
+                    atol=atol,
+                    rtol=rtol,
+                    rows=rows,
+                )
+                for feeds, reference in (
+                    (converted.feeds, converted.reference),
+                    *converted.extra_checks,
+                )
+            ]
             parity = parity_mod.check(parity_mod.worst(measured), accept_mismatch)
 
     def make_manifest(files: list[FileEntry]) -> Manifest:
         return Manifest(
-            model=ModelInfo(model_name, version, description, converted.task,
-                            converted.framework, converted.framework_version,
-                            converted.converter, converted.converter_version, precision),
-            onnx=OnnxInfo(onx.ir_version, opsets, requires.onnxruntime), requires=requires,
+            model=ModelInfo(
+                model_name,
+                version,
+                description,
+                converted.task,
+                converted.framework,
+                converted.framework_version,
+                converted.converter,
+                converted.converter_version,
+                precision,
+            ),
+            onnx=OnnxInfo(onx.ir_version, opsets, requires.onnxruntime),
+            requires=requires,
             smoke=smoke,
-            inputs=inputs, outputs=outputs, files=tuple(files), methods=converted.methods,
-            columns=converted.columns, parity=parity, metadata=dict(metadata or {}),
-            created_by=f"model-bundle {__version__}", created=created, expires=expires_at,
-            derived_from=derived_from)
+            inputs=inputs,
+            outputs=outputs,
+            files=tuple(files),
+            methods=converted.methods,
+            columns=converted.columns,
+            parity=parity,
+            metadata=dict(metadata or {}),
+            created_by=f"model-bundle {__version__}",
+            created=created,
+            expires=expires_at,
+            derived_from=derived_from,
+        )
 
     contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True)]
-    contents += [EntryData(n, data, compress=is_deflated(n, "training_state"),
-                           align=not is_deflated(n, "training_state")) for n, data in training]
-    return pack(path, contents, make_manifest, keys,
-                {GRAPH_NAME: "graph", WEIGHTS_NAME: "weights",
-                 **{n: "training_state" for n, _ in training}},
-                streams=[StreamEntry(WEIGHTS_NAME, split.size, split.chunks)],
-                before_manifest=measure_parity)
+    contents += [
+        EntryData(
+            n,
+            data,
+            compress=is_deflated(n, "training_state"),
+            align=not is_deflated(n, "training_state"),
+        )
+        for n, data in training
+    ]
+    return pack(
+        path,
+        contents,
+        make_manifest,
+        keys,
+        {
+            GRAPH_NAME: "graph",
+            WEIGHTS_NAME: "weights",
+            **{n: "training_state" for n, _ in training},
+        },
+        streams=[StreamEntry(WEIGHTS_NAME, split.size, split.chunks)],
+        before_manifest=measure_parity,
+    )
 
 
 class Written:
@@ -134,9 +187,15 @@ class Written:
         if self._session is None:
             graph = onnx.ModelProto()
             graph.CopyFrom(self.split.model)
-            self._session, _ = create_session(graph, self.split.header, self.path,
-                                              self.weights_offset, None,
-                                              ["CPUExecutionProvider"], prepack=False)
+            self._session, _ = create_session(
+                graph,
+                self.split.header,
+                self.path,
+                self.weights_offset,
+                None,
+                ["CPUExecutionProvider"],
+                prepack=False,
+            )
         if feeds is None:
             return {}
         names = [o.name for o in self.split.model.graph.output]
@@ -157,8 +216,9 @@ def requires_of(onx: Any) -> Any:
         raise ConversionError(f"the graph cannot be resolved: {e.args[0]}") from e
     # Stamped newer than every release measured: the onnxruntime running it here (save
     # runs it) is the oldest release known to load it.
-    oldest = compat.min_onnxruntime(onx.ir_version, opsets) or \
-        ".".join(str(x) for x in release_tuple(ort.__version__)[:2])
+    oldest = compat.min_onnxruntime(onx.ir_version, opsets) or ".".join(
+        str(x) for x in release_tuple(ort.__version__)[:2]
+    )
     return Requires(oldest, onx.ir_version, opsets, effective, ("CPUExecutionProvider",))
 
 
@@ -170,10 +230,12 @@ def run_onnx(model: Any, feeds: Mapping[str, Any] | None) -> dict[str, Any]:
         if isinstance(model, Written):
             return model.run(feeds)
         assert feeds is not None
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         names = [o.name for o in model.graph.output]
         return dict(zip(names, session.run(names, dict(feeds)), strict=True))
     except Exception as e:
-        raise ConversionError(f"onnxruntime cannot run the converted model: "
-                              f"{str(e).splitlines()[0]}") from e
+        raise ConversionError(
+            f"onnxruntime cannot run the converted model: {str(e).splitlines()[0]}"
+        ) from e

@@ -15,9 +15,17 @@ import numpy as np
 from ..errors import ConversionError
 from ..training.codec import same_tensor
 
-__all__ = ["NonStandardOperatorError", "adopt_state_names", "align_output_shapes", "all_graphs",
-           "drop_non_tensor_outputs", "inline_functions", "rename_values", "run_converted",
-           "tidy"]
+__all__ = [
+    "NonStandardOperatorError",
+    "adopt_state_names",
+    "align_output_shapes",
+    "all_graphs",
+    "drop_non_tensor_outputs",
+    "inline_functions",
+    "rename_values",
+    "run_converted",
+    "tidy",
+]
 
 
 class NonStandardOperatorError(ConversionError):
@@ -50,8 +58,9 @@ def inline_functions(model: Any) -> None:
         model.CopyFrom(inlined)
         del model.functions[:]
         used = {n.domain for g in all_graphs(model.graph) for n in g.node}
-        keep = [op for op in model.opset_import if op.domain in ("", "ai.onnx")
-                or op.domain in used]
+        keep = [
+            op for op in model.opset_import if op.domain in ("", "ai.onnx") or op.domain in used
+        ]
         del model.opset_import[:]
         model.opset_import.extend(keep)
 
@@ -73,7 +82,8 @@ def tidy(model: Any) -> None:
                 raise NonStandardOperatorError(
                     f"the exported graph calls {node.domain}::{node.op_type}, which is not a "
                     "standard ONNX operator (a custom op without an ONNX translation); bundles "
-                    "hold standard operators only")
+                    "hold standard operators only"
+                )
         for coll in (g.input, g.output, g.value_info, g.initializer):
             for item in coll:
                 item.doc_string = ""
@@ -113,13 +123,17 @@ def _align_function_opsets(model: Any) -> None:
                     old = defs.get_schema(node.op_type, imp.version, schema_domain).since_version
                     new = defs.get_schema(node.op_type, want, schema_domain).since_version
                 except defs.SchemaError as e:
-                    raise ConversionError(f"local function {f.name}: {domain}.{node.op_type} is "
-                                          f"unknown at opset {imp.version} or {want}") from e
+                    raise ConversionError(
+                        f"local function {f.name}: {domain}.{node.op_type} is "
+                        f"unknown at opset {imp.version} or {want}"
+                    ) from e
                 if old != new:
                     raise ConversionError(
                         f"local function {f.domain}.{f.name} uses {domain}.{node.op_type} "
                         f"from opset {imp.version}, which opset {want} (the model's) defines "
-                        "differently; convert with target_opset=" f"{imp.version}")
+                        "differently; convert with target_opset="
+                        f"{imp.version}"
+                    )
             imp.version = want
 
 
@@ -203,8 +217,9 @@ def adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> Non
         rename_values(model.graph, mapping)
 
 
-def run_converted(model: Any, feeds: Mapping[str, np.ndarray] | None,
-                  what: str) -> dict[str, np.ndarray]:
+def run_converted(
+    model: Any, feeds: Mapping[str, np.ndarray] | None, what: str
+) -> dict[str, np.ndarray]:
     """Check a converter's graph the way :func:`bundle.load` will see it, before anything
     is signed: standard domains only (local functions are inlined by :func:`tidy`), an
     onnxruntime CPU session that builds, and -- with ``feeds`` -- a run on the sample.
@@ -218,15 +233,18 @@ def run_converted(model: Any, feeds: Mapping[str, np.ndarray] | None,
     from ..format.graph import allowed_op
 
     if len(model.functions):
-        raise ConversionError(f"{what}: the graph still has local functions "
-                              f"({', '.join(sorted({f.domain for f in model.functions}))}); "
-                              "call tidy() first")
+        raise ConversionError(
+            f"{what}: the graph still has local functions "
+            f"({', '.join(sorted({f.domain for f in model.functions}))}); "
+            "call tidy() first"
+        )
     for g in all_graphs(model.graph):
         for node in g.node:
             if not allowed_op(node.domain, node.op_type):
                 raise NonStandardOperatorError(
                     f"{what}: the graph calls {node.domain}::{node.op_type}, which is not a "
-                    "standard ONNX operator; bundles hold standard operators only")
+                    "standard ONNX operator; bundles hold standard operators only"
+                )
     inits = {i.name for i in model.graph.initializer}
     for vi in model.graph.input:
         if vi.name not in inits and not vi.type.HasField("tensor_type"):
@@ -234,26 +252,33 @@ def run_converted(model: Any, feeds: Mapping[str, np.ndarray] | None,
                 f"{what}: input {vi.name!r} is a {vi.type.WhichOneof('value')} (an ONNX "
                 "sequence or map), not a tensor. Bundles take tensors: the manifest describes "
                 "each input's dtype and shape, and the loader checks what it is given against "
-                "that before onnxruntime sees it. Feed a tensor (e.g. one [N, k] array) instead")
+                "that before onnxruntime sees it. Feed a tensor (e.g. one [N, k] array) instead"
+            )
     if not [i for i in model.graph.input if i.name not in inits]:
-        raise ConversionError(f"{what}: the graph has no inputs (it computes a constant); a "
-                              "bundle's model must take at least one input")
+        raise ConversionError(
+            f"{what}: the graph has no inputs (it computes a constant); a "
+            "bundle's model must take at least one input"
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the failure is raised below with its reason; not logged too
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:  # onnxruntime raises its own exception types
-        raise ConversionError(f"{what}: onnxruntime cannot load the converted graph, so a "
-                              f"bundle of it would not load either: {_first_line(e)}") from e
+        raise ConversionError(
+            f"{what}: onnxruntime cannot load the converted graph, so a "
+            f"bundle of it would not load either: {_first_line(e)}"
+        ) from e
     if feeds is None:
         return {}
     names = [o.name for o in model.graph.output]
     try:
         return dict(zip(names, session.run(names, dict(feeds)), strict=True))
     except Exception as e:
-        raise ConversionError(f"{what}: onnxruntime cannot run the converted graph on the "
-                              f"sample: {_first_line(e)}") from e
+        raise ConversionError(
+            f"{what}: onnxruntime cannot run the converted graph on the sample: {_first_line(e)}"
+        ) from e
 
 
 def drop_non_tensor_outputs(model: Any) -> list[str]:
@@ -268,8 +293,10 @@ def drop_non_tensor_outputs(model: Any) -> list[str]:
     graph = model.graph
     dropped = [o.name for o in graph.output if not o.type.HasField("tensor_type")]
     if dropped and len(dropped) == len(graph.output):
-        raise ConversionError(f"every output of the graph ({', '.join(dropped)}) is a sequence "
-                              "or map, not a tensor; bundles give tensors")
+        raise ConversionError(
+            f"every output of the graph ({', '.join(dropped)}) is a sequence "
+            "or map, not a tensor; bundles give tensors"
+        )
     for idx in reversed(range(len(graph.output))):
         if graph.output[idx].name in dropped:
             del graph.output[idx]
@@ -298,9 +325,10 @@ def align_output_shapes(model: Any, observed: Mapping[str, np.ndarray]) -> list[
             continue
         dims = list(tt.shape.dim) if tt.HasField("shape") else []
         fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-        if len(dims) == arr.ndim and all(f is None or f == n or i == 0
-                                         for i, (f, n) in enumerate(zip(fixed, arr.shape,
-                                                                        strict=True))):
+        if len(dims) == arr.ndim and all(
+            f is None or f == n or i == 0
+            for i, (f, n) in enumerate(zip(fixed, arr.shape, strict=True))
+        ):
             continue
         batch = None
         if dims and arr.ndim:

@@ -36,8 +36,9 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         raise ConversionError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     try:
         # A path is checked as a path: the checker then finds external data beside it.
-        onnx.checker.check_model(path if isinstance(model, (str, os.PathLike)) else proto,
-                                 full_check=False)
+        onnx.checker.check_model(
+            path if isinstance(model, (str, os.PathLike)) else proto, full_check=False
+        )
     except onnx.checker.ValidationError as e:
         raise ConversionError(f"the ONNX model is invalid: {str(e).splitlines()[0]}") from e
     if not proto.graph.output:
@@ -55,12 +56,21 @@ def convert(model: Any, sample_input: Any = None, **_: Any) -> Converted:
         elif len(input_specs) == 1:
             feeds = {input_specs[0].name: np.asarray(sample_input)}
         else:
-            raise ConversionError(f"the model has {len(input_specs)} inputs: give sample_input "
-                                  "as a dict of input name -> array")
+            raise ConversionError(
+                f"the model has {len(input_specs)} inputs: give sample_input "
+                "as a dict of input name -> array"
+            )
     return Converted(
-        model=proto, task="generic", framework="onnx", framework_version=str(proto.ir_version),
-        converter=proto.producer_name or "onnx", converter_version=proto.producer_version,
-        feeds=feeds, reference={}, methods={"predict": Method(proto.graph.output[0].name)})
+        model=proto,
+        task="generic",
+        framework="onnx",
+        framework_version=str(proto.ir_version),
+        converter=proto.producer_name or "onnx",
+        converter_version=proto.producer_version,
+        feeds=feeds,
+        reference={},
+        methods={"predict": Method(proto.graph.output[0].name)},
+    )
 
 
 def _check_loadable(proto: Any) -> None:
@@ -77,12 +87,15 @@ def _check_loadable(proto: Any) -> None:
                 raise NonStandardOperatorError(
                     f"node {node.name or node.op_type!r} is {node.domain}::{node.op_type}, "
                     "not a standard ONNX operator: load() refuses custom and preview domains, "
-                    "so the bundle is not written")
+                    "so the bundle is not written"
+                )
     inits = {i.name for i in proto.graph.initializer}
     if not [i for i in proto.graph.input if i.name not in inits]:
-        raise ConversionError("the ONNX model has no inputs (it computes a constant); a "
-                              "bundle's model takes at least one input, which load() checks "
-                              "and predict() feeds")
+        raise ConversionError(
+            "the ONNX model has no inputs (it computes a constant); a "
+            "bundle's model takes at least one input, which load() checks "
+            "and predict() feeds"
+        )
     for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
         for vi in values:
             if vi.name not in inits and not vi.type.HasField("tensor_type"):
@@ -91,7 +104,8 @@ def _check_loadable(proto: Any) -> None:
                     f"graph {kind} {vi.name!r} is a {what}, not a tensor: a bundle's inputs "
                     "and outputs are "
                     "tensors, each with a dtype and shape in the manifest that load() checks; "
-                    "wrap the sequence (e.g. SequenceAt/ConcatFromSequence) into a tensor")
+                    "wrap the sequence (e.g. SequenceAt/ConcatFromSequence) into a tensor"
+                )
 
 
 def _resolve_external_data(proto: Any, base: str) -> None:
@@ -108,8 +122,10 @@ def _resolve_external_data(proto: Any, base: str) -> None:
     )
 
     root = os.path.realpath(base)
-    elsewhere = [*list(_get_initializer_tensors(proto))[len(proto.graph.initializer):],
-                 *_get_attribute_tensors(proto)]
+    elsewhere = [
+        *list(_get_initializer_tensors(proto))[len(proto.graph.initializer) :],
+        *_get_attribute_tensors(proto),
+    ]
     for t in elsewhere:  # subgraphs and attributes: inline, as onnx.load did
         if t.data_location == TensorProto.EXTERNAL:
             load_external_data_for_tensor(t, base)
@@ -122,8 +138,10 @@ def _resolve_external_data(proto: Any, base: str) -> None:
         loc = ext["location"].value if "location" in ext else ""
         target = os.path.realpath(os.path.join(root, loc))
         if not loc or os.path.isabs(loc) or os.path.commonpath([root, target]) != root:
-            raise ConversionError(f"initializer {init.name!r}: external data location {loc!r} "
-                                  "is not a file inside the model's directory")
+            raise ConversionError(
+                f"initializer {init.name!r}: external data location {loc!r} "
+                "is not a file inside the model's directory"
+            )
         try:
             offset = int(ext["offset"].value) if "offset" in ext else 0
             length = int(ext["length"].value) if "length" in ext else None
@@ -131,6 +149,7 @@ def _resolve_external_data(proto: Any, base: str) -> None:
         except (ValueError, OSError) as e:
             raise ConversionError(f"initializer {init.name!r}: external data {loc!r}: {e}") from e
         if offset < 0 or offset + (length or 0) > size:
-            raise ConversionError(f"initializer {init.name!r}: external data range runs past "
-                                  f"the end of {loc!r}")
+            raise ConversionError(
+                f"initializer {init.name!r}: external data range runs past the end of {loc!r}"
+            )
         ext["location"].value = target

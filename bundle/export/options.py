@@ -40,22 +40,27 @@ class TorchOptions:
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
-            raise ValueError(f"exporter {self.exporter!r}: use 'auto', 'dynamo' or "
-                             "'torchscript'")
+            raise ValueError(f"exporter {self.exporter!r}: use 'auto', 'dynamo' or 'torchscript'")
         _check_common(self)
         if not isinstance(self.include_rng, bool):
             raise TypeError("include_rng must be True or False")
-        if self.training_state is False and (self.optimizer is not None
-                                             or self.scheduler is not None
-                                             or self.include_rng):
-            raise ValueError("training_state=False contradicts optimizer/scheduler/"
-                             "include_rng: those are training state")
+        if self.training_state is False and (
+            self.optimizer is not None or self.scheduler is not None or self.include_rng
+        ):
+            raise ValueError(
+                "training_state=False contradicts optimizer/scheduler/"
+                "include_rng: those are training state"
+            )
 
     @property
     def wants_training_state(self) -> bool:
         """Whether the caller asked for training state explicitly (any precision)."""
-        return bool(self.training_state or self.optimizer is not None
-                    or self.scheduler is not None or self.include_rng)
+        return bool(
+            self.training_state
+            or self.optimizer is not None
+            or self.scheduler is not None
+            or self.include_rng
+        )
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,15 @@ class TensorFlowOptions:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        if self.signature is not None and (not isinstance(self.signature, str)
-                                           or not self.signature):
+        if self.signature is not None and (
+            not isinstance(self.signature, str) or not self.signature
+        ):
             raise TypeError("signature must be a non-empty string")
         if self.training_state is False and self.optimizer is not None:
-            raise ValueError("training_state=False contradicts optimizer: the optimizer's "
-                             "variables are training state")
+            raise ValueError(
+                "training_state=False contradicts optimizer: the optimizer's "
+                "variables are training state"
+            )
 
     @property
     def wants_training_state(self) -> bool:
@@ -118,19 +126,25 @@ class SklearnOptions:
         if self.converter_options is None:
             return
         if not isinstance(self.converter_options, Mapping):
-            raise TypeError("converter_options must be a mapping {estimator class or object: "
-                            "{option: value}}")
+            raise TypeError(
+                "converter_options must be a mapping {estimator class or object: {option: value}}"
+            )
         for key, opts in self.converter_options.items():
             label = key.__name__ if isinstance(key, type) else type(key).__name__
             if isinstance(key, (str, int)):
-                raise TypeError(f"converter_options key {key!r}: give the estimator class or "
-                                "the fitted estimator object")
+                raise TypeError(
+                    f"converter_options key {key!r}: give the estimator class or "
+                    "the fitted estimator object"
+                )
             if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
-                raise TypeError(f"converter_options[{label}] must be a mapping of option "
-                                "names to values")
+                raise TypeError(
+                    f"converter_options[{label}] must be a mapping of option names to values"
+                )
             if opts.get("zipmap", False) not in (False,):
-                raise ValueError(f"converter_options[{label}]: zipmap must stay False; ZipMap "
-                                 "outputs a sequence of maps and bundle outputs are tensors")
+                raise ValueError(
+                    f"converter_options[{label}]: zipmap must stay False; ZipMap "
+                    "outputs a sequence of maps and bundle outputs are tensors"
+                )
 
 
 def _check_common(options: TorchOptions | TensorFlowOptions) -> None:
@@ -143,35 +157,48 @@ def _check_common(options: TorchOptions | TensorFlowOptions) -> None:
 AnyOptions = TorchOptions | TensorFlowOptions | SklearnOptions
 
 _BY_CONVERTER: dict[str, type[TorchOptions] | type[TensorFlowOptions] | type[SklearnOptions]] = {
-    "torch": TorchOptions, "tensorflow": TensorFlowOptions, "sklearn": SklearnOptions}
+    "torch": TorchOptions,
+    "tensorflow": TensorFlowOptions,
+    "sklearn": SklearnOptions,
+}
 
 
-def options_for(converter: str, options: AnyOptions | None,
-                shortcuts: Mapping[str, Any]) -> AnyOptions | None:
+def options_for(
+    converter: str, options: AnyOptions | None, shortcuts: Mapping[str, Any]
+) -> AnyOptions | None:
     """The options object for ``converter``: ``options`` as given, or built from the
     keyword shortcuts that were set; refuses one that does not fit the framework.
     None when nothing was given for scikit-learn (whose converter has no shortcuts)."""
     given = {k: v for k, v in shortcuts.items() if v is not None}
     wanted = _BY_CONVERTER.get(converter)
-    if wanted is SklearnOptions and options is None and not set(given) - {"training_state"} \
-            and given.get("training_state") is None:
+    if (
+        wanted is SklearnOptions
+        and options is None
+        and not set(given) - {"training_state"}
+        and given.get("training_state") is None
+    ):
         return None
     if options is not None:
         if given:
             raise TypeError(f"give options= or {', '.join(sorted(given))}, not both")
         if wanted is None or not isinstance(options, wanted):
             what = wanted.__name__ if wanted else "no options"
-            raise TypeError(f"{type(options).__name__} does not apply to this model: it takes "
-                            f"{what}")
+            raise TypeError(
+                f"{type(options).__name__} does not apply to this model: it takes {what}"
+            )
         return options
     if wanted is None:
         if given:
-            raise TypeError(f"{', '.join(sorted(given))} cannot be used with this model: they "
-                            "apply to PyTorch modules and TensorFlow/Keras models")
+            raise TypeError(
+                f"{', '.join(sorted(given))} cannot be used with this model: they "
+                "apply to PyTorch modules and TensorFlow/Keras models"
+            )
         return None
     accepted = {f.name for f in fields(wanted)}
     wrong = sorted(set(given) - accepted)
     if wrong:
-        raise TypeError(f"{', '.join(wrong)} cannot be used with this model ({wanted.__name__} "
-                        f"takes {', '.join(sorted(accepted))})")
+        raise TypeError(
+            f"{', '.join(wrong)} cannot be used with this model ({wanted.__name__} "
+            f"takes {', '.join(sorted(accepted))})"
+        )
     return wanted(**given)

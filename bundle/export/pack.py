@@ -46,8 +46,7 @@ def _regular(path: Path, what: str) -> os.stat_result:
     except OSError as e:
         raise FormatError(f"cannot read {what} {path}: {e.strerror}") from e
     if not stat.S_ISREG(st.st_mode):
-        raise FormatError(f"{what} {path} is not a regular file (symlinks and devices are "
-                          "refused)")
+        raise FormatError(f"{what} {path} is not a regular file (symlinks and devices are refused)")
     return st
 
 
@@ -84,13 +83,14 @@ def _key_id(env: dsse.Envelope, source: str) -> str:
         except CertificateRejectedError as e:
             raise SignatureError(f"signature {source}: {e}", entry=source) from e
         return signing.PublicKey(leaf.public_key()).key_id  # type: ignore[arg-type]
-    raise SignatureError(f"signature {source} names no key (no key hint, DSSE keyid or "
-                         "certificate), so it cannot be stored as signatures/<key id>.sig",
-                         entry=source)
+    raise SignatureError(
+        f"signature {source} names no key (no key hint, DSSE keyid or "
+        "certificate), so it cannot be stored as signatures/<key id>.sig",
+        entry=source,
+    )
 
 
-def _check_signature(data: bytes, source: str, manifest: Manifest,
-                     manifest_bytes: bytes) -> str:
+def _check_signature(data: bytes, source: str, manifest: Manifest, manifest_bytes: bytes) -> str:
     """Early, friendly refusal of a signature over other files; verify() decides for real."""
     env = dsse.parse_envelope(data, source)
     statement = dsse.parse_statement(env.payload, source)
@@ -100,8 +100,11 @@ def _check_signature(data: bytes, source: str, manifest: Manifest,
 
 def _expect(f: FileEntry, digests: list[str]) -> None:
     if digests != (list(f.shards) or [f.sha256]):
-        raise IntegrityError(f"{f.path}: SHA-256 differs from the manifest (or the file "
-                             "changed while it was packed)", entry=f.path)
+        raise IntegrityError(
+            f"{f.path}: SHA-256 differs from the manifest (or the file "
+            "changed while it was packed)",
+            entry=f.path,
+        )
 
 
 def _file_entry(root: Path, f: FileEntry) -> EntryData:
@@ -109,8 +112,10 @@ def _file_entry(root: Path, f: FileEntry) -> EntryData:
     path = root / f.path
     st = _regular(path, "file")
     if st.st_size != f.size:
-        raise IntegrityError(f"{f.path}: manifest records {f.size} bytes, the directory holds "
-                             f"{st.st_size}", entry=f.path)
+        raise IntegrityError(
+            f"{f.path}: manifest records {f.size} bytes, the directory holds {st.st_size}",
+            entry=f.path,
+        )
     if is_deflated(f.path, f.role):
         data = _read(path, "file", MAX_GRAPH_BYTES)
         _expect(f, [sha256_bytes(data[a:b]) for a, b in f.spans])
@@ -131,14 +136,17 @@ def _hashed_chunks(path: Path, f: FileEntry) -> Iterator[bytes]:
                 pos += len(chunk)
                 yield chunk
             if pos != b:
-                raise IntegrityError(f"{f.path}: the file shrank while it was packed",
-                                     entry=f.path)
+                raise IntegrityError(f"{f.path}: the file shrank while it was packed", entry=f.path)
             digests.append(h.hexdigest())
     _expect(f, digests)
 
 
-def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[str], *,
-                   signatures: Sequence[str | os.PathLike[str]] = ()) -> Manifest:
+def pack_directory(
+    directory: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    signatures: Sequence[str | os.PathLike[str]] = (),
+) -> Manifest:
     """Pack ``directory`` (an unzipped bundle) into a bundle at ``path``; return its manifest.
 
     ``signatures`` are extra signature files (Sigstore bundle JSON, e.g. written
@@ -158,8 +166,10 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
     for rel in _walk(root):
         if rel.startswith(SIGNATURE_PREFIX):
             if not SIGNATURE_NAME.fullmatch(rel):
-                raise FormatError(f"{rel} is not a valid signature file name "
-                                  "(signatures/<64 hex key id>.sig)", entry=rel)
+                raise FormatError(
+                    f"{rel} is not a valid signature file name (signatures/<64 hex key id>.sig)",
+                    entry=rel,
+                )
             data = _read(root / rel, "signature", MAX_SIGNATURE_BYTES)
             kid = _check_signature(data, rel, manifest, manifest_bytes)
             if rel != f"{SIGNATURE_PREFIX}{kid}.sig":
@@ -172,8 +182,9 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
         kid = _check_signature(data, str(sp), manifest, manifest_bytes)
         name = f"{SIGNATURE_PREFIX}{kid}.sig"
         if name in sig_entries and sig_entries[name] != data:
-            raise SignatureError(f"two different signatures by key {kid[:16]}: keep one",
-                                 entry=name)
+            raise SignatureError(
+                f"two different signatures by key {kid[:16]}: keep one", entry=name
+            )
         sig_entries[name] = data
         with contextlib.suppress(ValueError):  # a file outside the directory: nothing to skip
             skip.add(sp.resolve().relative_to(root.resolve()).as_posix())
@@ -183,12 +194,16 @@ def pack_directory(directory: str | os.PathLike[str], path: str | os.PathLike[st
     present = {p for p in present if p.split("/", 1)[0] not in OMS_IGNORED}
     if present - listed:
         extra = sorted(present - listed)
-        hint = ("; a signature file must be given with signatures=[...] (--signature)"
-                if any(n.endswith(".sig") for n in extra) else "")
+        hint = (
+            "; a signature file must be given with signatures=[...] (--signature)"
+            if any(n.endswith(".sig") for n in extra)
+            else ""
+        )
         raise IntegrityError(f"files not listed in the manifest: {extra}{hint}")
     if listed - present:
-        raise IntegrityError(f"files listed in the manifest are missing: "
-                             f"{sorted(listed - present)}")
+        raise IntegrityError(
+            f"files listed in the manifest are missing: {sorted(listed - present)}"
+        )
 
     with atomic_write(path) as out:
         w = ZipWriter(out)

@@ -15,12 +15,12 @@ from ..errors import ConversionError
 from ..format.manifest import Method, OutputParity, Parity
 
 
-def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
-            rtol: float) -> OutputParity:
+def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> OutputParity:
     """Deviation of one output; ``mismatches`` counts elements out of tolerance."""
     if got.shape != want.shape:
-        raise ConversionError(f"output {name!r}: ONNX shape {got.shape} differs from the "
-                              f"original's {want.shape}")
+        raise ConversionError(
+            f"output {name!r}: ONNX shape {got.shape} differs from the original's {want.shape}"
+        )
     if want.dtype.kind in "fc" or got.dtype.kind in "fc":
         a, b = got.astype(np.float64), want.astype(np.float64)
         diff = np.abs(a - b)
@@ -32,19 +32,27 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
         finite = np.isfinite(diff)
         max_abs = float(diff[finite].max()) if finite.any() else 0.0
         rel_f = rel[np.isfinite(rel)]
-        return OutputParity(name, max_abs, float(rel_f.max()) if rel_f.size else 0.0,
-                            int(bad.sum()))
+        return OutputParity(
+            name, max_abs, float(rel_f.max()) if rel_f.size else 0.0, int(bad.sum())
+        )
     if want.dtype.kind in "iub" and got.dtype.kind in "iub":
         diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
-        return OutputParity(name, float(diff.max()) if diff.size else 0.0, 0.0,
-                            int((diff != 0).sum()))
+        return OutputParity(
+            name, float(diff.max()) if diff.size else 0.0, 0.0, int((diff != 0).sum())
+        )
     eq = got.astype(str) == want.astype(str)
     return OutputParity(name, 0.0, 0.0, int((~eq).sum()))
 
 
-def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-            methods: Mapping[str, Method], *, atol: float, rtol: float,
-            rows: int) -> Parity:
+def measure(
+    outputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    methods: Mapping[str, Method],
+    *,
+    atol: float,
+    rtol: float,
+    rows: int,
+) -> Parity:
     """Compare every referenced output; squeeze the ONNX side where a method does."""
     squeeze = {m.output: m.squeeze for m in methods.values()}
     results = []
@@ -64,9 +72,14 @@ def worst(measured: Sequence[Parity]) -> Parity:
     outputs = []
     for out in first.outputs:
         same = [o for p in measured for o in p.outputs if o.name == out.name]
-        outputs.append(OutputParity(out.name, max(o.max_abs for o in same),
-                                    max(o.max_rel for o in same),
-                                    sum(o.mismatches for o in same)))
+        outputs.append(
+            OutputParity(
+                out.name,
+                max(o.max_abs for o in same),
+                max(o.max_rel for o in same),
+                sum(o.mismatches for o in same),
+            )
+        )
     return Parity(first.atol, first.rtol, first.sample_rows, tuple(outputs))
 
 
@@ -76,11 +89,16 @@ def check(parity: Parity, accept_mismatch: bool) -> Parity:
         return parity
     worst = [o for o in parity.outputs if o.mismatches]
     if not accept_mismatch:
-        detail = "; ".join(f"output {o.name!r}: {o.mismatches} element(s) out of tolerance, "
-                           f"max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}" for o in worst)
+        detail = "; ".join(
+            f"output {o.name!r}: {o.mismatches} element(s) out of tolerance, "
+            f"max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}"
+            for o in worst
+        )
         raise ConversionError(
             f"the ONNX model disagrees with the original beyond atol={parity.atol}, "
             f"rtol={parity.rtol}: {detail}. Widen the tolerance or pass accept_mismatch=True "
-            "to save it anyway (the deviation is recorded in the manifest)")
-    return Parity(parity.atol, parity.rtol, parity.sample_rows, parity.outputs,
-                  accepted_mismatch=True)
+            "to save it anyway (the deviation is recorded in the manifest)"
+        )
+    return Parity(
+        parity.atol, parity.rtol, parity.sample_rows, parity.outputs, accepted_mismatch=True
+    )

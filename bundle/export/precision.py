@@ -48,11 +48,13 @@ def _fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         from onnxconverter_common import float16
     except ImportError as e:
-        raise ConversionError("precision='fp16' needs onnxconverter-common: "
-                              "pip install 'model-bundle[compress]'") from e
+        raise ConversionError(
+            "precision='fp16' needs onnxconverter-common: pip install 'model-bundle[compress]'"
+        ) from e
     try:
         converted: onnx.ModelProto = float16.convert_float_to_float16(
-            model, keep_io_types=True, disable_shape_infer=False)
+            model, keep_io_types=True, disable_shape_infer=False
+        )
         return converted
     except Exception as e:  # the converter raises bare exceptions
         raise ConversionError(f"float16 conversion failed: {str(e).splitlines()[0]}") from e
@@ -80,9 +82,13 @@ def _int8(model: onnx.ModelProto) -> onnx.ModelProto:
         out = os.path.join(tmp, "model.int8.onnx")
         quant_logger.setLevel(logging.ERROR)  # its "consider pre-processing" advice is noise
         try:
-            quantize_dynamic(model, out, weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul", "Gemm"],
-                             use_external_data_format=model.ByteSize() > (1 << 30))
+            quantize_dynamic(
+                model,
+                out,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                use_external_data_format=model.ByteSize() > (1 << 30),
+            )
             quantized = onnx.load(out, load_external_data=True)
         except Exception as e:
             raise ConversionError(f"int8 quantization failed: {str(e).splitlines()[0]}") from e

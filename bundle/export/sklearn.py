@@ -64,8 +64,7 @@ def _bool_safe(converter: Any) -> Any:
 
         def add_node(*args: Any, **attrs: Any) -> Any:
             for key, value in attrs.items():
-                if isinstance(value, list) and any(isinstance(v, (bool, np.bool_))
-                                                   for v in value):
+                if isinstance(value, list) and any(isinstance(v, (bool, np.bool_)) for v in value):
                     attrs[key] = [int(v) for v in value]
             return original(*args, **attrs)
 
@@ -88,7 +87,8 @@ def _custom_converters() -> dict[type, Any]:
     return {
         HistGradientBoostingClassifier: _bool_safe(convert_sklearn_random_forest_classifier),
         HistGradientBoostingRegressor: _bool_safe(
-            convert_sklearn_random_forest_regressor_converter),
+            convert_sklearn_random_forest_regressor_converter
+        ),
     }
 
 
@@ -112,8 +112,15 @@ def _estimators(model: Any) -> list[Any]:
         children: list[Any] = []
         for value in params.values():
             children.extend(_candidates(value))
-        for attr in ("steps", "transformers_", "estimators_", "estimator_", "estimators",
-                     "named_estimators_", "transformer_list"):
+        for attr in (
+            "steps",
+            "transformers_",
+            "estimators_",
+            "estimator_",
+            "estimators",
+            "named_estimators_",
+            "transformer_list",
+        ):
             children.extend(_candidates(getattr(est, attr, None)))
         todo.extend(c for c in children if hasattr(c, "get_params"))
     return list(seen.values())
@@ -150,8 +157,11 @@ def _takes_columns(model: Any) -> bool:
     return isinstance(_first_step(model), ColumnTransformer)
 
 
-def tabular_inputs(df: Any, *, numeric_as_float: bool = False,
-                   ) -> tuple[list[tuple[str, Any]], dict[str, np.ndarray], tuple[Column, ...]]:
+def tabular_inputs(
+    df: Any,
+    *,
+    numeric_as_float: bool = False,
+) -> tuple[list[tuple[str, Any]], dict[str, np.ndarray], tuple[Column, ...]]:
     """skl2onnx initial types, ONNX feeds and column descriptions for a DataFrame.
 
     ``numeric_as_float``: integer columns become float inputs too (they are joined
@@ -164,8 +174,9 @@ def tabular_inputs(df: Any, *, numeric_as_float: bool = False,
     columns: list[Column] = []
     for name in df.columns:
         if not isinstance(name, str):
-            raise ConversionError(f"DataFrame column {name!r} is not a string; name every "
-                                  "column with a string")
+            raise ConversionError(
+                f"DataFrame column {name!r} is not a string; name every column with a string"
+            )
         kind_char = df[name].dtype.kind
         values = df[name]
         if kind_char == "f" or kind_char == "b":
@@ -192,12 +203,16 @@ def _array_inputs(x: Any) -> tuple[list[tuple[str, Any]], dict[str, np.ndarray]]
     arr = np.asarray(x)
     if arr.ndim == 1 and arr.dtype.kind in "OUS":  # documents, for a text pipeline
         if not all(isinstance(v, str) for v in arr.tolist()):
-            raise ConversionError("a 1-D sample_input must hold strings (documents for a "
-                                  "text pipeline); give numbers as a 2-D array")
+            raise ConversionError(
+                "a 1-D sample_input must hold strings (documents for a "
+                "text pipeline); give numbers as a 2-D array"
+            )
         return [("X", StringTensorType([None]))], {"X": arr.astype(str).astype(object)}
     if arr.ndim != 2:
-        raise ConversionError(f"sample_input must be 2-D (rows x features) or a 1-D array of "
-                              f"strings (text), got shape {arr.shape}")
+        raise ConversionError(
+            f"sample_input must be 2-D (rows x features) or a 1-D array of "
+            f"strings (text), got shape {arr.shape}"
+        )
     if arr.dtype.kind in "OUS":
         feeds = {"X": arr.astype(str).astype(object)}
         return [("X", StringTensorType([None, arr.shape[1]]))], feeds
@@ -227,16 +242,24 @@ def _join_columns(onx: Any, columns: tuple[Column, ...]) -> None:
             break
     clash = {c.name for c in columns} & taken - {"X"}
     if clash:
-        raise ConversionError(f"DataFrame column(s) {sorted(clash)} have the names of values "
-                              "inside the converted graph; rename them")
-    graph.input.extend(helper.make_tensor_value_info(c.input, TensorProto.FLOAT, ["N", 1])
-                       for c in columns)
-    graph.node.insert(0, helper.make_node("Concat", [c.input for c in columns], [joined],
-                                          name="join_columns", axis=1))
+        raise ConversionError(
+            f"DataFrame column(s) {sorted(clash)} have the names of values "
+            "inside the converted graph; rename them"
+        )
+    graph.input.extend(
+        helper.make_tensor_value_info(c.input, TensorProto.FLOAT, ["N", 1]) for c in columns
+    )
+    graph.node.insert(
+        0,
+        helper.make_node(
+            "Concat", [c.input for c in columns], [joined], name="join_columns", axis=1
+        ),
+    )
 
 
-def _converter_options(model: Any, options: SklearnOptions | None,
-                       estimators: list[Any]) -> dict[Any, dict[str, Any]]:
+def _converter_options(
+    model: Any, options: SklearnOptions | None, estimators: list[Any]
+) -> dict[Any, dict[str, Any]]:
     """skl2onnx options by estimator class: no ZipMap where a converter has the option,
     the text locale on vectorizers, then the caller's own options over those."""
     from skl2onnx._supported_operators import _get_sklearn_operator_name
@@ -262,8 +285,11 @@ def _converter_options(model: Any, options: SklearnOptions | None,
         # "[a-zA-Z0-9_]+" (one-letter tokens included, which shifts n-grams). Python's
         # (?u)\b\w\w+\b finds maximal runs of two or more Unicode word characters; in
         # RE2, onnxruntime's regex engine, that is:
-        if getattr(est, "token_pattern", None) == _DEFAULT_TOKEN_PATTERN and \
-                getattr(est, "analyzer", None) == "word" and type(est) in out:
+        if (
+            getattr(est, "token_pattern", None) == _DEFAULT_TOKEN_PATTERN
+            and getattr(est, "analyzer", None) == "word"
+            and type(est) in out
+        ):
             out[id(est)] = {**out[type(est)], "tokenexp": _UNICODE_TOKENS}
     if options is not None and options.converter_options:
         for key, opts in options.converter_options.items():
@@ -278,9 +304,11 @@ _UNICODE_TOKENS = r"[\p{L}\p{N}_]{2,}"
 
 def _categorical_hgb(estimators: list[Any]) -> str | None:
     for est in estimators:
-        if type(est).__name__.startswith("HistGradientBoosting") and \
-                getattr(est, "is_categorical_", None) is not None and \
-                bool(np.any(est.is_categorical_)):
+        if (
+            type(est).__name__.startswith("HistGradientBoosting")
+            and getattr(est, "is_categorical_", None) is not None
+            and bool(np.any(est.is_categorical_))
+        ):
             return type(est).__name__
     return None
 
@@ -309,8 +337,13 @@ def _has(model: Any, method: str) -> bool:
         return False
 
 
-def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: SklearnOptions | None = None) -> Converted:
+def convert(
+    model: Any,
+    sample_input: Any,
+    *,
+    target_opset: int | None = None,
+    options: SklearnOptions | None = None,
+) -> Converted:
     """Convert a fitted scikit-learn estimator or pipeline (``options``: see
     :class:`~bundle.export.options.SklearnOptions`)."""
     sklearn, skl2onnx = _import()
@@ -327,8 +360,10 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     except TypeError as e:
         raise ConversionError(f"{name} is not a scikit-learn estimator: {e}") from e
     if sample_input is None:
-        raise ConversionError("sample_input is required: a few rows of what the model "
-                              "predicts on (a 2-D array, a DataFrame, or 1-D strings for text)")
+        raise ConversionError(
+            "sample_input is required: a few rows of what the model "
+            "predicts on (a 2-D array, a DataFrame, or 1-D strings for text)"
+        )
     estimators = _estimators(model)
     boosting.register_if_needed(estimators)
     categorical = _categorical_hgb(estimators)
@@ -350,7 +385,8 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             "(the graph would predict something else). Encode those columns before the "
             "model instead -- e.g. Pipeline([ColumnTransformer([('cat', OrdinalEncoder(), "
             "[...])], remainder='passthrough'), HistGradientBoosting...(categorical_features="
-            "None)]) -- or one-hot encode them")
+            "None)]) -- or one-hot encode them"
+        )
     task = _task(sklearn, model)
     final = _final_estimator(model)
     skl_options = _converter_options(model, options, estimators)
@@ -359,8 +395,12 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     try:
         try:
             onx = skl2onnx.convert_sklearn(
-                model, initial_types=types, options=skl_options, target_opset=opsets,
-                custom_conversion_functions=_custom_converters())
+                model,
+                initial_types=types,
+                options=skl_options,
+                target_opset=opsets,
+                custom_conversion_functions=_custom_converters(),
+            )
         except RuntimeError as e:
             # Some converters (IsolationForest's) refuse the ai.onnx.ml version skl2onnx
             # itself picks by default; the one before it is what they are written for.
@@ -368,22 +408,28 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                 raise
             main = opsets if opsets is not None else skl2onnx.get_latest_tested_opset_version()
             onx = skl2onnx.convert_sklearn(
-                model, initial_types=types, options=skl_options,
+                model,
+                initial_types=types,
+                options=skl_options,
                 target_opset={"": main, "ai.onnx.ml": boosting.ML_OPSET},
-                custom_conversion_functions=_custom_converters())
+                custom_conversion_functions=_custom_converters(),
+            )
     except Exception as e:  # skl2onnx raises bare RuntimeError/ValueError/...: wrap them all
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(
             f"skl2onnx cannot convert {name} (final step {type(final).__name__}): {first[:300]}. "
             "If a step has no ONNX converter, register one with "
             "skl2onnx.update_registered_converter, or convert the model to ONNX yourself and "
-            "save the .onnx file") from e
+            "save the .onnx file"
+        ) from e
     boosting.fix_converted(onx, estimators)
     if joined:
         _join_columns(onx, joined)
     tidy(onx)
-    notes: list[str] = [f"output {n!r} left out: skl2onnx gives it as a sequence, and bundle "
-                        "outputs are tensors" for n in drop_non_tensor_outputs(onx)]
+    notes: list[str] = [
+        f"output {n!r} left out: skl2onnx gives it as a sequence, and bundle outputs are tensors"
+        for n in drop_non_tensor_outputs(onx)
+    ]
     observed = run_converted(onx, feeds, f"{name} converted by skl2onnx")
     align_output_shapes(onx, observed)
 
@@ -394,8 +440,11 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         plan.append(("predict", outputs[0]))
         if len(outputs) > 1:
             # raw_scores: skl2onnx gives the decision function's scores, not probabilities
-            second = "predict_proba" if _has(model, "predict_proba") and \
-                not final_options.get("raw_scores") else "decision_function"
+            second = (
+                "predict_proba"
+                if _has(model, "predict_proba") and not final_options.get("raw_scores")
+                else "decision_function"
+            )
             plan.append((second, outputs[1]))
     elif task == "clusterer":
         plan.append(("predict", outputs[0]))
@@ -416,8 +465,10 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             ref = getattr(model, method)(sample_input)
             ref = np.asarray(ref.toarray() if hasattr(ref, "toarray") else ref)  # scipy.sparse
         except (ValueError, TypeError) as e:  # e.g. one probability matrix per target
-            notes.append(f"{method}() not offered: the original's result on the sample is not "
-                         f"one array ({str(e).splitlines()[0][:120]})")
+            notes.append(
+                f"{method}() not offered: the original's result on the sample is not "
+                f"one array ({str(e).splitlines()[0][:120]})"
+            )
             continue
         rank = len(shapes[output])
         if ref.ndim == rank:
@@ -425,19 +476,32 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         elif ref.ndim + 1 == rank and shapes[output][-1] == 1:
             squeeze = True
         else:
-            notes.append(f"{method}() not offered: original gives rank {ref.ndim}, ONNX output "
-                         f"{output!r} has shape {list(shapes[output])}")
+            notes.append(
+                f"{method}() not offered: original gives rank {ref.ndim}, ONNX output "
+                f"{output!r} has shape {list(shapes[output])}"
+            )
             continue
         methods[method] = Method(output, squeeze)
         reference[output] = ref
     if "predict" not in methods and "transform" not in methods:
-        raise ConversionError(f"{name}: the ONNX outputs do not correspond to predict() or "
-                              f"transform() ({'; '.join(notes)})")
+        raise ConversionError(
+            f"{name}: the ONNX outputs do not correspond to predict() or "
+            f"transform() ({'; '.join(notes)})"
+        )
     return Converted(
-        model=onx, task=task, framework="scikit-learn", framework_version=sklearn.__version__,
-        converter="skl2onnx", converter_version=skl2onnx.__version__, feeds=feeds,
-        reference=reference, methods=methods, columns=columns, notes=tuple(notes),
-        training=_training_state(model, options, notes))
+        model=onx,
+        task=task,
+        framework="scikit-learn",
+        framework_version=sklearn.__version__,
+        converter="skl2onnx",
+        converter_version=skl2onnx.__version__,
+        feeds=feeds,
+        reference=reference,
+        methods=methods,
+        columns=columns,
+        notes=tuple(notes),
+        training=_training_state(model, options, notes),
+    )
 
 
 def _training_state(model: Any, options: SklearnOptions | None, notes: list[str]) -> Any:

@@ -80,8 +80,17 @@ from .onnx_graph import adopt_state_names, all_graphs, rename_values, tidy
 from .options import TensorFlowOptions
 
 _INSTALL = "install the tensorflow extra: pip install 'model-bundle[tensorflow]'"
-_INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
-                 "bool")
+_INPUT_DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+)
 _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 _LOGGERS = ("tf2onnx", "tensorflow", "absl")
 DEFAULT_OPSET = 17
@@ -101,20 +110,24 @@ def _import(keras_model: bool) -> tuple[Any, Any, Any]:
         os.environ.setdefault(k, v)
     fresh = "tensorflow" not in sys.modules or "tf2onnx" not in sys.modules
     try:
-        with quiet_native_stderr() if fresh else contextlib.nullcontext(), \
-                warnings.catch_warnings():
+        with (
+            quiet_native_stderr() if fresh else contextlib.nullcontext(),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
             import tensorflow as tf
             import tf2onnx
             import tf2onnx.convert  # sets TF_CPP_MIN_LOG_LEVEL for good on import
+
             keras: Any = None
             if keras_model:
                 import keras as keras_module
 
                 keras = keras_module
     except ImportError as e:
-        raise ConversionError(f"saving a TensorFlow/Keras model needs tensorflow and tf2onnx "
-                              f"({e}); {_INSTALL}") from e
+        raise ConversionError(
+            f"saving a TensorFlow/Keras model needs tensorflow and tf2onnx ({e}); {_INSTALL}"
+        ) from e
     finally:
         for var, value in saved.items():
             if value is None:
@@ -190,21 +203,29 @@ class _Stateless:
 
     def variables(self) -> tuple[list[Any], list[Any], set[int]]:
         """Trainable and non-trainable variables, and the ids of those baked in."""
-        frozen = {id(v) for layer in _layers_of(self.model) if _is_recurrent(layer)
-                  for v in layer.weights}
-        return (list(self.model.trainable_variables),
-                list(self.model.non_trainable_variables), frozen)
+        frozen = {
+            id(v) for layer in _layers_of(self.model) if _is_recurrent(layer) for v in layer.weights
+        }
+        return (
+            list(self.model.trainable_variables),
+            list(self.model.non_trainable_variables),
+            frozen,
+        )
 
-    def call(self, tf: Any, flat: list[Any], fed: list[Any],
-             baked: Mapping[int, np.ndarray]) -> Any:
+    def call(
+        self, tf: Any, flat: list[Any], fed: list[Any], baked: Mapping[int, np.ndarray]
+    ) -> Any:
         """Trace the model on ``flat`` inputs, ``fed`` variable tensors and ``baked`` values."""
         trainable, non_trainable, _ = self.variables()
         it = iter(fed)
-        values = [tf.constant(baked[id(v)]) if id(v) in baked else next(it)
-                  for v in (*trainable, *non_trainable)]
+        values = [
+            tf.constant(baked[id(v)]) if id(v) in baked else next(it)
+            for v in (*trainable, *non_trainable)
+        ]
         kwargs = {"training": False} if _takes_training(self.model) else {}
-        out, _ = self.model.stateless_call(values[:len(trainable)], values[len(trainable):],
-                                           self.pack(flat), **kwargs)
+        out, _ = self.model.stateless_call(
+            values[: len(trainable)], values[len(trainable) :], self.pack(flat), **kwargs
+        )
         return out
 
 
@@ -223,8 +244,10 @@ def _layers_of(model: Any) -> list[Any]:
 
 
 def _is_recurrent(layer: Any) -> bool:
-    return any(c.__name__ in ("RNN", "Bidirectional") and
-               (c.__module__ or "").startswith("keras") for c in type(layer).__mro__)
+    return any(
+        c.__name__ in ("RNN", "Bidirectional") and (c.__module__ or "").startswith("keras")
+        for c in type(layer).__mro__
+    )
 
 
 def _as_array(value: Any, where: str) -> np.ndarray:
@@ -232,8 +255,9 @@ def _as_array(value: Any, where: str) -> np.ndarray:
         value = value.numpy()
     arr = np.asarray(value)
     if arr.dtype.name not in _INPUT_DTYPES:
-        raise ConversionError(f"sample_input {where} has dtype {arr.dtype}; inputs may be "
-                              f"{', '.join(_INPUT_DTYPES)}")
+        raise ConversionError(
+            f"sample_input {where} has dtype {arr.dtype}; inputs may be {', '.join(_INPUT_DTYPES)}"
+        )
     return arr
 
 
@@ -247,37 +271,53 @@ def _cast(arr: np.ndarray, dtype: str, where: str) -> np.ndarray:
         return arr.astype(want)
     if want.kind == "b" and arr.dtype.kind == "b":
         return arr
-    raise ConversionError(f"sample_input {where} is {arr.dtype}, but the model's input is "
-                          f"{dtype}")
+    raise ConversionError(f"sample_input {where} is {arr.dtype}, but the model's input is {dtype}")
 
 
-def _dynamic(names: list[str], arrays: list[np.ndarray], declared: list[set[int]],
-             dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
+def _dynamic(
+    names: list[str],
+    arrays: list[np.ndarray],
+    declared: list[set[int]],
+    dynamic_axes: Mapping[str, Any] | None,
+) -> dict[str, dict[int, str]]:
     """Axis 0 and the declared-None axes of each input, unless ``dynamic_axes`` says otherwise."""
     given = check_dynamic_axes(dynamic_axes, names)
     axes: dict[str, dict[int, str]] = {}
     for name, arr, decl in zip(names, arrays, declared, strict=True):
-        spec = given[name] if name in given else {
-            a: "batch" if a == 0 else f"{name}_dim{a}" for a in sorted({0, *decl}) if a < arr.ndim}
+        spec = (
+            given[name]
+            if name in given
+            else {
+                a: "batch" if a == 0 else f"{name}_dim{a}"
+                for a in sorted({0, *decl})
+                if a < arr.ndim
+            }
+        )
         axes[name] = axis_names(name, spec, arr.ndim)
     return axes
 
 
-def _shapes(arrays: list[np.ndarray], names: list[str],
-            axes: dict[str, dict[int, str]]) -> list[tuple[int | None, ...]]:
-    return [tuple(None if a in axes[n] else int(s) for a, s in enumerate(arr.shape))
-            for n, arr in zip(names, arrays, strict=True)]
+def _shapes(
+    arrays: list[np.ndarray], names: list[str], axes: dict[str, dict[int, str]]
+) -> list[tuple[int | None, ...]]:
+    return [
+        tuple(None if a in axes[n] else int(s) for a, s in enumerate(arr.shape))
+        for n, arr in zip(names, arrays, strict=True)
+    ]
 
 
 # -- Keras
 
 
-def _keras_plan(tf: Any, keras: Any, model: Any, sample: Any,
-                dynamic_axes: Mapping[str, Any] | None) -> _Plan:
+def _keras_plan(
+    tf: Any, keras: Any, model: Any, sample: Any, dynamic_axes: Mapping[str, Any] | None
+) -> _Plan:
     if keras.backend.backend() != "tensorflow":
-        raise ConversionError(f"Keras runs on the {keras.backend.backend()!r} backend; "
-                              "tf2onnx converts TensorFlow graphs only: set "
-                              "KERAS_BACKEND=tensorflow before importing keras")
+        raise ConversionError(
+            f"Keras runs on the {keras.backend.backend()!r} backend; "
+            "tf2onnx converts TensorFlow graphs only: set "
+            "KERAS_BACKEND=tensorflow before importing keras"
+        )
     label = type(model).__name__
     try:
         tensors = list(model.inputs or [])  # functional and built Sequential models
@@ -299,8 +339,10 @@ def _keras_plan(tf: Any, keras: Any, model: Any, sample: Any,
         dtypes = [str(t.dtype) for t in tensors]
         for n, arr, t in zip(names, arrays, tensors, strict=True):
             if arr.ndim != len(t.shape):
-                raise ConversionError(f"sample_input {n!r} is {arr.ndim}-D, but the model's "
-                                      f"input {n!r} has shape {tuple(t.shape)}")
+                raise ConversionError(
+                    f"sample_input {n!r} is {arr.ndim}-D, but the model's "
+                    f"input {n!r} has shape {tuple(t.shape)}"
+                )
     arrays = [_cast(a, d, repr(n)) for a, d, n in zip(arrays, dtypes, names, strict=True)]
     axes = _dynamic(names, arrays, declared, dynamic_axes)
 
@@ -314,8 +356,18 @@ def _keras_plan(tf: Any, keras: Any, model: Any, sample: Any,
                 out[v.path] = v.numpy()
         return out
 
-    return _Plan(label, "keras", names, arrays, _shapes(arrays, names, axes), call, axes,
-                 variables, lambda: _layers_of(model), _Stateless(model, pack))
+    return _Plan(
+        label,
+        "keras",
+        names,
+        arrays,
+        _shapes(arrays, names, axes),
+        call,
+        axes,
+        variables,
+        lambda: _layers_of(model),
+        _Stateless(model, pack),
+    )
 
 
 def _keras_float(arr: np.ndarray, model: Any) -> str:
@@ -326,8 +378,7 @@ def _keras_float(arr: np.ndarray, model: Any) -> str:
     return arr.dtype.name
 
 
-def _free_inputs(sample: Any) -> tuple[list[str], list[np.ndarray],
-                                        Callable[[list[Any]], Any]]:
+def _free_inputs(sample: Any) -> tuple[list[str], list[np.ndarray], Callable[[list[Any]], Any]]:
     """Inputs of a model that declares none (subclassed): the sample's own structure."""
     if isinstance(sample, Mapping):
         if not sample:
@@ -348,8 +399,12 @@ def _free_inputs(sample: Any) -> tuple[list[str], list[np.ndarray],
     return ["input"], [_as_array(sample, "")], lambda flat: flat[0]
 
 
-def _declared_inputs(struct: Any, tensors: list[Any], sample: Any, label: str,
-                     ) -> tuple[list[str], list[np.ndarray], Callable[[list[Any]], Any]]:
+def _declared_inputs(
+    struct: Any,
+    tensors: list[Any],
+    sample: Any,
+    label: str,
+) -> tuple[list[str], list[np.ndarray], Callable[[list[Any]], Any]]:
     """Inputs of a model built on keras.Input(s): their names, the sample in their order.
 
     A dict-structured model keeps its keys. Otherwise the Input names are used,
@@ -369,8 +424,10 @@ def _declared_inputs(struct: Any, tensors: list[Any], sample: Any, label: str,
         pack = lambda flat: dict(zip(keys, flat, strict=True))  # noqa: E731
     else:
         keys = tnames
-        names = [n if not _AUTO_INPUT.fullmatch(n) else
-                 "input" if len(tnames) == 1 else f"input_{i}" for i, n in enumerate(tnames)]
+        names = [
+            n if not _AUTO_INPUT.fullmatch(n) else "input" if len(tnames) == 1 else f"input_{i}"
+            for i, n in enumerate(tnames)
+        ]
         if len(set(names)) != len(names):
             names = [f"input_{i}" for i in range(len(tnames))]
         pack = list if isinstance(struct, (list, tuple)) else (lambda flat: flat[0])
@@ -389,18 +446,24 @@ def _declared_inputs(struct: Any, tensors: list[Any], sample: Any, label: str,
                 unknown.append(k)
         missing = [names[i] for i in range(len(names)) if i not in given]
         if unknown or missing:
-            raise ConversionError(f"sample_input keys must be {label}'s inputs {names}; "
-                                  f"unknown or repeated {unknown}, missing {missing}")
+            raise ConversionError(
+                f"sample_input keys must be {label}'s inputs {names}; "
+                f"unknown or repeated {unknown}, missing {missing}"
+            )
         arrays = [_as_array(given[i], repr(n)) for i, n in enumerate(names)]
     elif isinstance(sample, (list, tuple)):
         if len(sample) != len(names):
-            raise ConversionError(f"sample_input gives {len(sample)} arrays but {label} has "
-                                  f"{len(names)} input(s) {names}")
+            raise ConversionError(
+                f"sample_input gives {len(sample)} arrays but {label} has "
+                f"{len(names)} input(s) {names}"
+            )
         arrays = [_as_array(v, repr(n)) for v, n in zip(sample, names, strict=True)]
     else:
         if len(names) != 1:
-            raise ConversionError(f"{label} has {len(names)} inputs {names}: give "
-                                  "sample_input as a list or a dict of arrays")
+            raise ConversionError(
+                f"{label} has {len(names)} inputs {names}: give "
+                "sample_input as a list or a dict of arrays"
+            )
         arrays = [_as_array(sample, repr(names[0]))]
     return names, arrays, pack
 
@@ -412,44 +475,60 @@ def _is_function(tf: Any, fn: Any) -> bool:
     return isinstance(fn, tf.types.experimental.GenericFunction)
 
 
-def _module_plan(tf: Any, module: Any, sample: Any, signature: str | None,
-                 dynamic_axes: Mapping[str, Any] | None) -> _Plan:
+def _module_plan(
+    tf: Any, module: Any, sample: Any, signature: str | None, dynamic_axes: Mapping[str, Any] | None
+) -> _Plan:
     attr = signature or "__call__"
     fn = getattr(module, attr, None)
     label = f"{type(module).__name__}.{attr}"
     if fn is None or not _is_function(tf, fn):
-        raise ConversionError(f"{label} is not a tf.function: decorate it with @tf.function "
-                              "(with an input_signature), or name another method with "
-                              "signature=")
+        raise ConversionError(
+            f"{label} is not a tf.function: decorate it with @tf.function "
+            "(with an input_signature), or name another method with "
+            "signature="
+        )
     import inspect
 
-    params = [p.name for p in inspect.signature(fn.python_function).parameters.values()
-              if p.name != "self"]
+    params = [
+        p.name
+        for p in inspect.signature(fn.python_function).parameters.values()
+        if p.name != "self"
+    ]
     specs = fn.input_signature
     if specs is not None:
         specs = list(specs)
         if any(not isinstance(s, tf.TensorSpec) for s in specs):
             raise ConversionError(f"{label}'s input_signature must be flat TensorSpecs")
-        names = [s.name or (params[i] if i < len(params) else f"input_{i}")
-                 for i, s in enumerate(specs)]
+        names = [
+            s.name or (params[i] if i < len(params) else f"input_{i}") for i, s in enumerate(specs)
+        ]
         if dynamic_axes:
-            raise ConversionError(f"{label} has an input_signature: it decides which axes "
-                                  "are dynamic (None); dynamic_axes does not apply")
+            raise ConversionError(
+                f"{label} has an input_signature: it decides which axes "
+                "are dynamic (None); dynamic_axes does not apply"
+            )
         arrays = _positional(sample, names, label)
-        arrays = [_cast(a, s.dtype.name, repr(n)) for a, s, n in zip(arrays, specs, names,
-                                                                      strict=True)]
-        shapes = [tuple(s.shape.as_list()) if s.shape.rank is not None else
-                  tuple(None for _ in a.shape) for s, a in zip(specs, arrays, strict=True)]
+        arrays = [
+            _cast(a, s.dtype.name, repr(n)) for a, s, n in zip(arrays, specs, names, strict=True)
+        ]
+        shapes = [
+            tuple(s.shape.as_list()) if s.shape.rank is not None else tuple(None for _ in a.shape)
+            for s, a in zip(specs, arrays, strict=True)
+        ]
         for n, a, shape in zip(names, arrays, shapes, strict=True):
-            if len(shape) != a.ndim or any(d is not None and d != s
-                                           for d, s in zip(shape, a.shape, strict=True)):
-                raise ConversionError(f"sample_input {n!r} has shape {a.shape}; {label}'s "
-                                      f"input_signature wants {_fmt(shape)}")
-        axes = {n: {i: "batch" if i == 0 else f"{n}_dim{i}"
-                    for i, d in enumerate(shape) if d is None}
-                for n, shape in zip(names, shapes, strict=True)}
+            if len(shape) != a.ndim or any(
+                d is not None and d != s for d, s in zip(shape, a.shape, strict=True)
+            ):
+                raise ConversionError(
+                    f"sample_input {n!r} has shape {a.shape}; {label}'s "
+                    f"input_signature wants {_fmt(shape)}"
+                )
+        axes = {
+            n: {i: "batch" if i == 0 else f"{n}_dim{i}" for i, d in enumerate(shape) if d is None}
+            for n, shape in zip(names, shapes, strict=True)
+        }
     else:
-        names = params[:len(sample)] if isinstance(sample, (list, tuple)) else params[:1]
+        names = params[: len(sample)] if isinstance(sample, (list, tuple)) else params[:1]
         if isinstance(sample, Mapping):
             names = list(sample)
         arrays = _positional(sample, names, label)
@@ -482,13 +561,16 @@ def _positional(sample: Any, names: list[str], label: str) -> list[np.ndarray]:
         unknown = [k for k in sample if k not in names]
         missing = [n for n in names if n not in sample]
         if unknown or missing:
-            raise ConversionError(f"sample_input keys must be {label}'s inputs {names}; "
-                                  f"unknown {unknown}, missing {missing}")
+            raise ConversionError(
+                f"sample_input keys must be {label}'s inputs {names}; "
+                f"unknown {unknown}, missing {missing}"
+            )
         return [_as_array(sample[n], repr(n)) for n in names]
     items = list(sample) if isinstance(sample, (list, tuple)) else [sample]
     if len(items) != len(names):
-        raise ConversionError(f"sample_input gives {len(items)} array(s) but {label} takes "
-                              f"{len(names)} {names}")
+        raise ConversionError(
+            f"sample_input gives {len(items)} array(s) but {label} takes {len(names)} {names}"
+        )
     return [_as_array(v, repr(n)) for v, n in zip(items, names, strict=True)]
 
 
@@ -496,42 +578,54 @@ def _fmt(shape: Sequence[Any]) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def _saved_model_plan(tf: Any, path: str, sample: Any, signature: str | None,
-                      dynamic_axes: Mapping[str, Any] | None) -> _Plan:
+def _saved_model_plan(
+    tf: Any, path: str, sample: Any, signature: str | None, dynamic_axes: Mapping[str, Any] | None
+) -> _Plan:
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise ConversionError(f"{path} is a directory but not a SavedModel (no saved_model.pb)")
     if dynamic_axes:
-        raise ConversionError("a SavedModel's signature decides which axes are dynamic; "
-                              "dynamic_axes does not apply")
+        raise ConversionError(
+            "a SavedModel's signature decides which axes are dynamic; dynamic_axes does not apply"
+        )
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:
-        raise ConversionError(f"TensorFlow cannot load the SavedModel {path}: "
-                              f"{_first_line(e)}") from e
+        raise ConversionError(
+            f"TensorFlow cannot load the SavedModel {path}: {_first_line(e)}"
+        ) from e
     sigs = dict(loaded.signatures)
-    key = signature or ("serving_default" if "serving_default" in sigs or not sigs
-                        else next(iter(sigs)) if len(sigs) == 1 else "serving_default")
+    key = signature or (
+        "serving_default"
+        if "serving_default" in sigs or not sigs
+        else next(iter(sigs))
+        if len(sigs) == 1
+        else "serving_default"
+    )
     if key not in sigs:
         raise ConversionError(f"the SavedModel has no signature {key!r}; it has {sorted(sigs)}")
     fn = sigs[key]
     args, kwargs = fn.structured_input_signature
     if args:
-        raise ConversionError(f"signature {key!r} takes positional inputs; export it with "
-                              "named (keyword) inputs")
+        raise ConversionError(
+            f"signature {key!r} takes positional inputs; export it with named (keyword) inputs"
+        )
     names = list(kwargs)
     specs = [kwargs[n] for n in names]
     label = f"SavedModel signature {key!r}"
     arrays = _positional(sample, names, label)
-    arrays = [_cast(a, s.dtype.name, repr(n)) for a, s, n in zip(arrays, specs, names,
-                                                                  strict=True)]
+    arrays = [_cast(a, s.dtype.name, repr(n)) for a, s, n in zip(arrays, specs, names, strict=True)]
     shapes = [tuple(s.shape.as_list()) for s in specs]
     for n, a, shape in zip(names, arrays, shapes, strict=True):
-        if len(shape) != a.ndim or any(d is not None and d != s
-                                       for d, s in zip(shape, a.shape, strict=True)):
-            raise ConversionError(f"sample_input {n!r} has shape {a.shape}; {label} wants "
-                                  f"{_fmt(shape)}")
-    axes = {n: {i: "batch" if i == 0 else f"{n}_dim{i}" for i, d in enumerate(shape)
-                if d is None} for n, shape in zip(names, shapes, strict=True)}
+        if len(shape) != a.ndim or any(
+            d is not None and d != s for d, s in zip(shape, a.shape, strict=True)
+        ):
+            raise ConversionError(
+                f"sample_input {n!r} has shape {a.shape}; {label} wants {_fmt(shape)}"
+            )
+    axes = {
+        n: {i: "batch" if i == 0 else f"{n}_dim{i}" for i, d in enumerate(shape) if d is None}
+        for n, shape in zip(names, shapes, strict=True)
+    }
 
     def call(flat: list[Any]) -> Any:
         out = fn(**dict(zip(names, flat, strict=True)))
@@ -561,9 +655,13 @@ def _outputs(tf: Any, out: Any, label: str) -> tuple[list[str], list[Any]]:
 # --------------------------------------------------------------------------- conversion
 
 
-def _trace_and_convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
-                       ) -> tuple[Any, dict[str, tuple[str, np.ndarray]],
-                                  ConversionError | None]:
+def _trace_and_convert(
+    tf: Any,
+    tf2onnx: Any,
+    plan: _Plan,
+    n_out: int,
+    opset: int,
+) -> tuple[Any, dict[str, tuple[str, np.ndarray]], ConversionError | None]:
     """The ONNX model, the graph inputs that stand for variables (name -> (path, value)),
     and why the stateless trace was given up (None when it was not).
 
@@ -579,10 +677,13 @@ def _trace_and_convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: in
     return (*_convert(tf, tf2onnx, plan, n_out, opset, None), reason)
 
 
-def _convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
-             stateless: _Stateless | None) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
-    specs = [tf.TensorSpec(shape, tf.as_dtype(a.dtype), name=f"mb_in_{i}")
-             for i, (shape, a) in enumerate(zip(plan.shapes, plan.arrays, strict=True))]
+def _convert(
+    tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int, stateless: _Stateless | None
+) -> tuple[Any, dict[str, tuple[str, np.ndarray]]]:
+    specs = [
+        tf.TensorSpec(shape, tf.as_dtype(a.dtype), name=f"mb_in_{i}")
+        for i, (shape, a) in enumerate(zip(plan.shapes, plan.arrays, strict=True))
+    ]
     fed: dict[str, tuple[str, np.ndarray]] = {}
     baked: dict[int, np.ndarray] = {}  # read now: a variable has no numpy() while tracing
     if stateless is not None:
@@ -605,8 +706,11 @@ def _convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
     @tf.function(input_signature=specs, autograph=False)  # type: ignore[untyped-decorator]
     def flat(*args: Any) -> Any:
         inputs = list(args[:n_in])
-        out = plan.call(inputs) if stateless is None else \
-            stateless.call(tf, inputs, list(args[n_in:]), baked)
+        out = (
+            plan.call(inputs)
+            if stateless is None
+            else stateless.call(tf, inputs, list(args[n_in:]), baked)
+        )
         _, values = _outputs(tf, out, plan.label)
         return [tf.identity(v) for v in values]
 
@@ -616,13 +720,16 @@ def _convert(tf: Any, tf2onnx: Any, plan: _Plan, n_out: int, opset: int,
         raise
     except Exception as e:
         shapes = [(n, _fmt(s)) for n, s in zip(plan.names, plan.shapes, strict=True)]
-        raise ConversionError(f"{plan.label} fails when traced by tf.function with inputs "
-                              f"{shapes}: "
-                              f"{_first_line(e)} (Python code that needs concrete values, "
-                              "e.g. numpy calls on tensors, cannot be traced)") from e
+        raise ConversionError(
+            f"{plan.label} fails when traced by tf.function with inputs "
+            f"{shapes}: "
+            f"{_first_line(e)} (Python code that needs concrete values, "
+            "e.g. numpy calls on tensors, cannot be traced)"
+        ) from e
     if len(concrete.outputs) != n_out:
-        raise ConversionError(f"{plan.label} gives {n_out} outputs when run but "
-                              f"{len(concrete.outputs)} when traced")
+        raise ConversionError(
+            f"{plan.label} gives {n_out} outputs when run but {len(concrete.outputs)} when traced"
+        )
     try:
         onx, _ = tf2onnx.convert.from_function(flat, input_signature=specs, opset=opset)
     except Exception as e:
@@ -672,8 +779,11 @@ def _bind_variables(onx: Any, fed: Mapping[str, tuple[str, np.ndarray]]) -> dict
             init.name = vi.name
             init.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
             init.dims.extend(value.shape)
-            init.raw_data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"),
-                                                               copy=False).tobytes()
+            init.raw_data = (
+                np.ascontiguousarray(value)
+                .astype(value.dtype.newbyteorder("<"), copy=False)
+                .tobytes()
+            )
             mapping[vi.name] = path
     for idx in reversed([k for k, vi in enumerate(graph.input) if vi.name in fed]):
         del graph.input[idx]
@@ -691,8 +801,11 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
         for node in g.node:
             if node.domain in STANDARD_DOMAINS and defs.has(node.op_type, node.domain):
                 continue
-            op = node.op_type if node.domain in STANDARD_DOMAINS else \
-                f"{node.domain}::{node.op_type}"
+            op = (
+                node.op_type
+                if node.domain in STANDARD_DOMAINS
+                else f"{node.domain}::{node.op_type}"
+            )
             bad.setdefault(op, []).append(node.name)
     if not bad:
         return
@@ -702,22 +815,28 @@ def _unsupported(onx: Any, plan: _Plan) -> None:
         located = sorted({_layer_of(w, layers) for w in where})
         parts.append(f"TensorFlow op {op} (in {', '.join(located)})")
     hint = ""
-    grouped = [name for name, layer in layers.items()
-               if int(getattr(layer, "groups", 1) or 1) > 1 and
-               any(name in w for ws in bad.values() for w in ws)]
+    grouped = [
+        name
+        for name, layer in layers.items()
+        if int(getattr(layer, "groups", 1) or 1) > 1
+        and any(name in w for ws in bad.values() for w in ws)
+    ]
     if "PartitionedCall" in bad and grouped:
         # keras/src/backend/tensorflow/nn.py runs grouped convolutions through a
         # jit_compile=True tf.function (TensorFlow's CPU kernel lacks them); tf2onnx
         # cannot look inside an XLA-compiled call.
-        hint = (f" ({', '.join(sorted(grouped))}: Keras runs a grouped convolution -- "
-                "Conv2D(groups=...), as ConvNeXt's depthwise blocks use -- through an "
-                "XLA-compiled function on TensorFlow, which tf2onnx cannot translate. A "
-                "DepthwiseConv2D layer computes the same when groups == channels and "
-                "converts)")
+        hint = (
+            f" ({', '.join(sorted(grouped))}: Keras runs a grouped convolution -- "
+            "Conv2D(groups=...), as ConvNeXt's depthwise blocks use -- through an "
+            "XLA-compiled function on TensorFlow, which tf2onnx cannot translate. A "
+            "DepthwiseConv2D layer computes the same when groups == channels and "
+            "converts)"
+        )
     raise ConversionError(
         f"cannot export {plan.label}: tf2onnx has no ONNX translation for "
         f"{'; '.join(parts)}{hint}. Bundles hold standard ONNX operators only: rewrite that "
-        "layer with operations tf2onnx supports")
+        "layer with operations tf2onnx supports"
+    )
 
 
 def _layer_of(op_name: str, layers: Mapping[str, Any]) -> str:
@@ -815,13 +934,15 @@ def _name_io(onx: Any, plan: _Plan, out_names: list[str], extra: Mapping[str, st
     want_in = [f"mb_in_{i}" for i in range(len(plan.names))]
     if inputs != want_in:
         unused = [plan.names[int(n.removeprefix("mb_in_"))] for n in want_in if n not in inputs]
-        raise ConversionError(f"the converted graph's inputs do not match the sample's "
-                              f"{plan.names}" + (f": {plan.label} ignores {unused}"
-                                                 if unused else ""))
+        raise ConversionError(
+            f"the converted graph's inputs do not match the sample's "
+            f"{plan.names}" + (f": {plan.label} ignores {unused}" if unused else "")
+        )
     outputs = [o.name for o in graph.output]
     if len(outputs) != len(out_names):
-        raise ConversionError(f"the converted graph has {len(outputs)} outputs, {plan.label} "
-                              f"{len(out_names)}")
+        raise ConversionError(
+            f"the converted graph has {len(outputs)} outputs, {plan.label} {len(out_names)}"
+        )
     mapping = dict(zip(want_in, plan.names, strict=True))
     mapping.update(zip(outputs, out_names, strict=True))
     mapping.update(extra)
@@ -858,12 +979,14 @@ def _output_dims(onx: Any) -> None:
                 if _UNKNOWN_DIM.fullmatch(d.dim_param):
                     d.Clear()
     try:
-        inferred = shape_inference.infer_shapes(_without_weights(onx), strict_mode=False,
-                                                data_prop=True)
+        inferred = shape_inference.infer_shapes(
+            _without_weights(onx), strict_mode=False, data_prop=True
+        )
     except Exception:  # inference is a nicety; the graph is fine without it
         return
-    symbols = {d.dim_param for vi in graph.input for d in vi.type.tensor_type.shape.dim
-               if d.dim_param}
+    symbols = {
+        d.dim_param for vi in graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param
+    }
     got = {vi.name: vi for vi in inferred.graph.output}
     for vi in graph.output:
         inf = got.get(vi.name)
@@ -892,8 +1015,11 @@ def _small_constants_to_nodes(onx: Any, variables: set[str]) -> None:
     from onnx import helper
 
     graph = onx.graph
-    move = [i for i in graph.initializer if i.name not in variables and
-            (i.data_type not in _FLOAT_TYPES or _size(i) <= _SMALL)]
+    move = [
+        i
+        for i in graph.initializer
+        if i.name not in variables and (i.data_type not in _FLOAT_TYPES or _size(i) <= _SMALL)
+    ]
     if not move:
         return
     nodes = []
@@ -936,8 +1062,9 @@ def _without_weights(onx: Any) -> Any:
         if _size(init) <= _SMALL or init.data_type not in _FLOAT_TYPES:
             lg.initializer.append(init)
         else:
-            lg.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type,
-                                                               list(init.dims)))
+            lg.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+            )
     return light
 
 
@@ -961,8 +1088,13 @@ def _kind(model: Any) -> str:
     return "module"
 
 
-def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: TensorFlowOptions | None = None) -> Converted:
+def convert(
+    model: Any,
+    sample_input: Any,
+    *,
+    target_opset: int | None = None,
+    options: TensorFlowOptions | None = None,
+) -> Converted:
     """Export a Keras model, a tf.Module or a SavedModel directory (see the module docstring)."""
     opts = options or TensorFlowOptions()
     dynamic_axes, optimizer = opts.dynamic_axes, opts.optimizer
@@ -971,25 +1103,33 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     tf, tf2onnx, keras = _import(kind == "keras")
     opset = _opset(target_opset)
     if sample_input is None:
-        raise ConversionError("sample_input is required: an array, a list of arrays or a dict "
-                              "of named arrays, as the model takes them")
+        raise ConversionError(
+            "sample_input is required: an array, a list of arrays or a dict "
+            "of named arrays, as the model takes them"
+        )
     if kind != "keras":
         if optimizer is not None or training_state:
-            raise ConversionError("training state (optimizer=, training_state=True) is stored "
-                                  "for Keras models only")
+            raise ConversionError(
+                "training state (optimizer=, training_state=True) is stored for Keras models only"
+            )
     elif signature is not None:
-        raise ConversionError("signature= names a tf.Module method or a SavedModel "
-                              "signature; a Keras model is exported through its call()")
+        raise ConversionError(
+            "signature= names a tf.Module method or a SavedModel "
+            "signature; a Keras model is exported through its call()"
+        )
 
     if kind == "keras":
         if not isinstance(model, keras.Model):
-            raise ConversionError(f"expected a keras.Model, got {type(model).__qualname__} "
-                                  "(wrap a layer in a keras.Model)")
+            raise ConversionError(
+                f"expected a keras.Model, got {type(model).__qualname__} "
+                "(wrap a layer in a keras.Model)"
+            )
         plan = _keras_plan(tf, keras, model, sample_input, dynamic_axes)
     elif kind == "module":
         if not isinstance(model, tf.Module):
-            raise ConversionError(f"expected a keras.Model or a tf.Module, got "
-                                  f"{type(model).__qualname__}")
+            raise ConversionError(
+                f"expected a keras.Model or a tf.Module, got {type(model).__qualname__}"
+            )
         plan = _module_plan(tf, model, sample_input, signature, dynamic_axes)
     else:
         path = os.fspath(model)
@@ -1010,8 +1150,9 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         out_names, out_values = _outputs(tf, out, plan.label)
         clash = set(out_names) & set(plan.names)
         if clash:
-            raise ConversionError(f"output name(s) {sorted(clash)} are also input names; "
-                                  "rename the dict keys")
+            raise ConversionError(
+                f"output name(s) {sorted(clash)} are also input names; rename the dict keys"
+            )
         reference = {n: np.asarray(v) for n, v in zip(out_names, out_values, strict=True)}
         state = None
         if kind == "keras" and training_state is not False:
@@ -1021,11 +1162,15 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         with quiet_native_stderr():  # grappler logs natively while tf2onnx runs
             onx, fed, fallback = _trace_and_convert(tf, tf2onnx, plan, len(out_names), opset)
     if fallback is not None:
-        warnings.warn(ExportFallbackWarning(
-            f"{plan.label}: tracing with the variables as inputs failed ({fallback}); exported "
-            "with them frozen into constants instead, which tf2onnx may fold or transform "
-            "(those variables are kept in the training state)",
-            fallback.__cause__ or fallback), stacklevel=4)
+        warnings.warn(
+            ExportFallbackWarning(
+                f"{plan.label}: tracing with the variables as inputs failed ({fallback}); exported "
+                "with them frozen into constants instead, which tf2onnx may fold or transform "
+                "(those variables are kept in the training state)",
+                fallback.__cause__ or fallback,
+            ),
+            stacklevel=4,
+        )
     _unsupported(onx, plan)
     _canonical_names(onx)
     _name_io(onx, plan, out_names, _bind_variables(onx, fed))
@@ -1040,6 +1185,14 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     feeds = dict(zip(plan.names, plan.arrays, strict=True))
     version = keras.__version__ if keras is not None else tf.__version__
     return Converted(
-        model=onx, task="generic", framework=plan.framework, framework_version=version,
-        converter="tf2onnx", converter_version=tf2onnx.__version__, feeds=feeds,
-        reference=reference, methods={"predict": Method(out_names[0])}, training=state)
+        model=onx,
+        task="generic",
+        framework=plan.framework,
+        framework_version=version,
+        converter="tf2onnx",
+        converter_version=tf2onnx.__version__,
+        feeds=feeds,
+        reference=reference,
+        methods={"predict": Method(out_names[0])},
+        training=state,
+    )

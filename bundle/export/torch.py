@@ -52,8 +52,17 @@ from .onnx_graph import NonStandardOperatorError, adopt_state_names, tidy
 from .options import TorchOptions
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
-_INPUT_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8",
-                 "bool")
+_INPUT_DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+)
 
 
 class _DynamoFailedError(Exception):
@@ -94,17 +103,22 @@ def _as_tensor(torch: Any, value: Any, where: str) -> Any:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
-        raise ConversionError(f"sample_input {where} is a {type(value).__name__}; give tensors "
-                              "(a tensor, a tuple of tensors or a dict of named tensors)")
+        raise ConversionError(
+            f"sample_input {where} is a {type(value).__name__}; give tensors "
+            "(a tensor, a tuple of tensors or a dict of named tensors)"
+        )
     dtype = str(value.dtype).removeprefix("torch.")
     if dtype not in _INPUT_DTYPES:
-        raise ConversionError(f"sample_input {where} has dtype {value.dtype}; graph inputs may "
-                              f"be {', '.join(_INPUT_DTYPES)}")
+        raise ConversionError(
+            f"sample_input {where} has dtype {value.dtype}; graph inputs may "
+            f"be {', '.join(_INPUT_DTYPES)}"
+        )
     return value
 
 
-def _sample(torch: Any, module: Any, sample: Any) -> tuple[tuple[Any, ...], dict[str, Any],
-                                                           list[str], list[Any]]:
+def _sample(
+    torch: Any, module: Any, sample: Any
+) -> tuple[tuple[Any, ...], dict[str, Any], list[str], list[Any]]:
     """Positional args, keyword args, input names and input tensors (in graph order)."""
     params = list(inspect.signature(module.forward).parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -117,8 +131,10 @@ def _sample(torch: Any, module: Any, sample: Any) -> tuple[tuple[Any, ...], dict
             if not isinstance(key, str):
                 raise ConversionError(f"sample_input keys must be strings, got {key!r}")
             if key not in keywords and varkw is None:
-                raise ConversionError(f"sample_input key {key!r} is not a parameter of "
-                                      f"{type(module).__name__}.forward{_sig(params)}")
+                raise ConversionError(
+                    f"sample_input key {key!r} is not a parameter of "
+                    f"{type(module).__name__}.forward{_sig(params)}"
+                )
             kwargs[key] = _as_tensor(torch, value, repr(key))
         if not kwargs:
             raise ConversionError("sample_input is an empty dict")
@@ -132,13 +148,18 @@ def _sample(torch: Any, module: Any, sample: Any) -> tuple[tuple[Any, ...], dict
     if not items:
         raise ConversionError("sample_input is empty")
     if len(items) > len(positional) and varargs is None:
-        raise ConversionError(f"sample_input gives {len(items)} positional inputs but "
-                              f"{type(module).__name__}.forward{_sig(params)} takes "
-                              f"{len(positional)}")
+        raise ConversionError(
+            f"sample_input gives {len(items)} positional inputs but "
+            f"{type(module).__name__}.forward{_sig(params)} takes "
+            f"{len(positional)}"
+        )
     names = []
     for i, _ in enumerate(items):
-        names.append(positional[i].name if i < len(positional)
-                     else f"{varargs.name}_{i - len(positional)}")  # type: ignore[union-attr]
+        if i < len(positional):
+            names.append(positional[i].name)
+        else:
+            assert varargs is not None  # more items than positionals was refused above
+            names.append(f"{varargs.name}_{i - len(positional)}")
     args = tuple(_as_tensor(torch, v, f"input {n!r}") for v, n in zip(items, names, strict=True))
     return args, {}, names, list(args)
 
@@ -147,8 +168,9 @@ def _sig(params: Sequence[inspect.Parameter]) -> str:
     return "(" + ", ".join(str(p) for p in params) + ")"
 
 
-def _axes(names: list[str], tensors: list[Any],
-          dynamic_axes: Mapping[str, Any] | None) -> dict[str, dict[int, str]]:
+def _axes(
+    names: list[str], tensors: list[Any], dynamic_axes: Mapping[str, Any] | None
+) -> dict[str, dict[int, str]]:
     """Dynamic axes per input: axis 0 ('batch') by default; ``dynamic_axes`` overrides.
 
     Size 1 is accepted (see :func:`_widened`); size 0 is not: there is nothing to repeat.
@@ -164,20 +186,27 @@ def _axes(names: list[str], tensors: list[Any],
                 raise ConversionError(
                     f"sample_input {name!r} has size {size} on dynamic axis {axis} ({dim!r}); "
                     "give a sample with at least 1 there (e.g. 1 row), or make the axis "
-                    f"static with dynamic_axes={{{name!r}: {{}}}}")
+                    f"static with dynamic_axes={{{name!r}: {{}}}}"
+                )
             if dim in sizes and sizes[dim][2] != size:
                 other, oaxis, osize = sizes[dim]
                 raise ConversionError(
                     f"dynamic axis {dim!r} is {osize} in {other!r} (axis {oaxis}) but {size} in "
-                    f"{name!r} (axis {axis}); axes sharing a name must have the same size")
+                    f"{name!r} (axis {axis}); axes sharing a name must have the same size"
+                )
             sizes.setdefault(dim, (name, axis, size))
         axes[name] = out
     return axes
 
 
-def _widened(torch: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str],
-             tensors: list[Any], axes: dict[str, dict[int, str]],
-             ) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]] | None:
+def _widened(
+    torch: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    names: list[str],
+    tensors: list[Any],
+    axes: dict[str, dict[int, str]],
+) -> tuple[tuple[Any, ...], dict[str, Any], list[Any]] | None:
     """The sample repeated to size 2 along each of its dynamic axes of size 1, or None.
 
     torch.export specializes a size-1 dimension to the constant 1 (and the
@@ -185,8 +214,7 @@ def _widened(torch: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: l
     one every tutorial uses -- is exported on its repetition instead, which the
     model computes the same way row by row; parity is then checked on both.
     """
-    if not any(int(t.shape[a]) == 1 for n, t in zip(names, tensors, strict=True)
-               for a in axes[n]):
+    if not any(int(t.shape[a]) == 1 for n, t in zip(names, tensors, strict=True) for a in axes[n]):
         return None
     wide = []
     for n, t in zip(names, tensors, strict=True):
@@ -210,8 +238,10 @@ def _to_numpy(t: Any, where: str) -> np.ndarray:
     import torch
 
     if t.dtype == torch.bfloat16:
-        raise ConversionError(f"{where} is bfloat16, which the bundle's inputs and outputs "
-                              "cannot carry; cast it to float32 in forward()")
+        raise ConversionError(
+            f"{where} is bfloat16, which the bundle's inputs and outputs "
+            "cannot carry; cast it to float32 in forward()"
+        )
     return t.detach().to("cpu").numpy()  # type: ignore[no-any-return]
 
 
@@ -235,25 +265,36 @@ def _quiet(torch: Any, caught: list[warnings.WarningMessage]) -> Iterator[None]:
         logger.setLevel(level)
 
 
-_CONSTRAINT = re.compile(r"You marked (\w+) as dynamic but your code specialized it to be a "
-                         r"constant \((-?\d+)\)")
+_CONSTRAINT = re.compile(
+    r"You marked (\w+) as dynamic but your code specialized it to be a "
+    r"constant \((-?\d+)\)"
+)
 _OPOVERLOAD = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)")
 _TARGET = re.compile(r"target=torch\.ops\.([\w.]+)")
 
 
 def _user_frame(msg: str) -> str:
     """The user code line an export error points at, when the message has one."""
-    m = re.search(r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line "
-                  r"(\d+), in (\w+)\s*\n\s*(.+)", msg)
+    m = re.search(
+        r"The following call raised this error:\s*\n\s*File \"([^\"]+)\", line "
+        r"(\d+), in (\w+)\s*\n\s*(.+)",
+        msg,
+    )
     if m:
         return f" at {m.group(1)}:{m.group(2)} in {m.group(3)}(): `{m.group(4).strip()}`"
     m = re.search(r"File \"([^\"]+)\", line (\d+), in (\w+)", msg)
     return f" at {m.group(1)}:{m.group(2)} in {m.group(3)}()" if m else ""
 
 
-def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-             names: list[str], axes: dict[str, dict[int, str]],
-             bounds: Mapping[str, tuple[int | None, int | None]] | None = None) -> Any:
+def _capture(
+    torch: Any,
+    module: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    names: list[str],
+    axes: dict[str, dict[int, str]],
+    bounds: Mapping[str, tuple[int | None, int | None]] | None = None,
+) -> Any:
     """torch.export the module; explain dynamic-shape failures (which are not retried)."""
     from torch.export import Dim
 
@@ -272,7 +313,7 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
     bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
     by_name = dict(zip(names, specs, strict=True))
     dynamic: dict[str, Any] = {}
-    positional = iter(specs[:len(args)])
+    positional = iter(specs[: len(args)])
     params = inspect.signature(module.forward).parameters
     for pname, value in bound.items():
         kind = params[pname].kind
@@ -302,12 +343,16 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
                     f"input {inp!r} axis {axis} ({d!r}) was declared dynamic, but "
                     f"{type(module).__name__} fixes it to {m.group(2)} (a reshape/view or a loop "
                     "with a hard-coded size?). Make the model independent of that size, or "
-                    f"export it as fixed with dynamic_axes={{{inp!r}: {{}}}}") from e
-            raise ConversionError(f"a dynamic axis cannot stay dynamic: "
-                                  f"{_constraint_reason(msg, where)}") from e
-        if type(e).__name__ in ("GuardOnDataDependentSymNode",
-                                "DataDependentErrorOperatorNotSupported") or \
-                "data-dependent" in msg:
+                    f"export it as fixed with dynamic_axes={{{inp!r}: {{}}}}"
+                ) from e
+            raise ConversionError(
+                f"a dynamic axis cannot stay dynamic: {_constraint_reason(msg, where)}"
+            ) from e
+        if (
+            type(e).__name__
+            in ("GuardOnDataDependentSymNode", "DataDependentErrorOperatorNotSupported")
+            or "data-dependent" in msg
+        ):
             sym = re.search(r"data-dependent expression ([^\s(]+(?: [<>=!]+ [^\s(]+)?)", msg)
             expr = f" ({sym.group(1)})" if sym else ""
             raise ConversionError(
@@ -315,9 +360,11 @@ def _capture(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, A
                 f"values{expr}{_user_frame(msg)}: torch.export cannot capture a size that is "
                 "only known from the data (e.g. int(x.sum()), x.nonzero() sizes used in "
                 "Python, or `if tensor:`). Compute that dimension from input shapes, or use "
-                "torch.cond / torch._check to bound it") from e
-        raise _DynamoFailedError(f"torch.export could not capture {type(module).__name__}: "
-                                 f"{_first_line(e)}", e) from e
+                "torch.cond / torch._check to bound it"
+            ) from e
+        raise _DynamoFailedError(
+            f"torch.export could not capture {type(module).__name__}: {_first_line(e)}", e
+        ) from e
 
 
 def _constraint_reason(msg: str, where: Mapping[str, tuple[str, Any]]) -> str:
@@ -340,8 +387,10 @@ def _constraint_reason(msg: str, where: Mapping[str, tuple[str, Any]]) -> str:
         bounds = (dim, int(low) if low else None, int(high) if high else None)
         hints.append(f"dynamic_axes={{{inp!r}: {{{axis}: {bounds!r}}}}}")
     if hints:
-        out += (f". torch suggests bounding the axis: give it as {'; '.join(hints)} (every "
-                "input sharing the axis name shares the bounds)")
+        out += (
+            f". torch suggests bounding the axis: give it as {'; '.join(hints)} (every "
+            "input sharing the axis name shares the bounds)"
+        )
     return out
 
 
@@ -376,22 +425,37 @@ def _unsupported_op(e: BaseException, ep: Any) -> str | None:
     return f"operator {op}{where}"
 
 
-def _dynamo(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-            names: list[str], out_names: list[str], axes: dict[str, dict[int, str]],
-            opset: int | None,
-            bounds: Mapping[str, tuple[int | None, int | None]] | None = None) -> Any:
+def _dynamo(
+    torch: Any,
+    module: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    names: list[str],
+    out_names: list[str],
+    axes: dict[str, dict[int, str]],
+    opset: int | None,
+    bounds: Mapping[str, tuple[int | None, int | None]] | None = None,
+) -> Any:
     ep = _capture(torch, module, args, kwargs, names, axes, bounds)
     try:
-        program = torch.onnx.export(ep, dynamo=True, optimize=False, verbose=False,
-                                    input_names=names, output_names=out_names,
-                                    opset_version=opset)
+        program = torch.onnx.export(
+            ep,
+            dynamo=True,
+            optimize=False,
+            verbose=False,
+            input_names=names,
+            output_names=out_names,
+            opset_version=opset,
+        )
     except Exception as e:
         op = _unsupported_op(e, ep)
         if op:
-            raise _DynamoFailedError(f"{op} has no ONNX translation in the dynamo exporter",
-                                     e) from e
-        raise _DynamoFailedError(f"the dynamo exporter could not translate "
-                                 f"{type(module).__name__}: {_first_line(e)}", e) from e
+            raise _DynamoFailedError(
+                f"{op} has no ONNX translation in the dynamo exporter", e
+            ) from e
+        raise _DynamoFailedError(
+            f"the dynamo exporter could not translate {type(module).__name__}: {_first_line(e)}", e
+        ) from e
     model = program.model_proto
     _rename_dims(model, names, axes)
     try:
@@ -401,16 +465,32 @@ def _dynamo(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, An
     return model
 
 
-def _torchscript(torch: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 names: list[str], out_names: list[str], axes: dict[str, dict[int, str]],
-                 opset: int | None) -> Any:
+def _torchscript(
+    torch: Any,
+    module: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    names: list[str],
+    out_names: list[str],
+    axes: dict[str, dict[int, str]],
+    opset: int | None,
+) -> Any:
     import onnx
 
     f = io.BytesIO()
-    torch.onnx.export(module, args, f, kwargs=kwargs or None, dynamo=False,
-                      input_names=names, output_names=out_names,
-                      dynamic_axes={n: dict(a) for n, a in axes.items() if a},
-                      opset_version=opset, do_constant_folding=False, verbose=False)
+    torch.onnx.export(
+        module,
+        args,
+        f,
+        kwargs=kwargs or None,
+        dynamo=False,
+        input_names=names,
+        output_names=out_names,
+        dynamic_axes={n: dict(a) for n, a in axes.items() if a},
+        opset_version=opset,
+        do_constant_folding=False,
+        verbose=False,
+    )
     return onnx.load_from_string(f.getvalue())
 
 
@@ -438,8 +518,13 @@ def _rename_dims(model: Any, names: list[str], axes: dict[str, dict[int, str]]) 
 # --------------------------------------------------------------------------- entry point
 
 
-def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
-            options: TorchOptions | None = None) -> Converted:
+def convert(
+    model: Any,
+    sample_input: Any,
+    *,
+    target_opset: int | None = None,
+    options: TorchOptions | None = None,
+) -> Converted:
     """Export an ``nn.Module`` (see the module docstring)."""
     opts = options or TorchOptions()
     dynamic_axes, exporter = opts.dynamic_axes, opts.exporter
@@ -452,16 +537,21 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
         raise ConversionError(f"expected a torch.nn.Module, got {type(model).__qualname__}")
     name = type(model).__name__
     if sample_input is None:
-        raise ConversionError("sample_input is required: a tensor, a tuple of tensors or a dict "
-                              "of named tensors, as forward() takes them")
+        raise ConversionError(
+            "sample_input is required: a tensor, a tuple of tensors or a dict "
+            "of named tensors, as forward() takes them"
+        )
     args, kwargs, names, tensors = _sample(torch, model, sample_input)
     axes = _axes(names, tensors, dynamic_axes)
     widened = _widened(torch, args, kwargs, names, tensors, axes)
     ex_args, ex_kwargs = (widened[0], widened[1]) if widened else (args, kwargs)
     # Snapshot the training state first: nothing below may change it, but RNG and
     # buffers are captured as the caller left them.
-    state = None if training_state is False else training_mod.capture(
-        model, optimizer, scheduler, include_rng)
+    state = (
+        None
+        if training_state is False
+        else training_mod.capture(model, optimizer, scheduler, include_rng)
+    )
 
     stack = contextlib.ExitStack()
     modes = {m: m.training for m in model.modules()}
@@ -477,16 +567,20 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             with torch.no_grad():
                 out = model(*args, **kwargs)
         except Exception as e:
-            raise ConversionError(f"{name}.forward() fails on sample_input: {_first_line(e)} "
-                                  "(wrong dtype? torch modules usually want float32 "
-                                  "inputs)") from e
+            raise ConversionError(
+                f"{name}.forward() fails on sample_input: {_first_line(e)} "
+                "(wrong dtype? torch modules usually want float32 "
+                "inputs)"
+            ) from e
         out_names, out_values = _outputs(torch, out)
         clash = set(out_names) & set(names)
         if clash:
-            raise ConversionError(f"output name(s) {sorted(clash)} are also input names; "
-                                  "rename the dict keys")
-        reference = {n: _to_numpy(v, f"output {n!r}")
-                     for n, v in zip(out_names, out_values, strict=True)}
+            raise ConversionError(
+                f"output name(s) {sorted(clash)} are also input names; rename the dict keys"
+            )
+        reference = {
+            n: _to_numpy(v, f"output {n!r}") for n, v in zip(out_names, out_values, strict=True)
+        }
         checks = []
         if widened is not None:
             try:
@@ -496,19 +590,36 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
                 raise ConversionError(
                     f"{name}.forward() works on sample_input but fails on it repeated to size 2 "
                     f"along its dynamic axes of size 1, which torch.export needs: "
-                    f"{_first_line(e)}. Give a sample of 2 or more rows") from e
+                    f"{_first_line(e)}. Give a sample of 2 or more rows"
+                ) from e
             wide_values = _outputs(torch, wide_out)[1]
-            checks.append((
-                {n: _to_numpy(t, f"input {n!r}") for n, t in zip(names, widened[2],
-                                                                   strict=True)},
-                {n: _to_numpy(v, f"output {n!r}") for n, v in zip(out_names, wide_values,
-                                                                   strict=True)}))
+            checks.append(
+                (
+                    {
+                        n: _to_numpy(t, f"input {n!r}")
+                        for n, t in zip(names, widened[2], strict=True)
+                    },
+                    {
+                        n: _to_numpy(v, f"output {n!r}")
+                        for n, v in zip(out_names, wide_values, strict=True)
+                    },
+                )
+            )
         onx = None
         if used == "dynamo":
             try:
                 with _quiet(torch, caught):
-                    onx = _dynamo(torch, model, ex_args, ex_kwargs, names, out_names, axes,
-                                  target_opset, axis_bounds(dynamic_axes))
+                    onx = _dynamo(
+                        torch,
+                        model,
+                        ex_args,
+                        ex_kwargs,
+                        names,
+                        out_names,
+                        axes,
+                        target_opset,
+                        axis_bounds(dynamic_axes),
+                    )
             except _DynamoFailedError as e:
                 if exporter == "dynamo":
                     raise ConversionError(f"cannot export {name}: {e.message}") from e.cause
@@ -517,28 +628,42 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
             caught.clear()
             try:
                 with _quiet(torch, caught):
-                    onx = _torchscript(torch, model, ex_args, ex_kwargs, names, out_names, axes,
-                                       target_opset)
+                    onx = _torchscript(
+                        torch, model, ex_args, ex_kwargs, names, out_names, axes, target_opset
+                    )
                     tidy(onx)
             except Exception as e:
                 if fallback is not None:
                     raise ConversionError(
                         f"cannot export {name}: {fallback.message}; the TorchScript exporter "
-                        f"also failed: {_first_line(e)}") from e
-                raise ConversionError(f"the TorchScript exporter cannot export {name}: "
-                                      f"{_first_line(e)}") from e
+                        f"also failed: {_first_line(e)}"
+                    ) from e
+                raise ConversionError(
+                    f"the TorchScript exporter cannot export {name}: {_first_line(e)}"
+                ) from e
             if fallback is not None:
-                tracer = [str(w.message).split("\n")[0] for w in caught
-                          if type(w.message).__name__ == "TracerWarning"]
-                note = (f" TorchScript tracing warned: {tracer[0][:300]}"
-                        + (f" (and {len(tracer) - 1} more)" if len(tracer) > 1 else "")
-                        if tracer else "")
-                warnings.warn(ExportFallbackWarning(
-                    f"{name}: the dynamo exporter failed ({fallback.message}); exported with the "
-                    "TorchScript exporter (torch.onnx.export(dynamo=False)) instead, recorded "
-                    "as converter 'torch.onnx.torchscript'. Check the recorded parity; pass "
-                    f"exporter='dynamo' to make this an error.{note}", fallback.cause),
-                    stacklevel=4)
+                tracer = [
+                    str(w.message).split("\n")[0]
+                    for w in caught
+                    if type(w.message).__name__ == "TracerWarning"
+                ]
+                note = (
+                    f" TorchScript tracing warned: {tracer[0][:300]}"
+                    + (f" (and {len(tracer) - 1} more)" if len(tracer) > 1 else "")
+                    if tracer
+                    else ""
+                )
+                warnings.warn(
+                    ExportFallbackWarning(
+                        f"{name}: the dynamo exporter failed ({fallback.message}); exported "
+                        "with the "
+                        "TorchScript exporter (torch.onnx.export(dynamo=False)) instead, recorded "
+                        "as converter 'torch.onnx.torchscript'. Check the recorded parity; pass "
+                        f"exporter='dynamo' to make this an error.{note}",
+                        fallback.cause,
+                    ),
+                    stacklevel=4,
+                )
     finally:
         stack.close()
         for m, mode in modes.items():
@@ -547,20 +672,32 @@ def convert(model: Any, sample_input: Any, *, target_opset: int | None = None,
     if state is not None:
         snapshot = {k: training_mod.as_numpy(t) for k, t in state.model.items()}
     else:
-        snapshot = {k: training_mod.as_numpy(t.detach().to("cpu"))
-                    for k, t in model.state_dict().items()}
+        snapshot = {
+            k: training_mod.as_numpy(t.detach().to("cpu")) for k, t in model.state_dict().items()
+        }
     adopt_state_names(onx, snapshot)
     graph_inputs = [i.name for i in onx.graph.input]
     if graph_inputs != names:
-        raise ConversionError(f"the exported graph's inputs {graph_inputs} are not the sample's "
-                              f"{names} (an input forward() ignores?)")
+        raise ConversionError(
+            f"the exported graph's inputs {graph_inputs} are not the sample's "
+            f"{names} (an input forward() ignores?)"
+        )
     feeds = {n: _to_numpy(t, f"input {n!r}") for n, t in zip(names, tensors, strict=True)}
     version = torch.__version__.split("+")[0]
     return Converted(
-        model=onx, task="generic", framework="pytorch", framework_version=version,
-        converter=f"torch.onnx.{used}", converter_version=version, feeds=feeds,
-        reference=reference, methods={"predict": Method(out_names[0])},
-        training=state, extra_checks=tuple(checks), notes=tuple(notes))
+        model=onx,
+        task="generic",
+        framework="pytorch",
+        framework_version=version,
+        converter=f"torch.onnx.{used}",
+        converter_version=version,
+        feeds=feeds,
+        reference=reference,
+        methods={"predict": Method(out_names[0])},
+        training=state,
+        extra_checks=tuple(checks),
+        notes=tuple(notes),
+    )
 
 
 @contextlib.contextmanager
@@ -584,8 +721,10 @@ def _without_kv_cache(model: Any, notes: list[str]) -> Iterator[None]:
         return
     for config in configs.values():
         config.use_cache = False
-    notes.append("exported without the KV cache (config.use_cache=False): each call "
-                 "recomputes attention over the whole input sequence")
+    notes.append(
+        "exported without the KV cache (config.use_cache=False): each call "
+        "recomputes attention over the whole input sequence"
+    )
     try:
         yield
     finally:
@@ -604,16 +743,24 @@ def _without_fast_path(torch: Any, model: Any, notes: list[str]) -> Iterator[Non
     the export both run with the fast path off, so parity compares like with like;
     the values at non-padded positions are the same either way.
     """
-    kinds = (torch.nn.TransformerEncoder, torch.nn.TransformerEncoderLayer,
-             torch.nn.MultiheadAttention)
+    kinds = (
+        torch.nn.TransformerEncoder,
+        torch.nn.TransformerEncoderLayer,
+        torch.nn.MultiheadAttention,
+    )
     mha = getattr(torch.backends, "mha", None)
-    if mha is None or not any(isinstance(m, kinds) for m in model.modules()) or \
-            not mha.get_fastpath_enabled():
+    if (
+        mha is None
+        or not any(isinstance(m, kinds) for m in model.modules())
+        or not mha.get_fastpath_enabled()
+    ):
         yield
         return
     mha.set_fastpath_enabled(False)
-    notes.append("exported with PyTorch's attention fast path off: positions a padding mask "
-                 "hides are computed, not zeroed as the fast path does in eval mode")
+    notes.append(
+        "exported with PyTorch's attention fast path off: positions a padding mask "
+        "hides are computed, not zeroed as the fast path does in eval mode"
+    )
     try:
         yield
     finally:

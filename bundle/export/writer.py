@@ -36,8 +36,16 @@ from ..format.digest import (
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 from ..trust import dsse, signing
 
-__all__ = ["GRAPH_NAME", "WRITER_REVISION", "StreamEntry", "atomic_write", "min_onnxruntime",
-           "pack", "resign", "statement_for"]
+__all__ = [
+    "GRAPH_NAME",
+    "WRITER_REVISION",
+    "StreamEntry",
+    "atomic_write",
+    "min_onnxruntime",
+    "pack",
+    "resign",
+    "statement_for",
+]
 
 
 WRITER_REVISION = 2
@@ -115,27 +123,30 @@ def statement_for(manifest: Manifest, manifest_bytes: bytes) -> bytes:
     return dsse.build_statement(manifest.model.name, resources, shard_size or None)
 
 
-def _signature_entries(statement: bytes, keys: Sequence[signing.PrivateKey],
-                       ) -> list[EntryData]:
+def _signature_entries(
+    statement: bytes,
+    keys: Sequence[signing.PrivateKey],
+) -> list[EntryData]:
     sigs = {k.key_id: dsse.sign_statement(statement, k) for k in keys}
     return [EntryData(f"signatures/{kid}.sig", sigs[kid]) for kid in sorted(sigs)]
 
 
 def _file_entry(name: str, role: str, size: int, digest: Digest, shard_size: int) -> FileEntry:
-    return FileEntry(name, role, size, digest.sha256, digest.shards,
-                     shard_size if digest.shards else 0)
+    return FileEntry(
+        name, role, size, digest.sha256, digest.shards, shard_size if digest.shards else 0
+    )
 
 
-def _write_stream(w: ZipWriter, f: BinaryIO, entry: StreamEntry, shard_size: int,
-                  pool: ThreadPoolExecutor) -> tuple[Digest, int]:
+def _write_stream(
+    w: ZipWriter, f: BinaryIO, entry: StreamEntry, shard_size: int, pool: ThreadPoolExecutor
+) -> tuple[Digest, int]:
     """Write one streamed entry while hashing threads read back each finished shard.
 
     The shard digests and CRC-32 are of the bytes as they lie in the file, read
     with ``pread`` through small buffers; returns the digest and the data offset.
     """
     data_offset = w.begin_stored(entry.name, entry.size, align=True)
-    spans = shard_spans(entry.size, shard_size) if entry.size > shard_size else \
-        [(0, entry.size)]
+    spans = shard_spans(entry.size, shard_size) if entry.size > shard_size else [(0, entry.size)]
     futures: list[Future[list[RangeDigest]]] = []
     fd = f.fileno()
 
@@ -144,8 +155,9 @@ def _write_stream(w: ZipWriter, f: BinaryIO, entry: StreamEntry, shard_size: int
             f.flush()
             while len(futures) < len(spans) and spans[len(futures)][1] <= done:
                 a, b = spans[len(futures)]
-                futures.append(pool.submit(hash_ranges, fd, [(data_offset + a, data_offset + b)],
-                                           workers=1))
+                futures.append(
+                    pool.submit(hash_ranges, fd, [(data_offset + a, data_offset + b)], workers=1)
+                )
 
     try:
         written = 0
@@ -169,11 +181,17 @@ def _write_stream(w: ZipWriter, f: BinaryIO, entry: StreamEntry, shard_size: int
     return Digest(shard_root(shards), shards), data_offset
 
 
-def pack(path: str | os.PathLike[str], contents: Sequence[EntryData],
-         make_manifest: Callable[[list[FileEntry]], Manifest],
-         keys: Sequence[signing.PrivateKey], roles: dict[str, str], *,
-         streams: Sequence[StreamEntry] = (), shard_size: int | None = None,
-         before_manifest: Callable[[str, dict[str, int]], None] | None = None) -> Manifest:
+def pack(
+    path: str | os.PathLike[str],
+    contents: Sequence[EntryData],
+    make_manifest: Callable[[list[FileEntry]], Manifest],
+    keys: Sequence[signing.PrivateKey],
+    roles: dict[str, str],
+    *,
+    streams: Sequence[StreamEntry] = (),
+    shard_size: int | None = None,
+    before_manifest: Callable[[str, dict[str, int]], None] | None = None,
+) -> Manifest:
     """Write content entries, then the manifest built from their digests, then signatures.
 
     Entries go in path order; ``streams`` are written as their chunks arrive,
@@ -189,9 +207,12 @@ def pack(path: str | os.PathLike[str], contents: Sequence[EntryData],
     items: list[EntryData | StreamEntry] = sorted([*contents, *streams], key=lambda c: c.name)
     files: list[FileEntry] = []
     offsets: dict[str, int] = {}
-    with _atomic(path) as (f, tmp), \
-            ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                               thread_name_prefix="bundle-export") as pool:
+    with (
+        _atomic(path) as (f, tmp),
+        ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1, thread_name_prefix="bundle-export"
+        ) as pool,
+    ):
         w = ZipWriter(f)
         for c in items:
             if isinstance(c, StreamEntry):
@@ -200,8 +221,9 @@ def pack(path: str | os.PathLike[str], contents: Sequence[EntryData],
             else:
                 data = c.data or b""
                 offsets[c.name] = w.write(c)
-                files.append(_file_entry(c.name, roles[c.name], len(data),
-                                         digest_bytes(data, size), size))
+                files.append(
+                    _file_entry(c.name, roles[c.name], len(data), digest_bytes(data, size), size)
+                )
         if before_manifest is not None:
             f.flush()
             before_manifest(tmp, offsets)
@@ -215,9 +237,15 @@ def pack(path: str | os.PathLike[str], contents: Sequence[EntryData],
     return manifest
 
 
-def resign(path: str | os.PathLike[str], reader: ZipReader, manifest: Manifest,
-           manifest_bytes: bytes, keys: Sequence[signing.PrivateKey],
-           existing: Sequence[str], check: Callable[[], None] | None = None) -> list[str]:
+def resign(
+    path: str | os.PathLike[str],
+    reader: ZipReader,
+    manifest: Manifest,
+    manifest_bytes: bytes,
+    keys: Sequence[signing.PrivateKey],
+    existing: Sequence[str],
+    check: Callable[[], None] | None = None,
+) -> list[str]:
     """Rewrite ``path`` with signatures by ``keys`` added to the ``existing`` ones.
 
     Content entries and the manifest are copied byte for byte at their original
@@ -232,9 +260,14 @@ def resign(path: str | os.PathLike[str], reader: ZipReader, manifest: Manifest,
     names = sorted(set(existing) | new.keys())
     with atomic_write(path) as f:
         w = ZipWriter(f)
-        w.copy_entries(reader, [e for e in sorted(reader.entries.values(),
-                                                  key=lambda e: e.header_offset)
-                                if not e.name.startswith("signatures/")])
+        w.copy_entries(
+            reader,
+            [
+                e
+                for e in sorted(reader.entries.values(), key=lambda e: e.header_offset)
+                if not e.name.startswith("signatures/")
+            ],
+        )
         for name in names:
             if name in new:
                 w.write(new[name])

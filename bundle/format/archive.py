@@ -51,7 +51,7 @@ _FLAG_UTF8 = 0x0800
 _DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1  # 1980-01-01
 _DOS_TIME_0 = 0
 _VERSION_MADE_BY = (3 << 8) | 20  # Unix, zip 2.0
-_EXTERNAL_ATTR = (0o100644 << 16)  # regular file, rw-r--r--
+_EXTERNAL_ATTR = 0o100644 << 16  # regular file, rw-r--r--
 _EXTRA_ZIP64 = 0x0001
 _EXTRA_ALIGN = 0xD935  # the padding record Android's zipalign uses
 _ALLOWED_EXTRA = {_EXTRA_ZIP64, _EXTRA_ALIGN}
@@ -102,9 +102,11 @@ def _check_no_file_is_a_parent(names: Iterable[str]) -> None:
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in have:
-                raise FormatError(f"entry {parent!r} is also the parent directory of entry "
-                                  f"{name!r}; unzipped, one of them could not be written",
-                                  entry=parent)
+                raise FormatError(
+                    f"entry {parent!r} is also the parent directory of entry "
+                    f"{name!r}; unzipped, one of them could not be written",
+                    entry=parent,
+                )
 
 
 # --------------------------------------------------------------------------- writer
@@ -233,8 +235,13 @@ class ZipWriter:
         return data_offset
 
     @staticmethod
-    def _extra(offset: int, name: bytes, size: int, csize: int, align: bool,
-               ) -> tuple[bool, bytes]:
+    def _extra(
+        offset: int,
+        name: bytes,
+        size: int,
+        csize: int,
+        align: bool,
+    ) -> tuple[bool, bytes]:
         zip64 = size >= _U32 or csize >= _U32
         extra = struct.pack("<HHQQ", _EXTRA_ZIP64, 16, size, csize) if zip64 else b""
         if align:
@@ -307,21 +314,45 @@ class ZipWriter:
                 runs.append([e])
         for run in runs:
             start = self._fp.tell()
-            _copy_range(reader, run[0].header_offset,
-                        run[-1].data_offset + run[-1].compressed_size, self._fp)
+            _copy_range(
+                reader,
+                run[0].header_offset,
+                run[-1].data_offset + run[-1].compressed_size,
+                self._fp,
+            )
             for e in run:
-                self._entries.append(_Written(e.name.encode("utf-8"), e.method, e.crc32,
-                                              e.compressed_size, e.size,
-                                              start + e.header_offset - run[0].header_offset))
+                self._entries.append(
+                    _Written(
+                        e.name.encode("utf-8"),
+                        e.method,
+                        e.crc32,
+                        e.compressed_size,
+                        e.size,
+                        start + e.header_offset - run[0].header_offset,
+                    )
+                )
 
     @staticmethod
     def _local_header(
         name: bytes, method: int, crc: int, csize: int, size: int, extra: bytes, zip64: bool
     ) -> bytes:
-        return _LOCAL.pack(
-            _SIG_LOCAL, 45 if zip64 else 20, _FLAG_UTF8, method, _DOS_TIME_0, _DOS_DATE_1980,
-            crc, _U32 if zip64 else csize, _U32 if zip64 else size, len(name), len(extra),
-        ) + name + extra
+        return (
+            _LOCAL.pack(
+                _SIG_LOCAL,
+                45 if zip64 else 20,
+                _FLAG_UTF8,
+                method,
+                _DOS_TIME_0,
+                _DOS_DATE_1980,
+                crc,
+                _U32 if zip64 else csize,
+                _U32 if zip64 else size,
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+        )
 
     def close(self) -> None:
         """Write the central directory and end records."""
@@ -335,22 +366,43 @@ class ZipWriter:
                 fields += [e.size, e.csize]
             if e.offset >= _U32:
                 fields.append(e.offset)
-            extra = struct.pack(f"<HH{len(fields)}Q", _EXTRA_ZIP64, 8 * len(fields), *fields) \
-                if fields else b""
+            extra = (
+                struct.pack(f"<HH{len(fields)}Q", _EXTRA_ZIP64, 8 * len(fields), *fields)
+                if fields
+                else b""
+            )
             big = bool(fields)
-            fp.write(_CENTRAL.pack(
-                _SIG_CENTRAL, _VERSION_MADE_BY, 45 if big else 20, _FLAG_UTF8, e.method,
-                _DOS_TIME_0, _DOS_DATE_1980, e.crc,
-                _U32 if e.csize >= _U32 or e.size >= _U32 else e.csize,
-                _U32 if e.csize >= _U32 or e.size >= _U32 else e.size,
-                len(e.name), len(extra), 0, 0, 0, _EXTERNAL_ATTR,
-                _U32 if e.offset >= _U32 else e.offset,
-            ) + e.name + extra)
+            fp.write(
+                _CENTRAL.pack(
+                    _SIG_CENTRAL,
+                    _VERSION_MADE_BY,
+                    45 if big else 20,
+                    _FLAG_UTF8,
+                    e.method,
+                    _DOS_TIME_0,
+                    _DOS_DATE_1980,
+                    e.crc,
+                    _U32 if e.csize >= _U32 or e.size >= _U32 else e.csize,
+                    _U32 if e.csize >= _U32 or e.size >= _U32 else e.size,
+                    len(e.name),
+                    len(extra),
+                    0,
+                    0,
+                    0,
+                    _EXTERNAL_ATTR,
+                    _U32 if e.offset >= _U32 else e.offset,
+                )
+                + e.name
+                + extra
+            )
         cd_end = fp.tell()
         count, cd_size = len(self._entries), cd_end - cd_start
         if count >= _U16 or cd_size >= _U32 or cd_start >= _U32:
-            fp.write(_EOCD64.pack(_SIG_EOCD64, 44, _VERSION_MADE_BY, 45, 0, 0,
-                                  count, count, cd_size, cd_start))
+            fp.write(
+                _EOCD64.pack(
+                    _SIG_EOCD64, 44, _VERSION_MADE_BY, 45, 0, 0, count, count, cd_size, cd_start
+                )
+            )
             fp.write(_LOCATOR64.pack(_SIG_LOCATOR64, 0, cd_end, 1))
             fp.write(_EOCD.pack(_SIG_EOCD, 0, 0, _U16, _U16, _U32, _U32, 0))
         else:
@@ -395,11 +447,14 @@ def _parse_extra(data: bytes, where: str) -> dict[int, bytes]:
         if hid in out:
             raise FormatError(f"{where}: extra field 0x{hid:04x} appears twice")
         align = struct.unpack_from("<H", data, pos)[0] if hlen >= 2 else 0
-        if hid == _EXTRA_ALIGN and (not align or align & (align - 1) or
-                                    data[pos + 2:pos + hlen].count(0) != hlen - 2):
-            raise FormatError(f"{where}: alignment padding must be a power-of-two "
-                              "alignment followed by zero bytes")
-        out[hid] = data[pos:pos + hlen]
+        if hid == _EXTRA_ALIGN and (
+            not align or align & (align - 1) or data[pos + 2 : pos + hlen].count(0) != hlen - 2
+        ):
+            raise FormatError(
+                f"{where}: alignment padding must be a power-of-two "
+                "alignment followed by zero bytes"
+            )
+        out[hid] = data[pos : pos + hlen]
         pos += hlen
     return out
 
@@ -430,23 +485,28 @@ def _check_final_bits(before: zlib._Decompress, last: int, tail: bytes, name: st
             except zlib.error:
                 continue
             if probe.eof and not probe.unused_data and out == tail:
-                raise FormatError(f"entry {name!r}: non-zero padding bits follow the end of "
-                                  "its DEFLATE stream", entry=name)
+                raise FormatError(
+                    f"entry {name!r}: non-zero padding bits follow the end of its DEFLATE stream",
+                    entry=name,
+                )
 
 
-def _check_zip64_markers(name: str, wanted: list[str], usize: int, csize: int,
-                         offset: int) -> None:
+def _check_zip64_markers(name: str, wanted: list[str], usize: int, csize: int, offset: int) -> None:
     """Zip64 fields exactly where the writer puts them: no hash covers these bytes.
 
     Both sizes are marked when either does not fit in 32 bits, the offset when it
     does not; a marker on a value that fits would be a second encoding of the entry.
     """
-    expected = (["size", "csize"] if usize >= _U32 or csize >= _U32 else []) + \
-        (["offset"] if offset >= _U32 else [])
+    expected = (["size", "csize"] if usize >= _U32 or csize >= _U32 else []) + (
+        ["offset"] if offset >= _U32 else []
+    )
     if wanted != expected:
-        raise FormatError(f"entry {name!r}: zip64 markers on {wanted or 'nothing'} where the "
-                          f"writer marks {expected or 'nothing'} (a value that fits in 32 "
-                          "bits is marked, or only one of the two sizes is)", entry=name)
+        raise FormatError(
+            f"entry {name!r}: zip64 markers on {wanted or 'nothing'} where the "
+            f"writer marks {expected or 'nothing'} (a value that fits in 32 "
+            "bits is marked, or only one of the two sizes is)",
+            entry=name,
+        )
 
 
 def _check_alignment(name: str, extra: dict[int, bytes]) -> None:
@@ -458,14 +518,21 @@ def _check_alignment(name: str, extra: dict[int, bytes]) -> None:
     record = extra[_EXTRA_ALIGN]
     align = struct.unpack_from("<H", record)[0]
     if list(extra)[-1] != _EXTRA_ALIGN or align != ALIGNMENT or len(record) - 2 >= ALIGNMENT:
-        raise FormatError(f"entry {name!r}: alignment padding is not the writer's (a "
-                          f"{ALIGNMENT}-byte alignment record, last in the local header, "
-                          f"with fewer than {ALIGNMENT} zero bytes)", entry=name)
+        raise FormatError(
+            f"entry {name!r}: alignment padding is not the writer's (a "
+            f"{ALIGNMENT}-byte alignment record, last in the local header, "
+            f"with fewer than {ALIGNMENT} zero bytes)",
+            entry=name,
+        )
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _open_regular(path: str) -> BinaryIO:
@@ -475,8 +542,12 @@ def _open_regular(path: str) -> BinaryIO:
     and a device may block or never end. The type is checked on the open
     descriptor (fstat), so nothing can be swapped in between check and use.
     """
-    flags = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-             | getattr(os, "O_BINARY", 0))
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     try:
         fd = os.open(path, flags)
     except OSError as e:
@@ -537,15 +608,18 @@ class ZipReader:
             raise FormatError(f"file of {file_size} bytes is too short to be a zip archive")
         eocd_at = file_size - _EOCD.size
         (sig, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len) = _EOCD.unpack(
-            self._pread(eocd_at, _EOCD.size, "end of central directory"))
+            self._pread(eocd_at, _EOCD.size, "end of central directory")
+        )
         if sig != _SIG_EOCD:
             tail = self._pread(max(0, file_size - 66000), min(file_size, 66000), "tail")
             found = tail.rfind(b"PK\x05\x06")
             if found >= 0 and found + _EOCD.size > len(tail):
                 raise FormatError("truncated file: the zip end record is cut short")
             if found >= 0:
-                raise FormatError("data or a comment follows the zip end record; "
-                                  "bundles end exactly at the end record")
+                raise FormatError(
+                    "data or a comment follows the zip end record; "
+                    "bundles end exactly at the end record"
+                )
             raise FormatError("not a zip archive (no end-of-central-directory record)")
         if comment_len:
             raise FormatError("zip comment present; bundles carry none")
@@ -554,39 +628,50 @@ class ZipReader:
         cd_end = eocd_at
         if _U16 in (n_disk, n_total) or _U32 in (cd_size, cd_offset):
             if (n_disk, n_total, cd_size, cd_offset) != (_U16, _U16, _U32, _U32):
-                raise FormatError("zip64 end records announced by an end record that marks "
-                                  "only some of its fields; the writer marks all four")
+                raise FormatError(
+                    "zip64 end records announced by an end record that marks "
+                    "only some of its fields; the writer marks all four"
+                )
             if eocd_at < _LOCATOR64.size + _EOCD64.size:
                 raise FormatError("zip64 end records missing")
             loc_at = eocd_at - _LOCATOR64.size
             lsig, ldisk, eocd64_at, ndisks = _LOCATOR64.unpack(
-                self._pread(loc_at, _LOCATOR64.size, "zip64 locator"))
+                self._pread(loc_at, _LOCATOR64.size, "zip64 locator")
+            )
             if lsig != _SIG_LOCATOR64 or ldisk != 0 or ndisks != 1:
                 raise FormatError("zip64 end-of-central-directory locator is invalid")
             if eocd64_at != loc_at - _EOCD64.size:
                 raise FormatError("zip64 end record is not immediately before its locator")
-            (s64, rec_size, made64, need64, d64, cdd64, n_disk, n_total, cd_size,
-             cd_offset) = _EOCD64.unpack(self._pread(eocd64_at, _EOCD64.size, "zip64 end record"))
+            (s64, rec_size, made64, need64, d64, cdd64, n_disk, n_total, cd_size, cd_offset) = (
+                _EOCD64.unpack(self._pread(eocd64_at, _EOCD64.size, "zip64 end record"))
+            )
             if s64 != _SIG_EOCD64 or rec_size != 44 or d64 or cdd64:
                 raise FormatError("zip64 end-of-central-directory record is invalid")
             if (made64, need64) != (_VERSION_MADE_BY, _NEEDED_ZIP64):
-                raise FormatError(f"zip64 end records carry versions 0x{made64:04x}/{need64}, "
-                                  f"not the writer's 0x{_VERSION_MADE_BY:04x}/{_NEEDED_ZIP64}")
+                raise FormatError(
+                    f"zip64 end records carry versions 0x{made64:04x}/{need64}, "
+                    f"not the writer's 0x{_VERSION_MADE_BY:04x}/{_NEEDED_ZIP64}"
+                )
             # Bytes no hash covers must be canonical: zip64 end records only when needed.
             if n_total < _U16 and cd_size < _U32 and cd_offset < _U32:
-                raise FormatError("zip64 end records, but no count, size or offset needs "
-                                  "them; bundles use them only when one does not fit")
+                raise FormatError(
+                    "zip64 end records, but no count, size or offset needs "
+                    "them; bundles use them only when one does not fit"
+                )
             cd_end = eocd64_at
         if n_disk != n_total:
             raise FormatError("entry counts in the end record disagree")
         if n_total > MAX_ENTRIES:
             raise LimitError(f"archive has {n_total} entries; the limit is {MAX_ENTRIES}")
         if cd_size > MAX_CENTRAL_DIRECTORY:
-            raise LimitError(f"central directory of {cd_size} bytes exceeds the limit "
-                             f"of {MAX_CENTRAL_DIRECTORY}")
+            raise LimitError(
+                f"central directory of {cd_size} bytes exceeds the limit of {MAX_CENTRAL_DIRECTORY}"
+            )
         if cd_offset + cd_size != cd_end:
-            raise FormatError("central directory does not end where the end record begins "
-                              "(truncated, or data between them)")
+            raise FormatError(
+                "central directory does not end where the end record begins "
+                "(truncated, or data between them)"
+            )
         cd = self._pread(cd_offset, cd_size, "central directory")
         entries: dict[str, Entry] = {}
         pos = 0
@@ -594,13 +679,30 @@ class ZipReader:
         for index in range(n_total):
             if pos + _CENTRAL.size > len(cd):
                 raise FormatError(f"central directory truncated at entry {index}")
-            (sig, made, need, flags, method, mtime, mdate, crc, csize, usize, nlen, xlen, clen,
-             disk_start, int_attr, ext_attr, offset) = _CENTRAL.unpack_from(cd, pos)
+            (
+                sig,
+                made,
+                need,
+                flags,
+                method,
+                mtime,
+                mdate,
+                crc,
+                csize,
+                usize,
+                nlen,
+                xlen,
+                clen,
+                disk_start,
+                int_attr,
+                ext_attr,
+                offset,
+            ) = _CENTRAL.unpack_from(cd, pos)
             if sig != _SIG_CENTRAL:
                 raise FormatError(f"central directory entry {index} has a bad signature")
             pos += _CENTRAL.size
-            raw_name = cd[pos:pos + nlen]
-            extra_raw = cd[pos + nlen:pos + nlen + xlen]
+            raw_name = cd[pos : pos + nlen]
+            extra_raw = cd[pos + nlen : pos + nlen + xlen]
             pos += nlen + xlen + clen
             if pos > len(cd):
                 raise FormatError(f"central directory entry {index} runs past the directory")
@@ -618,52 +720,82 @@ class ZipReader:
             if flags & ~_FLAG_UTF8:
                 raise FormatError(
                     f"entry {name!r} has general-purpose flags 0x{flags:04x} "
-                    "(encryption or data descriptors are not allowed)", entry=name)
+                    "(encryption or data descriptors are not allowed)",
+                    entry=name,
+                )
             if flags != _FLAG_UTF8:
-                raise FormatError(f"entry {name!r} has general-purpose flags 0x{flags:04x}; "
-                                  "bundles set exactly 0x0800 (UTF-8 names)", entry=name)
+                raise FormatError(
+                    f"entry {name!r} has general-purpose flags 0x{flags:04x}; "
+                    "bundles set exactly 0x0800 (UTF-8 names)",
+                    entry=name,
+                )
             if (mtime, mdate) != (_DOS_TIME_0, _DOS_DATE_1980):
-                raise FormatError(f"entry {name!r} has a non-canonical timestamp (time "
-                                  f"0x{mtime:04x}, date 0x{mdate:04x}); bundles carry "
-                                  "1980-01-01 00:00", entry=name)
+                raise FormatError(
+                    f"entry {name!r} has a non-canonical timestamp (time "
+                    f"0x{mtime:04x}, date 0x{mdate:04x}); bundles carry "
+                    "1980-01-01 00:00",
+                    entry=name,
+                )
             if method not in (_STORED, _DEFLATED):
-                raise FormatError(f"entry {name!r} uses compression method {method}; "
-                                  "only STORED (0) and DEFLATE (8) are allowed", entry=name)
+                raise FormatError(
+                    f"entry {name!r} uses compression method {method}; "
+                    "only STORED (0) and DEFLATE (8) are allowed",
+                    entry=name,
+                )
             mode = ext_attr >> 16
             if (mode & 0o170000) not in (0, 0o100000) or ext_attr & 0x10:
-                raise FormatError(f"entry {name!r} is not a regular file "
-                                  f"(mode {mode:o}: symlink, directory or device)", entry=name)
+                raise FormatError(
+                    f"entry {name!r} is not a regular file "
+                    f"(mode {mode:o}: symlink, directory or device)",
+                    entry=name,
+                )
             # Fields no hash covers must be canonical, or a bundle's bytes could change
             # while it still verifies.
-            wanted = [k for k, v in (("size", usize), ("csize", csize), ("offset", offset))
-                      if v == _U32]
-            if ext_attr != _EXTERNAL_ATTR or int_attr or made != _VERSION_MADE_BY or \
-                    need != (_NEEDED_ZIP64 if wanted else _NEEDED_PLAIN):
-                raise FormatError(f"entry {name!r} has non-canonical attributes (made by "
-                                  f"0x{made:04x}, needs {need}, internal {int_attr}, external "
-                                  f"0x{ext_attr:08x}); bundles hold mode 0644 regular files",
-                                  entry=name)
+            wanted = [
+                k for k, v in (("size", usize), ("csize", csize), ("offset", offset)) if v == _U32
+            ]
+            if (
+                ext_attr != _EXTERNAL_ATTR
+                or int_attr
+                or made != _VERSION_MADE_BY
+                or need != (_NEEDED_ZIP64 if wanted else _NEEDED_PLAIN)
+            ):
+                raise FormatError(
+                    f"entry {name!r} has non-canonical attributes (made by "
+                    f"0x{made:04x}, needs {need}, internal {int_attr}, external "
+                    f"0x{ext_attr:08x}); bundles hold mode 0644 regular files",
+                    entry=name,
+                )
             extra = _parse_extra(extra_raw, f"entry {name!r}")
             if _EXTRA_ALIGN in extra:
-                raise FormatError(f"entry {name!r}: alignment padding in the central "
-                                  "directory; it belongs in local headers only", entry=name)
+                raise FormatError(
+                    f"entry {name!r}: alignment padding in the central "
+                    "directory; it belongs in local headers only",
+                    entry=name,
+                )
             big = _zip64_values(extra, wanted, f"entry {name!r}")
             usize = big.get("size", usize)
             csize = big.get("csize", csize)
             offset = big.get("offset", offset)
             _check_zip64_markers(name, wanted, usize, csize, offset)
             if method == _STORED and csize != usize:
-                raise FormatError(f"stored entry {name!r} declares {csize} compressed and "
-                                  f"{usize} uncompressed bytes", entry=name)
+                raise FormatError(
+                    f"stored entry {name!r} declares {csize} compressed and "
+                    f"{usize} uncompressed bytes",
+                    entry=name,
+                )
             if method == _DEFLATED and usize > (1 << 20) and usize > MAX_DEFLATE_RATIO * csize:
-                raise LimitError(f"entry {name!r} inflates {csize} bytes to {usize} "
-                                 f"(ratio over {MAX_DEFLATE_RATIO}): refused as a zip bomb",
-                                 entry=name)
+                raise LimitError(
+                    f"entry {name!r} inflates {csize} bytes to {usize} "
+                    f"(ratio over {MAX_DEFLATE_RATIO}): refused as a zip bomb",
+                    entry=name,
+                )
             total += usize
             if total > max_total:
                 raise LimitError(f"archive declares more than {max_total} uncompressed bytes")
-            data_at = self._check_local(name, raw_name, flags, method, crc, csize, usize,
-                                        offset, cd_offset, (mtime, mdate))
+            data_at = self._check_local(
+                name, raw_name, flags, method, crc, csize, usize, offset, cd_offset, (mtime, mdate)
+            )
             entries[name] = Entry(name, method, crc, csize, usize, offset, *data_at)
         if pos != len(cd):
             raise FormatError("central directory holds bytes after its last entry")
@@ -671,19 +803,30 @@ class ZipReader:
         self._check_layout(entries, cd_offset)
         return entries
 
-    def _check_local(self, name: str, raw_name: bytes, flags: int, method: int, crc: int,
-                     csize: int, usize: int, offset: int, cd_offset: int,
-                     stamp: tuple[int, int] = (_DOS_TIME_0, _DOS_DATE_1980),
-                     ) -> tuple[int, bool]:
+    def _check_local(
+        self,
+        name: str,
+        raw_name: bytes,
+        flags: int,
+        method: int,
+        crc: int,
+        csize: int,
+        usize: int,
+        offset: int,
+        cd_offset: int,
+        stamp: tuple[int, int] = (_DOS_TIME_0, _DOS_DATE_1980),
+    ) -> tuple[int, bool]:
         """Check the local header against the central directory.
 
         Returns the data offset and whether the header carries an alignment record.
         """
         if offset + _LOCAL.size > cd_offset:
-            raise FormatError(f"entry {name!r} local header lies outside the entry area",
-                              entry=name)
-        (sig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, nlen,
-         xlen) = _LOCAL.unpack(self._pread(offset, _LOCAL.size, f"local header of {name!r}"))
+            raise FormatError(
+                f"entry {name!r} local header lies outside the entry area", entry=name
+            )
+        (sig, lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, nlen, xlen) = (
+            _LOCAL.unpack(self._pread(offset, _LOCAL.size, f"local header of {name!r}"))
+        )
         if sig != _SIG_LOCAL:
             raise FormatError(f"entry {name!r}: no local header at offset {offset}", entry=name)
         lname = self._pread(offset + _LOCAL.size, nlen, f"local name of {name!r}")
@@ -691,47 +834,69 @@ class ZipReader:
             raise FormatError(f"entry {name!r}: local header names it {lname!r}", entry=name)
         lextra = _parse_extra(
             self._pread(offset + _LOCAL.size + nlen, xlen, f"local extra of {name!r}"),
-            f"local header of {name!r}")
+            f"local header of {name!r}",
+        )
         sizes64 = usize >= _U32 or csize >= _U32
         if sizes64 and (lcsize, lusize) == (_U32, _U32):
             vals = _zip64_values(lextra, ["size", "csize"], f"local header of {name!r}")
             lusize, lcsize = vals["size"], vals["csize"]
         elif _U32 in (lcsize, lusize):
-            raise FormatError(f"local header of {name!r}: zip64 markers on sizes that fit in "
-                              "32 bits, or on only one of them", entry=name)
+            raise FormatError(
+                f"local header of {name!r}: zip64 markers on sizes that fit in "
+                "32 bits, or on only one of them",
+                entry=name,
+            )
         elif _EXTRA_ZIP64 in lextra:
             raise FormatError(f"local header of {name!r}: unexpected zip64 field", entry=name)
-        if (lflags, lmethod, lcrc, lcsize, lusize, (ltime, ldate)) != \
-                (flags, method, crc, csize, usize, stamp) or \
-                lneed != (_NEEDED_ZIP64 if sizes64 else _NEEDED_PLAIN):
+        if (lflags, lmethod, lcrc, lcsize, lusize, (ltime, ldate)) != (
+            flags,
+            method,
+            crc,
+            csize,
+            usize,
+            stamp,
+        ) or lneed != (_NEEDED_ZIP64 if sizes64 else _NEEDED_PLAIN):
             raise FormatError(
                 f"entry {name!r}: local header (flags, method, crc, sizes, time, version) "
-                "disagrees with the central directory", entry=name)
+                "disagrees with the central directory",
+                entry=name,
+            )
         data_offset = int(offset + _LOCAL.size + nlen + xlen)
         if _EXTRA_ALIGN in lextra:
             _check_alignment(name, lextra)
             if data_offset % ALIGNMENT:
                 # padding that aligns nothing is a second encoding of the same entry
-                raise FormatError(f"entry {name!r}: alignment record on data that is not "
-                                  f"{ALIGNMENT}-byte aligned", entry=name)
+                raise FormatError(
+                    f"entry {name!r}: alignment record on data that is not "
+                    f"{ALIGNMENT}-byte aligned",
+                    entry=name,
+                )
         return data_offset, _EXTRA_ALIGN in lextra
 
     def _check_layout(self, entries: dict[str, Entry], cd_offset: int) -> None:
         expected = 0
         for e in sorted(entries.values(), key=lambda e: e.header_offset):
             if e.header_offset != expected:
-                what = "overlaps the previous entry" if e.header_offset < expected else \
-                    "is preceded by bytes that belong to no entry"
-                raise FormatError(f"entry {e.name!r} {what} (offset {e.header_offset}, "
-                                  f"expected {expected})", entry=e.name)
+                what = (
+                    "overlaps the previous entry"
+                    if e.header_offset < expected
+                    else "is preceded by bytes that belong to no entry"
+                )
+                raise FormatError(
+                    f"entry {e.name!r} {what} (offset {e.header_offset}, expected {expected})",
+                    entry=e.name,
+                )
             expected = e.data_offset + e.compressed_size
         if expected != cd_offset:
             what = "overlaps" if expected > cd_offset else "is separated by stray bytes from"
             raise FormatError(f"the last entry {what} the central directory")
-        if list(entries) != [e.name for e in sorted(entries.values(),
-                                                    key=lambda e: e.header_offset)]:
-            raise FormatError("the central directory lists the entries out of file order; "
-                              "the writer lists them in the order they are stored")
+        if list(entries) != [
+            e.name for e in sorted(entries.values(), key=lambda e: e.header_offset)
+        ]:
+            raise FormatError(
+                "the central directory lists the entries out of file order; "
+                "the writer lists them in the order they are stored"
+            )
 
     # -- reading entry data
 
@@ -739,8 +904,9 @@ class ZipReader:
         """Return an entry's uncompressed bytes, checking its size bound and CRC."""
         e = self.entries[name]
         if e.size > max_size:
-            raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is {max_size}",
-                             entry=name)
+            raise LimitError(
+                f"entry {name!r} is {e.size} bytes; the limit is {max_size}", entry=name
+            )
         raw = self._pread(e.data_offset, e.compressed_size, f"data of {name!r}")
         if e.method == _DEFLATED:
             d = zlib.decompressobj(-15)
@@ -750,17 +916,21 @@ class ZipReader:
                 if len(data) <= e.size and not d.unconsumed_tail:
                     data += d.decompress(raw[-1:], e.size + 1 - len(data))
             except zlib.error as err:
-                raise FormatError(f"entry {name!r} is not valid DEFLATE data: {err}",
-                                  entry=name) from err
+                raise FormatError(
+                    f"entry {name!r} is not valid DEFLATE data: {err}", entry=name
+                ) from err
             if len(data) > e.size or d.unconsumed_tail or not d.eof or d.unused_data:
-                raise FormatError(f"entry {name!r} does not inflate to exactly its declared "
-                                  f"{e.size} bytes", entry=name)
+                raise FormatError(
+                    f"entry {name!r} does not inflate to exactly its declared {e.size} bytes",
+                    entry=name,
+                )
             _check_final_bits(before, raw[-1], data[head:], name)
         else:
             data = raw
         if len(data) != e.size:
-            raise FormatError(f"entry {name!r} inflates to {len(data)} bytes, "
-                              f"declared {e.size}", entry=name)
+            raise FormatError(
+                f"entry {name!r} inflates to {len(data)} bytes, declared {e.size}", entry=name
+            )
         if zlib.crc32(data) != e.crc32:
             raise IntegrityError(f"entry {name!r} fails its zip CRC-32 check", entry=name)
         return data
@@ -769,8 +939,9 @@ class ZipReader:
         """Bytes [start, start + n) of a STORED entry (no CRC: the caller hashes them)."""
         e = self.entries[name]
         if not e.stored or start < 0 or n < 0 or start + n > e.size:
-            raise FormatError(f"cannot read bytes {start}..{start + n} of entry {name!r}",
-                              entry=name)
+            raise FormatError(
+                f"cannot read bytes {start}..{start + n} of entry {name!r}", entry=name
+            )
         return self._pread(e.data_offset + start, n, f"data of {name!r}")
 
     def iter_entry(self, name: str, *, max_size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -780,8 +951,9 @@ class ZipReader:
             yield self.read(name, max_size=max_size)
             return
         if e.size > max_size:
-            raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is {max_size}",
-                             entry=name)
+            raise LimitError(
+                f"entry {name!r} is {e.size} bytes; the limit is {max_size}", entry=name
+            )
         crc = 0
         left, pos = e.size, e.data_offset
         while left:

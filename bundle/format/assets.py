@@ -58,10 +58,13 @@ def _check_one(path: str, size: int, verified: Mapping[str, bytes]) -> None:
     if not name.endswith((".json", *TEXT_EXTENSIONS)):
         raise UntrustedContentError(
             f"asset {path!r}: only .json, {', '.join(TEXT_EXTENSIONS)} and .safetensors "
-            "assets are allowed (an opaque file could be a pickle or a program)", entry=path)
+            "assets are allowed (an opaque file could be a pickle or a program)",
+            entry=path,
+        )
     if size > MAX_TEXT_ASSET_BYTES:
-        raise LimitError(f"entry {path!r} is {size} bytes; the limit is "
-                         f"{MAX_TEXT_ASSET_BYTES}", entry=path)
+        raise LimitError(
+            f"entry {path!r} is {size} bytes; the limit is {MAX_TEXT_ASSET_BYTES}", entry=path
+        )
     data = verified[path]
     if name.endswith(".json"):
         try:
@@ -72,11 +75,15 @@ def _check_one(path: str, size: int, verified: Mapping[str, bytes]) -> None:
     try:
         text = data.decode("utf-8", errors="strict")
     except UnicodeDecodeError as e:
-        raise UntrustedContentError(f"asset {path!r} is not UTF-8 text (binary data such as "
-                                    f"a pickle): {e.reason} at byte {e.start}",
-                                    entry=path) from e
+        raise UntrustedContentError(
+            f"asset {path!r} is not UTF-8 text (binary data such as "
+            f"a pickle): {e.reason} at byte {e.start}",
+            entry=path,
+        ) from e
     bad = _CONTROL.search(text)
     if bad is not None:
-        raise UntrustedContentError(f"asset {path!r} is not text: control character "
-                                    f"U+{ord(bad.group()):04X} at character {bad.start()}",
-                                    entry=path)
+        raise UntrustedContentError(
+            f"asset {path!r} is not text: control character "
+            f"U+{ord(bad.group()):04X} at character {bad.start()}",
+            entry=path,
+        )

@@ -50,8 +50,12 @@ def loads(data: bytes, *, what: str) -> Any:
     except UnicodeDecodeError as e:
         raise FormatError(f"{what} is not valid UTF-8: {e}", entry=what) from e
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                          parse_float=_finite_float)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+        )
     except (ValueError, RecursionError) as e:
         raise FormatError(f"{what} is not valid JSON: {e}", entry=what) from e
 
@@ -62,8 +66,9 @@ def loads_canonical(data: bytes, *, what: str) -> Any:
     try:
         canonical = dumps(value)
     except (ValueError, UnicodeEncodeError) as e:  # a lone surrogate such as "\ud800"
-        raise FormatError(f"{what} holds a value with no canonical encoding: {e}",
-                          entry=what) from e
+        raise FormatError(
+            f"{what} holds a value with no canonical encoding: {e}", entry=what
+        ) from e
     if canonical != data:
         raise FormatError(
             f"{what} is valid JSON but not canonical (sorted keys, no whitespace, UTF-8); "

@@ -52,9 +52,34 @@ __all__ = [
 ]
 
 MIN_IR_FOR_OPSET: Mapping[int, int] = {
-    1: 3, 2: 3, 3: 3, 4: 3, 5: 3, 6: 3, 7: 3, 8: 3, 9: 4, 10: 5, 11: 6, 12: 7, 13: 7, 14: 7,
-    15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 12, 25: 13, 26: 13,
-    27: 13, 28: 14,
+    1: 3,
+    2: 3,
+    3: 3,
+    4: 3,
+    5: 3,
+    6: 3,
+    7: 3,
+    8: 3,
+    9: 4,
+    10: 5,
+    11: 6,
+    12: 7,
+    13: 7,
+    14: 7,
+    15: 8,
+    16: 8,
+    17: 8,
+    18: 8,
+    19: 9,
+    20: 9,
+    21: 10,
+    22: 10,
+    23: 11,
+    24: 12,
+    25: 13,
+    26: 13,
+    27: 13,
+    28: 14,
 }
 """``ai.onnx`` opset -> the lowest IR version that may import it."""
 
@@ -63,12 +88,18 @@ MIN_IR_FOR_ML_OPSET: Mapping[int, int] = {1: 3, 2: 6, 3: 8, 4: 9, 5: 10}
 
 MIN_IR_FOR_DTYPE: Mapping[int, int] = {
     16: 4,  # BFLOAT16
-    17: 9, 18: 9, 19: 9, 20: 9,  # FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
-    21: 10, 22: 10,  # UINT4, INT4
+    17: 9,
+    18: 9,
+    19: 9,
+    20: 9,  # FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
+    21: 10,
+    22: 10,  # UINT4, INT4
     23: 11,  # FLOAT4E2M1
     24: 12,  # FLOAT8E8M0
-    25: 13, 26: 13,  # UINT2, INT2
-    27: 14, 28: 14,  # FLOAT6E2M3, FLOAT6E3M2
+    25: 13,
+    26: 13,  # UINT2, INT2
+    27: 14,
+    28: 14,  # FLOAT6E2M3, FLOAT6E3M2
 }
 """TensorProto element type -> the IR version that introduced it (older types: any IR)."""
 
@@ -78,13 +109,31 @@ PROBED_TO = "1.32"
 """The newest onnxruntime release measured."""
 
 ORT_FOR_IR: Mapping[int, str] = {
-    3: "1.15", 4: "1.15", 5: "1.15", 6: "1.15", 7: "1.15", 8: "1.15", 9: "1.15",
-    10: "1.18", 11: "1.23", 12: "1.24", 13: "1.24", 14: "1.32",
+    3: "1.15",
+    4: "1.15",
+    5: "1.15",
+    6: "1.15",
+    7: "1.15",
+    8: "1.15",
+    9: "1.15",
+    10: "1.18",
+    11: "1.23",
+    12: "1.24",
+    13: "1.24",
+    14: "1.32",
 }
 ORT_FOR_OPSET: Mapping[int, str] = {
     **{o: "1.15" for o in range(10, 19)},
-    19: "1.16", 20: "1.17", 21: "1.18", 22: "1.21", 23: "1.23", 24: "1.24", 25: "1.24",
-    26: "1.25", 27: "1.32", 28: "1.32",
+    19: "1.16",
+    20: "1.17",
+    21: "1.18",
+    22: "1.21",
+    23: "1.23",
+    24: "1.24",
+    25: "1.24",
+    26: "1.25",
+    27: "1.32",
+    28: "1.32",
 }
 ORT_FOR_ML_OPSET: Mapping[int, str] = {1: "1.15", 2: "1.15", 3: "1.15", 4: "1.17", 5: "1.18"}
 
@@ -103,6 +152,7 @@ def _domain(name: str) -> str:
 
 def _element_types(model: onnx.ModelProto) -> Iterator[int]:
     """Every tensor element type the model names: values, initializers, constants, casts."""
+
     def types(t: object) -> Iterator[int]:
         # TypeProto: tensor, sequence/optional/map of tensors
         which = t.WhichOneof("value")  # type: ignore[attr-defined]
@@ -146,15 +196,13 @@ def lowest_ir_version(model: onnx.ModelProto, opsets: Mapping[str, int] | None =
     with opset imports.
     """
     need = 3
-    stamps = opsets if opsets is not None else {op.domain: op.version
-                                                for op in model.opset_import}
+    stamps = opsets if opsets is not None else {op.domain: op.version for op in model.opset_import}
     for domain, version in stamps.items():
         tables = _tables(domain)
         if tables is not None:
             table = tables[0]
             # An opset newer than the table: the newest IR known, never a guess below it.
-            need = max(need, table.get(version, max(table.values())
-                                       if version > max(table) else 3))
+            need = max(need, table.get(version, max(table.values()) if version > max(table) else 3))
     for t in _element_types(model):
         need = max(need, MIN_IR_FOR_DTYPE.get(t, 3))
     return need
@@ -162,6 +210,7 @@ def lowest_ir_version(model: onnx.ModelProto, opsets: Mapping[str, int] | None =
 
 def used_operators(model: onnx.ModelProto) -> Iterator[tuple[str, str]]:
     """(domain, op_type) of every node, subgraphs included; ``""`` written ``ai.onnx``."""
+
     def walk(g: onnx.GraphProto) -> Iterator[tuple[str, str]]:
         for node in g.node:
             yield _domain(node.domain), node.op_type
@@ -188,19 +237,23 @@ def effective_opsets(model: onnx.ModelProto) -> dict[str, int]:
     out = dict.fromkeys(stamped, 1)
     for domain, op_type in sorted(set(used_operators(model))):
         if domain not in stamped:
-            raise KeyError(f"operator {op_type!r} of domain {domain!r}: the graph imports no "
-                           "opset of that domain")
+            raise KeyError(
+                f"operator {op_type!r} of domain {domain!r}: the graph imports no "
+                "opset of that domain"
+            )
         if (domain, op_type) in ALLOWED_CONTRIB_OPS:
             # onnxruntime's own operator (the loader allows it by name): onnx has no
             # schema for it, and its domain's stamp is onnxruntime's to read
             out[domain] = stamped[domain]
             continue
         try:
-            schema = defs.get_schema(op_type, stamped[domain],
-                                     "" if domain == "ai.onnx" else domain)
+            schema = defs.get_schema(
+                op_type, stamped[domain], "" if domain == "ai.onnx" else domain
+            )
         except defs.SchemaError as e:
-            raise KeyError(f"operator {op_type!r} is not defined in {domain} opset "
-                           f"{stamped[domain]}") from e
+            raise KeyError(
+                f"operator {op_type!r} is not defined in {domain} opset {stamped[domain]}"
+            ) from e
         out[domain] = max(out[domain], schema.since_version)
     return out
 
@@ -231,8 +284,7 @@ def max_supported(onnxruntime_version: str) -> tuple[int, dict[str, int]] | None
         ok = [k for k, r in table.items() if release_tuple(r)[:2] <= v]
         return max(ok) if ok else 0
 
-    return best(ORT_FOR_IR), {"ai.onnx": best(ORT_FOR_OPSET),
-                              "ai.onnx.ml": best(ORT_FOR_ML_OPSET)}
+    return best(ORT_FOR_IR), {"ai.onnx": best(ORT_FOR_OPSET), "ai.onnx.ml": best(ORT_FOR_ML_OPSET)}
 
 
 RESTAMP_FLOOR: Mapping[str, int] = {"ai.onnx": 13, "ai.onnx.ml": 1}

@@ -169,10 +169,12 @@ def _reader(fd: int) -> Callable[[memoryview, int], int]:
     if hasattr(os, "preadv"):
         return lambda view, offset: os.preadv(fd, [view], offset)
     if hasattr(os, "pread"):
+
         def pread(view: memoryview, offset: int) -> int:
             data = os.pread(fd, len(view), offset)
-            view[:len(data)] = data
+            view[: len(data)] = data
             return len(data)
+
         return pread
     lock = threading.Lock()  # no positional reads (Windows): one reader at a time
 
@@ -180,14 +182,21 @@ def _reader(fd: int) -> Callable[[memoryview, int], int]:
         with lock:
             os.lseek(fd, offset, os.SEEK_SET)
             data = os.read(fd, len(view))
-        view[:len(data)] = data
+        view[: len(data)] = data
         return len(data)
+
     return seek_read
 
 
-def _hash_range(read: Callable[[memoryview, int], int], start: int, end: int,
-                into: memoryview | None, buffer_size: int,
-                progress: Progress | None, keep: int = 0) -> RangeDigest:
+def _hash_range(
+    read: Callable[[memoryview, int], int],
+    start: int,
+    end: int,
+    into: memoryview | None,
+    buffer_size: int,
+    progress: Progress | None,
+    keep: int = 0,
+) -> RangeDigest:
     h = hashlib.sha256()
     crc = 0
     head = bytearray()
@@ -195,7 +204,7 @@ def _hash_range(read: Callable[[memoryview, int], int], start: int, end: int,
     pos = start
     while pos < end:
         n = min(buffer_size, end - pos)
-        view = into[pos - start:pos - start + n] if into is not None else scratch[:n]  # type: ignore[index]
+        view = into[pos - start : pos - start + n] if into is not None else scratch[:n]  # type: ignore[index]
         got = 0
         while got < n:
             k = read(view[got:], pos + got)
@@ -205,17 +214,23 @@ def _hash_range(read: Callable[[memoryview, int], int], start: int, end: int,
         h.update(view)
         crc = zlib.crc32(view, crc)
         if len(head) < keep:
-            head += view[:keep - len(head)]
+            head += view[: keep - len(head)]
         pos += n
         if progress is not None:
             progress(n)
     return RangeDigest(start, end, h.digest(), crc, bytes(head))
 
 
-def hash_ranges(fd: int, spans: Sequence[tuple[int, int]], *, workers: int | None = None,
-                into: Sequence[memoryview | None] | None = None,
-                keep: Sequence[int] | None = None, buffer_size: int = BUFFER_SIZE,
-                progress: Progress | None = None) -> list[RangeDigest]:
+def hash_ranges(
+    fd: int,
+    spans: Sequence[tuple[int, int]],
+    *,
+    workers: int | None = None,
+    into: Sequence[memoryview | None] | None = None,
+    keep: Sequence[int] | None = None,
+    buffer_size: int = BUFFER_SIZE,
+    progress: Progress | None = None,
+) -> list[RangeDigest]:
     """SHA-256 and CRC-32 of each [start, end) of the open file ``fd``, in parallel.
 
     ``into``, when given, holds for each span a writable buffer of its length that
@@ -248,8 +263,9 @@ def hash_ranges(fd: int, spans: Sequence[tuple[int, int]], *, workers: int | Non
     if workers == 1:
         return [_hash_range(read, a, b, t, buffer_size, report, k) for a, b, t, k in jobs]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bundle-sha256") as pool:
-        futures = [pool.submit(_hash_range, read, a, b, t, buffer_size, report, k)
-                   for a, b, t, k in jobs]
+        futures = [
+            pool.submit(_hash_range, read, a, b, t, buffer_size, report, k) for a, b, t, k in jobs
+        ]
         try:
             return [f.result() for f in futures]
         except BaseException:

@@ -26,8 +26,14 @@ from .weights import WEIGHTS_NAME, Header
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["ALLOWED_CONTRIB_OPS", "STANDARD_DOMAINS", "allowed_op", "check_graph", "io_specs",
-           "parse_model"]
+__all__ = [
+    "ALLOWED_CONTRIB_OPS",
+    "STANDARD_DOMAINS",
+    "allowed_op",
+    "check_graph",
+    "io_specs",
+    "parse_model",
+]
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 
@@ -43,9 +49,23 @@ def allowed_op(domain: str, op_type: str) -> bool:
     """Whether a node of ``domain``/``op_type`` may be loaded."""
     return domain in STANDARD_DOMAINS or (domain, op_type) in ALLOWED_CONTRIB_OPS
 
-_ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
-               7: "int64", 8: "string", 9: "bool", 10: "float16", 11: "float64",
-               12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+_ELEM_TYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "string",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
 
 
 def parse_model(data: bytes, entry: str) -> onnx.ModelProto:
@@ -94,12 +114,19 @@ def _check_names(g: onnx.GraphProto, entry: str) -> None:
     """
     names = [g.name, *(v.name for v in (*g.input, *g.output, *g.value_info, *g.initializer))]
     for node in g.node:
-        names += [node.name, node.op_type, node.domain, *node.input, *node.output,
-                  *(a.name for a in node.attribute)]
+        names += [
+            node.name,
+            node.op_type,
+            node.domain,
+            *node.input,
+            *node.output,
+            *(a.name for a in node.attribute),
+        ]
     bad = next((n for n in names if not isinstance(n, str)), None)
     if bad is not None:
-        raise FormatError(f"{entry}: graph {g.name!r} holds a name that is not valid UTF-8: "
-                          f"{bad!r}", entry=entry)
+        raise FormatError(
+            f"{entry}: graph {g.name!r} holds a name that is not valid UTF-8: {bad!r}", entry=entry
+        )
 
 
 @functools.cache
@@ -112,8 +139,11 @@ def _inline_fields() -> frozenset[str]:
     """
     from onnx import TensorProto
 
-    return frozenset(f.name for f in TensorProto.DESCRIPTOR.fields
-                     if f.name.endswith("_data") and f.name != "external_data")
+    return frozenset(
+        f.name
+        for f in TensorProto.DESCRIPTOR.fields
+        if f.name.endswith("_data") and f.name != "external_data"
+    )
 
 
 def _check_no_sparse(g: onnx.GraphProto, entry: str) -> None:
@@ -128,14 +158,17 @@ def _check_no_sparse(g: onnx.GraphProto, entry: str) -> None:
         raise UntrustedContentError(
             f"{entry}: graph {g.name!r} has {len(g.sparse_initializer)} sparse "
             "initializer(s); sparse tensors are refused (onnxruntime densifies them at load)",
-            entry=entry)
+            entry=entry,
+        )
     for node in g.node:
         for attr in node.attribute:
             if attr.HasField("sparse_tensor") or len(attr.sparse_tensors):
                 raise UntrustedContentError(
                     f"{entry}: node {node.name or node.op_type!r} has a sparse tensor "
                     f"attribute {attr.name!r}; sparse tensors are refused (onnxruntime "
-                    "densifies them at load)", entry=entry)
+                    "densifies them at load)",
+                    entry=entry,
+                )
 
 
 def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
@@ -143,25 +176,33 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     from onnx import TensorProto
 
     # a non-standard domain only where an allowed operator of it is really used
-    contrib = {n.domain for g in _graphs(model.graph) for n in g.node
-               if (n.domain, n.op_type) in ALLOWED_CONTRIB_OPS}
+    contrib = {
+        n.domain
+        for g in _graphs(model.graph)
+        for n in g.node
+        if (n.domain, n.op_type) in ALLOWED_CONTRIB_OPS
+    }
     for op in model.opset_import:
         if op.domain not in STANDARD_DOMAINS and op.domain not in contrib:
             raise UntrustedContentError(
                 f"{entry} imports operator set domain {op.domain!r}; only the standard "
-                "domains ai.onnx and ai.onnx.ml are loaded", entry=entry)
+                "domains ai.onnx and ai.onnx.ml are loaded",
+                entry=entry,
+            )
     if len(model.functions):
         raise UntrustedContentError(
             f"{entry} defines {len(model.functions)} model-local function(s) "
             f"({model.functions[0].domain}.{model.functions[0].name}); they are not loaded",
-            entry=entry)
+            entry=entry,
+        )
     if len(model.training_info):
         # Training graphs are not part of inference; refusing them keeps every graph the
         # loader hands onnxruntime inside the checks below.
         raise UntrustedContentError(
             f"{entry} carries {len(model.training_info)} ONNX training_info graph(s); "
             "bundles hold inference graphs only (training state lives in training/)",
-            entry=entry)
+            entry=entry,
+        )
     for g in _graphs(model.graph):
         _check_names(g, entry)
         for node in g.node:
@@ -169,18 +210,22 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
                 raise UntrustedContentError(
                     f"{entry}: node {node.name or '?'!r} is {node.domain or 'ai.onnx'}."
                     f"{node.op_type}; custom-domain and EPContext nodes are refused",
-                    entry=entry)
+                    entry=entry,
+                )
         for where, t in _tensors_in_attributes(g):
             if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
                 raise UntrustedContentError(
                     f"{entry}: a tensor attribute of node {where!r} uses external data; only "
-                    "main-graph initializers may", entry=entry)
+                    "main-graph initializers may",
+                    entry=entry,
+                )
         if g is not model.graph:
             for init in g.initializer:
                 if init.data_location == TensorProto.EXTERNAL or len(init.external_data):
                     raise UntrustedContentError(
                         f"{entry}: subgraph initializer {init.name!r} uses external data",
-                        entry=entry)
+                        entry=entry,
+                    )
         _check_no_sparse(g, entry)
 
     used: set[str] = set()
@@ -190,46 +235,59 @@ def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
             if ext:
                 raise UntrustedContentError(
                     f"{entry}: initializer {init.name!r} has external_data entries but is "
-                    "not marked external", entry=entry)
+                    "not marked external",
+                    entry=entry,
+                )
             continue
         if len(ext) != len(init.external_data) or set(ext) != {"location", "offset", "length"}:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} external data must have exactly "
-                f"location, offset and length (found {sorted(ext, key=str)})", entry=entry)
+                f"location, offset and length (found {sorted(ext, key=str)})",
+                entry=entry,
+            )
         if ext["location"] != WEIGHTS_NAME:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} points at {ext['location']!r}; "
-                f"external data may only point into {WEIGHTS_NAME}", entry=entry)
+                f"external data may only point into {WEIGHTS_NAME}",
+                entry=entry,
+            )
         info = header.tensors.get(init.name)
         if info is None:
             raise UntrustedContentError(
-                f"{entry}: initializer {init.name!r} has no tensor in {WEIGHTS_NAME}",
-                entry=entry)
+                f"{entry}: initializer {init.name!r} has no tensor in {WEIGHTS_NAME}", entry=entry
+            )
         want = (str(header.data_start + info.begin), str(info.end - info.begin))
         if (ext["offset"], ext["length"]) != want:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} offset/length {ext['offset']}/"
                 f"{ext['length']} do not match its tensor in {WEIGHTS_NAME} ({want[0]}/"
-                f"{want[1]})", entry=entry)
+                f"{want[1]})",
+                entry=entry,
+            )
         if init.data_type != info.onnx_type or tuple(init.dims) != info.shape:
             raise UntrustedContentError(
                 f"{entry}: initializer {init.name!r} declares type {init.data_type} shape "
                 f"{list(init.dims)} but its tensor is {info.dtype} {list(info.shape)}",
-                entry=entry)
+                entry=entry,
+            )
         inline = sorted(f.name for f, _ in init.ListFields() if f.name in _inline_fields())
         if inline:
             raise UntrustedContentError(
                 f"{entry}: external initializer {init.name!r} also carries inline data "
-                f"({', '.join(inline)})", entry=entry)
+                f"({', '.join(inline)})",
+                entry=entry,
+            )
         if init.name in used:
-            raise UntrustedContentError(f"{entry}: initializer {init.name!r} appears twice",
-                                        entry=entry)
+            raise UntrustedContentError(
+                f"{entry}: initializer {init.name!r} appears twice", entry=entry
+            )
         used.add(init.name)
     unused = set(header.tensors) - used
     if unused:
         raise UntrustedContentError(
             f"{WEIGHTS_NAME} holds tensor(s) the graph never uses: {sorted(unused)[:5]}",
-            entry=WEIGHTS_NAME)
+            entry=WEIGHTS_NAME,
+        )
 
 
 def rebase_external(model: onnx.ModelProto, location: str, base: int) -> None:
@@ -242,8 +300,9 @@ def rebase_external(model: onnx.ModelProto, location: str, base: int) -> None:
                 e.value = str(int(e.value) + base)
 
 
-def inline_small_external(model: onnx.ModelProto, read: Callable[[int, int], bytes],
-                          max_bytes: int) -> None:
+def inline_small_external(
+    model: onnx.ModelProto, read: Callable[[int, int], bytes], max_bytes: int
+) -> None:
     """Copy the data of checked external initializers of at most ``max_bytes`` inline.
 
     onnxruntime's graph resolution folds small constant inputs (a Reshape's target

@@ -42,8 +42,22 @@ GRAPH_NAME = "model.onnx"
 """The graph entry's name (role ``graph``; FORMAT.md 6)."""
 MAX_MANIFEST_BYTES = 4 << 20
 
-DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64",
-          "uint8", "uint16", "uint32", "uint64", "bool", "string")
+DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+    "string",
+)
 TASKS = ("classifier", "regressor", "transformer", "clusterer", "generic")
 COLUMN_KINDS = ("numeric", "integer", "string", "bool")
 FILE_ROLES = ("graph", "weights", "training_state", "asset")
@@ -143,8 +157,9 @@ class TensorSpec:
                 dims.append(None if dim is None else _str(dim, f"{path}.shape[{i}]", 128))
             else:
                 dims.append(_int(dim, f"{path}.shape[{i}]"))
-        return cls(_str(d["name"], f"{path}.name"), _enum(d["dtype"], f"{path}.dtype", DTYPES),
-                   tuple(dims))
+        return cls(
+            _str(d["name"], f"{path}.name"), _enum(d["dtype"], f"{path}.dtype", DTYPES), tuple(dims)
+        )
 
     @property
     def dynamic_axes(self) -> list[int]:
@@ -166,8 +181,11 @@ class Column:
     @classmethod
     def from_dict(cls, d: Any, path: str) -> Column:
         d = _obj(d, path, {"name", "kind", "input"})
-        return cls(_str(d["name"], f"{path}.name"), _enum(d["kind"], f"{path}.kind", COLUMN_KINDS),
-                   _str(d["input"], f"{path}.input"))
+        return cls(
+            _str(d["name"], f"{path}.name"),
+            _enum(d["kind"], f"{path}.kind", COLUMN_KINDS),
+            _str(d["input"], f"{path}.input"),
+        )
 
 
 @dataclass(frozen=True)
@@ -221,22 +239,38 @@ class FileEntry:
         from .digest import MAX_SHARD_SIZE, MIN_SHARD_SIZE, shard_root
 
         s = self.shard_size
-        if isinstance(s, bool) or not isinstance(s, int) or s & (s - 1) or \
-                not MIN_SHARD_SIZE <= s <= MAX_SHARD_SIZE:
-            raise _fail("files", f"{self.path}: shard_size must be a power of two between "
-                        f"{MIN_SHARD_SIZE} and {MAX_SHARD_SIZE}, found {s!r}")
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, int)
+            or s & (s - 1)
+            or not MIN_SHARD_SIZE <= s <= MAX_SHARD_SIZE
+        ):
+            raise _fail(
+                "files",
+                f"{self.path}: shard_size must be a power of two between "
+                f"{MIN_SHARD_SIZE} and {MAX_SHARD_SIZE}, found {s!r}",
+            )
         if self.size <= s:
-            raise _fail("files", f"{self.path}: an entry of {self.size} bytes is not sharded "
-                        f"at shard_size {s} (only entries larger than it are)")
+            raise _fail(
+                "files",
+                f"{self.path}: an entry of {self.size} bytes is not sharded "
+                f"at shard_size {s} (only entries larger than it are)",
+            )
         if len(self.shards) != -(-self.size // s):
-            raise _fail("files", f"{self.path}: {self.size} bytes in shards of {s} make "
-                        f"{-(-self.size // s)} shards, {len(self.shards)} are listed")
+            raise _fail(
+                "files",
+                f"{self.path}: {self.size} bytes in shards of {s} make "
+                f"{-(-self.size // s)} shards, {len(self.shards)} are listed",
+            )
         for i, d in enumerate(self.shards):
             if not isinstance(d, str) or not _HEX64.fullmatch(d):
                 raise _fail("files", f"{self.path}: shard {i} must be 64 lowercase hex digits")
         if shard_root(self.shards) != self.sha256:
-            raise _fail("files", f"{self.path}: sha256 is not the root of its shards (SHA-256 "
-                        "over the concatenated shard digests)")
+            raise _fail(
+                "files",
+                f"{self.path}: sha256 is not the root of its shards (SHA-256 "
+                "over the concatenated shard digests)",
+            )
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -246,8 +280,12 @@ class FileEntry:
         return shard_spans(self.size, self.shard_size) if self.shards else [(0, self.size)]
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"path": self.path, "role": self.role, "size": self.size,
-                             "sha256": self.sha256}
+        d: dict[str, Any] = {
+            "path": self.path,
+            "role": self.role,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
         if self.shards:
             d["shard_size"] = self.shard_size
             d["shards"] = list(self.shards)
@@ -258,14 +296,21 @@ class FileEntry:
         d = _obj(d, path, {"path", "role", "size", "sha256"}, {"shard_size", "shards"})
         if ("shards" in d) != ("shard_size" in d):
             raise _fail(path, "shards and shard_size come together")
-        shards = tuple(_str(x, f"{path}.shards[{i}]", 64) for i, x in
-                       enumerate(_list(d.get("shards", []), f"{path}.shards", 1 << 16)))
+        shards = tuple(
+            _str(x, f"{path}.shards[{i}]", 64)
+            for i, x in enumerate(_list(d.get("shards", []), f"{path}.shards", 1 << 16))
+        )
         if "shards" in d and not shards:
             # An empty list would vanish on re-serialization: one manifest, one encoding.
             raise _fail(f"{path}.shards", "a sharded entry lists at least two shards")
-        return cls(_str(d["path"], f"{path}.path", 255), _str(d["role"], f"{path}.role"),
-                   _int(d["size"], f"{path}.size"), _str(d["sha256"], f"{path}.sha256", 64),
-                   shards, _int(d.get("shard_size", 0), f"{path}.shard_size"))
+        return cls(
+            _str(d["path"], f"{path}.path", 255),
+            _str(d["role"], f"{path}.role"),
+            _int(d["size"], f"{path}.size"),
+            _str(d["sha256"], f"{path}.sha256", 64),
+            shards,
+            _int(d.get("shard_size", 0), f"{path}.shard_size"),
+        )
 
 
 @dataclass(frozen=True)
@@ -278,8 +323,12 @@ class OutputParity:
     mismatches: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "max_abs": float(self.max_abs),
-                "max_rel": float(self.max_rel), "mismatches": self.mismatches}
+        return {
+            "name": self.name,
+            "max_abs": float(self.max_abs),
+            "max_rel": float(self.max_rel),
+            "mismatches": self.mismatches,
+        }
 
 
 @dataclass(frozen=True)
@@ -298,9 +347,12 @@ class Parity:
         return all(o.mismatches == 0 for o in self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
-                "sample_rows": self.sample_rows, "accepted_mismatch": self.accepted_mismatch,
-                "outputs": [o.to_dict() for o in self.outputs]}
+        return {
+            "tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
+            "sample_rows": self.sample_rows,
+            "accepted_mismatch": self.accepted_mismatch,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> Parity:
@@ -310,11 +362,21 @@ class Parity:
         for i, o in enumerate(_list(d["outputs"], f"{path}.outputs", 256)):
             p = f"{path}.outputs[{i}]"
             o = _obj(o, p, {"name", "max_abs", "max_rel", "mismatches"})
-            outs.append(OutputParity(_str(o["name"], f"{p}.name"), _num(o["max_abs"], p),
-                                     _num(o["max_rel"], p), _int(o["mismatches"], p)))
-        return cls(_num(tol["atol"], f"{path}.atol"), _num(tol["rtol"], f"{path}.rtol"),
-                   _int(d["sample_rows"], f"{path}.sample_rows"), tuple(outs),
-                   _bool(d["accepted_mismatch"], f"{path}.accepted_mismatch"))
+            outs.append(
+                OutputParity(
+                    _str(o["name"], f"{p}.name"),
+                    _num(o["max_abs"], p),
+                    _num(o["max_rel"], p),
+                    _int(o["mismatches"], p),
+                )
+            )
+        return cls(
+            _num(tol["atol"], f"{path}.atol"),
+            _num(tol["rtol"], f"{path}.rtol"),
+            _int(d["sample_rows"], f"{path}.sample_rows"),
+            tuple(outs),
+            _bool(d["accepted_mismatch"], f"{path}.accepted_mismatch"),
+        )
 
 
 @dataclass(frozen=True)
@@ -332,25 +394,36 @@ class ModelInfo:
     precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "description": self.description,
-                "task": self.task, "precision": self.precision,
-                "framework": {"name": self.framework, "version": self.framework_version},
-                "converter": {"name": self.converter, "version": self.converter_version}}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "task": self.task,
+            "precision": self.precision,
+            "framework": {"name": self.framework, "version": self.framework_version},
+            "converter": {"name": self.converter, "version": self.converter_version},
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> ModelInfo:
-        d = _obj(d, path, {"name", "version", "description", "task", "framework", "converter",
-                           "precision"})
+        d = _obj(
+            d,
+            path,
+            {"name", "version", "description", "task", "framework", "converter", "precision"},
+        )
         fw = _obj(d["framework"], f"{path}.framework", {"name", "version"})
         cv = _obj(d["converter"], f"{path}.converter", {"name", "version"})
-        return cls(_str(d["name"], f"{path}.name"), _str(d["version"], f"{path}.version", 64),
-                   _str(d["description"], f"{path}.description", _TEXT_MAX, empty=True),
-                   _enum(d["task"], f"{path}.task", TASKS),
-                   _str(fw["name"], f"{path}.framework.name"),
-                   _str(fw["version"], f"{path}.framework.version", 64, empty=True),
-                   _str(cv["name"], f"{path}.converter.name"),
-                   _str(cv["version"], f"{path}.converter.version", 64, empty=True),
-                   _enum(d["precision"], f"{path}.precision", PRECISIONS))
+        return cls(
+            _str(d["name"], f"{path}.name"),
+            _str(d["version"], f"{path}.version", 64),
+            _str(d["description"], f"{path}.description", _TEXT_MAX, empty=True),
+            _enum(d["task"], f"{path}.task", TASKS),
+            _str(fw["name"], f"{path}.framework.name"),
+            _str(fw["version"], f"{path}.framework.version", 64, empty=True),
+            _str(cv["name"], f"{path}.converter.name"),
+            _str(cv["version"], f"{path}.converter.version", 64, empty=True),
+            _enum(d["precision"], f"{path}.precision", PRECISIONS),
+        )
 
 
 @dataclass(frozen=True)
@@ -362,8 +435,11 @@ class OnnxInfo:
     min_onnxruntime: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ir_version": self.ir_version, "opsets": dict(sorted(self.opsets.items())),
-                "min_onnxruntime": self.min_onnxruntime}
+        return {
+            "ir_version": self.ir_version,
+            "opsets": dict(sorted(self.opsets.items())),
+            "min_onnxruntime": self.min_onnxruntime,
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> OnnxInfo:
@@ -371,8 +447,10 @@ class OnnxInfo:
         ops = d["opsets"]
         if not isinstance(ops, dict) or len(ops) > 64:
             raise _fail(f"{path}.opsets", "expected an object of at most 64 domains")
-        opsets = {_str(k, f"{path}.opsets", empty=True): _int(v, f"{path}.opsets[{k}]", 1, 10**6)
-                  for k, v in ops.items()}
+        opsets = {
+            _str(k, f"{path}.opsets", empty=True): _int(v, f"{path}.opsets[{k}]", 1, 10**6)
+            for k, v in ops.items()
+        }
         mo = _str(d["min_onnxruntime"], f"{path}.min_onnxruntime", 32)
         if not _VERSION.fullmatch(mo):
             raise _fail(f"{path}.min_onnxruntime", f"{mo!r} is not a version number")
@@ -420,33 +498,44 @@ class Requires:
             raise _fail("requires.min_opsets", "must name exactly the domains of opsets")
         for d, v in self.min_opsets.items():
             if v > self.opsets[d]:
-                raise _fail(f"requires.min_opsets[{d}]", f"{v} is above the stamped opset "
-                            f"{self.opsets[d]}")
-        if not self.execution_providers or \
-                list(self.execution_providers) != sorted(set(self.execution_providers)):
-            raise _fail("requires.execution_providers", "must be a sorted list of unique "
-                        "names, at least one")
+                raise _fail(
+                    f"requires.min_opsets[{d}]", f"{v} is above the stamped opset {self.opsets[d]}"
+                )
+        if not self.execution_providers or list(self.execution_providers) != sorted(
+            set(self.execution_providers)
+        ):
+            raise _fail(
+                "requires.execution_providers",
+                "must be a sorted list of unique names, at least one",
+            )
         for ep in self.execution_providers:
             if not isinstance(ep, str) or not _EXECUTION_PROVIDER.fullmatch(ep):
-                raise _fail("requires.execution_providers", f"{ep!r} is not an execution "
-                            "provider name")
+                raise _fail(
+                    "requires.execution_providers", f"{ep!r} is not an execution provider name"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"onnxruntime": self.onnxruntime, "ir_version": self.ir_version,
-                "opsets": dict(sorted(self.opsets.items())),
-                "min_opsets": dict(sorted(self.min_opsets.items())),
-                "execution_providers": list(self.execution_providers)}
+        return {
+            "onnxruntime": self.onnxruntime,
+            "ir_version": self.ir_version,
+            "opsets": dict(sorted(self.opsets.items())),
+            "min_opsets": dict(sorted(self.min_opsets.items())),
+            "execution_providers": list(self.execution_providers),
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> Requires:
-        d = _obj(d, path, {"onnxruntime", "ir_version", "opsets", "min_opsets",
-                           "execution_providers"})
+        d = _obj(
+            d, path, {"onnxruntime", "ir_version", "opsets", "min_opsets", "execution_providers"}
+        )
         eps = _list(d["execution_providers"], f"{path}.execution_providers", 16)
-        return cls(_release(d["onnxruntime"], f"{path}.onnxruntime"),
-                   _int(d["ir_version"], f"{path}.ir_version", 1, 1000),
-                   _opset_map(d["opsets"], f"{path}.opsets"),
-                   _opset_map(d["min_opsets"], f"{path}.min_opsets"),
-                   tuple(_str(e, f"{path}.execution_providers") for e in eps))
+        return cls(
+            _release(d["onnxruntime"], f"{path}.onnxruntime"),
+            _int(d["ir_version"], f"{path}.ir_version", 1, 1000),
+            _opset_map(d["opsets"], f"{path}.opsets"),
+            _opset_map(d["min_opsets"], f"{path}.min_opsets"),
+            tuple(_str(e, f"{path}.execution_providers") for e in eps),
+        )
 
 
 @dataclass(frozen=True)
@@ -469,29 +558,52 @@ class SmokeTensor:
         for d in self.shape:
             n *= d
         if n != len(self.values):
-            raise _fail(where, f"shape {list(self.shape)} holds {n} values, "
-                        f"{len(self.values)} are listed")
-        kind = "f" if self.dtype.startswith("float") else "b" if self.dtype == "bool" \
-            else "s" if self.dtype == "string" else "i"
+            raise _fail(
+                where, f"shape {list(self.shape)} holds {n} values, {len(self.values)} are listed"
+            )
+        kind = (
+            "f"
+            if self.dtype.startswith("float")
+            else "b"
+            if self.dtype == "bool"
+            else "s"
+            if self.dtype == "string"
+            else "i"
+        )
         for i, v in enumerate(self.values):
-            ok = (type(v) is float or v in ("nan", "inf", "-inf")) if kind == "f" else \
-                type(v) is bool if kind == "b" else \
-                (isinstance(v, str) and len(v) <= _TEXT_MAX) if kind == "s" else \
-                (type(v) is int and -(2**63) <= v < 2**64)
+            ok = (
+                (type(v) is float or v in ("nan", "inf", "-inf"))
+                if kind == "f"
+                else type(v) is bool
+                if kind == "b"
+                else (isinstance(v, str) and len(v) <= _TEXT_MAX)
+                if kind == "s"
+                else (type(v) is int and -(2**63) <= v < 2**64)
+            )
             if not ok:
                 raise _fail(f"{where}.values[{i}]", f"{v!r} is not a {self.dtype} value")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "values": list(self.values)}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "values": list(self.values),
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> SmokeTensor:
         d = _obj(d, path, {"name", "dtype", "shape", "values"})
-        shape = tuple(_int(x, f"{path}.shape[{i}]", 0, SMOKE_MAX_VALUES)
-                      for i, x in enumerate(_list(d["shape"], f"{path}.shape", 64)))
-        return cls(_str(d["name"], f"{path}.name"), _str(d["dtype"], f"{path}.dtype"),
-                   shape, tuple(_list(d["values"], f"{path}.values", SMOKE_MAX_VALUES)))
+        shape = tuple(
+            _int(x, f"{path}.shape[{i}]", 0, SMOKE_MAX_VALUES)
+            for i, x in enumerate(_list(d["shape"], f"{path}.shape", 64))
+        )
+        return cls(
+            _str(d["name"], f"{path}.name"),
+            _str(d["dtype"], f"{path}.dtype"),
+            shape,
+            tuple(_list(d["values"], f"{path}.values", SMOKE_MAX_VALUES)),
+        )
 
 
 @dataclass(frozen=True)
@@ -518,20 +630,28 @@ class Smoke:
             raise _fail("smoke", f"{total} values; at most {SMOKE_MAX_VALUES}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
-                "inputs": [t.to_dict() for t in self.inputs],
-                "outputs": [t.to_dict() for t in self.outputs]}
+        return {
+            "tolerance": {"atol": float(self.atol), "rtol": float(self.rtol)},
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> Smoke:
         d = _obj(d, path, {"tolerance", "inputs", "outputs"})
         tol = _obj(d["tolerance"], f"{path}.tolerance", {"atol", "rtol"})
-        return cls(_num(tol["atol"], f"{path}.tolerance.atol"),
-                   _num(tol["rtol"], f"{path}.tolerance.rtol"),
-                   tuple(SmokeTensor.from_dict(x, f"{path}.inputs[{i}]")
-                         for i, x in enumerate(_list(d["inputs"], f"{path}.inputs", 1024))),
-                   tuple(SmokeTensor.from_dict(x, f"{path}.outputs[{i}]")
-                         for i, x in enumerate(_list(d["outputs"], f"{path}.outputs", 1024))))
+        return cls(
+            _num(tol["atol"], f"{path}.tolerance.atol"),
+            _num(tol["rtol"], f"{path}.tolerance.rtol"),
+            tuple(
+                SmokeTensor.from_dict(x, f"{path}.inputs[{i}]")
+                for i, x in enumerate(_list(d["inputs"], f"{path}.inputs", 1024))
+            ),
+            tuple(
+                SmokeTensor.from_dict(x, f"{path}.outputs[{i}]")
+                for i, x in enumerate(_list(d["outputs"], f"{path}.outputs", 1024))
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -546,20 +666,26 @@ class DerivedFrom:
     change: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.manifest_sha256, str) or \
-                not _HEX64.fullmatch(self.manifest_sha256):
+        if not isinstance(self.manifest_sha256, str) or not _HEX64.fullmatch(self.manifest_sha256):
             raise _fail("derived_from.manifest_sha256", "must be 64 lowercase hex digits")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"manifest_sha256": self.manifest_sha256, "name": self.name,
-                "version": self.version, "change": self.change}
+        return {
+            "manifest_sha256": self.manifest_sha256,
+            "name": self.name,
+            "version": self.version,
+            "change": self.change,
+        }
 
     @classmethod
     def from_dict(cls, d: Any, path: str) -> DerivedFrom:
         d = _obj(d, path, {"manifest_sha256", "name", "version", "change"})
-        return cls(_str(d["manifest_sha256"], f"{path}.manifest_sha256", 64),
-                   _str(d["name"], f"{path}.name"), _str(d["version"], f"{path}.version", 64),
-                   _str(d["change"], f"{path}.change", _TEXT_MAX))
+        return cls(
+            _str(d["manifest_sha256"], f"{path}.manifest_sha256", 64),
+            _str(d["name"], f"{path}.name"),
+            _str(d["version"], f"{path}.version", 64),
+            _str(d["change"], f"{path}.change", _TEXT_MAX),
+        )
 
 
 @dataclass(frozen=True)
@@ -590,8 +716,11 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.format_version != FORMAT_VERSION:
-            raise _fail("format_version", f"{self.format_version} is not supported by this "
-                        f"reader (it reads version {FORMAT_VERSION}); upgrade model-bundle")
+            raise _fail(
+                "format_version",
+                f"{self.format_version} is not supported by this "
+                f"reader (it reads version {FORMAT_VERSION}); upgrade model-bundle",
+            )
         paths = [f.path for f in self.files]
         if paths != sorted(set(paths)):
             raise _fail("files", "paths must be unique and sorted")
@@ -615,10 +744,17 @@ class Manifest:
         if len({c.name for c in self.columns}) != len(self.columns):
             raise _fail("columns", "column names must be unique")
         for k, v in self.metadata.items():
-            if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > _IDENT_MAX \
-                    or len(v) > _TEXT_MAX:
-                raise _fail("metadata", "keys and values must be strings (key 1..256, "
-                            "value ..8192 characters)")
+            if (
+                not isinstance(k, str)
+                or not isinstance(v, str)
+                or not k
+                or len(k) > _IDENT_MAX
+                or len(v) > _TEXT_MAX
+            ):
+                raise _fail(
+                    "metadata",
+                    "keys and values must be strings (key 1..256, value ..8192 characters)",
+                )
         if self.expires is not None:
             from .versions import parse_time
 
@@ -632,11 +768,16 @@ class Manifest:
         """FORMAT.md 5.9 rules 8 and 9: ``requires`` repeats ``onnx``; smoke vectors name
         every input and only outputs, with the manifest's dtypes."""
         r = self.requires
-        if r is not None and (r.ir_version != self.onnx.ir_version
-                              or dict(r.opsets) != dict(self.onnx.opsets)
-                              or r.onnxruntime != self.onnx.min_onnxruntime):
-            raise _fail("requires", "ir_version, opsets and onnxruntime must equal onnx's "
-                        "ir_version, opsets and min_onnxruntime")
+        if r is not None and (
+            r.ir_version != self.onnx.ir_version
+            or dict(r.opsets) != dict(self.onnx.opsets)
+            or r.onnxruntime != self.onnx.min_onnxruntime
+        ):
+            raise _fail(
+                "requires",
+                "ir_version, opsets and onnxruntime must equal onnx's "
+                "ir_version, opsets and min_onnxruntime",
+            )
         if self.smoke is not None:
             specs = {s.name: s for s in self.inputs}
             if sorted(t.name for t in self.smoke.inputs) != sorted(specs):
@@ -647,8 +788,9 @@ class Manifest:
             specs.update({s.name: s for s in self.outputs})
             for t in (*self.smoke.inputs, *self.smoke.outputs):
                 if specs[t.name].dtype != t.dtype:
-                    raise _fail("smoke", f"{t.name!r} is {t.dtype}; the model says "
-                                f"{specs[t.name].dtype}")
+                    raise _fail(
+                        "smoke", f"{t.name!r} is {t.dtype}; the model says {specs[t.name].dtype}"
+                    )
 
     def _check_shard_size(self) -> None:
         """One shard size per bundle, and every entry larger than it sharded.
@@ -663,8 +805,7 @@ class Manifest:
             s = sizes.pop()
             big = [f.path for f in self.files if not f.shards and f.size > s]
             if big:
-                raise _fail("files", f"{big[0]} is larger than the shard size {s} but not "
-                            "sharded")
+                raise _fail("files", f"{big[0]} is larger than the shard size {s} but not sharded")
 
     @property
     def shard_size(self) -> int:
@@ -680,24 +821,30 @@ class Manifest:
     # -- serialization
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": self.format_version,
-            "model": self.model.to_dict(),
-            "onnx": self.onnx.to_dict(),
-            "inputs": [s.to_dict() for s in self.inputs],
-            "outputs": [s.to_dict() for s in self.outputs],
-            "columns": [c.to_dict() for c in self.columns],
-            "methods": {k: v.to_dict() for k, v in sorted(self.methods.items())},
-            "files": [f.to_dict() for f in self.files],
-            "parity": self.parity.to_dict() if self.parity else None,
-            "metadata": dict(sorted(self.metadata.items())),
-            "created_by": self.created_by,
-            "created": self.created,
-        } | ({"expires": self.expires} if self.expires is not None else {}) \
-          | ({"requires": self.requires.to_dict()} if self.requires is not None else {}) \
-          | ({"smoke": self.smoke.to_dict()} if self.smoke is not None else {}) \
-          | ({"derived_from": self.derived_from.to_dict()}
-             if self.derived_from is not None else {})
+        return (
+            {
+                "format_version": self.format_version,
+                "model": self.model.to_dict(),
+                "onnx": self.onnx.to_dict(),
+                "inputs": [s.to_dict() for s in self.inputs],
+                "outputs": [s.to_dict() for s in self.outputs],
+                "columns": [c.to_dict() for c in self.columns],
+                "methods": {k: v.to_dict() for k, v in sorted(self.methods.items())},
+                "files": [f.to_dict() for f in self.files],
+                "parity": self.parity.to_dict() if self.parity else None,
+                "metadata": dict(sorted(self.metadata.items())),
+                "created_by": self.created_by,
+                "created": self.created,
+            }
+            | ({"expires": self.expires} if self.expires is not None else {})
+            | ({"requires": self.requires.to_dict()} if self.requires is not None else {})
+            | ({"smoke": self.smoke.to_dict()} if self.smoke is not None else {})
+            | (
+                {"derived_from": self.derived_from.to_dict()}
+                if self.derived_from is not None
+                else {}
+            )
+        )
 
     def to_bytes(self) -> bytes:
         """The canonical JSON stored in the bundle."""
@@ -707,20 +854,42 @@ class Manifest:
     def from_bytes(cls, data: bytes) -> Manifest:
         """Parse canonical manifest bytes; any deviation from the schema is a FormatError."""
         if len(data) > MAX_MANIFEST_BYTES:
-            raise FormatError(f"manifest.json is {len(data)} bytes; the limit is "
-                              f"{MAX_MANIFEST_BYTES}", entry=MANIFEST_NAME)
+            raise FormatError(
+                f"manifest.json is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}",
+                entry=MANIFEST_NAME,
+            )
         return cls.from_dict(_json.loads_canonical(data, what=MANIFEST_NAME))
 
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
         """Build from a parsed JSON object, checking every field."""
-        if isinstance(d, dict) and (d.get("format_version") != FORMAT_VERSION
-                                    or type(d.get("format_version")) is not int):
-            raise _fail("format_version", f"{d.get('format_version')!r} is not supported by this "
-                        f"reader (it reads version {FORMAT_VERSION})")
-        d = _obj(d, "$", {"format_version", "model", "onnx", "inputs", "outputs", "columns",
-                          "methods", "files", "parity", "metadata", "created_by", "created"},
-                 {"expires", "requires", "smoke", "derived_from"})
+        if isinstance(d, dict) and (
+            d.get("format_version") != FORMAT_VERSION or type(d.get("format_version")) is not int
+        ):
+            raise _fail(
+                "format_version",
+                f"{d.get('format_version')!r} is not supported by this "
+                f"reader (it reads version {FORMAT_VERSION})",
+            )
+        d = _obj(
+            d,
+            "$",
+            {
+                "format_version",
+                "model",
+                "onnx",
+                "inputs",
+                "outputs",
+                "columns",
+                "methods",
+                "files",
+                "parity",
+                "metadata",
+                "created_by",
+                "created",
+            },
+            {"expires", "requires", "smoke", "derived_from"},
+        )
         methods = d["methods"]
         if not isinstance(methods, dict):
             raise _fail("methods", "expected an object")
@@ -731,16 +900,26 @@ class Manifest:
         return cls(
             model=ModelInfo.from_dict(d["model"], "model"),
             onnx=OnnxInfo.from_dict(d["onnx"], "onnx"),
-            inputs=tuple(TensorSpec.from_dict(x, f"inputs[{i}]")
-                         for i, x in enumerate(_list(d["inputs"], "inputs", 1024))),
-            outputs=tuple(TensorSpec.from_dict(x, f"outputs[{i}]")
-                          for i, x in enumerate(_list(d["outputs"], "outputs", 1024))),
-            columns=tuple(Column.from_dict(x, f"columns[{i}]")
-                          for i, x in enumerate(_list(d["columns"], "columns", 4096))),
-            methods={_enum(k, "methods", METHODS): Method.from_dict(v, f"methods.{k}")
-                     for k, v in methods.items()},
-            files=tuple(FileEntry.from_dict(x, f"files[{i}]")
-                        for i, x in enumerate(_list(d["files"], "files", 64))),
+            inputs=tuple(
+                TensorSpec.from_dict(x, f"inputs[{i}]")
+                for i, x in enumerate(_list(d["inputs"], "inputs", 1024))
+            ),
+            outputs=tuple(
+                TensorSpec.from_dict(x, f"outputs[{i}]")
+                for i, x in enumerate(_list(d["outputs"], "outputs", 1024))
+            ),
+            columns=tuple(
+                Column.from_dict(x, f"columns[{i}]")
+                for i, x in enumerate(_list(d["columns"], "columns", 4096))
+            ),
+            methods={
+                _enum(k, "methods", METHODS): Method.from_dict(v, f"methods.{k}")
+                for k, v in methods.items()
+            },
+            files=tuple(
+                FileEntry.from_dict(x, f"files[{i}]")
+                for i, x in enumerate(_list(d["files"], "files", 64))
+            ),
             parity=None if d["parity"] is None else Parity.from_dict(d["parity"], "parity"),
             metadata=metadata,
             created_by=_str(d["created_by"], "created_by", 128),
@@ -749,6 +928,7 @@ class Manifest:
             requires=Requires.from_dict(d["requires"], "requires") if "requires" in d else None,
             smoke=Smoke.from_dict(d["smoke"], "smoke") if "smoke" in d else None,
             derived_from=DerivedFrom.from_dict(d["derived_from"], "derived_from")
-            if "derived_from" in d else None,
+            if "derived_from" in d
+            else None,
             format_version=d["format_version"],
         )

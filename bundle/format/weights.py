@@ -29,8 +29,17 @@ if TYPE_CHECKING:
 
     from .archive import ZipReader
 
-__all__ = ["MAX_HEADER_BYTES", "WEIGHTS_NAME", "SplitWeights", "TensorInfo", "TensorSource",
-           "inline_external_data", "parse_header", "read_header", "split_weights"]
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "WEIGHTS_NAME",
+    "SplitWeights",
+    "TensorInfo",
+    "TensorSource",
+    "inline_external_data",
+    "parse_header",
+    "read_header",
+    "split_weights",
+]
 
 WEIGHTS_NAME = "weights.safetensors"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own MAX_HEADER_SIZE
@@ -38,10 +47,18 @@ MAX_TENSORS = 1_000_000
 
 # safetensors dtype -> (itemsize, ONNX TensorProto data type, numpy dtype)
 _DTYPES: dict[str, tuple[int, int, str | None]] = {
-    "F64": (8, 11, "float64"), "F32": (4, 1, "float32"), "F16": (2, 10, "float16"),
-    "BF16": (2, 16, None), "I64": (8, 7, "int64"), "I32": (4, 6, "int32"),
-    "I16": (2, 5, "int16"), "I8": (1, 3, "int8"), "U64": (8, 13, "uint64"),
-    "U32": (4, 12, "uint32"), "U16": (2, 4, "uint16"), "U8": (1, 2, "uint8"),
+    "F64": (8, 11, "float64"),
+    "F32": (4, 1, "float32"),
+    "F16": (2, 10, "float16"),
+    "BF16": (2, 16, None),
+    "I64": (8, 7, "int64"),
+    "I32": (4, 6, "int32"),
+    "I16": (2, 5, "int16"),
+    "I8": (1, 3, "int8"),
+    "U64": (8, 13, "uint64"),
+    "U32": (4, 12, "uint32"),
+    "U16": (2, 4, "uint16"),
+    "U8": (1, 2, "uint8"),
     "BOOL": (1, 9, "bool"),
 }
 _BY_ONNX = {onnx_type: st for st, (_, onnx_type, _np) in _DTYPES.items()}
@@ -78,22 +95,23 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
         raise FormatError(f"{entry}: {total_size} bytes is too short for safetensors", entry=entry)
     (n,) = struct.unpack_from("<Q", head)
     if n > MAX_HEADER_BYTES:
-        raise LimitError(f"{entry}: header of {n} bytes exceeds the limit of {MAX_HEADER_BYTES}",
-                         entry=entry)
+        raise LimitError(
+            f"{entry}: header of {n} bytes exceeds the limit of {MAX_HEADER_BYTES}", entry=entry
+        )
     if 8 + n > total_size:
-        raise FormatError(f"{entry}: header length {n} runs past the end of the entry",
-                          entry=entry)
+        raise FormatError(f"{entry}: header length {n} runs past the end of the entry", entry=entry)
     if len(head) < 8 + n:
         raise ValueError("caller gave too few header bytes")
-    raw = head[8:8 + n]
+    raw = head[8 : 8 + n]
     if not raw.startswith(b"{"):
         raise FormatError(f"{entry}: header does not start with '{{'", entry=entry)
     doc = _json.loads(raw, what=f"{entry} header")
     if not isinstance(doc, dict):
         raise FormatError(f"{entry}: header is not a JSON object", entry=entry)
     meta = doc.pop("__metadata__", {})
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                             for k, v in meta.items()):
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+    ):
         raise FormatError(f"{entry}: __metadata__ must map strings to strings", entry=entry)
     if len(doc) > MAX_TENSORS:
         raise LimitError(f"{entry}: more than {MAX_TENSORS} tensors", entry=entry)
@@ -102,29 +120,39 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
     for name, info in doc.items():
         where = f"{entry}: tensor {name!r}"
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise FormatError(f"{where} must have exactly dtype, shape, data_offsets",
-                              entry=entry)
+            raise FormatError(f"{where} must have exactly dtype, shape, data_offsets", entry=entry)
         dtype, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in _DTYPES:
             raise FormatError(f"{where} has unsupported dtype {dtype!r}", entry=entry)
-        if not isinstance(shape, list) or len(shape) > 64 or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > 64
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
             raise FormatError(f"{where} has an invalid shape {shape!r}", entry=entry)
-        if not isinstance(offs, list) or len(offs) != 2 or not all(
-                isinstance(o, int) and not isinstance(o, bool) for o in offs):
+        if (
+            not isinstance(offs, list)
+            or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+        ):
             raise FormatError(f"{where} has invalid data_offsets {offs!r}", entry=entry)
         begin, end = offs
         if not 0 <= begin <= end <= data_len:
-            raise FormatError(f"{where} data_offsets {offs} fall outside the data area "
-                              f"of {data_len} bytes", entry=entry)
+            raise FormatError(
+                f"{where} data_offsets {offs} fall outside the data area of {data_len} bytes",
+                entry=entry,
+            )
         count = 0 if 0 in shape else 1
         for d in shape:
             count *= d
             if count > data_len:  # bounded early: no tensor may claim more than the file holds
                 raise FormatError(f"{where} shape {shape} overflows the data area", entry=entry)
         if count * _DTYPES[dtype][0] != end - begin:
-            raise FormatError(f"{where}: {dtype} x {shape} needs {count * _DTYPES[dtype][0]} "
-                              f"bytes but data_offsets span {end - begin}", entry=entry)
+            raise FormatError(
+                f"{where}: {dtype} x {shape} needs {count * _DTYPES[dtype][0]} "
+                f"bytes but data_offsets span {end - begin}",
+                entry=entry,
+            )
         tensors[name] = TensorInfo(name, dtype, tuple(shape), begin, end)
     pos = 0
     for t in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
@@ -133,16 +161,16 @@ def parse_header(head: bytes, total_size: int, *, entry: str = WEIGHTS_NAME) -> 
             raise FormatError(f"{entry}: tensor {t.name!r} {what}", entry=entry)
         pos = t.end
     if pos != data_len:
-        raise FormatError(f"{entry}: {data_len - pos} trailing bytes after the last tensor",
-                          entry=entry)
+        raise FormatError(
+            f"{entry}: {data_len - pos} trailing bytes after the last tensor", entry=entry
+        )
     return Header(tensors, meta, 8 + n)
 
 
 def read_header(reader: ZipReader, path: str, size: int) -> Header:
     """Parse the safetensors header of a STORED entry of ``size`` bytes, reading only it."""
     first = reader.read_range(path, 0, min(8, size))
-    return parse_header(reader.read_range(path, 0, min(header_size(first), size)), size,
-                        entry=path)
+    return parse_header(reader.read_range(path, 0, min(header_size(first), size)), size, entry=path)
 
 
 def header_size(first8: bytes) -> int:
@@ -172,8 +200,10 @@ def externalize(model: onnx.ModelProto) -> dict[str, np.ndarray]:
         if init.data_type not in _BY_ONNX or _DTYPES[_BY_ONNX[init.data_type]][2] is None:
             continue
         if init.data_location == TensorProto.EXTERNAL:
-            raise FormatError(f"initializer {init.name!r} still refers to external data; "
-                              "load the model with its external data first")
+            raise FormatError(
+                f"initializer {init.name!r} still refers to external data; "
+                "load the model with its external data first"
+            )
         arr = numpy_helper.to_array(init)
         if arr.size == 0:
             continue
@@ -189,8 +219,9 @@ def externalize(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return tensors
 
 
-def bind_external(model: onnx.ModelProto, header: Header, location: str = WEIGHTS_NAME,
-                  base: int = 0) -> None:
+def bind_external(
+    model: onnx.ModelProto, header: Header, location: str = WEIGHTS_NAME, base: int = 0
+) -> None:
     """Point each externalized initializer at its bytes: ``location`` at ``base`` + place."""
     from onnx import TensorProto
 
@@ -199,15 +230,19 @@ def bind_external(model: onnx.ModelProto, header: Header, location: str = WEIGHT
         if t is None or init.raw_data or init.external_data:
             continue
         init.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", location),
-                           ("offset", str(base + header.data_start + t.begin)),
-                           ("length", str(t.end - t.begin))):
+        for key, value in (
+            ("location", location),
+            ("offset", str(base + header.data_start + t.begin)),
+            ("length", str(t.end - t.begin)),
+        ):
             e = init.external_data.add()
             e.key, e.value = key, value
 
 
-def serialize(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None,
-              ) -> bytes:
+def serialize(
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
     """The safetensors bytes of ``tensors`` (via the safetensors library)."""
     from safetensors.numpy import save
 
@@ -223,8 +258,12 @@ def numpy_dtype(info: TensorInfo) -> Any:
 
 # safetensors lays tensors out by dtype, widest alignment first (its Rust enum order,
 # descending), then by name; the writer below reproduces that byte for byte.
-_LAYOUT_RANK = {d: i for i, d in enumerate(
-    ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"))}
+_LAYOUT_RANK = {
+    d: i
+    for i, d in enumerate(
+        ("BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64")
+    )
+}
 _CHUNK = 8 << 20
 
 
@@ -242,8 +281,10 @@ class TensorSource:
     def array(self) -> np.ndarray:
         """The tensor as a numpy array (a copy made on demand)."""
         data = b"".join(bytes(c) for c in self.chunks())
-        return np.frombuffer(data, dtype=np.dtype(_DTYPES[self.dtype][2]).newbyteorder("<"),
-                            ).reshape(self.shape)
+        return np.frombuffer(
+            data,
+            dtype=np.dtype(_DTYPES[self.dtype][2]).newbyteorder("<"),
+        ).reshape(self.shape)
 
 
 class _LazyArrays(Mapping[str, np.ndarray]):
@@ -298,12 +339,15 @@ class SplitWeights:
                     break
                 yield chunk
             if written != s.nbytes:
-                raise FormatError(f"initializer {s.name!r} holds {written} bytes, its dtype and "
-                                  f"shape need {s.nbytes}")
+                raise FormatError(
+                    f"initializer {s.name!r} holds {written} bytes, its dtype and "
+                    f"shape need {s.nbytes}"
+                )
 
 
-def safetensors_layout(tensors: list[tuple[str, str, tuple[int, ...], int]],
-                       metadata: Mapping[str, str] | None = None) -> tuple[bytes, list[str]]:
+def safetensors_layout(
+    tensors: list[tuple[str, str, tuple[int, ...], int]], metadata: Mapping[str, str] | None = None
+) -> tuple[bytes, list[str]]:
     """The 8 + N header bytes safetensors writes for (name, dtype, shape, nbytes) tensors,
     and the tensor names in data order."""
     order = sorted(tensors, key=lambda t: (-_LAYOUT_RANK[t[1]], t[0]))
@@ -350,8 +394,10 @@ def _external_file(init: onnx.TensorProto) -> tuple[str, int, int | None]:
     ext = {e.key: e.value for e in init.external_data}
     path = ext.get("location", "")
     if not os.path.isabs(path):
-        raise FormatError(f"initializer {init.name!r} still refers to external data; "
-                          "load the model with its external data first")
+        raise FormatError(
+            f"initializer {init.name!r} still refers to external data; "
+            "load the model with its external data first"
+        )
     try:
         offset = int(ext.get("offset", "0"))
         length = int(ext["length"]) if "length" in ext else None
@@ -371,6 +417,7 @@ def _file_chunks(path: str, offset: int, nbytes: int) -> Any:
                     raise FormatError(f"external data file {path} ends before the tensor does")
                 left -= len(chunk)
                 yield chunk
+
     return gen
 
 
@@ -383,6 +430,7 @@ def _proto_chunks(init: onnx.TensorProto) -> Any:
             return
         arr = numpy_helper.to_array(init)
         yield np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+
     return gen
 
 
@@ -412,8 +460,10 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
         if init.data_location == TensorProto.EXTERNAL:
             path, offset, length = _external_file(init)
             if length is not None and length != nbytes:
-                raise FormatError(f"initializer {init.name!r}: external data length {length}, "
-                                  f"its dtype and shape need {nbytes}")
+                raise FormatError(
+                    f"initializer {init.name!r}: external data length {length}, "
+                    f"its dtype and shape need {nbytes}"
+                )
             chunks = _file_chunks(path, offset, nbytes)
         else:
             chunks = _proto_chunks(init)

@@ -92,8 +92,10 @@ def _meta(frame_meta: Any, scorer: Scorer, manifest: Any) -> Any:
     meta = frame_meta.iloc[:0].copy()
     taken = set(meta.columns) & set(scorer.new_columns(manifest))
     if taken:
-        raise ValueError(f"the DataFrame already has column(s) {sorted(taken)} that scoring "
-                         "would write; choose output columns with outputs={output: column}")
+        raise ValueError(
+            f"the DataFrame already has column(s) {sorted(taken)} that scoring "
+            "would write; choose output columns with outputs={output: column}"
+        )
     for column, spec in scorer.output_columns(manifest):
         meta[column] = pd.Series(np.empty(0, dtype=numpy_dtype(spec)), dtype=numpy_dtype(spec))
     if scorer.lineage:
@@ -106,12 +108,19 @@ def _has_plugin(dask_scheduler: Any, name: str) -> bool:
     return name in getattr(dask_scheduler, "worker_plugins", {})
 
 
-def score(ddf: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
-          client: Any = None, outputs: Sequence[str] | Mapping[str, str] | None = None,
-          features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-          lineage: str | None = None, intra_op_threads: int | None = None,
-          cache_dir: str | None = None, preload: bool = True,
-          **reference_options: Any) -> Any:
+def score(
+    ddf: Any,
+    ref: BundleRef | str | os.PathLike[str] | Scorer,
+    *,
+    client: Any = None,
+    outputs: Sequence[str] | Mapping[str, str] | None = None,
+    features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    lineage: str | None = None,
+    intra_op_threads: int | None = None,
+    cache_dir: str | None = None,
+    preload: bool = True,
+    **reference_options: Any,
+) -> Any:
     """``ddf`` with one column per model output (and the lineage column), lazily.
 
     ``ref``: a URI with ``digest`` and trust keywords (:func:`bundle.integrations.reference`),
@@ -120,9 +129,14 @@ def score(ddf: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
     current one, if any); with one and ``preload``, :class:`BundlePlugin` verifies
     the bundle on every worker before this returns.
     """
-    options = {"outputs": outputs, "features": features, "lineage": lineage,
-               "intra_op_threads": intra_op_threads, "cache_dir": cache_dir,
-               **reference_options}
+    options = {
+        "outputs": outputs,
+        "features": features,
+        "lineage": lineage,
+        "intra_op_threads": intra_op_threads,
+        "cache_dir": cache_dir,
+        **reference_options,
+    }
     if isinstance(ref, Scorer):
         if any(v is not None for v in options.values()):
             raise TypeError("give a Scorer alone, or a URI/BundleRef with options")

@@ -52,11 +52,12 @@ class BundlePredictor:
     adds one per output (and the lineage column).
     """
 
-    def __init__(self, scorer: Scorer | BundleRef | str | os.PathLike[str],
-                 **options: Any) -> None:
-        self.scorer = scorer if isinstance(scorer, Scorer) and not options \
-            else Scorer.create(scorer if not isinstance(scorer, Scorer) else scorer.ref,
-                               **options)
+    def __init__(self, scorer: Scorer | BundleRef | str | os.PathLike[str], **options: Any) -> None:
+        self.scorer = (
+            scorer
+            if isinstance(scorer, Scorer) and not options
+            else Scorer.create(scorer if not isinstance(scorer, Scorer) else scorer.ref, **options)
+        )
         self.threads = granted_cpus()
         self.model: Model | None = None
         self.error: BundleError | None = None
@@ -75,13 +76,21 @@ class BundlePredictor:
         return self.scorer.score(batch, self.threads)
 
 
-def score(ds: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
-          concurrency: int = 1, num_cpus: float = 1, batch_size: int | None = 4096,
-          batch_format: str = "pandas",
-          outputs: Sequence[str] | Mapping[str, str] | None = None,
-          features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-          lineage: str | None = None, intra_op_threads: int | None = None,
-          cache_dir: str | None = None, **reference_options: Any) -> Any:
+def score(
+    ds: Any,
+    ref: BundleRef | str | os.PathLike[str] | Scorer,
+    *,
+    concurrency: int = 1,
+    num_cpus: float = 1,
+    batch_size: int | None = 4096,
+    batch_format: str = "pandas",
+    outputs: Sequence[str] | Mapping[str, str] | None = None,
+    features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    lineage: str | None = None,
+    intra_op_threads: int | None = None,
+    cache_dir: str | None = None,
+    **reference_options: Any,
+) -> Any:
     """``ds`` with the model's outputs added as columns (lazy, like any ``map_batches``).
 
     ``concurrency``: actors in the pool (each loads and verifies the model once);
@@ -96,14 +105,24 @@ def score(ds: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive int, not {concurrency!r}")
     if isinstance(ref, Scorer):
-        if reference_options or outputs or features or lineage or intra_op_threads \
-                or cache_dir:
+        if reference_options or outputs or features or lineage or intra_op_threads or cache_dir:
             raise TypeError("give a Scorer alone, or a URI/BundleRef with options")
         scorer = ref
     else:
-        scorer = Scorer.create(ref, outputs=outputs, features=features, lineage=lineage,
-                               intra_op_threads=intra_op_threads, cache_dir=cache_dir,
-                               **reference_options)
-    return ds.map_batches(BundlePredictor, fn_constructor_args=(scorer,),
-                          compute=ray.data.ActorPoolStrategy(size=concurrency),
-                          num_cpus=num_cpus, batch_size=batch_size, batch_format=batch_format)
+        scorer = Scorer.create(
+            ref,
+            outputs=outputs,
+            features=features,
+            lineage=lineage,
+            intra_op_threads=intra_op_threads,
+            cache_dir=cache_dir,
+            **reference_options,
+        )
+    return ds.map_batches(
+        BundlePredictor,
+        fn_constructor_args=(scorer,),
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=num_cpus,
+        batch_size=batch_size,
+        batch_format=batch_format,
+    )

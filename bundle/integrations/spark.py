@@ -32,17 +32,29 @@ from ..errors import BundleError, InputError
 from ..format.manifest import TensorSpec
 from .worker import BundleRef, Scorer, manifest_for
 
-__all__ = ["PartitionScorer", "predict_udf", "raise_bundle_errors", "return_type",
-           "score", "task_cpus"]
+__all__ = [
+    "PartitionScorer",
+    "predict_udf",
+    "raise_bundle_errors",
+    "return_type",
+    "score",
+    "task_cpus",
+]
 
 # Spark type name and the numpy dtype its Arrow conversion wants, per manifest dtype.
 _SPARK_TYPES = {
-    "float32": ("FloatType", np.float32), "float16": ("FloatType", np.float32),
-    "float64": ("DoubleType", np.float64), "int8": ("ByteType", np.int8),
-    "int16": ("ShortType", np.int16), "int32": ("IntegerType", np.int32),
-    "int64": ("LongType", np.int64), "uint8": ("ShortType", np.int16),
-    "uint16": ("IntegerType", np.int32), "uint32": ("LongType", np.int64),
-    "bool": ("BooleanType", np.bool_), "string": ("StringType", object),
+    "float32": ("FloatType", np.float32),
+    "float16": ("FloatType", np.float32),
+    "float64": ("DoubleType", np.float64),
+    "int8": ("ByteType", np.int8),
+    "int16": ("ShortType", np.int16),
+    "int32": ("IntegerType", np.int32),
+    "int64": ("LongType", np.int64),
+    "uint8": ("ShortType", np.int16),
+    "uint16": ("IntegerType", np.int32),
+    "uint32": ("LongType", np.int64),
+    "bool": ("BooleanType", np.bool_),
+    "string": ("StringType", object),
 }
 
 
@@ -64,8 +76,9 @@ def _field_type(spec: TensorSpec) -> Any:
 
     entry = _SPARK_TYPES.get(spec.dtype)
     if entry is None:
-        raise InputError(f"output {spec.name!r} has dtype {spec.dtype}, which has no Spark "
-                         "type", entry=spec.name)
+        raise InputError(
+            f"output {spec.name!r} has dtype {spec.dtype}, which has no Spark type", entry=spec.name
+        )
     dtype: Any = getattr(types, entry[0])()
     for _ in spec.shape[1:]:
         dtype = types.ArrayType(dtype, containsNull=False)
@@ -75,8 +88,10 @@ def _field_type(spec: TensorSpec) -> Any:
 def _fields(scorer: Scorer, manifest: Any) -> list[Any]:
     from pyspark.sql import types
 
-    fields = [types.StructField(column, _field_type(spec))
-              for column, spec in scorer.output_columns(manifest)]
+    fields = [
+        types.StructField(column, _field_type(spec))
+        for column, spec in scorer.output_columns(manifest)
+    ]
     if scorer.lineage:
         fields.append(types.StructField(scorer.lineage, types.StringType()))
     return fields
@@ -108,8 +123,7 @@ def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:
     model = scorer.model(threads)
     values = scorer.outputs_for(model, pdf)
     specs = dict(scorer.output_columns(manifest))
-    out = pd.DataFrame({c: _spark_values(v, specs[c]) for c, v in values.items()},
-                       index=pdf.index)
+    out = pd.DataFrame({c: _spark_values(v, specs[c]) for c, v in values.items()}, index=pdf.index)
     if scorer.lineage:
         out[scorer.lineage] = scorer.ref.lineage
     return out
@@ -132,9 +146,11 @@ class PartitionScorer:
             new = _frame(self.scorer, pdf, threads, self.manifest)
             taken = set(pdf.columns) & set(new.columns)
             if taken:
-                raise InputError(f"the DataFrame already has column(s) {sorted(taken)} that "
-                                 "scoring would write; choose output columns with "
-                                 "outputs={output: column}")
+                raise InputError(
+                    f"the DataFrame already has column(s) {sorted(taken)} that "
+                    "scoring would write; choose output columns with "
+                    "outputs={output: column}"
+                )
             yield pd.concat([pdf, new], axis=1)
 
 
@@ -146,11 +162,17 @@ def _scorer(ref: BundleRef | str | os.PathLike[str] | Scorer, options: dict[str,
     return Scorer.create(ref, **{k: v for k, v in options.items() if v is not None})
 
 
-def score(df: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
-          outputs: Sequence[str] | Mapping[str, str] | None = None,
-          features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-          lineage: str | None = None, intra_op_threads: int | None = None,
-          cache_dir: str | None = None, **reference_options: Any) -> Any:
+def score(
+    df: Any,
+    ref: BundleRef | str | os.PathLike[str] | Scorer,
+    *,
+    outputs: Sequence[str] | Mapping[str, str] | None = None,
+    features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    lineage: str | None = None,
+    intra_op_threads: int | None = None,
+    cache_dir: str | None = None,
+    **reference_options: Any,
+) -> Any:
     """``df`` with one column per model output (and the lineage column) appended.
 
     ``ref``: a URI with ``digest`` and trust keywords (:func:`bundle.integrations.reference`),
@@ -160,15 +182,25 @@ def score(df: Any, ref: BundleRef | str | os.PathLike[str] | Scorer, *,
     """
     from pyspark.sql import types
 
-    scorer = _scorer(ref, {"outputs": outputs, "features": features, "lineage": lineage,
-                           "intra_op_threads": intra_op_threads, "cache_dir": cache_dir,
-                           **reference_options})
+    scorer = _scorer(
+        ref,
+        {
+            "outputs": outputs,
+            "features": features,
+            "lineage": lineage,
+            "intra_op_threads": intra_op_threads,
+            "cache_dir": cache_dir,
+            **reference_options,
+        },
+    )
     manifest = manifest_for(scorer.ref, cache_dir=scorer.cache_dir)
     new = _fields(scorer, manifest)
     taken = set(df.columns) & {f.name for f in new}
     if taken:
-        raise ValueError(f"the DataFrame already has column(s) {sorted(taken)} that scoring "
-                         "would write; choose output columns with outputs={output: column}")
+        raise ValueError(
+            f"the DataFrame already has column(s) {sorted(taken)} that scoring "
+            "would write; choose output columns with outputs={output: column}"
+        )
     schema = types.StructType([*df.schema.fields, *new])
     return df.mapInPandas(PartitionScorer(scorer, manifest), schema)
 
@@ -188,11 +220,16 @@ class _ColumnsUDF:
         return self.udf(functions.struct(*cols))
 
 
-def predict_udf(ref: BundleRef | str | os.PathLike[str] | Scorer, *,
-                outputs: Sequence[str] | Mapping[str, str] | None = None,
-                features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-                lineage: str | None = None, intra_op_threads: int | None = None,
-                cache_dir: str | None = None, **reference_options: Any) -> Any:
+def predict_udf(
+    ref: BundleRef | str | os.PathLike[str] | Scorer,
+    *,
+    outputs: Sequence[str] | Mapping[str, str] | None = None,
+    features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    lineage: str | None = None,
+    intra_op_threads: int | None = None,
+    cache_dir: str | None = None,
+    **reference_options: Any,
+) -> Any:
     """A pandas UDF scoring with the bundle: ``df.withColumn("p", udf(*columns))``.
 
     Call it with the columns the model reads (names or Columns); they reach the
@@ -203,9 +240,17 @@ def predict_udf(ref: BundleRef | str | os.PathLike[str] | Scorer, *,
     import pandas as pd
     from pyspark.sql.functions import pandas_udf  # type: ignore[attr-defined]
 
-    scorer = _scorer(ref, {"outputs": outputs, "features": features, "lineage": lineage,
-                           "intra_op_threads": intra_op_threads, "cache_dir": cache_dir,
-                           **reference_options})
+    scorer = _scorer(
+        ref,
+        {
+            "outputs": outputs,
+            "features": features,
+            "lineage": lineage,
+            "intra_op_threads": intra_op_threads,
+            "cache_dir": cache_dir,
+            **reference_options,
+        },
+    )
     manifest = manifest_for(scorer.ref, cache_dir=scorer.cache_dir)
     rtype = return_type(scorer, manifest)
     single = len(_fields(scorer, manifest)) == 1

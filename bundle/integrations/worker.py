@@ -80,8 +80,10 @@ def _normalize_digest(digest: str) -> str:
         raise TypeError(f"digest must be a string 'sha256:<64 hex>', not {type(digest).__name__}")
     hexpart = digest.removeprefix(_DIGEST_PREFIX).lower()
     if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-        raise ValueError(f"digest must be 'sha256:' and 64 hex digits (the SHA-256 of the "
-                         f"bundle's manifest.json), not {digest!r}")
+        raise ValueError(
+            f"digest must be 'sha256:' and 64 hex digits (the SHA-256 of the "
+            f"bundle's manifest.json), not {digest!r}"
+        )
     return _DIGEST_PREFIX + hexpart
 
 
@@ -95,8 +97,13 @@ def _local_path(uri: str) -> str:
 
 def _is_store_ref(uri: str) -> bool:
     """``name@alias`` / ``name:version``: no scheme, no path separator, no bundle suffix."""
-    return "://" not in uri and "/" not in uri and os.sep not in uri \
-        and ("@" in uri or ":" in uri) and not uri.endswith(".mbundle")
+    return (
+        "://" not in uri
+        and "/" not in uri
+        and os.sep not in uri
+        and ("@" in uri or ":" in uri)
+        and not uri.endswith(".mbundle")
+    )
 
 
 @dataclass(frozen=True)
@@ -138,10 +145,14 @@ class BundleRef:
 
     def policy(self) -> TrustPolicy:
         """The trust policy this reference describes (built on the worker)."""
-        return TrustPolicy([load_public_key(k) for k in self.keys] or None,
-                           roots=list(self.roots) or None, threshold=self.threshold,
-                           min_version=self.min_version, now=self.now,
-                           allow_unsigned=self.allow_unsigned)
+        return TrustPolicy(
+            [load_public_key(k) for k in self.keys] or None,
+            roots=list(self.roots) or None,
+            threshold=self.threshold,
+            min_version=self.min_version,
+            now=self.now,
+            allow_unsigned=self.allow_unsigned,
+        )
 
     @property
     def lineage(self) -> str:
@@ -152,16 +163,31 @@ class BundleRef:
         return self.digest
 
     def _cache_key(self) -> tuple[Any, ...]:
-        return (self.digest, self.keys, self.roots, self.threshold, self.min_version,
-                self.now, self.allow_unsigned)
+        return (
+            self.digest,
+            self.keys,
+            self.roots,
+            self.threshold,
+            self.min_version,
+            self.now,
+            self.allow_unsigned,
+        )
 
 
-def reference(uri: str | os.PathLike[str] | BundleRef, *, digest: str | None = None,
-              trust: TrustPolicy | None = None, trusted_keys: Any = None,
-              allow_unsigned: bool = False, threshold: int | None = None,
-              trusted_roots: Any = None, now: Any = None, min_version: str | None = None,
-              store: str | None = None,
-              storage_options: Mapping[str, Any] | None = None) -> BundleRef:
+def reference(
+    uri: str | os.PathLike[str] | BundleRef,
+    *,
+    digest: str | None = None,
+    trust: TrustPolicy | None = None,
+    trusted_keys: Any = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    store: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> BundleRef:
     """Name a bundle for a batch job (on the driver); the result goes to the workers.
 
     ``uri``: a local path (on a filesystem every worker sees), an fsspec URL
@@ -180,12 +206,20 @@ def reference(uri: str | os.PathLike[str] | BundleRef, *, digest: str | None = N
     """
     if isinstance(uri, BundleRef):
         return uri
-    policy = resolve_policy(trust, trusted_keys=trusted_keys, allow_unsigned=allow_unsigned,
-                            threshold=threshold, trusted_roots=trusted_roots, now=now,
-                            min_version=min_version)
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+    )
     if policy.rollback_state is not None:
-        raise ValueError("a rollback_state file cannot travel to workers; pin the bundle "
-                         "with digest= and min_version= instead")
+        raise ValueError(
+            "a rollback_state file cannot travel to workers; pin the bundle "
+            "with digest= and min_version= instead"
+        )
     from cryptography.hazmat.primitives.serialization import Encoding
 
     location = os.fspath(uri)
@@ -193,21 +227,28 @@ def reference(uri: str | os.PathLike[str] | BundleRef, *, digest: str | None = N
     common: dict[str, Any] = {
         "keys": tuple(k.pem() for k in policy.keys),
         "roots": tuple(c.public_bytes(Encoding.PEM) for c in policy.roots),
-        "threshold": policy.threshold, "min_version": policy.min_version,
+        "threshold": policy.threshold,
+        "min_version": policy.min_version,
         "now": None if policy.now is None else format_time(policy.now),
-        "allow_unsigned": policy.allow_unsigned, "storage_options": options}
+        "allow_unsigned": policy.allow_unsigned,
+        "storage_options": options,
+    }
     if store is not None:
         if digest is not None:
             return BundleRef(location, digest, store=store, **common)
         resolved_digest, seq = _store_resolve(store, location, policy, dict(options))
         return BundleRef(location, resolved_digest, store=store, seq=seq, **common)
     if _is_store_ref(location) and not Path(location).exists():
-        raise ValueError(f"{location!r} looks like a store reference (name@alias): give "
-                         "store= (the store's URL) as well")
+        raise ValueError(
+            f"{location!r} looks like a store reference (name@alias): give "
+            "store= (the store's URL) as well"
+        )
     if digest is None:
         if not _is_local(location):
-            raise ValueError(f"give digest= for a remote bundle ({location}): workers must "
-                             "know which bundle to accept before they fetch it")
+            raise ValueError(
+                f"give digest= for a remote bundle ({location}): workers must "
+                "know which bundle to accept before they fetch it"
+            )
         digest = _local_digest(_local_path(location))
     return BundleRef(location, digest, **common)
 
@@ -231,18 +272,20 @@ def _store_module() -> Any:
     try:
         return importlib.import_module(__name__.rsplit(".", 2)[0] + ".store")
     except ImportError as e:
-        raise FetchError(f"store references (name@alias) need bundle.store, which cannot be "
-                         f"imported here ({e}): pip install 'model-bundle[store]', or pass "
-                         "the bundle's path or URL and its digest instead") from e
+        raise FetchError(
+            f"store references (name@alias) need bundle.store, which cannot be "
+            f"imported here ({e}): pip install 'model-bundle[store]', or pass "
+            "the bundle's path or URL and its digest instead"
+        ) from e
 
 
 def _store(url: str, policy: TrustPolicy, storage_options: Mapping[str, Any]) -> Any:
-    return _store_module().Store(url, storage_options=dict(storage_options) or None,
-                                 trust=policy)
+    return _store_module().Store(url, storage_options=dict(storage_options) or None, trust=policy)
 
 
-def _store_resolve(url: str, ref: str, policy: TrustPolicy,
-                   storage_options: Mapping[str, Any]) -> tuple[str, int | None]:
+def _store_resolve(
+    url: str, ref: str, policy: TrustPolicy, storage_options: Mapping[str, Any]
+) -> tuple[str, int | None]:
     """(digest, alias sequence number) of ``ref`` in the store at ``url``."""
     resolved = _store(url, policy, storage_options).resolve(ref)
     if isinstance(resolved, str):
@@ -276,9 +319,15 @@ def cache_stats() -> dict[str, int]:
     ``hits`` (served from the cache), ``failures`` (verifications refused),
     ``cached`` (models held now) and ``pid``."""
     with _LOCK:
-        return {"pid": os.getpid(), "fetches": _STATS.fetches, "downloads": _STATS.downloads,
-                "verifications": _STATS.verifications, "hits": _STATS.hits,
-                "failures": _STATS.failures, "cached": len(_MODELS)}
+        return {
+            "pid": os.getpid(),
+            "fetches": _STATS.fetches,
+            "downloads": _STATS.downloads,
+            "verifications": _STATS.verifications,
+            "hits": _STATS.hits,
+            "failures": _STATS.failures,
+            "cached": len(_MODELS),
+        }
 
 
 def release(digest: str | None = None) -> int:
@@ -298,8 +347,7 @@ def session_options(intra_op_threads: int) -> Any:
     intra-op threads, one inter-op thread, and no spinning (a spinning pool keeps
     cores busy between batches, cores the engine has given to other tasks)."""
     if isinstance(intra_op_threads, bool) or not isinstance(intra_op_threads, int):
-        raise TypeError(f"intra_op_threads must be an int, not "
-                        f"{type(intra_op_threads).__name__}")
+        raise TypeError(f"intra_op_threads must be an int, not {type(intra_op_threads).__name__}")
     if intra_op_threads < 1:
         raise ValueError(f"intra_op_threads must be at least 1, not {intra_op_threads}")
     import onnxruntime as ort
@@ -333,8 +381,10 @@ def _download(ref: BundleRef, cache_dir: str | None) -> str:
     try:
         import fsspec
     except ImportError as e:
-        raise FetchError(f"{ref.uri}: remote bundles need fsspec (pip install fsspec, and "
-                         "s3fs for s3://)", entry=ref.uri) from e
+        raise FetchError(
+            f"{ref.uri}: remote bundles need fsspec (pip install fsspec, and s3fs for s3://)",
+            entry=ref.uri,
+        ) from e
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     part = directory / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.part"
     try:
@@ -348,8 +398,9 @@ def _download(ref: BundleRef, cache_dir: str | None) -> str:
         raise FetchError(f"{ref.uri}: {e}", entry=ref.uri) from e
     except Exception as e:  # botocore, aiohttp, OSError...: whatever the backend raises
         first = (str(e).splitlines() or [type(e).__name__])[0][:300]
-        raise FetchError(f"cannot fetch {ref.uri}: {type(e).__name__}: {first}",
-                         entry=ref.uri) from e
+        raise FetchError(
+            f"cannot fetch {ref.uri}: {type(e).__name__}: {first}", entry=ref.uri
+        ) from e
     finally:
         part.unlink(missing_ok=True)
     return str(target)
@@ -368,8 +419,9 @@ def _load_uncached(ref: BundleRef, intra_op_threads: int, cache_dir: str | None)
         return stored
     if _is_local(ref.uri):
         path = _local_path(ref.uri)
-        _require_file(path, " on this worker (a local path must be on a filesystem "
-                      "every worker sees)")
+        _require_file(
+            path, " on this worker (a local path must be on a filesystem every worker sees)"
+        )
     else:
         path = _download(ref, cache_dir)
         _STATS.downloads += 1
@@ -378,14 +430,15 @@ def _load_uncached(ref: BundleRef, intra_op_threads: int, cache_dir: str | None)
     model = api.load(path, trust=policy, device="cpu", session_options=options)
     got = manifest_digest(model.manifest)
     if got != ref.digest:
-        raise IntegrityError(f"{ref.uri} is a bundle with digest {got}, not the {ref.digest} "
-                             "this job expects (replaced since the job was planned?)",
-                             entry=ref.uri)
+        raise IntegrityError(
+            f"{ref.uri} is a bundle with digest {got}, not the {ref.digest} "
+            "this job expects (replaced since the job was planned?)",
+            entry=ref.uri,
+        )
     return model
 
 
-def load_model(ref: BundleRef, *, intra_op_threads: int = 1,
-               cache_dir: str | None = None) -> Model:
+def load_model(ref: BundleRef, *, intra_op_threads: int = 1, cache_dir: str | None = None) -> Model:
     """The verified model ``ref`` names, loaded once per process and then shared.
 
     The first call in a process fetches the bundle (a remote one into ``cache_dir``,
@@ -433,8 +486,9 @@ def manifest_for(ref: BundleRef, *, cache_dir: str | None = None) -> Manifest:
     manifest = api.inspect(path).manifest
     got = manifest_digest(manifest)
     if got != ref.digest:
-        raise IntegrityError(f"{ref.uri} is a bundle with digest {got}, not the expected "
-                             f"{ref.digest}", entry=ref.uri)
+        raise IntegrityError(
+            f"{ref.uri} is a bundle with digest {got}, not the expected {ref.digest}", entry=ref.uri
+        )
     return manifest
 
 
@@ -451,8 +505,9 @@ def _stack(name: str, values: Any) -> np.ndarray:
         try:
             return np.stack([np.asarray(v) for v in arr])
         except ValueError as e:
-            raise InputError(f"column {name!r} holds arrays of different shapes: "
-                             f"{str(e)[:200]}", entry=name) from e
+            raise InputError(
+                f"column {name!r} holds arrays of different shapes: {str(e)[:200]}", entry=name
+            ) from e
     return arr
 
 
@@ -495,19 +550,26 @@ class Scorer:
     cache_dir: str | None = None
 
     @classmethod
-    def create(cls, ref: BundleRef | str | os.PathLike[str], *,
-               outputs: Sequence[str] | Mapping[str, str] | None = None,
-               features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
-               lineage: str | None = None, intra_op_threads: int | None = None,
-               cache_dir: str | None = None, **reference_options: Any) -> Scorer:
+    def create(
+        cls,
+        ref: BundleRef | str | os.PathLike[str],
+        *,
+        outputs: Sequence[str] | Mapping[str, str] | None = None,
+        features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        lineage: str | None = None,
+        intra_op_threads: int | None = None,
+        cache_dir: str | None = None,
+        **reference_options: Any,
+    ) -> Scorer:
         """Check and normalize the options; ``ref`` may be a URI, with the keywords
         of :func:`reference`. A sequence of ``features`` feeds the model's single
         input."""
-        bref = reference(ref, **reference_options) if not isinstance(ref, BundleRef) \
-            else ref
+        bref = reference(ref, **reference_options) if not isinstance(ref, BundleRef) else ref
         if isinstance(ref, BundleRef) and reference_options:
-            raise TypeError(f"{sorted(reference_options)} apply to a URI; this BundleRef "
-                            "already holds its trust and digest")
+            raise TypeError(
+                f"{sorted(reference_options)} apply to a URI; this BundleRef "
+                "already holds its trust and digest"
+            )
         outs: tuple[tuple[str, str], ...] | None
         if outputs is None:
             outs = None
@@ -522,8 +584,10 @@ class Scorer:
             feats = tuple((str(k), tuple(str(c) for c in v)) for k, v in features.items())
         elif features is not None:
             if isinstance(features, str):
-                raise TypeError("features must be a list of column names (or a mapping "
-                                "input -> columns), not a string")
+                raise TypeError(
+                    "features must be a list of column names (or a mapping "
+                    "input -> columns), not a string"
+                )
             feats = (("", tuple(str(c) for c in features)),)
         if lineage is not None and not (isinstance(lineage, str) and lineage):
             raise ValueError("lineage must be a column name")
@@ -539,8 +603,11 @@ class Scorer:
     def output_columns(self, manifest: Manifest) -> list[tuple[str, TensorSpec]]:
         """(column, output spec) for each output column, in order; checks the names."""
         specs = {o.name: o for o in manifest.outputs}
-        pairs = self.outputs if self.outputs is not None \
+        pairs = (
+            self.outputs
+            if self.outputs is not None
             else tuple((o.name, o.name) for o in manifest.outputs)
+        )
         unknown = [o for o, _ in pairs if o not in specs]
         if unknown:
             raise InputError(f"the model has no output(s) {unknown}; it has {sorted(specs)}")
@@ -551,8 +618,9 @@ class Scorer:
 
     def new_columns(self, manifest: Manifest) -> list[str]:
         """Every column scoring adds, outputs then lineage."""
-        return [c for c, _ in self.output_columns(manifest)] + \
-            ([self.lineage] if self.lineage else [])
+        return [c for c, _ in self.output_columns(manifest)] + (
+            [self.lineage] if self.lineage else []
+        )
 
     def feeds(self, model: Model, batch: Any) -> Any:
         """The model's inputs from a batch; :class:`InputError` for what does not fit."""
@@ -562,9 +630,11 @@ class Scorer:
         features = dict(self.features)
         if "" in features:  # a plain list: the single input
             if len(model.inputs) != 1:
-                raise InputError(f"the model has {len(model.inputs)} inputs "
-                                 f"{[s.name for s in model.inputs]}: give features as a "
-                                 "mapping input -> columns")
+                raise InputError(
+                    f"the model has {len(model.inputs)} inputs "
+                    f"{[s.name for s in model.inputs]}: give features as a "
+                    "mapping input -> columns"
+                )
             features = {model.inputs[0].name: features[""]}
         feeds: dict[str, np.ndarray] = {}
         for spec in model.inputs:
@@ -572,16 +642,20 @@ class Scorer:
             if cols:
                 missing = [c for c in cols if c not in have]
                 if missing:
-                    raise InputError(f"the batch has no column(s) {missing} for input "
-                                     f"{spec.name!r}", entry=spec.name)
+                    raise InputError(
+                        f"the batch has no column(s) {missing} for input {spec.name!r}",
+                        entry=spec.name,
+                    )
                 feeds[spec.name] = np.column_stack([_stack(c, batch[c]) for c in cols])
             elif spec.name in have:
                 feeds[spec.name] = _stack(spec.name, batch[spec.name])
             else:
-                raise InputError(f"the batch has no column {spec.name!r} for the model's "
-                                 f"input {spec.name!r} {spec.dtype}{_fmt(spec)}: name a column "
-                                 "after it, or map columns to it with features=",
-                                 entry=spec.name)
+                raise InputError(
+                    f"the batch has no column {spec.name!r} for the model's "
+                    f"input {spec.name!r} {spec.dtype}{_fmt(spec)}: name a column "
+                    "after it, or map columns to it with features=",
+                    entry=spec.name,
+                )
         return feeds
 
     def outputs_for(self, model: Model, batch: Any) -> dict[str, np.ndarray]:
@@ -589,16 +663,17 @@ class Scorer:
         pairs = self.output_columns(model.manifest)
         n = _rows(batch)
         if n == 0:
-            return {c: np.empty(_empty_shape(spec), dtype=_numpy_dtype(spec))
-                    for c, spec in pairs}
+            return {c: np.empty(_empty_shape(spec), dtype=_numpy_dtype(spec)) for c, spec in pairs}
         values = model.run(self.feeds(model, batch), [spec.name for _, spec in pairs])
         out: dict[str, np.ndarray] = {}
         for column, spec in pairs:
             arr = values[spec.name]
             if arr.ndim == 0 or len(arr) != n:
-                raise InputError(f"output {spec.name!r} has shape {arr.shape} for a batch of "
-                                 f"{n} rows: batch scoring needs one output row per input row",
-                                 entry=spec.name)
+                raise InputError(
+                    f"output {spec.name!r} has shape {arr.shape} for a batch of "
+                    f"{n} rows: batch scoring needs one output row per input row",
+                    entry=spec.name,
+                )
             out[column] = arr
         return out
 
@@ -611,9 +686,11 @@ class Scorer:
         values = self.outputs_for(model, batch)
         taken = set(_columns(batch)) & (set(values) | {self.lineage})
         if taken:
-            raise InputError(f"the batch already has column(s) {sorted(str(t) for t in taken)}"
-                             " that scoring would write; rename them or choose output "
-                             "columns with outputs={output: column}")
+            raise InputError(
+                f"the batch already has column(s) {sorted(str(t) for t in taken)}"
+                " that scoring would write; rename them or choose output "
+                "columns with outputs={output: column}"
+            )
         n = _rows(batch)
         if hasattr(batch, "columns"):
             out = batch.copy(deep=False)
@@ -630,10 +707,21 @@ class Scorer:
         return result
 
 
-_NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
-          "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
-          "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
-          "bool": np.bool_, "string": object}
+_NUMPY = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "bool": np.bool_,
+    "string": object,
+}
 
 
 def _empty_shape(spec: TensorSpec) -> tuple[int, ...]:

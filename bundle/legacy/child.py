@@ -24,11 +24,23 @@ RESULT = "result.json"
 OUTPUT = "unsigned.mbundle"
 SAMPLE = "sample.npz"
 
-_BLOCKED_EVENTS = frozenset({
-    "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-    "os.startfile", "subprocess.Popen", "pty.spawn", "webbrowser.open", "os.kill",
-    "os.killpg", "ctypes.dlsym/handle",
-})
+_BLOCKED_EVENTS = frozenset(
+    {
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "os.startfile",
+        "subprocess.Popen",
+        "pty.spawn",
+        "webbrowser.open",
+        "os.kill",
+        "os.killpg",
+        "ctypes.dlsym/handle",
+    }
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -43,7 +55,8 @@ def install_audit_hook(workdir: str) -> None:
         if event == "open" and len(args) >= 3:
             path, mode, flags = args[0], args[1], args[2]
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & _WRITE_FLAGS)
+                isinstance(flags, int) and flags & _WRITE_FLAGS
+            )
             if writing and isinstance(path, (str, bytes)):
                 p = os.fsdecode(path)
                 if p != os.devnull and not os.path.realpath(p).startswith(root):
@@ -64,8 +77,9 @@ def _sample(workdir: str, layout: Any) -> Any:
     return arrays
 
 
-def _load(kind: str, data: bytes, allowed: frozenset[str], workdir: str,
-          request: dict[str, Any]) -> Any:
+def _load(
+    kind: str, data: bytes, allowed: frozenset[str], workdir: str, request: dict[str, Any]
+) -> Any:
     from .unpickler import RestrictedUnpickler, joblib_unpickler, pickle_module
 
     if kind == "pickle":
@@ -77,8 +91,12 @@ def _load(kind: str, data: bytes, allowed: frozenset[str], workdir: str,
     if kind == "torch":
         import torch
 
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False,
-                          pickle_module=pickle_module(allowed))
+        return torch.load(
+            io.BytesIO(data),
+            map_location="cpu",
+            weights_only=False,
+            pickle_module=pickle_module(allowed),
+        )
     if kind == "keras":
         import importlib
 
@@ -91,8 +109,9 @@ def _load(kind: str, data: bytes, allowed: frozenset[str], workdir: str,
         path = os.path.join(workdir, "source" + request["suffix"])
         with open(path, "wb") as f:
             f.write(data)
-        return keras.saving.load_model(path, custom_objects=custom or None, compile=False,
-                                       safe_mode=True)
+        return keras.saving.load_model(
+            path, custom_objects=custom or None, compile=False, safe_mode=True
+        )
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -115,8 +134,10 @@ def main(workdir: str, network: str) -> int:
         approved = frozenset(request["approved"])
         missing = set(report.needs_approval) - approved
         if report.problems or report.dangerous or missing:
-            raise ApprovalError("the sandbox's own scan refuses the file: "
-                                f"{sorted(missing) or report.dangerous or report.problems}")
+            raise ApprovalError(
+                "the sandbox's own scan refuses the file: "
+                f"{sorted(missing) or report.dangerous or report.problems}"
+            )
         allowed = approved | {f.target for f in report.findings if f.tensor}
         obj = _load(request["kind"], data, allowed, workdir, request)
         if request["kind"] == "torch":
@@ -125,17 +146,25 @@ def main(workdir: str, network: str) -> int:
         if request["kind"] == "torch":
             import torch
 
-            sample = tuple(torch.from_numpy(a) for a in sample) \
-                if isinstance(sample, tuple) else torch.from_numpy(sample) \
-                if not isinstance(sample, dict) else {k: torch.from_numpy(v)
-                                                     for k, v in sample.items()}
+            sample = (
+                tuple(torch.from_numpy(a) for a in sample)
+                if isinstance(sample, tuple)
+                else torch.from_numpy(sample)
+                if not isinstance(sample, dict)
+                else {k: torch.from_numpy(v) for k, v in sample.items()}
+            )
         from ..api import save
 
         tolerance = tuple(request["tolerance"]) if request.get("tolerance") else None
-        manifest = save(obj, os.path.join(workdir, OUTPUT), sample_input=sample,
-                        name=request["name"], version=request["version"],
-                        metadata={"migration": request["record"]},
-                        tolerance=tolerance)
+        manifest = save(
+            obj,
+            os.path.join(workdir, OUTPUT),
+            sample_input=sample,
+            name=request["name"],
+            version=request["version"],
+            metadata={"migration": request["record"]},
+            tolerance=tolerance,
+        )
         result.update(ok=True, parity=manifest.parity.passed if manifest.parity else None)
     except BaseException as e:
         result.update(error=type(e).__name__, message=" ".join(str(e).split())[:4000])

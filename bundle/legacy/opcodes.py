@@ -134,16 +134,25 @@ _JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper"}
 
 def _joblib_array(obj: Any) -> tuple[bool, int, int | None] | None:
     """(object dtype?, data bytes, alignment) for a NumpyArrayWrapper being built."""
-    if not (isinstance(obj, Call) and isinstance(obj.func, Global)
-            and obj.func.target in _JOBLIB_WRAPPERS and isinstance(obj.state, _SDict)):
+    if not (
+        isinstance(obj, Call)
+        and isinstance(obj.func, Global)
+        and obj.func.target in _JOBLIB_WRAPPERS
+        and isinstance(obj.state, _SDict)
+    ):
         return None
     state = obj.state.items
     shape, dtype = state.get("shape"), state.get("dtype")
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise UnscannableError("a joblib array wrapper whose shape is not a tuple of sizes")
-    if not (isinstance(dtype, Call) and isinstance(dtype.func, Global)
-            and dtype.func.target == "numpy.dtype" and isinstance(dtype.args, tuple)
-            and dtype.args and isinstance(dtype.args[0], str)):
+    if not (
+        isinstance(dtype, Call)
+        and isinstance(dtype.func, Global)
+        and dtype.func.target == "numpy.dtype"
+        and isinstance(dtype.args, tuple)
+        and dtype.args
+        and isinstance(dtype.args[0], str)
+    ):
         raise UnscannableError("a joblib array wrapper whose dtype is not numpy.dtype('<code>')")
     m = _DTYPE.match(dtype.args[0])
     if m is None:
@@ -177,9 +186,14 @@ def _structured_has_object(dstate: tuple[Any, ...], depth: int) -> bool:
         raise UnscannableError("a joblib array of a structured dtype this walker cannot read")
     for spec in fields.items.values():
         sub = spec[0] if isinstance(spec, tuple) and spec else None
-        if not (isinstance(sub, Call) and isinstance(sub.func, Global)
-                and sub.func.target == "numpy.dtype" and isinstance(sub.args, tuple)
-                and sub.args and isinstance(sub.args[0], str)):
+        if not (
+            isinstance(sub, Call)
+            and isinstance(sub.func, Global)
+            and sub.func.target == "numpy.dtype"
+            and isinstance(sub.args, tuple)
+            and sub.args
+            and isinstance(sub.args[0], str)
+        ):
             raise UnscannableError("a structured dtype field that is not numpy.dtype('<code>')")
         m = _DTYPE.match(sub.args[0])
         if m is None:
@@ -193,22 +207,44 @@ def _structured_has_object(dstate: tuple[Any, ...], depth: int) -> bool:
 def _pop_mark(stack: list[Any]) -> list[Any]:
     for i in range(len(stack) - 1, -1, -1):
         if stack[i] is _MARK:
-            items = stack[i + 1:]
+            items = stack[i + 1 :]
             del stack[i:]
             return items
     raise UnscannableError("a MARK-consuming opcode with no MARK on the stack")
 
 
 _PRIMITIVE_OPS = {
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
-    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
+    "INT",
+    "BININT",
+    "BININT1",
+    "BININT2",
+    "LONG",
+    "LONG1",
+    "LONG4",
+    "FLOAT",
+    "BINFLOAT",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "UNICODE",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+    "BINBYTES",
+    "SHORT_BINBYTES",
+    "BINBYTES8",
+    "BYTEARRAY8",
 }
 _CONSTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 
 
-def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
-         on_op: Callable[[str], None] | None = None) -> PickleFacts:
+def walk(
+    stream: IO[bytes],
+    facts: PickleFacts | None = None,
+    *,
+    depth: int = 0,
+    on_op: Callable[[str], None] | None = None,
+) -> PickleFacts:
     """Walk one pickle from the stream's position to its STOP; nothing is executed.
 
     ``facts`` accumulates across calls (several pickles in one file). Raises
@@ -335,7 +371,8 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
                 if not (isinstance(module, str) and isinstance(gname, str)):
                     facts.problems.append(
                         f"STACK_GLOBAL of {_describe(module)} / {_describe(gname)}: the "
-                        "module or name is not a string the file spells out")
+                        "module or name is not a string the file spells out"
+                    )
                     stack.append(_Opaque("unresolved global"))
                 else:
                     stack.append(imported(module, gname))
@@ -366,7 +403,8 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
                 obj = top()
                 if isinstance(obj, Global):
                     facts.problems.append(
-                        f"BUILD on the imported object {obj.target}: would set its attributes")
+                        f"BUILD on the imported object {obj.target}: would set its attributes"
+                    )
                 elif isinstance(obj, Call):
                     obj.state = state
                     wrapper = _joblib_array(obj)
@@ -381,7 +419,8 @@ def walk(stream: IO[bytes], facts: PickleFacts | None = None, *, depth: int = 0,
             elif name in ("EXT1", "EXT2", "EXT4"):
                 facts.problems.append(
                     f"{name} {arg}: an extension code whose meaning is the loading process's "
-                    "copyreg registry, not the file")
+                    "copyreg registry, not the file"
+                )
                 stack.append(_Opaque("extension object"))
             else:
                 facts.problems.append(f"opcode {name} is not one this walker models")
@@ -398,8 +437,9 @@ def _setitem(d: _SDict, k: Any, v: Any) -> None:
         d.items[k] = v
 
 
-def _skip_joblib_array(stream: IO[bytes], facts: PickleFacts,
-                       wrapper: tuple[bool, int, int | None], depth: int) -> None:
+def _skip_joblib_array(
+    stream: IO[bytes], facts: PickleFacts, wrapper: tuple[bool, int, int | None], depth: int
+) -> None:
     has_object, nbytes, alignment = wrapper
     if has_object:
         facts.nested += 1

@@ -68,9 +68,13 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"memory_bytes": self.memory_bytes, "cpu_seconds": self.cpu_seconds,
-                "wall_seconds": self.wall_seconds, "open_files": self.open_files,
-                "output_bytes": self.output_bytes}
+        return {
+            "memory_bytes": self.memory_bytes,
+            "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds,
+            "open_files": self.open_files,
+            "output_bytes": self.output_bytes,
+        }
 
 
 def _package_root() -> str:
@@ -84,32 +88,47 @@ def run_child(workdir: str, data: bytes, limits: Limits) -> dict[str, Any]:
     and ``error``/``message`` on failure). Raises ConversionError if it dies silently."""
 
     def set_limits() -> None:  # runs in the child between fork and exec
-        for what, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                            (resource.RLIMIT_CPU, limits.cpu_seconds),
-                            (resource.RLIMIT_NOFILE, limits.open_files),
-                            (resource.RLIMIT_FSIZE, limits.output_bytes),
-                            (resource.RLIMIT_CORE, 0)):
+        for what, value in (
+            (resource.RLIMIT_AS, limits.memory_bytes),
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_FSIZE, limits.output_bytes),
+            (resource.RLIMIT_CORE, 0),
+        ):
             _soft, hard = resource.getrlimit(what)
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(what, (value, hard))
 
-    env = {"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-           "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
-           "PATH": os.defpath}
+    env = {
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "PATH": os.defpath,
+    }
     log_path = os.path.join(workdir, "child.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-c", _BOOT, _package_root(), workdir],
-            stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=workdir, env=env,
-            preexec_fn=set_limits, start_new_session=True, close_fds=True)
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            cwd=workdir,
+            env=env,
+            preexec_fn=set_limits,
+            start_new_session=True,
+            close_fds=True,
+        )
         try:
             proc.communicate(data, timeout=limits.wall_seconds)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise ConversionError(f"the migration sandbox ran past {limits.wall_seconds:g} s "
-                                  "and was stopped") from None
+            raise ConversionError(
+                f"the migration sandbox ran past {limits.wall_seconds:g} s and was stopped"
+            ) from None
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -122,8 +141,10 @@ def run_child(workdir: str, data: bytes, limits: Limits) -> dict[str, Any]:
     except (OSError, ValueError):
         result = {}
     if not isinstance(result, dict) or "ok" not in result:
-        raise ConversionError(f"the migration sandbox ended (exit status {proc.returncode}) "
-                              f"without a result: {_tail(log_path)}")
+        raise ConversionError(
+            f"the migration sandbox ended (exit status {proc.returncode}) "
+            f"without a result: {_tail(log_path)}"
+        )
     return result
 
 

@@ -65,8 +65,14 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"target": self.target, "kind": self.kind, "called": self.called,
-                "tensor": self.tensor, "danger": self.danger, "where": self.where}
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "called": self.called,
+            "tensor": self.tensor,
+            "danger": self.danger,
+            "where": self.where,
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,9 @@ class ScanReport:
     def globals(self) -> tuple[str, ...]:
         """Every pickle global or custom class the file needs, sorted: what ``approve``
         must name for an object pickle."""
-        return tuple(sorted({f.target for f in self.findings
-                             if f.kind in ("global", "keras-class")}))
+        return tuple(
+            sorted({f.target for f in self.findings if f.kind in ("global", "keras-class")})
+        )
 
     @property
     def needs_approval(self) -> tuple[str, ...]:
@@ -121,13 +128,21 @@ class ScanReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: what ``model-bundle scan --json`` prints and
         ``--approve-from`` reads (its ``globals``)."""
-        return {"path": self.path, "format": self.format, "sha256": self.sha256,
-                "size": self.size, "verdict": self.verdict, "tensors_only": self.tensors_only,
-                "globals": list(self.globals), "needs_approval": list(self.needs_approval),
-                "dangerous": list(self.dangerous),
-                "findings": [f.to_dict() for f in self.findings],
-                "problems": list(self.problems), "notes": list(self.notes),
-                "details": self.details}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "sha256": self.sha256,
+            "size": self.size,
+            "verdict": self.verdict,
+            "tensors_only": self.tensors_only,
+            "globals": list(self.globals),
+            "needs_approval": list(self.needs_approval),
+            "dangerous": list(self.dangerous),
+            "findings": [f.to_dict() for f in self.findings],
+            "problems": list(self.problems),
+            "notes": list(self.notes),
+            "details": self.details,
+        }
 
 
 class _Collector:
@@ -137,14 +152,26 @@ class _Collector:
         self.notes: list[str] = []
         self.details: dict[str, Any] = {}
 
-    def add(self, target: str, kind: str, where: str, *, called: bool = False,
-            tensor: bool | None = None, why: str | None = None) -> None:
+    def add(
+        self,
+        target: str,
+        kind: str,
+        where: str,
+        *,
+        called: bool = False,
+        tensor: bool | None = None,
+        why: str | None = None,
+    ) -> None:
         key = (target, kind, where)
         old = self.findings.get(key)
         self.findings[key] = Finding(
-            target, kind, called or (old.called if old else False),
+            target,
+            kind,
+            called or (old.called if old else False),
             is_tensor_global(target) if tensor is None else tensor,
-            why if why is not None else (danger(target) if kind == "global" else None), where)
+            why if why is not None else (danger(target) if kind == "global" else None),
+            where,
+        )
 
     def pickle(self, facts: PickleFacts, where: str) -> None:
         for target in facts.imports:
@@ -155,8 +182,9 @@ class _Collector:
 
     def report(self, path: str, fmt: str, sha: str, size: int) -> ScanReport:
         findings = tuple(sorted(self.findings.values(), key=lambda f: (f.where, f.target)))
-        return ScanReport(path, fmt, sha, size, findings, tuple(self.problems),
-                          tuple(self.notes), self.details)
+        return ScanReport(
+            path, fmt, sha, size, findings, tuple(self.problems), tuple(self.notes), self.details
+        )
 
 
 # ------------------------------------------------------------------------- entry points
@@ -221,12 +249,13 @@ def _scan_stream(f: IO[bytes], path: str, sha: str, size: int) -> ScanReport:
             fmt = "pickle"
             fmt = _scan_pickles(f, c, "pickle", size)
         else:
-            c.problems.append("not a format this scanner knows (pickle, joblib, torch, npy, "
-                              "npz, keras, h5, SavedModel, TensorFlow checkpoint)")
+            c.problems.append(
+                "not a format this scanner knows (pickle, joblib, torch, npy, "
+                "npz, keras, h5, SavedModel, TensorFlow checkpoint)"
+            )
     except UnscannableError as e:
         c.problems.append(str(e))
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, lzma.LZMAError,
-            zlib.error) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, lzma.LZMAError, zlib.error) as e:
         c.problems.append(f"cannot read the file as {fmt}: {e}")
     return c.report(path, fmt, sha, size)
 
@@ -346,8 +375,7 @@ def _scan_zip(f: IO[bytes], c: _Collector) -> str:
         pkls = [n for n in names if n.endswith(".pkl")]
         if pkls:
             torchscript = any("/code/" in n for n in names)
-            c.details["storages"] = sum(1 for n in names if "/data/" in n
-                                        and not n.endswith("/"))
+            c.details["storages"] = sum(1 for n in names if "/data/" in n and not n.endswith("/"))
             for name in pkls:
                 facts, end = walk_bytes(_read_member(zf, name, MAX_PICKLE_BYTES))
                 c.pickle(facts, name)
@@ -355,9 +383,13 @@ def _scan_zip(f: IO[bytes], c: _Collector) -> str:
                 if end != size:
                     c.problems.append(f"{name}: {size - end} bytes after the pickle's STOP")
             if torchscript:
-                c.add("torch.jit (TorchScript code)", "torchscript", "code/",
-                      why="TorchScript code runs when the archive is loaded; export it "
-                          "from the original module instead")
+                c.add(
+                    "torch.jit (TorchScript code)",
+                    "torchscript",
+                    "code/",
+                    why="TorchScript code runs when the archive is loaded; export it "
+                    "from the original module instead",
+                )
                 return "torchscript"
             return "torch-zip"
         if names and all(n.endswith(".npy") for n in names):
@@ -379,8 +411,10 @@ def _scan_npy(f: IO[bytes], c: _Collector, where: str) -> None:
         shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
     else:
         raise UnscannableError(f"{where or 'array'}: .npy format version {version}")
-    c.details.setdefault("arrays", {})[where or "array"] = {"shape": list(shape),
-                                                             "dtype": str(dtype)}
+    c.details.setdefault("arrays", {})[where or "array"] = {
+        "shape": list(shape),
+        "dtype": str(dtype),
+    }
     if dtype.hasobject:
         c.pickle(walk(f), f"{where or 'array'} (object array pickle)")
 
@@ -418,16 +452,27 @@ def _scan_keras_config(data: bytes, c: _Collector, where: str) -> None:
             registered = node.get("registered_name")
             inner = node.get("config")
             if cls in ("Lambda", "__lambda__") or (
-                    isinstance(inner, dict) and inner.get("function_type") == "lambda"):
-                c.add(f"{module or 'keras'}.{cls}", "keras-lambda", where, tensor=False,
-                      why="a Lambda layer: Python bytecode in the config, run when loaded "
-                          "(Keras safe mode refuses it)")
+                isinstance(inner, dict) and inner.get("function_type") == "lambda"
+            ):
+                c.add(
+                    f"{module or 'keras'}.{cls}",
+                    "keras-lambda",
+                    where,
+                    tensor=False,
+                    why="a Lambda layer: Python bytecode in the config, run when loaded "
+                    "(Keras safe mode refuses it)",
+                )
             elif module and not module.startswith(_KERAS_PREFIXES):
                 name = cls
                 if cls == "function" and isinstance(inner, str):
                     name = inner
-                c.add(f"{module}.{name}", "keras-class", where, tensor=False,
-                      why=None if not danger(f"{module}.{name}") else danger(f"{module}.{name}"))
+                c.add(
+                    f"{module}.{name}",
+                    "keras-class",
+                    where,
+                    tensor=False,
+                    why=None if not danger(f"{module}.{name}") else danger(f"{module}.{name}"),
+                )
             elif isinstance(registered, str) and ">" in registered:
                 c.add(registered.replace(">", "."), "keras-class", where, tensor=False)
             else:
@@ -477,10 +522,11 @@ def _scan_directory(path: str) -> ScanReport:
         c.problems.append(str(e))
     for name in ("keras_metadata.pb",):
         if os.path.exists(os.path.join(path, name)):
-            c.notes.append(f"{name}: Keras layers are restored from it only by tf_keras "
-                           "loaders; migration uses the TensorFlow graph")
-    c.details["variables"] = os.path.exists(os.path.join(path, "variables",
-                                                          "variables.index"))
+            c.notes.append(
+                f"{name}: Keras layers are restored from it only by tf_keras "
+                "loaders; migration uses the TensorFlow graph"
+            )
+    c.details["variables"] = os.path.exists(os.path.join(path, "variables", "variables.index"))
     return c.report(path, "saved-model", sha, len(data))
 
 
@@ -490,8 +536,7 @@ def _scan_saved_model(data: bytes, c: _Collector) -> None:
     try:
         from tensorflow.core.protobuf import saved_model_pb2
     except ImportError:
-        raise UnscannableError("a SavedModel: install tensorflow to parse saved_model.pb") \
-            from None
+        raise UnscannableError("a SavedModel: install tensorflow to parse saved_model.pb") from None
     from google.protobuf.message import DecodeError
 
     sm = saved_model_pb2.SavedModel()
@@ -507,8 +552,14 @@ def _scan_saved_model(data: bytes, c: _Collector) -> None:
     c.details["model"] = True
     c.details["ops"] = sorted(ops)
     for op in sorted(ops & PY_FUNC_OPS):
-        c.add(op, "tf-op", "saved_model.pb", called=True, tensor=False,
-              why="calls a Python function that is not in the file (tf.py_function)")
+        c.add(
+            op,
+            "tf-op",
+            "saved_model.pb",
+            called=True,
+            tensor=False,
+            why="calls a Python function that is not in the file (tf.py_function)",
+        )
 
 
 def _scan_tf_checkpoint(prefix: str) -> ScanReport:
@@ -524,6 +575,8 @@ def _scan_tf_checkpoint(prefix: str) -> ScanReport:
         c.notes.append("install tensorflow to list the checkpoint's variables")
     except Exception as e:
         c.problems.append(f"the checkpoint index does not read: {str(e).splitlines()[0]}")
-    c.notes.append("a TensorFlow checkpoint holds variables only; restoring it needs the "
-                   "model's code (pass model=)")
+    c.notes.append(
+        "a TensorFlow checkpoint holds variables only; restoring it needs the "
+        "model's code (pass model=)"
+    )
     return c.report(prefix, "tf-checkpoint", sha, size)

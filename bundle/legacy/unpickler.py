@@ -33,8 +33,10 @@ REFUSED_OPCODES = ("EXT1", "EXT2", "EXT4")
 
 def _refuser(opname: str) -> Any:
     def refuse(self: Any) -> None:
-        raise ApprovalError(f"the pickle uses opcode {opname}, which a model file has no "
-                            "need for; refused")
+        raise ApprovalError(
+            f"the pickle uses opcode {opname}, which a model file has no need for; refused"
+        )
+
     return refuse
 
 

@@ -5,6 +5,7 @@ DataFrames and column dicts for tabular pipelines) and converted as the
 original model would have accepted them; ``timeout=`` bounds a call. The
 session itself is built by :mod:`bundle.runtime.session`.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -29,11 +30,21 @@ at session creation and a second copy of the weights in memory -- worth it for s
 models, not by default for multi-GB ones (``prepack=True`` still asks for it)."""
 
 
-_NP_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
-              "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
-              "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
-              "bool": np.bool_, "string": object}
-
+_NP_DTYPES = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "bool": np.bool_,
+    "string": object,
+}
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -41,8 +52,11 @@ def _as_array(name: str, value: Any) -> np.ndarray:
     try:
         return np.asarray(value)
     except (ValueError, TypeError, RecursionError) as e:
-        raise InputError(f"input {name!r} is not a rectangular array (rows of different "
-                         f"lengths?): {' '.join(str(e).split())[:200]}", entry=name) from e
+        raise InputError(
+            f"input {name!r} is not a rectangular array (rows of different "
+            f"lengths?): {' '.join(str(e).split())[:200]}",
+            entry=name,
+        ) from e
 
 
 def _to_input(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
@@ -56,24 +70,32 @@ def _to_input(name: str, value: Any, spec: TensorSpec) -> np.ndarray:
         arr = arr.astype(str).astype(object)
     elif np.dtype(want).kind == "f":
         if arr.dtype.kind not in "fiub":
-            raise InputError(f"input {name!r} expects numbers ({spec.dtype}), got {arr.dtype}",
-                             entry=name)
+            raise InputError(
+                f"input {name!r} expects numbers ({spec.dtype}), got {arr.dtype}", entry=name
+            )
         arr = arr.astype(want, copy=False)
     elif np.dtype(want).kind in "iu":
         if arr.dtype.kind not in "iub":
-            raise InputError(f"input {name!r} expects integers ({spec.dtype}), got "
-                             f"{arr.dtype}", entry=name)
+            raise InputError(
+                f"input {name!r} expects integers ({spec.dtype}), got {arr.dtype}", entry=name
+            )
         arr = arr.astype(want, copy=False)
     elif arr.dtype != want:
         raise InputError(f"input {name!r} expects {spec.dtype}, got {arr.dtype}", entry=name)
     if spec.shape:
         if arr.ndim != len(spec.shape):
-            raise InputError(f"input {name!r} expects {len(spec.shape)}-D data of shape "
-                             f"{_fmt(spec.shape)}, got shape {arr.shape}", entry=name)
+            raise InputError(
+                f"input {name!r} expects {len(spec.shape)}-D data of shape "
+                f"{_fmt(spec.shape)}, got shape {arr.shape}",
+                entry=name,
+            )
         for i, (d, n) in enumerate(zip(spec.shape, arr.shape, strict=True)):
             if isinstance(d, int) and d != n:
-                raise InputError(f"input {name!r} expects shape {_fmt(spec.shape)}, got "
-                                 f"{arr.shape} (axis {i} must be {d})", entry=name)
+                raise InputError(
+                    f"input {name!r} expects shape {_fmt(spec.shape)}, got "
+                    f"{arr.shape} (axis {i} must be {d})",
+                    entry=name,
+                )
     return arr
 
 
@@ -88,11 +110,14 @@ def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not "
-                        f"{type(timeout).__name__}")
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive, finite number of seconds (or None "
-                         f"for no limit), not {timeout!r}")
+        raise ValueError(
+            f"timeout must be a positive, finite number of seconds (or None "
+            f"for no limit), not {timeout!r}"
+        )
     return float(timeout)
 
 
@@ -116,8 +141,9 @@ class _Watchdog:
         with self._cond:
             heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="bundle-run-deadlines",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="bundle-run-deadlines", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
         return entry
@@ -182,15 +208,17 @@ class _Deadline:
     def raise_if_expired(self, e: Exception, what: str) -> None:
         """Raise RunTimeoutError for a failure the timer caused (``e`` says why it stopped)."""
         if self._fired.is_set():
-            raise RunTimeoutError(f"{what} did not finish within {self.timeout:g} s; "
-                                  "onnxruntime stopped it") from e
+            raise RunTimeoutError(
+                f"{what} did not finish within {self.timeout:g} s; onnxruntime stopped it"
+            ) from e
 
 
 class Model:
     """A verified bundle, ready to run. Made by :func:`bundle.load`."""
 
-    def __init__(self, session: Any, manifest: Manifest, report: VerifyReport,
-                 keepalive: Any = None) -> None:
+    def __init__(
+        self, session: Any, manifest: Manifest, report: VerifyReport, keepalive: Any = None
+    ) -> None:
         self._session = session
         self._keepalive = keepalive  # the verified weights a CPU session runs on, in place
         self.manifest = manifest
@@ -219,8 +247,10 @@ class Model:
 
     def __repr__(self) -> str:
         m = self.manifest.model
-        return (f"<bundle.Model {m.name!r} v{m.version} ({m.framework} {m.task}), "
-                f"providers={self.providers}>")
+        return (
+            f"<bundle.Model {m.name!r} v{m.version} ({m.framework} {m.task}), "
+            f"providers={self.providers}>"
+        )
 
     # -- inputs
 
@@ -228,44 +258,55 @@ class Model:
         columns = self.manifest.columns
         if columns:
             if not (hasattr(data, "columns") or isinstance(data, Mapping)):
-                raise InputError("this model takes a table: give a pandas DataFrame (or a dict "
-                                 f"of columns) with columns {[c.name for c in columns]}")
+                raise InputError(
+                    "this model takes a table: give a pandas DataFrame (or a dict "
+                    f"of columns) with columns {[c.name for c in columns]}"
+                )
             have = set(data.columns) if hasattr(data, "columns") else set(data)
             missing = [c.name for c in columns if c.name not in have]
             if missing:
-                raise InputError(f"missing column(s) {missing}; the model needs "
-                                 f"{[c.name for c in columns]}")
+                raise InputError(
+                    f"missing column(s) {missing}; the model needs {[c.name for c in columns]}"
+                )
             feeds = {}
             for c in columns:
                 col = data[c.name]
                 values = col.to_numpy() if hasattr(col, "to_numpy") else _as_array(c.name, col)
                 if c.kind == "string":
                     values = _as_array(c.name, values).astype(str)
-                feeds[c.input] = _to_input(c.name, _as_array(c.name, values).reshape(-1, 1),
-                                           self._inputs[c.input])
+                feeds[c.input] = _to_input(
+                    c.name, _as_array(c.name, values).reshape(-1, 1), self._inputs[c.input]
+                )
             return feeds
         specs = self.manifest.inputs
         if isinstance(data, Mapping):
             unknown = sorted(set(data) - self._inputs.keys())
             missing = sorted(self._inputs.keys() - set(data))
             if unknown or missing:
-                raise InputError(f"inputs must be exactly {sorted(self._inputs)}; missing "
-                                 f"{sorted(missing)}, unknown {sorted(unknown)}")
+                raise InputError(
+                    f"inputs must be exactly {sorted(self._inputs)}; missing "
+                    f"{sorted(missing)}, unknown {sorted(unknown)}"
+                )
             return {k: _to_input(k, v, self._inputs[k]) for k, v in data.items()}
         if isinstance(data, (tuple, list)) and len(specs) > 1:
             if len(data) != len(specs):
-                raise InputError(f"the model has {len(specs)} inputs "
-                                 f"{[s.name for s in specs]}, got {len(data)} values")
+                raise InputError(
+                    f"the model has {len(specs)} inputs "
+                    f"{[s.name for s in specs]}, got {len(data)} values"
+                )
             return {s.name: _to_input(s.name, v, s) for s, v in zip(specs, data, strict=True)}
         if len(specs) != 1:
-            raise InputError(f"the model has {len(specs)} inputs {[s.name for s in specs]}: "
-                             "pass a dict of name -> array")
+            raise InputError(
+                f"the model has {len(specs)} inputs {[s.name for s in specs]}: "
+                "pass a dict of name -> array"
+            )
         return {specs[0].name: _to_input(specs[0].name, data, specs[0])}
 
     # -- running
 
-    def run(self, inputs: Any, outputs: Sequence[str] | None = None, *,
-            timeout: float | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: Any, outputs: Sequence[str] | None = None, *, timeout: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Run the graph; return every (or each named) output by name.
 
         ``timeout``: seconds the run may take (None: no limit); past it onnxruntime
@@ -303,11 +344,17 @@ class Model:
         from onnxruntime import OrtValue
 
         kind, index = self.device
-        return {k: OrtValue.ortvalue_from_numpy(v, kind, index)
-                for k, v in self._feeds(inputs).items()}
+        return {
+            k: OrtValue.ortvalue_from_numpy(v, kind, index) for k, v in self._feeds(inputs).items()
+        }
 
-    def run_bound(self, inputs: Mapping[str, Any], outputs: Sequence[str] | None = None, *,
-                  timeout: float | None = None) -> dict[str, np.ndarray]:
+    def run_bound(
+        self,
+        inputs: Mapping[str, Any],
+        outputs: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """Run with IO binding: device-resident inputs (from :meth:`to_device`) stay put.
 
         ``timeout``: as for :meth:`run`.
@@ -358,8 +405,12 @@ class Model:
         """What the original's ``transform`` gives (scalers, encoders, clusterers...)."""
         return self._method("transform", data, timeout)
 
-    def self_test(self, *, raise_on_failure: bool = True, timeout: float | None = None,
-                  ) -> Any:
+    def self_test(
+        self,
+        *,
+        raise_on_failure: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
         """Re-run the bundle's signed smoke vectors on this session; a
         :class:`bundle.runtime.smoke.SelfTestResult`, or None when the bundle carries none
         (written before they existed, or saved without a sample input).
@@ -382,14 +433,17 @@ class Model:
                     values = self._session.run(names, feeds, deadline.options)
             except Exception as e:  # onnxruntime's own exception types
                 deadline.raise_if_expired(e, "the self-test")
-                raise SelfTestError(f"onnxruntime cannot run the smoke vectors: "
-                                    f"{str(e).splitlines()[0]}") from e
+                raise SelfTestError(
+                    f"onnxruntime cannot run the smoke vectors: {str(e).splitlines()[0]}"
+                ) from e
             return dict(zip(names, values, strict=True))
 
         result = self_test(self.manifest.smoke, run)
         if raise_on_failure and not result.passed:
-            raise SelfTestError(f"the smoke vectors give other outputs on this runtime than "
-                                f"the exporter's: {result.describe()}")
+            raise SelfTestError(
+                f"the smoke vectors give other outputs on this runtime than "
+                f"the exporter's: {result.describe()}"
+            )
         return result
 
     def decision_function(self, data: Any, *, timeout: float | None = None) -> np.ndarray:

@@ -28,9 +28,19 @@ if TYPE_CHECKING:
 
     from ..format.manifest import Manifest
 
-__all__ = ["MIN_SUPPORTED_ONNXRUNTIME", "Problem", "Requirements", "RuntimeLimits",
-           "check_installed", "installed_limits", "parse_runtime", "preflight",
-           "probe_installed", "requirements", "table_limits"]
+__all__ = [
+    "MIN_SUPPORTED_ONNXRUNTIME",
+    "Problem",
+    "Requirements",
+    "RuntimeLimits",
+    "check_installed",
+    "installed_limits",
+    "parse_runtime",
+    "preflight",
+    "probe_installed",
+    "requirements",
+    "table_limits",
+]
 
 MIN_SUPPORTED_ONNXRUNTIME = "1.20"
 """The oldest onnxruntime model-bundle itself declares and tests (pyproject.toml, the CI
@@ -64,10 +74,14 @@ class Requirements:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"ir_version": self.ir_version, "lowest_ir_version": self.lowest_ir_version,
-                "opsets": dict(self.opsets), "min_opsets": dict(self.min_opsets),
-                "onnxruntime": self.onnxruntime,
-                "onnxruntime_if_converted": self.onnxruntime_if_converted}
+        return {
+            "ir_version": self.ir_version,
+            "lowest_ir_version": self.lowest_ir_version,
+            "opsets": dict(self.opsets),
+            "min_opsets": dict(self.min_opsets),
+            "onnxruntime": self.onnxruntime,
+            "onnxruntime_if_converted": self.onnxruntime_if_converted,
+        }
 
 
 @dataclass(frozen=True)
@@ -96,10 +110,14 @@ def requirements(model: onnx.ModelProto) -> Requirements:
     except KeyError as e:
         raise CompatibilityError(f"{e.args[0]}; no runtime can resolve it") from e
     opsets = {_domain(op.domain): op.version for op in model.opset_import}
-    return Requirements(model.ir_version, compat.lowest_ir_version(model), opsets, effective,
-                        compat.min_onnxruntime(model.ir_version, opsets),
-                        compat.min_onnxruntime(compat.lowest_ir_version(model, effective),
-                                               effective))
+    return Requirements(
+        model.ir_version,
+        compat.lowest_ir_version(model),
+        opsets,
+        effective,
+        compat.min_onnxruntime(model.ir_version, opsets),
+        compat.min_onnxruntime(compat.lowest_ir_version(model, effective), effective),
+    )
 
 
 def parse_runtime(runtime: str) -> str | None:
@@ -172,22 +190,28 @@ def probe_installed() -> RuntimeLimits:
     ir = _highest(lambda n: _loads(ort, n, "ai.onnx", 13), 7, 64)
     opset = _highest(lambda n: _loads(ort, 7, "ai.onnx", n), 13, 64)
     ml = _highest(lambda n: _loads(ort, 7, "ai.onnx.ml", n), 1, 64)
-    return RuntimeLimits(f"onnxruntime {version} (installed)", version, ir,
-                         {"ai.onnx": opset, "ai.onnx.ml": ml})
+    return RuntimeLimits(
+        f"onnxruntime {version} (installed)", version, ir, {"ai.onnx": opset, "ai.onnx.ml": ml}
+    )
 
 
 def table_limits(version: str) -> RuntimeLimits:
     """A release's limits from the measured tables (unlimited when it is newer than them)."""
     known = compat.max_supported(version)
     if known is None:
-        return RuntimeLimits(f"onnxruntime {version} (beyond the measured releases "
-                             f"{compat.PROBED_FROM}-{compat.PROBED_TO})", version, None)
+        return RuntimeLimits(
+            f"onnxruntime {version} (beyond the measured releases "
+            f"{compat.PROBED_FROM}-{compat.PROBED_TO})",
+            version,
+            None,
+        )
     ir, opsets = known
     return RuntimeLimits(f"onnxruntime {version}", version, ir, opsets)
 
 
-def preflight(model: onnx.ModelProto, manifest: Manifest | None = None,
-              limits: RuntimeLimits | None = None) -> tuple[Requirements, list[Problem]]:
+def preflight(
+    model: onnx.ModelProto, manifest: Manifest | None = None, limits: RuntimeLimits | None = None
+) -> tuple[Requirements, list[Problem]]:
     """Every reason ``limits`` (default: the installed runtime) cannot run ``model``.
 
     ``manifest``, when given, adds its claims: the execution providers its
@@ -199,17 +223,32 @@ def preflight(model: onnx.ModelProto, manifest: Manifest | None = None,
     target = need.min_opsets.get("ai.onnx", 0)
     lowest_converted = compat.lowest_ir_version(model, need.min_opsets)
     changes = dict(need.min_opsets) != dict(need.opsets) or need.ir_version != lowest_converted
-    convertible = changes and need.onnxruntime_if_converted is not None and (
-        limits.ir_version is None or (
-            compat.lowest_ir_version(model, need.min_opsets) <= limits.ir_version and
-            all(v <= limits.opsets.get(d, v) for d, v in need.min_opsets.items())))
-    convert_hint = (f"; or convert it: bundle.convert_opset(src, dst, "
-                    f"{target}) / `model-bundle convert-opset --target-opset {target}` "
-                    f"writes IR {compat.lowest_ir_version(model, need.min_opsets)}, which "
-                    f"{limits.name} loads") if convertible \
+    convertible = (
+        changes
+        and need.onnxruntime_if_converted is not None
+        and (
+            limits.ir_version is None
+            or (
+                compat.lowest_ir_version(model, need.min_opsets) <= limits.ir_version
+                and all(v <= limits.opsets.get(d, v) for d, v in need.min_opsets.items())
+            )
+        )
+    )
+    convert_hint = (
+        (
+            f"; or convert it: bundle.convert_opset(src, dst, "
+            f"{target}) / `model-bundle convert-opset --target-opset {target}` "
+            f"writes IR {compat.lowest_ir_version(model, need.min_opsets)}, which "
+            f"{limits.name} loads"
+        )
+        if convertible
         else ""
-    newer = f"onnxruntime >= {need.onnxruntime}" if need.onnxruntime else \
-        f"an onnxruntime newer than {compat.PROBED_TO}"
+    )
+    newer = (
+        f"onnxruntime >= {need.onnxruntime}"
+        if need.onnxruntime
+        else f"an onnxruntime newer than {compat.PROBED_TO}"
+    )
     # onnxruntime's own operators the loader allows by name (com.microsoft.Tokenizer)
     # are in every onnxruntime: their domain is no problem where only they use it
     ops = set(compat.used_operators(model))
@@ -219,27 +258,48 @@ def preflight(model: onnx.ModelProto, manifest: Manifest | None = None,
         if d in contrib and all((d, o) in ALLOWED_CONTRIB_OPS for dd, o in ops if dd == d):
             continue
         if d not in STANDARD_DOMAINS and op.domain not in STANDARD_DOMAINS:
-            problems.append(Problem("domain", f"the graph imports operator domain {d!r}, "
-                                    "which no onnxruntime without custom operators has",
-                                    "re-export the model with standard operators only"))
+            problems.append(
+                Problem(
+                    "domain",
+                    f"the graph imports operator domain {d!r}, "
+                    "which no onnxruntime without custom operators has",
+                    "re-export the model with standard operators only",
+                )
+            )
     if limits.ir_version is not None and need.ir_version > limits.ir_version:
-        problems.append(Problem(
-            "ir_version", f"the graph has IR version {need.ir_version}; {limits.name} "
-            f"reads up to IR {limits.ir_version} (its opsets and types need only IR "
-            f"{need.lowest_ir_version})", f"use {newer}{convert_hint}"))
+        problems.append(
+            Problem(
+                "ir_version",
+                f"the graph has IR version {need.ir_version}; {limits.name} "
+                f"reads up to IR {limits.ir_version} (its opsets and types need only IR "
+                f"{need.lowest_ir_version})",
+                f"use {newer}{convert_hint}",
+            )
+        )
     for d, v in sorted(need.opsets.items()):
         top = limits.opsets.get(d)
         if top is not None and v > top:
-            problems.append(Problem(
-                "opset", f"the graph is stamped {d} opset {v}; {limits.name} knows opsets up "
-                f"to {top} (the operators used need only opset {need.min_opsets.get(d)})",
-                f"use {newer}{convert_hint}"))
-    if manifest is not None and manifest.requires is not None and \
-            "CPUExecutionProvider" not in manifest.requires.execution_providers:
+            problems.append(
+                Problem(
+                    "opset",
+                    f"the graph is stamped {d} opset {v}; {limits.name} knows opsets up "
+                    f"to {top} (the operators used need only opset {need.min_opsets.get(d)})",
+                    f"use {newer}{convert_hint}",
+                )
+            )
+    if (
+        manifest is not None
+        and manifest.requires is not None
+        and "CPUExecutionProvider" not in manifest.requires.execution_providers
+    ):
         eps = ", ".join(manifest.requires.execution_providers)
-        problems.append(Problem("execution_provider",
-                                f"this precision variant was only run on {eps}",
-                                f"load it with a device that offers {eps}"))
+        problems.append(
+            Problem(
+                "execution_provider",
+                f"this precision variant was only run on {eps}",
+                f"load it with a device that offers {eps}",
+            )
+        )
     return need, problems
 
 
@@ -255,7 +315,8 @@ def check_installed(model: onnx.ModelProto, manifest: Manifest) -> Requirements:
 def describe(limits: RuntimeLimits, problems: list[Problem]) -> str:
     """The problems as one message: what, then what would do."""
     return f"{limits.name} cannot run this bundle: " + "; ".join(
-        f"{p.message} ({p.fix})" for p in problems)
+        f"{p.message} ({p.fix})" for p in problems
+    )
 
 
 def supported_by_package(version: str) -> bool:

@@ -16,6 +16,7 @@ offset in the zip, with the session told the bundle's directory. Then either
 Prepacking (onnxruntime re-laying MatMul/Gemm weights at session creation) is a
 choice per model size, :data:`PREPACK_MAX_BYTES`; ``prepack=`` overrides it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,13 +56,18 @@ def _cuda_usable(ort: Any) -> bool:
     with _probe_lock:
         if _cuda_ok is None:
             _cuda_ok = False
-            if "CUDAExecutionProvider" in ort.get_available_providers() and \
-                    _nvidia_driver_present():
+            if (
+                "CUDAExecutionProvider" in ort.get_available_providers()
+                and _nvidia_driver_present()
+            ):
                 from onnx import TensorProto, helper
 
-                g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
-                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+                g = helper.make_graph(
+                    [helper.make_node("Identity", ["x"], ["y"])],
+                    "probe",
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                )
                 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
                 m.ir_version = 8
                 with quiet_native_stderr():
@@ -69,8 +75,9 @@ def _cuda_usable(ort: Any) -> bool:
                         with contextlib.suppress(Exception):
                             ort.preload_dlls()
                     try:
-                        s = ort.InferenceSession(m.SerializeToString(),
-                                                 providers=["CUDAExecutionProvider"])
+                        s = ort.InferenceSession(
+                            m.SerializeToString(), providers=["CUDAExecutionProvider"]
+                        )
                         _cuda_ok = "CUDAExecutionProvider" in s.get_providers()
                     except Exception:
                         _cuda_ok = False
@@ -81,8 +88,10 @@ def _tensorrt_usable(ort: Any) -> bool:
     return "TensorrtExecutionProvider" in ort.get_available_providers() and _cuda_usable(ort)
 
 
-def select_providers(device: str, provider_options: Mapping[str, Any] | None = None,
-                     ) -> list[Any]:
+def select_providers(
+    device: str,
+    provider_options: Mapping[str, Any] | None = None,
+) -> list[Any]:
     """onnxruntime providers for ``device``: auto, cpu, cuda, cuda:N, tensorrt[:N].
 
     ``provider_options`` (device id, ``gpu_mem_limit``, TensorRT's ``trt_fp16_enable``,
@@ -102,27 +111,34 @@ def select_providers(device: str, provider_options: Mapping[str, Any] | None = N
     if kind == "auto":
         if _cuda_usable(ort):
             return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
-        if "CUDAExecutionProvider" in ort.get_available_providers() and \
-                _nvidia_driver_present():
-            warnings.warn("CUDA is available to onnxruntime but failed to initialise (missing "
-                          "CUDA/cuDNN libraries? install model-bundle[gpu]); running on CPU",
-                          RuntimeWarning, stacklevel=3)
+        if "CUDAExecutionProvider" in ort.get_available_providers() and _nvidia_driver_present():
+            warnings.warn(
+                "CUDA is available to onnxruntime but failed to initialise (missing "
+                "CUDA/cuDNN libraries? install model-bundle[gpu]); running on CPU",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return ["CPUExecutionProvider"]
     if kind in ("cuda", "tensorrt"):
         usable = _tensorrt_usable(ort) if kind == "tensorrt" else _cuda_usable(ort)
         if not usable:
-            raise DeviceError(f"device {device!r} requested but {kind.upper()} cannot run here: "
-                              f"onnxruntime providers {ort.get_available_providers()}, and a "
-                              "CUDA session failed to initialise (driver, CUDA or cuDNN "
-                              "libraries missing). Use device='cpu' or 'auto'")
-        cuda = ("CUDAExecutionProvider",
-                {k: v for k, v in options.items() if not k.startswith("trt_")})
+            raise DeviceError(
+                f"device {device!r} requested but {kind.upper()} cannot run here: "
+                f"onnxruntime providers {ort.get_available_providers()}, and a "
+                "CUDA session failed to initialise (driver, CUDA or cuDNN "
+                "libraries missing). Use device='cpu' or 'auto'"
+            )
+        cuda = (
+            "CUDAExecutionProvider",
+            {k: v for k, v in options.items() if not k.startswith("trt_")},
+        )
         if kind == "tensorrt":
             trt = {k: v for k, v in options.items() if k.startswith("trt_") or k == "device_id"}
             return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
         return [cuda, "CPUExecutionProvider"]
-    raise DeviceError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or "
-                      "'tensorrt'")
+    raise DeviceError(
+        f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'tensorrt'"
+    )
 
 
 def _initializer_values(model: Any, header: Any, weights: Any) -> dict[str, Any]:
@@ -142,14 +158,16 @@ def _initializer_values(model: Any, header: Any, weights: Any) -> dict[str, Any]
         if not len(init.external_data):
             continue
         t = header.tensors[init.name]
-        raw = buf[header.data_start + t.begin:header.data_start + t.end]
+        raw = buf[header.data_start + t.begin : header.data_start + t.end]
         dtype = numpy_dtype(t)
         if dtype is None:
             out[init.name] = OrtValue.ortvalue_from_numpy_with_onnx_type(
-                raw.view("<u2").reshape(t.shape), t.onnx_type)
+                raw.view("<u2").reshape(t.shape), t.onnx_type
+            )
         else:
             out[init.name] = OrtValue.ortvalue_from_numpy(
-                raw.view(np.dtype(dtype).newbyteorder("<")).reshape(t.shape))
+                raw.view(np.dtype(dtype).newbyteorder("<")).reshape(t.shape)
+            )
     return out
 
 
@@ -160,7 +178,7 @@ def _reader(weights: Any, path: str, base: int) -> Any:
     """``(offset, length) -> bytes`` of the weights entry: from memory, or from the file."""
     if weights is not None:
         view = memoryview(weights)
-        return lambda off, n: bytes(view[off:off + n])
+        return lambda off, n: bytes(view[off : off + n])
 
     def read(off: int, n: int) -> bytes:
         with open(path, "rb") as f:
@@ -171,13 +189,20 @@ def _reader(weights: Any, path: str, base: int) -> Any:
 
             raise IntegrityError(f"{os.path.basename(path)} changed after it was verified")
         return data
+
     return read
 
 
-def create_session(model: Any, header: Any, bundle_path: str, weights_offset: int,
-                   weights: Any, providers: list[Any],
-                   session_options: Any = None, prepack: bool | None = None,
-                   ) -> tuple[Any, Any]:
+def create_session(
+    model: Any,
+    header: Any,
+    bundle_path: str,
+    weights_offset: int,
+    weights: Any,
+    providers: list[Any],
+    session_options: Any = None,
+    prepack: bool | None = None,
+) -> tuple[Any, Any]:
     """An onnxruntime session over a checked graph; returns it and what it must keep alive.
 
     ``weights`` is the verified in-memory weights entry, or None to let onnxruntime
@@ -194,8 +219,9 @@ def create_session(model: Any, header: Any, bundle_path: str, weights_offset: in
     abspath = os.path.abspath(bundle_path)
     inline_small_external(model, _reader(weights, abspath, weights_offset), INLINE_MAX_BYTES)
     rebase_external(model, os.path.basename(abspath), weights_offset)
-    so.add_session_config_entry("session.model_external_initializers_file_folder_path",
-                                os.path.dirname(abspath))
+    so.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", os.path.dirname(abspath)
+    )
     size = sum(t.end - t.begin for t in header.tensors.values())
     if prepack is None:
         prepack = size <= PREPACK_MAX_BYTES
@@ -203,8 +229,9 @@ def create_session(model: Any, header: Any, bundle_path: str, weights_offset: in
     keep: Any = None
     if weights is not None:
         values = _initializer_values(model, header, weights)
-        cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider"
-                       for p in providers)
+        cpu_only = all(
+            (p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers
+        )
         if cpu_only and not prepack:  # used in place: the buffer lives as long as the session
             for name, value in values.items():
                 so.add_initializer(name, value)
@@ -216,6 +243,7 @@ def create_session(model: Any, header: Any, bundle_path: str, weights_offset: in
     try:
         session = ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     except Exception as e:
-        raise FormatError(f"onnxruntime cannot load the verified graph: "
-                          f"{str(e).splitlines()[0]}") from e
+        raise FormatError(
+            f"onnxruntime cannot load the verified graph: {str(e).splitlines()[0]}"
+        ) from e
     return session, keep

@@ -37,10 +37,21 @@ def _value(v: Any, kind: str) -> Any:
 
 
 def _tensor(name: str, arr: np.ndarray, dtype: str) -> SmokeTensor:
-    kind = "f" if dtype.startswith("float") else "b" if dtype == "bool" else \
-        "s" if dtype == "string" else "i"
-    return SmokeTensor(name, dtype, tuple(int(d) for d in arr.shape),
-                       tuple(_value(v, kind) for v in arr.reshape(-1).tolist()))
+    kind = (
+        "f"
+        if dtype.startswith("float")
+        else "b"
+        if dtype == "bool"
+        else "s"
+        if dtype == "string"
+        else "i"
+    )
+    return SmokeTensor(
+        name,
+        dtype,
+        tuple(int(d) for d in arr.shape),
+        tuple(_value(v, kind) for v in arr.reshape(-1).tolist()),
+    )
 
 
 def _rows(feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray] | None:
@@ -51,10 +62,15 @@ def _rows(feeds: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray] | No
     return None
 
 
-def encode(feeds: Mapping[str, np.ndarray], run: Callable[[Mapping[str, np.ndarray]],
-                                                         Mapping[str, np.ndarray]],
-           dtypes: Mapping[str, str], atol: float, rtol: float, *,
-           cut: bool = True) -> Smoke | None:
+def encode(
+    feeds: Mapping[str, np.ndarray],
+    run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
+    dtypes: Mapping[str, str],
+    atol: float,
+    rtol: float,
+    *,
+    cut: bool = True,
+) -> Smoke | None:
     """Run the graph on the first rows of ``feeds`` and record both as smoke vectors.
 
     Fewer rows are kept until everything fits :data:`SMOKE_MAX_VALUES`; None when not
@@ -76,29 +92,43 @@ def encode(feeds: Mapping[str, np.ndarray], run: Callable[[Mapping[str, np.ndarr
             continue
         if any(dtypes.get(k) not in SMOKE_DTYPES for k in (*rows, *outputs)):
             return None
-        return Smoke(float(atol), float(rtol),
-                     tuple(_tensor(k, np.asarray(v), dtypes[k]) for k, v in rows.items()),
-                     tuple(_tensor(k, np.asarray(v), dtypes[k]) for k, v in outputs.items()))
+        return Smoke(
+            float(atol),
+            float(rtol),
+            tuple(_tensor(k, np.asarray(v), dtypes[k]) for k, v in rows.items()),
+            tuple(_tensor(k, np.asarray(v), dtypes[k]) for k, v in outputs.items()),
+        )
     return None
 
 
-_NP = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int8": np.int8,
-       "int16": np.int16, "int32": np.int32, "int64": np.int64, "uint8": np.uint8,
-       "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
-       "string": object}
+_NP = {
+    "float32": np.float32,
+    "float64": np.float64,
+    "float16": np.float16,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "bool": np.bool_,
+    "string": object,
+}
 
 
 def decode(t: SmokeTensor) -> np.ndarray:
     """A smoke tensor as the numpy array it was recorded from."""
-    values = [float(v) if isinstance(v, str) and t.dtype.startswith("float") else v
-              for v in t.values]
+    values = [
+        float(v) if isinstance(v, str) and t.dtype.startswith("float") else v for v in t.values
+    ]
     dtype = _NP[t.dtype]
     arr: np.ndarray = np.array(values, dtype=dtype) if values else np.zeros(0, dtype=dtype)
     return arr.reshape(t.shape)
 
 
-def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
-            rtol: float) -> OutputParity:
+def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> OutputParity:
     """One output against its recorded value: parity's rule (FORMAT.md 5.8)."""
     if got.shape != want.shape:
         return OutputParity(name, math.inf, math.inf, max(want.size, 1))
@@ -111,8 +141,12 @@ def compare(name: str, got: np.ndarray, want: np.ndarray, atol: float,
         rel = diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)
         rel[diff == 0] = 0.0
         rel_f = rel[np.isfinite(rel)]
-        return OutputParity(name, float(diff[finite].max()) if finite.any() else 0.0,
-                            float(rel_f.max()) if rel_f.size else 0.0, int(bad.sum()))
+        return OutputParity(
+            name,
+            float(diff[finite].max()) if finite.any() else 0.0,
+            float(rel_f.max()) if rel_f.size else 0.0,
+            int(bad.sum()),
+        )
     eq = got.astype(str) == want.astype(str) if want.dtype == object else got == want
     return OutputParity(name, 0.0, 0.0, int((~np.asarray(eq)).sum()))
 
@@ -135,25 +169,41 @@ class SelfTestResult:
         """One line: passed, or which outputs differ and by how much."""
         if self.passed:
             worst = max((o.max_abs for o in self.outputs), default=0.0)
-            return (f"{len(self.outputs)} output(s) on {self.rows} row(s) within atol "
-                    f"{self.atol:g}, rtol {self.rtol:g} (max abs deviation {worst:.3g})")
-        return "; ".join(f"output {o.name!r}: {o.mismatches} element(s) out of tolerance "
-                         f"(max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g})"
-                         for o in self.outputs if o.mismatches)
+            return (
+                f"{len(self.outputs)} output(s) on {self.rows} row(s) within atol "
+                f"{self.atol:g}, rtol {self.rtol:g} (max abs deviation {worst:.3g})"
+            )
+        return "; ".join(
+            f"output {o.name!r}: {o.mismatches} element(s) out of tolerance "
+            f"(max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g})"
+            for o in self.outputs
+            if o.mismatches
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"passed": self.passed, "rows": self.rows,
-                "tolerance": {"atol": self.atol, "rtol": self.rtol},
-                "outputs": [o.to_dict() for o in self.outputs]}
+        return {
+            "passed": self.passed,
+            "rows": self.rows,
+            "tolerance": {"atol": self.atol, "rtol": self.rtol},
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
 
 
-def self_test(smoke: Smoke, run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
-              ) -> SelfTestResult:
+def self_test(
+    smoke: Smoke,
+    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+) -> SelfTestResult:
     """Run ``run`` on the smoke inputs and compare every recorded output."""
     feeds = {t.name: decode(t) for t in smoke.inputs}
     got = run(feeds)
     rows = min((t.shape[0] for t in smoke.inputs if t.shape), default=1)
-    return SelfTestResult(tuple(compare(t.name, np.asarray(got[t.name]), decode(t),
-                                        smoke.atol, smoke.rtol) for t in smoke.outputs),
-                          smoke.atol, smoke.rtol, rows)
+    return SelfTestResult(
+        tuple(
+            compare(t.name, np.asarray(got[t.name]), decode(t), smoke.atol, smoke.rtol)
+            for t in smoke.outputs
+        ),
+        smoke.atol,
+        smoke.rtol,
+        rows,
+    )

@@ -19,6 +19,17 @@ from .registry import Registry, ServeOptions, Version
 from .sources import Candidate, FileSource, Source, StoreSource
 from .threads import available_cpus, session_options
 
-__all__ = ["Candidate", "FileSource", "ProbationPolicy", "Registry", "ServeOptions", "Source",
-           "StoreSource", "Version", "available_cpus", "create_app", "serve",
-           "session_options"]
+__all__ = [
+    "Candidate",
+    "FileSource",
+    "ProbationPolicy",
+    "Registry",
+    "ServeOptions",
+    "Source",
+    "StoreSource",
+    "Version",
+    "available_cpus",
+    "create_app",
+    "serve",
+    "session_options",
+]

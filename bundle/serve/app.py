@@ -64,8 +64,9 @@ def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_no_constants)
     except json.JSONDecodeError as e:
-        raise InputError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}",
-                         entry="body") from e
+        raise InputError(
+            f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", entry="body"
+        ) from e
     except (UnicodeDecodeError, RecursionError) as e:
         raise InputError(f"malformed JSON: {type(e).__name__}", entry="body") from e
 
@@ -78,19 +79,34 @@ def _headers(v: Version | None) -> dict[str, str]:
 
 def _metadata(v: Version) -> dict[str, Any]:
     def t(s: Any) -> dict[str, Any]:
-        return {"name": s.name, "datatype": V2_DATATYPES[s.dtype],
-                "shape": [d if isinstance(d, int) else -1 for d in s.shape]}
+        return {
+            "name": s.name,
+            "datatype": V2_DATATYPES[s.dtype],
+            "shape": [d if isinstance(d, int) else -1 for d in s.shape],
+        }
 
     m = v.manifest
-    return {"name": v.name, "versions": [v.version], "platform": "onnxruntime",
-            "inputs": [t(s) for s in m.inputs], "outputs": [t(s) for s in m.outputs],
-            "parameters": {"digest": v.digest, "signers": [s["key_id"] for s in v.signers],
-                           "methods": sorted(m.methods),
-                           "columns": [c.to_dict() for c in m.columns]}}
+    return {
+        "name": v.name,
+        "versions": [v.version],
+        "platform": "onnxruntime",
+        "inputs": [t(s) for s in m.inputs],
+        "outputs": [t(s) for s in m.outputs],
+        "parameters": {
+            "digest": v.digest,
+            "signers": [s["key_id"] for s in v.signers],
+            "methods": sorted(m.methods),
+            "columns": [c.to_dict() for c in m.columns],
+        },
+    }
 
 
-def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | None = None,
-               options: ServeOptions | None = None, registry: Registry | None = None) -> Any:
+def create_app(
+    *models: str | os.PathLike[str] | Source,
+    trust: TrustPolicy | None = None,
+    options: ServeOptions | None = None,
+    registry: Registry | None = None,
+) -> Any:
     """An ASGI app (Starlette) serving ``models``: bundle paths (watched) or sources.
 
     ``trust`` (a :class:`bundle.TrustPolicy`) is required for bundle paths; a
@@ -109,8 +125,10 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         for m in models:
             if isinstance(m, (str, os.PathLike)):
                 if trust is None:
-                    raise TypeError("serving a bundle file needs trust= (a bundle.TrustPolicy; "
-                                    "TrustPolicy(allow_unsigned=True) to serve unsigned ones)")
+                    raise TypeError(
+                        "serving a bundle file needs trust= (a bundle.TrustPolicy; "
+                        "TrustPolicy(allow_unsigned=True) to serve unsigned ones)"
+                    )
                 sources.append(FileSource(m, trust=trust))
             else:
                 sources.append(m)
@@ -122,8 +140,12 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
     metrics = reg.metrics
 
     def answer(status: int, body: Any, v: Version | None = None) -> Response:
-        return Response(body if isinstance(body, bytes) else _dumps(body), status,
-                        headers=_headers(v), media_type="application/json")
+        return Response(
+            body if isinstance(body, bytes) else _dumps(body),
+            status,
+            headers=_headers(v),
+            media_type="application/json",
+        )
 
     def error(status: int, message: str, v: Version | None = None) -> Response:
         return answer(status, {"error": message}, v)
@@ -131,8 +153,10 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > opts.max_body_bytes):
-            raise _Refused(413, f"request body of {length} bytes is over the limit of "
-                                f"{opts.max_body_bytes} bytes")
+            raise _Refused(
+                413,
+                f"request body of {length} bytes is over the limit of {opts.max_body_bytes} bytes",
+            )
         chunks: list[bytes] = []
         size = 0
 
@@ -141,15 +165,19 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > opts.max_body_bytes:
-                    raise _Refused(413, f"request body is over the limit of "
-                                        f"{opts.max_body_bytes} bytes")
+                    raise _Refused(
+                        413, f"request body is over the limit of {opts.max_body_bytes} bytes"
+                    )
                 chunks.append(chunk)
 
         try:
             await asyncio.wait_for(read(), opts.body_timeout)
         except asyncio.TimeoutError as e:
-            raise _Refused(408, f"the request body did not arrive within "
-                                f"{opts.body_timeout:g} s ({size} bytes received)") from e
+            raise _Refused(
+                408,
+                f"the request body did not arrive within "
+                f"{opts.body_timeout:g} s ({size} bytes received)",
+            ) from e
         return b"".join(chunks)
 
     def run_model(endpoint: str, name: str, version: str | None, raw: bytes) -> Response:
@@ -169,11 +197,16 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
                 return error(400, str(e), v)
             try:
                 if endpoint == "infer":
-                    values = model.run(as_model_input(req.feeds, v.manifest), req.outputs,
-                                       timeout=opts.request_timeout)
+                    values = model.run(
+                        as_model_input(req.feeds, v.manifest),
+                        req.outputs,
+                        timeout=opts.request_timeout,
+                    )
                     payload: dict[str, Any] = {
-                        "model_name": name, "model_version": v.version,
-                        "outputs": encode_outputs(values, v.manifest)}
+                        "model_name": name,
+                        "model_version": v.version,
+                        "outputs": encode_outputs(values, v.manifest),
+                    }
                     if req.id is not None:
                         payload["id"] = req.id
                 else:
@@ -181,8 +214,7 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
                     if method or v.manifest.methods:
                         fn = getattr(model, method or "predict")
                         out = fn(cols, timeout=opts.request_timeout)
-                        payload["predictions"] = to_jsonable(out) if out.ndim <= 1 else \
-                            out.tolist()
+                        payload["predictions"] = to_jsonable(out) if out.ndim <= 1 else out.tolist()
                     else:
                         values = model.run(cols, timeout=opts.request_timeout)
                         payload["outputs"] = {k: a.tolist() for k, a in values.items()}
@@ -198,8 +230,9 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
             except Exception as e:  # the input passed the signature checks: the model failed
                 reg.record(v, time.perf_counter() - started, True)
                 metrics.errors.labels(name, "run").inc()
-                return error(500, f"the model failed on this input: "
-                                  f"{' '.join(str(e).split())[:300]}", v)
+                return error(
+                    500, f"the model failed on this input: {' '.join(str(e).split())[:300]}", v
+                )
             took = time.perf_counter() - started
             reg.record(v, took, False)
             metrics.latency.labels(name).observe(took)
@@ -226,8 +259,14 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         return await model_call(request, "predict")
 
     async def server_metadata(request: Request) -> Response:
-        return answer(200, {"name": "model-bundle", "version": __version__,
-                            "extensions": ["model_repository", "predict", "metrics"]})
+        return answer(
+            200,
+            {
+                "name": "model-bundle",
+                "version": __version__,
+                "extensions": ["model_repository", "predict", "metrics"],
+            },
+        )
 
     async def live(request: Request) -> Response:
         return answer(200, {"live": True})
@@ -287,8 +326,11 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         status = await run_in_threadpool(reg.refresh, name, True)
         fail = status["last_failure"]
         if fail is not None and fail["time"] >= asked:
-            keeping = f"; version {status['current']['version']} still serving" \
-                if status["current"] else ""
+            keeping = (
+                f"; version {status['current']['version']} still serving"
+                if status["current"]
+                else ""
+            )
             return error(400, f"{fail['stage']}: {fail['error']}{keeping}")
         return answer(200, status)
 
@@ -304,8 +346,7 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         return Response(text, 200, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        manifests = {n: s.current.manifest for n, s in reg.slots.items()
-                     if s.current is not None}
+        manifests = {n: s.current.manifest for n, s in reg.slots.items() if s.current is not None}
         return JSONResponse(openapi_document(manifests))
 
     def page_models() -> list[tuple[dict[str, Any], Any, list[dict[str, Any]]]]:
@@ -325,8 +366,9 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         return HTMLResponse(text, headers={"Content-Security-Policy": CSP})
 
     async def page_js(request: Request) -> Response:
-        return Response(PAGE_JS, media_type="text/javascript",
-                        headers={"Content-Security-Policy": CSP})
+        return Response(
+            PAGE_JS, media_type="text/javascript", headers={"Content-Security-Policy": CSP}
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -339,11 +381,15 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
     m = "/v2/models/{name}"
     mv = "/v2/models/{name}/versions/{version}"
     routes = [
-        Route("/", page), Route("/page.js", page_js),
-        Route("/v2", server_metadata), Route("/v2/health/live", live),
+        Route("/", page),
+        Route("/page.js", page_js),
+        Route("/v2", server_metadata),
+        Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
-        Route(m, model_metadata), Route(mv, model_metadata),
-        Route(f"{m}/ready", model_ready), Route(f"{mv}/ready", model_ready),
+        Route(m, model_metadata),
+        Route(mv, model_metadata),
+        Route(f"{m}/ready", model_ready),
+        Route(f"{mv}/ready", model_ready),
         Route(f"{m}/infer", infer, methods=["POST"]),
         Route(f"{mv}/infer", infer, methods=["POST"]),
         Route(f"{m}/predict", predict, methods=["POST"]),
@@ -351,21 +397,33 @@ def create_app(*models: str | os.PathLike[str] | Source, trust: TrustPolicy | No
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
-        Route("/metrics", metrics_endpoint), Route("/openapi.json", openapi),
+        Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.registry = reg
     return app
 
 
-def serve(app: Any, *, host: str = "127.0.0.1", port: int = 8080,
-          graceful_timeout: int = 30, log_level: str = "info",
-          access_log: bool = False) -> None:
+def serve(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    graceful_timeout: int = 30,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Run ``app`` with uvicorn until SIGINT/SIGTERM; running requests get
     ``graceful_timeout`` seconds to finish."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=graceful_timeout, lifespan="on")
-
-
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=graceful_timeout,
+        lifespan="on",
+    )

@@ -74,10 +74,15 @@ def _signers(info: dict[str, Any]) -> str:
         return '<span class="bad">unsigned (allowed by this server\'s policy)</span>'
     parts = []
     for s in info["signers"]:
-        who = s.get("certificate", {}).get("subject") if isinstance(s.get("certificate"),
-                                                                    dict) else None
-        parts.append(f"<code>{_e(s['key_id'][:16])}</code> {_e(s['key_type'])}"
-                     + (f" ({_e(who)})" if who else ""))
+        who = (
+            s.get("certificate", {}).get("subject")
+            if isinstance(s.get("certificate"), dict)
+            else None
+        )
+        parts.append(
+            f"<code>{_e(s['key_id'][:16])}</code> {_e(s['key_type'])}"
+            + (f" ({_e(who)})" if who else "")
+        )
     return "<br>".join(parts)
 
 
@@ -85,10 +90,15 @@ def _parity(p: dict[str, Any] | None) -> str:
     if p is None:
         return "not measured (no sample input at export)"
     worst = max((o["max_abs"] for o in p["outputs"]), default=0.0)
-    mark = '<span class="ok">within tolerance</span>' if p["passed"] else \
-        '<span class="bad">MISMATCH accepted at export</span>'
-    return (f"{mark}: max |diff| {worst:.3g} on {p['sample_rows']} rows "
-            f"(atol {p['tolerance']['atol']:g}, rtol {p['tolerance']['rtol']:g})")
+    mark = (
+        '<span class="ok">within tolerance</span>'
+        if p["passed"]
+        else '<span class="bad">MISMATCH accepted at export</span>'
+    )
+    return (
+        f"{mark}: max |diff| {worst:.3g} on {p['sample_rows']} rows "
+        f"(atol {p['tolerance']['atol']:g}, rtol {p['tolerance']['rtol']:g})"
+    )
 
 
 def _form(name: str, manifest: Any) -> str:
@@ -97,11 +107,14 @@ def _form(name: str, manifest: Any) -> str:
     if manifest.columns:
         specs = {s.name: s for s in manifest.inputs}
         spec = {"columns": [{"name": c.name, "kind": c.kind} for c in manifest.columns]}
-        fields = [(c.name, '""' if specs[c.input].dtype == "string" else "0",
-                   f"column, {c.kind}") for c in manifest.columns]
+        fields = [
+            (c.name, '""' if specs[c.input].dtype == "string" else "0", f"column, {c.kind}")
+            for c in manifest.columns
+        ]
     else:
-        spec = {"inputs": [{"name": s.name, "datatype": V2_DATATYPES[s.dtype]}
-                           for s in manifest.inputs]}
+        spec = {
+            "inputs": [{"name": s.name, "datatype": V2_DATATYPES[s.dtype]} for s in manifest.inputs]
+        }
         fields = []
         for s in manifest.inputs:
             value: Any = "" if s.dtype == "string" else (False if s.dtype == "bool" else 0)
@@ -109,27 +122,44 @@ def _form(name: str, manifest: Any) -> str:
                 value = [value] * (d if isinstance(d, int) else 1)
             shape = ", ".join(str(d) if isinstance(d, int) else str(d or "N") for d in s.shape)
             fields.append((s.name, json.dumps(value), f"{V2_DATATYPES[s.dtype]} [{shape}]"))
-    rows = "".join(f'<tr><td><label for="in-{_e(name)}-{_e(n)}">{_e(n)}</label></td>'
-                   f'<td><textarea id="in-{_e(name)}-{_e(n)}" name="{_e(n)}">{_e(v)}</textarea>'
-                   f"</td><td>{_e(what)}</td></tr>" for n, v, what in fields)
-    return (f'<form class="try" data-model="{_e(name)}" data-spec="{_e(json.dumps(spec))}">'
-            f'<table>{rows}</table><button type="submit" id="try-{_e(name)}">Run</button></form>'
-            f'<pre id="result-{_e(name)}" data-status=""></pre>')
+    rows = "".join(
+        f'<tr><td><label for="in-{_e(name)}-{_e(n)}">{_e(n)}</label></td>'
+        f'<td><textarea id="in-{_e(name)}-{_e(n)}" name="{_e(n)}">{_e(v)}</textarea>'
+        f"</td><td>{_e(what)}</td></tr>"
+        for n, v, what in fields
+    )
+    return (
+        f'<form class="try" data-model="{_e(name)}" data-spec="{_e(json.dumps(spec))}">'
+        f'<table>{rows}</table><button type="submit" id="try-{_e(name)}">Run</button></form>'
+        f'<pre id="result-{_e(name)}" data-status=""></pre>'
+    )
 
 
 def _history(status: dict[str, Any], history: list[dict[str, Any]]) -> str:
     rows = []
     for h in history[:20]:
-        rows.append("<tr>" + "".join(f"<td>{_e(h.get(k, ''))}</td>" for k in (
-            "seq", "action", "version", "digest", "signer", "time")) + "</tr>")
-    alias = ("<table><tr><th>seq</th><th>action</th><th>version</th><th>digest</th>"
-             "<th>signer</th><th>time</th></tr>" + "".join(rows) + "</table>") if rows else \
-        "<p>no alias history (a file source)</p>"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{_e(h.get(k, ''))}</td>"
+                for k in ("seq", "action", "version", "digest", "signer", "time")
+            )
+            + "</tr>"
+        )
+    alias = (
+        (
+            "<table><tr><th>seq</th><th>action</th><th>version</th><th>digest</th>"
+            "<th>signer</th><th>time</th></tr>" + "".join(rows) + "</table>"
+        )
+        if rows
+        else "<p>no alias history (a file source)</p>"
+    )
     events = "".join(
         f"<li>{_e(_when(ev.get('time')))} {_e(ev['event'])} "
         f"{_e((ev.get('digest') or '')[:19])} {_e(ev.get('version', ''))} "
         f"{_e(ev.get('error') or ev.get('reason') or '')} {_e(ev.get('rollback', ''))}</li>"
-        for ev in status["events"][:20])
+        for ev in status["events"][:20]
+    )
     return f"<h3>Alias history</h3>{alias}<h3>Events here</h3><ul>{events}</ul>"
 
 
@@ -145,26 +175,33 @@ def render_page(models: list[tuple[dict[str, Any], Any, list[dict[str, Any]]]]) 
             fail = status["last_failure"]
             body = (
                 f'<table id="model-{_e(name)}">'
-                f"<tr><th>state</th><td id=\"state-{_e(name)}\">{_e(status['state'])}</td></tr>"
-                f"<tr><th>version</th><td id=\"version-{_e(name)}\">{_e(cur['version'])}</td></tr>"
-                f"<tr><th>digest</th><td><code id=\"digest-{_e(name)}\">{_e(cur['digest'])}"
+                f'<tr><th>state</th><td id="state-{_e(name)}">{_e(status["state"])}</td></tr>'
+                f'<tr><th>version</th><td id="version-{_e(name)}">{_e(cur["version"])}</td></tr>'
+                f'<tr><th>digest</th><td><code id="digest-{_e(name)}">{_e(cur["digest"])}'
                 "</code></td></tr>"
-                f"<tr><th>signed by</th><td id=\"signers-{_e(name)}\">{_signers(cur)}</td></tr>"
-                f"<tr><th>parity</th><td id=\"parity-{_e(name)}\">{_parity(cur['parity'])}"
+                f'<tr><th>signed by</th><td id="signers-{_e(name)}">{_signers(cur)}</td></tr>'
+                f'<tr><th>parity</th><td id="parity-{_e(name)}">{_parity(cur["parity"])}'
                 "</td></tr>"
-                f"<tr><th>smoke test</th><td id=\"smoke-{_e(name)}\">{_e(cur['smoke'])}</td></tr>"
+                f'<tr><th>smoke test</th><td id="smoke-{_e(name)}">{_e(cur["smoke"])}</td></tr>'
                 f"<tr><th>live since</th><td>{_e(_when(cur['loaded_at']))}</td></tr>"
                 f"<tr><th>requests / errors / p99</th><td>{cur['requests']} / {cur['errors']} / "
                 f"{_e(cur['p99_ms'])} ms</td></tr>"
                 f"<tr><th>source</th><td>{_e(status['source'])}</td></tr>"
-                + (f"<tr><th>last refused</th><td class=\"bad\" id=\"failure-{_e(name)}\">"
-                   f"{_e(fail['stage'])}: {_e(fail['error'])}</td></tr>" if fail else "")
-                + "</table>" + "<h3>Try it</h3>" + _form(name, manifest))
-        sections.append(f"<section><h2>{_e(name)}</h2>{body}{_history(status, history)}"
-                        "</section>")
-    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>model-bundle server"
-            f"</title><style>{_STYLE}</style><script src=\"/page.js\" defer></script></head>"
-            "<body><h1>model-bundle server</h1><p>Every version below was verified under this "
-            "server's trust policy before it went live. <a href=\"/openapi.json\">OpenAPI</a> "
-            "&middot; <a href=\"/metrics\">metrics</a></p>" + "".join(sections)
-            + "</body></html>")
+                + (
+                    f'<tr><th>last refused</th><td class="bad" id="failure-{_e(name)}">'
+                    f"{_e(fail['stage'])}: {_e(fail['error'])}</td></tr>"
+                    if fail
+                    else ""
+                )
+                + "</table>"
+                + "<h3>Try it</h3>"
+                + _form(name, manifest)
+            )
+        sections.append(f"<section><h2>{_e(name)}</h2>{body}{_history(status, history)}</section>")
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>model-bundle server'
+        f'</title><style>{_STYLE}</style><script src="/page.js" defer></script></head>'
+        "<body><h1>model-bundle server</h1><p>Every version below was verified under this "
+        'server\'s trust policy before it went live. <a href="/openapi.json">OpenAPI</a> '
+        '&middot; <a href="/metrics">metrics</a></p>' + "".join(sections) + "</body></html>"
+    )

@@ -108,12 +108,20 @@ def judge(policy: ProbationPolicy, new: Snapshot, before: Snapshot | None) -> st
     base = before if before is not None and before.requests >= policy.min_requests else None
     base_rate = base.error_rate if base is not None else 0.0
     if new.error_rate - base_rate > policy.max_error_rate_increase:
-        return (f"error rate {new.error_rate:.1%} over {new.requests} requests vs "
-                f"{base_rate:.1%} before (allowed +{policy.max_error_rate_increase:.1%})")
-    if base is not None and base.p99 is not None and new.p99 is not None \
-            and min(new.requests, base.requests) >= policy.latency_min_requests \
-            and new.p99 > policy.max_p99_ratio * base.p99 \
-            and new.p99 - base.p99 > policy.min_p99_increase:
-        return (f"p99 latency {new.p99 * 1000:.1f} ms vs {base.p99 * 1000:.1f} ms before "
-                f"(allowed {policy.max_p99_ratio:g}x)")
+        return (
+            f"error rate {new.error_rate:.1%} over {new.requests} requests vs "
+            f"{base_rate:.1%} before (allowed +{policy.max_error_rate_increase:.1%})"
+        )
+    if (
+        base is not None
+        and base.p99 is not None
+        and new.p99 is not None
+        and min(new.requests, base.requests) >= policy.latency_min_requests
+        and new.p99 > policy.max_p99_ratio * base.p99
+        and new.p99 - base.p99 > policy.min_p99_increase
+    ):
+        return (
+            f"p99 latency {new.p99 * 1000:.1f} ms vs {base.p99 * 1000:.1f} ms before "
+            f"(allowed {policy.max_p99_ratio:g}x)"
+        )
     return None

@@ -72,8 +72,7 @@ class ServeOptions:
         if self.request_timeout is not None and not self.request_timeout > 0:
             raise ValueError(f"request_timeout must be positive, not {self.request_timeout!r}")
         if not (isinstance(self.max_body_bytes, int) and self.max_body_bytes > 0):
-            raise ValueError(f"max_body_bytes must be a positive int, not "
-                             f"{self.max_body_bytes!r}")
+            raise ValueError(f"max_body_bytes must be a positive int, not {self.max_body_bytes!r}")
         if not self.body_timeout > 0:
             raise ValueError(f"body_timeout must be positive, not {self.body_timeout!r}")
 
@@ -110,12 +109,21 @@ class Version:
         m = self.manifest
         parity = m.parity.to_dict() | {"passed": m.parity.passed} if m.parity else None
         snap = self.stats.snapshot()
-        return {"version": self.version, "digest": self.digest, "signers": self.signers,
-                "verified": self.verified, "smoke": self.smoke, "parity": parity,
-                "framework": m.model.framework, "task": m.model.task,
-                "loaded_at": self.loaded_at, "record": self.record,
-                "requests": snap.requests, "errors": snap.errors,
-                "p99_ms": None if snap.p99 is None else round(snap.p99 * 1000, 3)}
+        return {
+            "version": self.version,
+            "digest": self.digest,
+            "signers": self.signers,
+            "verified": self.verified,
+            "smoke": self.smoke,
+            "parity": parity,
+            "framework": m.model.framework,
+            "task": m.model.task,
+            "loaded_at": self.loaded_at,
+            "record": self.record,
+            "requests": snap.requests,
+            "errors": snap.errors,
+            "p99_ms": None if snap.p99 is None else round(snap.p99 * 1000, 3),
+        }
 
 
 @dataclass
@@ -150,12 +158,16 @@ class ModelSlot:
         """State, serving version, standby, probation and the last failure."""
         with self.lock:
             cur, standby, prob = self.current, self.standby, self.probation
-        return {"name": self.name, "state": self.state, "source": self.source.describe(),
-                "current": cur.info() if cur else None,
-                "standby": standby.info() if standby else None,
-                "probation_until": prob.until if prob else None,
-                "last_failure": self.last_failure,
-                "events": list(self.events)[::-1]}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "source": self.source.describe(),
+            "current": cur.info() if cur else None,
+            "standby": standby.info() if standby else None,
+            "probation_until": prob.until if prob else None,
+            "last_failure": self.last_failure,
+            "events": list(self.events)[::-1],
+        }
 
 
 def _canary_input(model: Model) -> Any:
@@ -166,16 +178,21 @@ def _canary_input(model: Model) -> Any:
         if spec.dtype == "string":
             feeds[spec.name] = np.full(shape, "", dtype=object)
         else:
-            feeds[spec.name] = np.zeros(shape, dtype="float32" if spec.dtype == "bfloat16"
-                                        else spec.dtype)
+            feeds[spec.name] = np.zeros(
+                shape, dtype="float32" if spec.dtype == "bfloat16" else spec.dtype
+            )
     return as_model_input(feeds, model.manifest)
 
 
 class Registry:
     """The served models. Thread-safe; the app calls it from request threads."""
 
-    def __init__(self, sources: Sequence[Source], options: ServeOptions | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        options: ServeOptions | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         if not sources:
             raise ValueError("give at least one model source")
         sources_names(sources)
@@ -202,11 +219,15 @@ class Registry:
                     self._refresh(slot, force=True)
             if supervise and self._supervisor is None:
                 self._stop.clear()
-                self._supervisor = threading.Thread(target=self._supervise,
-                                                    name="bundle-serve-supervisor", daemon=True)
+                self._supervisor = threading.Thread(
+                    target=self._supervise, name="bundle-serve-supervisor", daemon=True
+                )
                 self._supervisor.start()
-        return {n: s.last_error for n, s in self.slots.items()
-                if s.current is None and s.last_error is not None}
+        return {
+            n: s.last_error
+            for n, s in self.slots.items()
+            if s.current is None and s.last_error is not None
+        }
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling, wait (bounded) for pipelines in progress, release every version."""
@@ -233,8 +254,12 @@ class Registry:
                 self._judge(slot)
                 if slot.enabled and now >= slot.next_poll and not slot.load_lock.locked():
                     slot.next_poll = now + slot.source.poll_interval
-                    t = threading.Thread(target=self._refresh, args=(slot,),
-                                         name=f"bundle-serve-load-{slot.name}", daemon=True)
+                    t = threading.Thread(
+                        target=self._refresh,
+                        args=(slot,),
+                        name=f"bundle-serve-load-{slot.name}",
+                        daemon=True,
+                    )
                     self._workers.add(t)
                     t.start()
             self._workers = {t for t in self._workers if t.is_alive()}
@@ -245,8 +270,7 @@ class Registry:
         """The slot serving ``name``; NotServing (404) if none."""
         slot = self.slots.get(name)
         if slot is None:
-            raise NotServing(f"no model named {name!r}; this server has {sorted(self.slots)}",
-                             404)
+            raise NotServing(f"no model named {name!r}; this server has {sorted(self.slots)}", 404)
         return slot
 
     @contextlib.contextmanager
@@ -259,8 +283,9 @@ class Registry:
                 why = f": {slot.last_failure['error']}" if slot.last_failure else ""
                 raise NotServing(f"model {name!r} is not ready ({slot.state}){why}", 503)
             if version is not None and version != v.version:
-                raise NotServing(f"model {name!r} is serving version {v.version!r}, not "
-                                 f"{version!r}", 404)
+                raise NotServing(
+                    f"model {name!r} is serving version {v.version!r}, not {version!r}", 404
+                )
             v.refs += 1
         self.metrics.in_flight.labels(name).inc()
         try:
@@ -297,10 +322,14 @@ class Registry:
         finally:
             slot.load_lock.release()
 
-    def _fail(self, slot: ModelSlot, stage: str, digest: str | None, error: BaseException,
-              started: float) -> None:
-        text = error.one_line()[:500] if isinstance(error, BundleError) \
+    def _fail(
+        self, slot: ModelSlot, stage: str, digest: str | None, error: BaseException, started: float
+    ) -> None:
+        text = (
+            error.one_line()[:500]
+            if isinstance(error, BundleError)
             else f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        )
         failure = {"stage": stage, "digest": digest, "error": text, "time": time.time()}
         slot.last_failure = failure
         slot.last_error = error
@@ -312,8 +341,15 @@ class Registry:
         self.metrics.swap_failures.labels(slot.name, stage).inc()
         cur = slot.current
         keeping = f"kept v{cur.version} {cur.digest[:19]} serving" if cur else "nothing serving"
-        log.warning("model %s: %s; refused %s at %s (%.2f s): %s", slot.name, keeping,
-                    (digest or "?")[:19], stage, time.monotonic() - started, text)
+        log.warning(
+            "model %s: %s; refused %s at %s (%.2f s): %s",
+            slot.name,
+            keeping,
+            (digest or "?")[:19],
+            stage,
+            time.monotonic() - started,
+            text,
+        )
 
     def _pipeline(self, slot: ModelSlot, force: bool) -> None:
         started = time.monotonic()
@@ -330,10 +366,10 @@ class Registry:
         stage = "load"
         try:
             model = candidate.load(session_options(self.options.threads))
-            if model.manifest.model.name != slot.name and slot.current is None \
-                    and not slot.loaded:
-                log.info("model %s: the bundle names itself %r", slot.name,
-                         model.manifest.model.name)
+            if model.manifest.model.name != slot.name and slot.current is None and not slot.loaded:
+                log.info(
+                    "model %s: the bundle names itself %r", slot.name, model.manifest.model.name
+                )
             stage = "preflight"
             for check in self.options.preflight:
                 check(model)
@@ -367,16 +403,22 @@ class Registry:
                 slot.current = new
                 slot.loaded.add(new)
                 slot.standby = old if (policy is not None and old is not None) else None
-                slot.probation = Probation(time.monotonic() + policy.window,
-                                           old.stats.snapshot(recent=True)) \
-                    if (policy is not None and old is not None) else None
+                slot.probation = (
+                    Probation(time.monotonic() + policy.window, old.stats.snapshot(recent=True))
+                    if (policy is not None and old is not None)
+                    else None
+                )
                 slot.state = "probation" if slot.probation else "ready"
                 if old is not None:
                     old.retired = True
         if discard:
             self._release(slot, new)
-            log.info("model %s: v%s %s was built after an unload; discarded", slot.name,
-                     new.version, new.digest[:19])
+            log.info(
+                "model %s: v%s %s was built after an unload; discarded",
+                slot.name,
+                new.version,
+                new.digest[:19],
+            )
             return
         if dropped is not None and dropped is not old:
             self._retire(slot, dropped)
@@ -387,11 +429,26 @@ class Registry:
         self.metrics.serving(slot.name, old, new)
         signed = ", ".join(s["key_id"][:16] for s in new.signers) or "UNSIGNED (allowed)"
         was = f"v{old.version} {old.digest[:19]}" if old else "nothing"
-        slot.events.append({"event": "live", "digest": new.digest, "version": new.version,
-                            "time": time.time(), "replaced": old.digest if old else None})
-        log.info("model %s: %s -> v%s %s live after %.2f s (signed by %s; smoke %s)%s",
-                 slot.name, was, new.version, new.digest[:19], took, signed, new.smoke,
-                 "; on probation" if slot.probation else "")
+        slot.events.append(
+            {
+                "event": "live",
+                "digest": new.digest,
+                "version": new.version,
+                "time": time.time(),
+                "replaced": old.digest if old else None,
+            }
+        )
+        log.info(
+            "model %s: %s -> v%s %s live after %.2f s (signed by %s; smoke %s)%s",
+            slot.name,
+            was,
+            new.version,
+            new.digest[:19],
+            took,
+            signed,
+            new.smoke,
+            "; on probation" if slot.probation else "",
+        )
         self._count_loaded(slot)
 
     def _retire(self, slot: ModelSlot, v: Version) -> None:
@@ -434,10 +491,22 @@ class Registry:
                 slot.probation = None
                 slot.standby = None
                 slot.state = "ready"
-            slot.events.append({"event": "probation passed", "digest": new.digest,
-                                "version": new.version, "time": time.time()})
-            log.info("model %s: v%s %s passed probation; v%s %s released", slot.name,
-                     new.version, new.digest[:19], old.version, old.digest[:19])
+            slot.events.append(
+                {
+                    "event": "probation passed",
+                    "digest": new.digest,
+                    "version": new.version,
+                    "time": time.time(),
+                }
+            )
+            log.info(
+                "model %s: v%s %s passed probation; v%s %s released",
+                slot.name,
+                new.version,
+                new.digest[:19],
+                old.version,
+                old.digest[:19],
+            )
             self._retire(slot, old)
 
     def _rollback(self, slot: ModelSlot, bad: Version, good: Version, why: str) -> None:
@@ -458,13 +527,34 @@ class Registry:
             recorded = slot.source.rollback(good.digest, why)
         except Exception as e:  # the rollback here stands even if the source cannot record it
             recorded = f"the source could not record the rollback: {type(e).__name__}: {e}"
-        slot.last_failure = {"stage": "probation", "digest": bad.digest, "error": why,
-                             "time": time.time(), "rollback": recorded}
-        slot.events.append({"event": "rolled back", "digest": bad.digest,
-                            "version": bad.version, "to": good.digest, "reason": why,
-                            "rollback": recorded, "time": time.time()})
-        log.warning("model %s: rolled back v%s %s -> v%s %s: %s; %s", slot.name, bad.version,
-                    bad.digest[:19], good.version, good.digest[:19], why, recorded)
+        slot.last_failure = {
+            "stage": "probation",
+            "digest": bad.digest,
+            "error": why,
+            "time": time.time(),
+            "rollback": recorded,
+        }
+        slot.events.append(
+            {
+                "event": "rolled back",
+                "digest": bad.digest,
+                "version": bad.version,
+                "to": good.digest,
+                "reason": why,
+                "rollback": recorded,
+                "time": time.time(),
+            }
+        )
+        log.warning(
+            "model %s: rolled back v%s %s -> v%s %s: %s; %s",
+            slot.name,
+            bad.version,
+            bad.digest[:19],
+            good.version,
+            good.digest[:19],
+            why,
+            recorded,
+        )
 
     # -- repository
 
@@ -489,13 +579,22 @@ class Registry:
         out = []
         for slot in self.slots.values():
             cur = slot.current
-            state = "READY" if cur is not None else \
-                ("UNAVAILABLE" if slot.state != "loading" else "LOADING")
+            state = (
+                "READY"
+                if cur is not None
+                else ("UNAVAILABLE" if slot.state != "loading" else "LOADING")
+            )
             if slot.state == "unloaded":
                 state = "UNAVAILABLE"
             if ready_only and state != "READY":
                 continue
             reason = slot.last_failure["error"] if slot.last_failure else ""
-            out.append({"name": slot.name, "version": cur.version if cur else "",
-                        "state": state, "reason": reason})
+            out.append(
+                {
+                    "name": slot.name,
+                    "version": cur.version if cur else "",
+                    "state": state,
+                    "reason": reason,
+                }
+            )
         return out

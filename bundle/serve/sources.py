@@ -95,9 +95,16 @@ class FileSource:
     atomically (write elsewhere, rename over it).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, trust: TrustPolicy,
-                 name: str | None = None, poll_interval: float = 1.0,
-                 device: str = "cpu", zero_copy: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        trust: TrustPolicy,
+        name: str | None = None,
+        poll_interval: float = 1.0,
+        device: str = "cpu",
+        zero_copy: bool = False,
+    ) -> None:
         if not isinstance(trust, TrustPolicy):
             raise TypeError(f"trust must be a bundle.TrustPolicy, not {type(trust).__name__}")
         if poll_interval <= 0:
@@ -129,23 +136,34 @@ class FileSource:
                 try:
                     digest = file_digest(self.path)
                 except OSError as e:
-                    raise FormatError(f"{self.path} cannot be read: {e.strerror}",
-                                      entry=str(self.path)) from e
+                    raise FormatError(
+                        f"{self.path} cannot be read: {e.strerror}", entry=str(self.path)
+                    ) from e
                 if _identity(self.path) != before:
-                    raise FormatError(f"{self.path} changed while it was being hashed; "
-                                      "trying again at the next poll", entry=str(self.path))
+                    raise FormatError(
+                        f"{self.path} changed while it was being hashed; "
+                        "trying again at the next poll",
+                        entry=str(self.path),
+                    )
                 self._seen = (before, digest)
         path, trust, device, zero_copy = self.path, self.trust, self.device, self.zero_copy
 
         def load(session_options: Any) -> Model:
             from .. import api
 
-            model = api.load(path, trust=trust, device=device, zero_copy=zero_copy,
-                             session_options=session_options)
+            model = api.load(
+                path,
+                trust=trust,
+                device=device,
+                zero_copy=zero_copy,
+                session_options=session_options,
+            )
             if _identity(path) != before:
                 # The bytes loaded may not be the bytes hashed: try again next poll.
-                raise FormatError(f"{path} changed while it was being loaded; trying again "
-                                  "at the next poll", entry=str(path))
+                raise FormatError(
+                    f"{path} changed while it was being loaded; trying again at the next poll",
+                    entry=str(path),
+                )
             return model
 
         return Candidate(digest, load, record={"source": str(self.path)})
@@ -156,8 +174,10 @@ class FileSource:
 
     def rollback(self, to_digest: str, reason: str) -> str:
         """A file cannot be rolled back: say so (the server already serves ``to_digest``)."""
-        return (f"serving {to_digest[:19]} again; {self.path} still holds the rejected version "
-                "(it is not loaded again until the file changes)")
+        return (
+            f"serving {to_digest[:19]} again; {self.path} still holds the rejected version "
+            "(it is not loaded again until the file changes)"
+        )
 
     def describe(self) -> str:
         """``file:<path>``."""
@@ -174,8 +194,9 @@ class StoreSource:
     one it is reported (model status, metrics, log) and the alias is left as is.
     """
 
-    def __init__(self, store: Any, spec: str, *, signing_key: Any = None,
-                 poll_interval: float = 5.0) -> None:
+    def __init__(
+        self, store: Any, spec: str, *, signing_key: Any = None, poll_interval: float = 5.0
+    ) -> None:
         name, sep, alias = spec.partition("@")
         if not sep or not name or not alias:
             raise ValueError(f"model must be given as name@alias, not {spec!r}")
@@ -200,14 +221,20 @@ class StoreSource:
             # moves meanwhile (the next poll sees that).
             model: Model = store.load(digest, session_options=session_options)
             if version is not None and model.manifest.model.version != str(version):
-                raise StoreLogError(f"{self.spec} names version {version}, but {digest[:19]} "
-                                    f"is version {model.manifest.model.version}")
+                raise StoreLogError(
+                    f"{self.spec} names version {version}, but {digest[:19]} "
+                    f"is version {model.manifest.model.version}"
+                )
             return model
 
         record = getattr(ref, "record", None)
         seq = getattr(record, "seq", None) if record is not None else getattr(ref, "seq", None)
-        return Candidate(digest, load, None if version is None else str(version),
-                         {"alias": self.alias, "seq": seq, "source": self.describe()})
+        return Candidate(
+            digest,
+            load,
+            None if version is None else str(version),
+            {"alias": self.alias, "seq": seq, "source": self.describe()},
+        )
 
     def history(self) -> list[dict[str, Any]]:
         """The alias log as the store reports it, newest first."""
@@ -218,16 +245,23 @@ class StoreSource:
             elif hasattr(rec, "to_dict"):
                 out.append(dict(rec.to_dict()))
             else:
-                out.append({k: getattr(rec, k) for k in ("seq", "digest", "version", "action",
-                                                          "signer", "time") if hasattr(rec, k)})
+                out.append(
+                    {
+                        k: getattr(rec, k)
+                        for k in ("seq", "digest", "version", "action", "signer", "time")
+                        if hasattr(rec, k)
+                    }
+                )
         out.sort(key=lambda r: -(r.get("seq") or 0))
         return out
 
     def rollback(self, to_digest: str, reason: str) -> str:
         """Append a signed rollback record when a key was given; else say why not."""
         if self.signing_key is None:
-            return (f"rolled back to {to_digest[:19]} in this server only: no signing key, so "
-                    f"{self.spec} still points at the rejected version in the store")
+            return (
+                f"rolled back to {to_digest[:19]} in this server only: no signing key, so "
+                f"{self.spec} still points at the rejected version in the store"
+            )
         try:
             self.store.rollback(self.name, self.alias, signing_key=self.signing_key)
         except BundleError as e:

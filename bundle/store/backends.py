@@ -47,8 +47,7 @@ def _wrapped(what: str) -> Iterator[None]:
     except FileExistsError:
         raise
     except Exception as e:
-        raise StoreError(f"{what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
-                         ) from e
+        raise StoreError(f"{what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
 
 
 class Backend:
@@ -78,8 +77,9 @@ class Backend:
             except (FileNotFoundError, IsADirectoryError):
                 return None
         if len(data) > max_size:
-            raise StoreError(f"{self.url}/{key} is over the {max_size}-byte limit for this "
-                             "kind of object")
+            raise StoreError(
+                f"{self.url}/{key} is over the {max_size}-byte limit for this kind of object"
+            )
         return data
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
@@ -120,7 +120,7 @@ class Backend:
         out = set()
         for p in entries:
             p = p.rstrip("/")
-            name = p[len(base):] if p.startswith(base) else p.rsplit("/", 1)[-1]
+            name = p[len(base) :] if p.startswith(base) else p.rsplit("/", 1)[-1]
             if name and "/" not in name:
                 out.add(name)
         return sorted(out)
@@ -129,9 +129,11 @@ class Backend:
 
     def _refuse(self) -> None:
         if not self.writable:
-            raise StoreError(f"{self.url}: the {self.fs.protocol!r} backend cannot create "
-                             "objects exclusively, so this store is read-only here (writable: "
-                             "a local folder, file://, s3://, memory://)")
+            raise StoreError(
+                f"{self.url}: the {self.fs.protocol!r} backend cannot create "
+                "objects exclusively, so this store is read-only here (writable: "
+                "a local folder, file://, s3://, memory://)"
+            )
 
     def create(self, key: str, data: bytes) -> bool:
         """Create ``key`` holding ``data`` unless it exists: True if this call created it.
@@ -151,8 +153,7 @@ class Backend:
     def delete(self, key: str) -> None:
         """Remove an object (gone already is fine)."""
         self._refuse()
-        with _wrapped(f"cannot delete {self.url}/{key}"), \
-                contextlib.suppress(FileNotFoundError):
+        with _wrapped(f"cannot delete {self.url}/{key}"), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(key))
 
     def stale_temporaries(self, older_than: float) -> list[str]:
@@ -170,8 +171,7 @@ class LocalBackend(Backend):
         tmpdir = Path(self.path(self.TMP))
         tmpdir.mkdir(parents=True, exist_ok=True)
         tmp = tmpdir / f"{uuid.uuid4().hex}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
                 if data is not None:
@@ -271,8 +271,11 @@ class MemoryBackend(Backend):
 
     def upload(self, key: str, local: Path) -> None:
         data = local.read_bytes()
-        with _MEMORY_LOCK, _wrapped(f"cannot write {self.url}/{key}"), \
-                contextlib.suppress(FileExistsError):
+        with (
+            _MEMORY_LOCK,
+            _wrapped(f"cannot write {self.url}/{key}"),
+            contextlib.suppress(FileExistsError),
+        ):
             self.fs.pipe_file(self.path(key), data, mode="create")
 
 
@@ -287,8 +290,9 @@ def _kind(protocol: Any) -> type[Backend]:
     return Backend
 
 
-def open_backend(url: str | os.PathLike[str],
-                 storage_options: Mapping[str, Any] | None = None) -> Backend:
+def open_backend(
+    url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> Backend:
     """The backend for a store URL: a local path, ``file://``, ``s3://bucket/prefix``,
     ``memory://name``, or another fsspec URL (read-only)."""
     text = os.fspath(url)
@@ -297,8 +301,7 @@ def open_backend(url: str | os.PathLike[str],
     try:
         import fsspec
     except ImportError as e:  # pragma: no cover - a dependency of the store extra
-        raise StoreError("the model store needs fsspec: pip install 'model-bundle[store]'"
-                         ) from e
+        raise StoreError("the model store needs fsspec: pip install 'model-bundle[store]'") from e
     options = dict(storage_options or {})
     if "://" not in text:
         text = os.path.abspath(text)

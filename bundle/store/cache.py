@@ -28,8 +28,15 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 
-__all__ = ["CHUNK_SIZE", "PARALLEL_MIN_BYTES", "WORKERS", "Cache", "default_cache_dir",
-           "parse_digest", "sha256_file"]
+__all__ = [
+    "CHUNK_SIZE",
+    "PARALLEL_MIN_BYTES",
+    "WORKERS",
+    "Cache",
+    "default_cache_dir",
+    "parse_digest",
+    "sha256_file",
+]
 
 CHUNK_SIZE = 32 << 20
 """Bytes per ranged read. Large enough that per-request costs vanish (benchmarks/store.py:
@@ -45,7 +52,7 @@ ReadRange = Callable[[int, int], bytes]
 
 def parse_digest(value: str) -> str | None:
     """The hex of ``sha256:<hex>`` or ``<hex>`` (64 lowercase hex digits), else None."""
-    text = value[len("sha256:"):] if value.startswith("sha256:") else value
+    text = value[len("sha256:") :] if value.startswith("sha256:") else value
     return text if _HEX64.fullmatch(text) else None
 
 
@@ -96,14 +103,17 @@ class Cache:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise IntegrityError(f"cache entry {path} cannot be read: {e.strerror}",
-                                 entry=str(path)) from e
+            raise IntegrityError(
+                f"cache entry {path} cannot be read: {e.strerror}", entry=str(path)
+            ) from e
         if got != digest:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            raise IntegrityError(f"cache entry {path} changed on disk: its SHA-256 is "
-                                 f"{got[:16]}..., not {digest[:16]}...; removed it, fetch again",
-                                 entry=str(path))
+            raise IntegrityError(
+                f"cache entry {path} changed on disk: its SHA-256 is "
+                f"{got[:16]}..., not {digest[:16]}...; removed it, fetch again",
+                entry=str(path),
+            )
         return path
 
     def _temporary(self) -> tuple[int, Path]:
@@ -117,8 +127,13 @@ class Cache:
         os.replace(tmp, final)  # atomic; a concurrent fetch of the same digest wrote the same
         return final
 
-    def fetch(self, read_range: ReadRange, size: int, expected: str | None = None,
-              what: str = "remote bundle") -> tuple[Path, str]:
+    def fetch(
+        self,
+        read_range: ReadRange,
+        size: int,
+        expected: str | None = None,
+        what: str = "remote bundle",
+    ) -> tuple[Path, str]:
         """Read ``size`` bytes through ``read_range(start, end)`` into the cache.
 
         Ranges are read in parallel and hashed in order as they arrive. With
@@ -141,9 +156,11 @@ class Cache:
         os.close(fd)
         if expected is not None and digest != expected:
             tmp.unlink()
-            raise IntegrityError(f"{what}: its bytes hash to {digest[:16]}..., not the digest "
-                                 f"{expected[:16]}... it is stored under; nothing was kept",
-                                 entry=what)
+            raise IntegrityError(
+                f"{what}: its bytes hash to {digest[:16]}..., not the digest "
+                f"{expected[:16]}... it is stored under; nothing was kept",
+                entry=what,
+            )
         return self._adopt(tmp, digest), digest
 
     def add(self, source: Path) -> tuple[Path, str]:
@@ -160,14 +177,20 @@ class Cache:
 def _download(read_range: ReadRange, size: int, fd: int, what: str) -> str:
     """Fetch [0, size) into ``fd``; return the SHA-256 of the bytes, hashed in order."""
     h = hashlib.sha256()
-    spans = [(a, min(a + CHUNK_SIZE, size)) for a in range(0, size, CHUNK_SIZE)] \
-        if size >= PARALLEL_MIN_BYTES else ([(0, size)] if size else [])
+    spans = (
+        [(a, min(a + CHUNK_SIZE, size)) for a in range(0, size, CHUNK_SIZE)]
+        if size >= PARALLEL_MIN_BYTES
+        else ([(0, size)] if size else [])
+    )
 
     def one(span: tuple[int, int]) -> bytes:
         data = read_range(*span)
         if len(data) != span[1] - span[0]:
-            raise IntegrityError(f"{what}: asked for bytes {span[0]}..{span[1]}, got "
-                                 f"{len(data)} (the object changed size?)", entry=what)
+            raise IntegrityError(
+                f"{what}: asked for bytes {span[0]}..{span[1]}, got "
+                f"{len(data)} (the object changed size?)",
+                entry=what,
+            )
         return data
 
     if len(spans) <= 1:

@@ -77,8 +77,9 @@ def check_name(value: object, what: str = "name") -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, not {type(value).__name__}")
     if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"{what} {value!r} must be 1-128 of A-Z a-z 0-9 . _ - and start "
-                         "with a letter or digit")
+        raise ValueError(
+            f"{what} {value!r} must be 1-128 of A-Z a-z 0-9 . _ - and start with a letter or digit"
+        )
     return value
 
 
@@ -87,8 +88,10 @@ def check_version(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"version must be a string, not {type(value).__name__}")
     if not VERSION_PATTERN.fullmatch(value):
-        raise ValueError(f"version {value!r} must be 1-64 of A-Z a-z 0-9 . _ + - and start "
-                         "with a letter or digit")
+        raise ValueError(
+            f"version {value!r} must be 1-64 of A-Z a-z 0-9 . _ + - and start "
+            "with a letter or digit"
+        )
     return value
 
 
@@ -143,20 +146,37 @@ class AliasRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for ``--json``)."""
-        return {"name": self.name, "alias": self.alias, "seq": self.seq, "action": self.action,
-                "target": self.target.to_dict(),
-                "previous": None if self.previous is None else self.previous.to_dict(),
-                "previous_record": self.previous_record, "time": self.time,
-                "reason": self.reason, "expires": self.expires, "signers": list(self.signers),
-                "record_sha256": self.record_sha256}
+        return {
+            "name": self.name,
+            "alias": self.alias,
+            "seq": self.seq,
+            "action": self.action,
+            "target": self.target.to_dict(),
+            "previous": None if self.previous is None else self.previous.to_dict(),
+            "previous_record": self.previous_record,
+            "time": self.time,
+            "reason": self.reason,
+            "expires": self.expires,
+            "signers": list(self.signers),
+            "record_sha256": self.record_sha256,
+        }
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def build_record(name: str, alias: str, seq: int, action: str, target: Target,
-                 previous: AliasRecord | None, *, time: dt.datetime, reason: str = "",
-                 expires: str | None = None) -> bytes:
+def build_record(
+    name: str,
+    alias: str,
+    seq: int,
+    action: str,
+    target: Target,
+    previous: AliasRecord | None,
+    *,
+    time: dt.datetime,
+    reason: str = "",
+    expires: str | None = None,
+) -> bytes:
     """The canonical Statement bytes of record ``seq``, chained onto ``previous``."""
     check_name(name)
     check_name(alias, "alias")
@@ -169,18 +189,25 @@ def build_record(name: str, alias: str, seq: int, action: str, target: Target,
     if expires is not None:
         expires = format_time(expires)
     predicate = {
-        "name": name, "alias": alias, "seq": seq, "action": action,
+        "name": name,
+        "alias": alias,
+        "seq": seq,
+        "action": action,
         "target": target.to_dict(),
         "previous": None if previous is None else previous.target.to_dict(),
         "previous_record": None if previous is None else previous.record_sha256,
-        "time": format_time(time), "reason": reason, "expires": expires,
+        "time": format_time(time),
+        "reason": reason,
+        "expires": expires,
     }
-    return canonical_json.dumps({
-        "_type": dsse.STATEMENT_TYPE,
-        "subject": [{"name": f"{name}@{alias}", "digest": {"sha256": target.digest}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": predicate,
-    })
+    return canonical_json.dumps(
+        {
+            "_type": dsse.STATEMENT_TYPE,
+            "subject": [{"name": f"{name}@{alias}", "digest": {"sha256": target.digest}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": predicate,
+        }
+    )
 
 
 def sign_record(statement: bytes, keys: Sequence[signing.PrivateKey]) -> bytes:
@@ -188,10 +215,17 @@ def sign_record(statement: bytes, keys: Sequence[signing.PrivateKey]) -> bytes:
     if not keys:
         raise ValueError("an alias record needs at least one signing key")
     message = dsse.pae(PAYLOAD_TYPE, statement)
-    sigs = [{"keyid": k.key_id, "sig": base64.b64encode(k.sign(message)).decode("ascii")}
-            for k in sorted(keys, key=lambda k: k.key_id)]
-    return canonical_json.dumps({"payload": base64.b64encode(statement).decode("ascii"),
-                                 "payloadType": PAYLOAD_TYPE, "signatures": sigs})
+    sigs = [
+        {"keyid": k.key_id, "sig": base64.b64encode(k.sign(message)).decode("ascii")}
+        for k in sorted(keys, key=lambda k: k.key_id)
+    ]
+    return canonical_json.dumps(
+        {
+            "payload": base64.b64encode(statement).decode("ascii"),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": sigs,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- verifying
@@ -206,23 +240,31 @@ def _b64(value: object, what: str, where: str) -> bytes:
         raise SignatureError(f"{where}: {what} is not valid base64", entry=where) from e
 
 
-def _signed_payload(data: bytes, trust: signing.TrustStore, where: str,
-                    ) -> tuple[bytes, tuple[str, ...]]:
+def _signed_payload(
+    data: bytes,
+    trust: signing.TrustStore,
+    where: str,
+) -> tuple[bytes, tuple[str, ...]]:
     """The payload of a DSSE envelope signed by at least ``trust.threshold`` distinct
     trusted keys, and their ids. Signatures by other keys are ignored, never counted."""
     if len(data) > MAX_RECORD_BYTES:
-        raise SignatureError(f"{where}: record is {len(data)} bytes, over the "
-                             f"{MAX_RECORD_BYTES}-byte limit", entry=where)
+        raise SignatureError(
+            f"{where}: record is {len(data)} bytes, over the {MAX_RECORD_BYTES}-byte limit",
+            entry=where,
+        )
     try:
         env = canonical_json.loads(data, what=where)
     except FormatError as e:
         raise SignatureError(f"{where}: record is not a JSON DSSE envelope", entry=where) from e
     if not isinstance(env, dict) or set(env) != {"payload", "payloadType", "signatures"}:
-        raise SignatureError(f"{where}: record is not a DSSE envelope (payload, payloadType, "
-                             "signatures)", entry=where)
+        raise SignatureError(
+            f"{where}: record is not a DSSE envelope (payload, payloadType, signatures)",
+            entry=where,
+        )
     if env["payloadType"] != PAYLOAD_TYPE:
-        raise SignatureError(f"{where}: payload type {env['payloadType']!r} is not "
-                             f"{PAYLOAD_TYPE!r}", entry=where)
+        raise SignatureError(
+            f"{where}: payload type {env['payloadType']!r} is not {PAYLOAD_TYPE!r}", entry=where
+        )
     payload = _b64(env["payload"], "payload", where)
     sigs = env["signatures"]
     if not isinstance(sigs, list) or not sigs:
@@ -237,27 +279,40 @@ def _signed_payload(data: bytes, trust: signing.TrustStore, where: str,
         for key in trust.keys:
             if key.verify(sig, message):
                 if hint not in (None, "", key.key_id):
-                    raise SignatureError(f"{where}: a signature names key {str(hint)[:16]} but "
-                                         f"was made by trusted key {key.key_id[:16]}",
-                                         entry=where)
+                    raise SignatureError(
+                        f"{where}: a signature names key {str(hint)[:16]} but "
+                        f"was made by trusted key {key.key_id[:16]}",
+                        entry=where,
+                    )
                 found[key.key_id] = None
                 break
     if len(found) < trust.threshold:
         raise SignatureError(
             f"{where}: alias record is signed by {len(found)} trusted key(s), "
             f"{trust.threshold} required (trusted: "
-            f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'})", entry=where)
+            f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'})",
+            entry=where,
+        )
     return payload, tuple(found)
 
 
-_PREDICATE_KEYS = {"name", "alias", "seq", "action", "target", "previous", "previous_record",
-                   "time", "reason", "expires"}
+_PREDICATE_KEYS = {
+    "name",
+    "alias",
+    "seq",
+    "action",
+    "target",
+    "previous",
+    "previous_record",
+    "time",
+    "reason",
+    "expires",
+}
 
 
 def _target(value: object, where: str) -> Target:
     if not isinstance(value, dict) or set(value) != {"digest", "version", "size"}:
-        raise StoreLogError(f"{where}: a target needs exactly digest, version, size",
-                            entry=where)
+        raise StoreLogError(f"{where}: a target needs exactly digest, version, size", entry=where)
     try:
         return Target(value["digest"], value["version"], value["size"])
     except (TypeError, ValueError) as e:
@@ -279,17 +334,24 @@ def _parse_statement(payload: bytes, where: str) -> dict[str, Any]:
         st = canonical_json.loads(payload, what=where)
     except FormatError as e:
         raise StoreLogError(f"{where}: signed payload is not JSON", entry=where) from e
-    if not isinstance(st, dict) or set(st) != {"_type", "subject", "predicateType", "predicate"} \
-            or st["_type"] != dsse.STATEMENT_TYPE or st["predicateType"] != PREDICATE_TYPE:
-        raise StoreLogError(f"{where}: signed payload is not an alias record statement "
-                            f"(predicate type {PREDICATE_TYPE})", entry=where)
+    if (
+        not isinstance(st, dict)
+        or set(st) != {"_type", "subject", "predicateType", "predicate"}
+        or st["_type"] != dsse.STATEMENT_TYPE
+        or st["predicateType"] != PREDICATE_TYPE
+    ):
+        raise StoreLogError(
+            f"{where}: signed payload is not an alias record statement "
+            f"(predicate type {PREDICATE_TYPE})",
+            entry=where,
+        )
     pred = st["predicate"]
     if not isinstance(pred, dict) or set(pred) != _PREDICATE_KEYS:
-        raise StoreLogError(f"{where}: the predicate needs exactly {sorted(_PREDICATE_KEYS)}",
-                            entry=where)
+        raise StoreLogError(
+            f"{where}: the predicate needs exactly {sorted(_PREDICATE_KEYS)}", entry=where
+        )
     subjects = st["subject"]
-    if not (isinstance(subjects, list) and len(subjects) == 1
-            and isinstance(subjects[0], dict)):
+    if not (isinstance(subjects, list) and len(subjects) == 1 and isinstance(subjects[0], dict)):
         raise StoreLogError(f"{where}: the statement needs one subject", entry=where)
     pred["_subject"] = subjects[0]
     return pred
@@ -312,19 +374,32 @@ def _parse_record(data: bytes, trust: signing.TrustStore, where: str) -> AliasRe
     if prev_rec is not None and not (isinstance(prev_rec, str) and _HEX64.fullmatch(prev_rec)):
         raise StoreLogError(f"{where}: previous_record must be a hex SHA-256", entry=where)
     if (seq == 0) != (previous is None) or (seq == 0) != (prev_rec is None):
-        raise StoreLogError(f"{where}: only record 0 has no previous target and record",
-                            entry=where)
+        raise StoreLogError(
+            f"{where}: only record 0 has no previous target and record", entry=where
+        )
     reason = p["reason"]
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
         raise StoreLogError(f"{where}: malformed reason", entry=where)
     expires = None if p["expires"] is None else _time(p["expires"], "expires", where)
     subject = p["_subject"]
     if subject != {"name": f"{p['name']}@{p['alias']}", "digest": {"sha256": target.digest}}:
-        raise StoreLogError(f"{where}: the subject is not name@alias with the target digest",
-                            entry=where)
-    return AliasRecord(p["name"], p["alias"], seq, p["action"], target, previous, prev_rec,
-                       _time(p["time"], "time", where), reason, expires, signers,
-                       hashlib.sha256(data).hexdigest())
+        raise StoreLogError(
+            f"{where}: the subject is not name@alias with the target digest", entry=where
+        )
+    return AliasRecord(
+        p["name"],
+        p["alias"],
+        seq,
+        p["action"],
+        target,
+        previous,
+        prev_rec,
+        _time(p["time"], "time", where),
+        reason,
+        expires,
+        signers,
+        hashlib.sha256(data).hexdigest(),
+    )
 
 
 def check_listing(label: str, listed: Sequence[int]) -> None:
@@ -333,14 +408,23 @@ def check_listing(label: str, listed: Sequence[int]) -> None:
     want = list(range(len(listed)))
     if sorted(listed) != want:
         missing = sorted(set(range(max(listed) + 1)) - set(listed))
-        raise StoreLogError(f"{label}: the log has a gap: record(s) {missing[:5]} of "
-                            f"0..{max(listed)} missing; records were deleted", entry=label)
+        raise StoreLogError(
+            f"{label}: the log has a gap: record(s) {missing[:5]} of "
+            f"0..{max(listed)} missing; records were deleted",
+            entry=label,
+        )
 
 
-def verify_chain(name: str, alias: str, records: Sequence[tuple[int, bytes]],
-                 trust: signing.TrustStore | None, *, listed: Sequence[int] | None = None,
-                 anchor: tuple[int, str] | None = None,
-                 where: str = "") -> list[AliasRecord]:
+def verify_chain(
+    name: str,
+    alias: str,
+    records: Sequence[tuple[int, bytes]],
+    trust: signing.TrustStore | None,
+    *,
+    listed: Sequence[int] | None = None,
+    anchor: tuple[int, str] | None = None,
+    where: str = "",
+) -> list[AliasRecord]:
     """Verify consecutive records of one alias log; return them, oldest first.
 
     ``records`` are (seq, object bytes) as read from the store, in order, from seq 0,
@@ -355,8 +439,9 @@ def verify_chain(name: str, alias: str, records: Sequence[tuple[int, bytes]],
     """
     label = where or f"{name}@{alias}"
     if trust is None:
-        raise SignatureError(f"{label}: alias records are verified with trusted keys, and "
-                             "the trust policy has none")
+        raise SignatureError(
+            f"{label}: alias records are verified with trusted keys, and the trust policy has none"
+        )
     if listed is not None:
         check_listing(label, listed)
     start = anchor[0] if anchor is not None else 0
@@ -365,44 +450,63 @@ def verify_chain(name: str, alias: str, records: Sequence[tuple[int, bytes]],
     for i, (seq, data) in enumerate(records):
         at = f"{label} record {seq}"
         if seq != start + i:
-            raise StoreLogError(f"{at}: expected record {start + i}: the log has a gap",
-                                entry=at)
+            raise StoreLogError(f"{at}: expected record {start + i}: the log has a gap", entry=at)
         rec = _parse_record(data, trust, at)
         if (rec.name, rec.alias, rec.seq) != (name, alias, seq):
-            raise StoreLogError(f"{at}: holds record {rec.seq} of {rec.name}@{rec.alias}: a "
-                                "record moved from elsewhere is refused", entry=at)
+            raise StoreLogError(
+                f"{at}: holds record {rec.seq} of {rec.name}@{rec.alias}: a "
+                "record moved from elsewhere is refused",
+                entry=at,
+            )
         if i == 0 and anchor is not None and rec.record_sha256 != anchor[1]:
-            raise StoreLogError(f"{at}: differs from the record {seq} accepted before "
-                                f"(SHA-256 {anchor[1][:16]}...): the log was rewritten (a fork)",
-                                entry=at)
+            raise StoreLogError(
+                f"{at}: differs from the record {seq} accepted before "
+                f"(SHA-256 {anchor[1][:16]}...): the log was rewritten (a fork)",
+                entry=at,
+            )
         if prev is not None:
             if rec.previous_record != prev.record_sha256:
-                raise StoreLogError(f"{at}: names previous record {str(rec.previous_record)[:16]}"
-                                    f"..., but record {prev.seq} is {prev.record_sha256[:16]}...:"
-                                    " a fork or an edited record", entry=at)
+                raise StoreLogError(
+                    f"{at}: names previous record {str(rec.previous_record)[:16]}"
+                    f"..., but record {prev.seq} is {prev.record_sha256[:16]}...:"
+                    " a fork or an edited record",
+                    entry=at,
+                )
             if rec.previous != prev.target:
-                raise StoreLogError(f"{at}: its previous target is not record {prev.seq}'s "
-                                    "target", entry=at)
+                raise StoreLogError(
+                    f"{at}: its previous target is not record {prev.seq}'s target", entry=at
+                )
         out.append(rec)
         prev = rec
     if listed is not None and records and records[-1][0] != len(listed) - 1:
-        raise StoreLogError(f"{label}: records after {records[-1][0]} were not checked",
-                            entry=label)
+        raise StoreLogError(
+            f"{label}: records after {records[-1][0]} were not checked", entry=label
+        )
     return out
 
 
-def check_current(latest: AliasRecord | None, name: str, alias: str, *, now: dt.datetime,
-                  floor: Mapping[str, Any] | None = None) -> AliasRecord:
+def check_current(
+    latest: AliasRecord | None,
+    name: str,
+    alias: str,
+    *,
+    now: dt.datetime,
+    floor: Mapping[str, Any] | None = None,
+) -> AliasRecord:
     """The alias's current record, refused when missing, expired, or older than the
     client state's ``floor`` ({"seq": n, "record": sha256}) -- a replayed or frozen log."""
     if floor is not None and (latest is None or latest.seq < int(floor["seq"])):
         have = "no records" if latest is None else f"record {latest.seq} as its latest"
-        raise FreshnessError(f"{name}@{alias}: the store shows {have}, but record "
-                             f"{floor['seq']} was accepted before: the alias log was rolled "
-                             "back, replayed or frozen; refused")
+        raise FreshnessError(
+            f"{name}@{alias}: the store shows {have}, but record "
+            f"{floor['seq']} was accepted before: the alias log was rolled "
+            "back, replayed or frozen; refused"
+        )
     if latest is None:
         raise StoreNotFoundError(f"no alias {alias!r} for model {name!r}")
     if latest.expires is not None and now >= parse_time(latest.expires, "expires"):
-        raise FreshnessError(f"{name}@{alias}: record {latest.seq} expired at {latest.expires}"
-                             f" (now {format_time(now)}); promote again to renew it")
+        raise FreshnessError(
+            f"{name}@{alias}: record {latest.seq} expired at {latest.expires}"
+            f" (now {format_time(now)}); promote again to renew it"
+        )
     return latest

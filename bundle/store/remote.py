@@ -27,9 +27,13 @@ def is_remote(path: object) -> bool:
     return scheme.isidentifier() and scheme not in ("file", "local")
 
 
-def fetch_url(url: str, *, storage_options: Mapping[str, Any] | None = None,
-              cache_dir: str | os.PathLike[str] | None = None,
-              expected: str | None = None) -> tuple[Path, str]:
+def fetch_url(
+    url: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    expected: str | None = None,
+) -> tuple[Path, str]:
     """Fetch the file at ``url`` into the cache; return its path there and its digest.
 
     ``storage_options`` go to fsspec (S3 endpoint and credentials, HTTP headers).
@@ -47,5 +51,6 @@ def fetch_url(url: str, *, storage_options: Mapping[str, Any] | None = None,
     size = backend.size(name)
     if size is None:
         raise StoreNotFoundError(f"{url}: no such object")
-    return cache.fetch(lambda a, b: backend.read_range(name, a, b), size, expected=expected,
-                       what=url)
+    return cache.fetch(
+        lambda a, b: backend.read_range(name, a, b), size, expected=expected, what=url
+    )

@@ -56,8 +56,10 @@ class StateFile:
             have = entries.get(key)
             if have is not None and int(have["seq"]) >= seq:
                 if int(have["seq"]) == seq and have["record"] != record:
-                    raise FreshnessError(f"{key}: record {seq} differs from the one this "
-                                         "machine accepted before (a fork); refused")
+                    raise FreshnessError(
+                        f"{key}: record {seq} differs from the one this "
+                        "machine accepted before (a fork); refused"
+                    )
                 return
             entries[key] = {"seq": seq, "record": record}
             self._write(entries)
@@ -69,8 +71,9 @@ class StateFile:
         except FileNotFoundError:
             return {}
         except OSError as e:
-            raise FreshnessError(f"cannot read store state {self.path} (a symbolic link is "
-                                 f"refused): {e.strerror}") from e
+            raise FreshnessError(
+                f"cannot read store state {self.path} (a symbolic link is refused): {e.strerror}"
+            ) from e
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise FreshnessError(f"store state {self.path} is not a regular file")
@@ -81,25 +84,34 @@ class StateFile:
             if len(data) > MAX_STATE_BYTES:
                 raise ValueError("too large")
             doc = json.loads(data)
-            if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT or \
-                    not isinstance(doc.get("aliases"), dict):
+            if (
+                not isinstance(doc, dict)
+                or doc.get("format") != STATE_FORMAT
+                or not isinstance(doc.get("aliases"), dict)
+            ):
                 raise ValueError(f"not a {STATE_FORMAT} document")
             for k, v in doc["aliases"].items():
-                if not (isinstance(v, dict) and set(v) == {"seq", "record"}
-                        and isinstance(v["seq"], int) and not isinstance(v["seq"], bool)
-                        and v["seq"] >= 0 and isinstance(v["record"], str)
-                        and _HEX64.fullmatch(v["record"])):
+                if not (
+                    isinstance(v, dict)
+                    and set(v) == {"seq", "record"}
+                    and isinstance(v["seq"], int)
+                    and not isinstance(v["seq"], bool)
+                    and v["seq"] >= 0
+                    and isinstance(v["record"], str)
+                    and _HEX64.fullmatch(v["record"])
+                ):
                     raise ValueError(f"malformed entry {k!r}")
         except ValueError as e:  # json.JSONDecodeError is one
             # Fail closed: a damaged state must not silently reset the protection.
-            raise FreshnessError(f"store state {self.path} is damaged ({e}); refusing to "
-                                 "resolve (restore it, or remove it to start over)") from e
+            raise FreshnessError(
+                f"store state {self.path} is damaged ({e}); refusing to "
+                "resolve (restore it, or remove it to start over)"
+            ) from e
         aliases: dict[str, dict[str, Any]] = doc["aliases"]
         return aliases
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        text = json.dumps({"format": STATE_FORMAT, "aliases": entries}, sort_keys=True,
-                          indent=1)
+        text = json.dumps({"format": STATE_FORMAT, "aliases": entries}, sort_keys=True, indent=1)
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
@@ -122,8 +134,9 @@ class StateFile:
             yield
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT
-                     | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(
+            f"{self.path}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

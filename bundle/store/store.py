@@ -78,8 +78,12 @@ class StoredVersion:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "version": self.version, "digest": self.digest,
-                "size": self.size}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "size": self.size,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,14 @@ class Resolved:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"ref": self.ref, "digest": self.digest, "size": self.size, "name": self.name,
-                "version": self.version,
-                "record": None if self.record is None else self.record.to_dict()}
+        return {
+            "ref": self.ref,
+            "digest": self.digest,
+            "size": self.size,
+            "name": self.name,
+            "version": self.version,
+            "record": None if self.record is None else self.record.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -115,8 +124,12 @@ class GcReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"deleted": list(self.deleted), "kept": self.kept, "young": list(self.young),
-                "temporaries": list(self.temporaries)}
+        return {
+            "deleted": list(self.deleted),
+            "kept": self.kept,
+            "young": list(self.young),
+            "temporaries": list(self.temporaries),
+        }
 
 
 def _blob_key(digest: str) -> str:
@@ -142,10 +155,15 @@ class Store:
     kept by digest (default :func:`bundle.store.cache.default_cache_dir`).
     """
 
-    def __init__(self, url: str | os.PathLike[str], *, trust: TrustPolicy,
-                 storage_options: dict[str, Any] | None = None,
-                 state: str | os.PathLike[str] | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        trust: TrustPolicy,
+        storage_options: dict[str, Any] | None = None,
+        state: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not isinstance(trust, TrustPolicy):
             raise TypeError(f"trust must be a bundle.TrustPolicy, not {type(trust).__name__}")
         self.trust = trust
@@ -177,11 +195,14 @@ class Store:
         report = api.verify(snapshot, trust=self.trust)
         model = report.manifest.model
         try:
-            name, version = log.check_name(model.name, "model name"), \
-                log.check_version(model.version)
+            name, version = (
+                log.check_name(model.name, "model name"),
+                log.check_version(model.version),
+            )
         except ValueError as e:
-            raise StoreError(f"{path}: {e}; save the bundle with a name and version a store "
-                             "can hold") from e
+            raise StoreError(
+                f"{path}: {e}; save the bundle with a name and version a store can hold"
+            ) from e
         size = snapshot.stat().st_size
         want = StoredVersion(name, version, digest, size)
         existing = self._version_record(name, version)
@@ -190,7 +211,8 @@ class Store:
         if self.backend.size(_blob_key(digest)) != size:
             self.backend.upload(_blob_key(digest), snapshot)
         if existing is None and not self.backend.create(
-                _version_key(name, version), self._version_bytes(want)):
+            _version_key(name, version), self._version_bytes(want)
+        ):
             existing = self._version_record(name, version)
             if existing is None or existing.digest != digest:
                 raise self._conflict(existing, want)
@@ -202,7 +224,8 @@ class Store:
         have = existing.digest[:16] if existing is not None else "(unreadable)"
         return StoreConflictError(
             f"{want.name}:{want.version} is already stored as {have}..., not "
-            f"{want.digest[:16]}...: versions are immutable; save with a new version")
+            f"{want.digest[:16]}...: versions are immutable; save with a new version"
+        )
 
     @staticmethod
     def _version_bytes(v: StoredVersion) -> bytes:
@@ -215,8 +238,11 @@ class Store:
             return None
         try:
             doc = canonical_json.loads(data, what=key)
-            if not isinstance(doc, dict) or doc.get("format") != VERSION_FORMAT or \
-                    set(doc) != {"format", "name", "version", "digest", "size"}:
+            if (
+                not isinstance(doc, dict)
+                or doc.get("format") != VERSION_FORMAT
+                or set(doc) != {"format", "name", "version", "digest", "size"}
+            ):
                 raise ValueError("not a version record")
             Target(doc["digest"], doc["version"], doc["size"])
             stored = StoredVersion(doc["name"], doc["version"], doc["digest"], doc["size"])
@@ -229,8 +255,11 @@ class Store:
     def versions(self, name: str) -> list[StoredVersion]:
         """Every stored version of ``name`` (ordered by version where they are numbers)."""
         log.check_name(name)
-        found = [v.removesuffix(".json") for v in self.backend.listdir(f"versions/{name}")
-                 if v.endswith(".json")]
+        found = [
+            v.removesuffix(".json")
+            for v in self.backend.listdir(f"versions/{name}")
+            if v.endswith(".json")
+        ]
         out = [r for v in found if (r := self._version_record(name, v)) is not None]
         return sorted(out, key=lambda v: _version_sort_key(v.version))
 
@@ -245,16 +274,16 @@ class Store:
 
     # ---------------------------------------------------------------- aliases
 
-    def _read_log(self, name: str, alias: str, *,
-                  anchor: tuple[int, str] | None) -> tuple[list[AliasRecord], int]:
+    def _read_log(
+        self, name: str, alias: str, *, anchor: tuple[int, str] | None
+    ) -> tuple[list[AliasRecord], int]:
         """Verified records from the anchor's seq (or 0) to the end, and the count."""
         folder = _alias_dir(name, alias)
         listed_names = self.backend.listdir(folder)
         seqs = [s for n in listed_names if (s := log.seq_of_key(n)) is not None]
         stray = [n for n in listed_names if log.seq_of_key(n) is None]
         if stray:
-            raise StoreError(f"{self.url}/{folder} holds objects that are not records: "
-                             f"{stray[:3]}")
+            raise StoreError(f"{self.url}/{folder} holds objects that are not records: {stray[:3]}")
         if not seqs:
             return [], 0
         log.check_listing(f"{name}@{alias}", seqs)
@@ -265,8 +294,14 @@ class Store:
             if data is None:
                 raise _log_gap(name, alias, seq)
             items.append((seq, data))
-        records = log.verify_chain(name, alias, items, self.trust.trust_store, listed=seqs,
-                                   anchor=anchor if start else None)
+        records = log.verify_chain(
+            name,
+            alias,
+            items,
+            self.trust.trust_store,
+            listed=seqs,
+            anchor=anchor if start else None,
+        )
         return records, len(seqs)
 
     def _tip(self, name: str, alias: str) -> AliasRecord | None:
@@ -275,8 +310,10 @@ class Store:
         anchor = (known.seq, known.record_sha256) if known is not None else None
         records, count = self._read_log(name, alias, anchor=anchor)
         if known is not None and count <= known.seq:
-            raise FreshnessError(f"{name}@{alias}: record {known.seq} was read before and is "
-                                 "gone now: the alias log went backwards; refused")
+            raise FreshnessError(
+                f"{name}@{alias}: record {known.seq} was read before and is "
+                "gone now: the alias log went backwards; refused"
+            )
         tip = records[-1] if records else None
         if tip is not None:
             self._tips[(name, alias)] = tip
@@ -302,8 +339,9 @@ class Store:
         log.check_version(version_or_digest)
         found = self._version_record(name, version_or_digest)
         if found is None:
-            raise StoreNotFoundError(f"no version {version_or_digest!r} of model {name!r} in "
-                                     f"{self.url}")
+            raise StoreNotFoundError(
+                f"no version {version_or_digest!r} of model {name!r} in {self.url}"
+            )
         return found
 
     def _check_target(self, v: StoredVersion) -> None:
@@ -312,12 +350,21 @@ class Store:
             return
         path = self._fetch(v.digest, v.size)
         report = api.verify(path, trust=self.trust)
-        _check_binding(report.manifest.model.name, report.manifest.model.version,
-                       v.name, v.version, v.digest)
+        _check_binding(
+            report.manifest.model.name, report.manifest.model.version, v.name, v.version, v.digest
+        )
         self._checked.add(v.digest)
 
-    def _append(self, name: str, alias: str, action: str, choose: Any, keys: list[Any],
-                reason: str, expires: Any) -> AliasRecord:
+    def _append(
+        self,
+        name: str,
+        alias: str,
+        action: str,
+        choose: Any,
+        keys: list[Any],
+        reason: str,
+        expires: Any,
+    ) -> AliasRecord:
         """Sign and exclusively create the next record; on losing a race, re-read and retry."""
         for attempt in range(MAX_ATTEMPTS):
             tip = self._tip(name, alias)
@@ -325,26 +372,45 @@ class Store:
             self._check_target(target)
             seq = 0 if tip is None else tip.seq + 1
             statement = log.build_record(
-                name, alias, seq, action, Target(target.digest, target.version, target.size),
-                tip, time=self.trust.freshness.time(), reason=reason, expires=expires)
+                name,
+                alias,
+                seq,
+                action,
+                Target(target.digest, target.version, target.size),
+                tip,
+                time=self.trust.freshness.time(),
+                reason=reason,
+                expires=expires,
+            )
             data = log.sign_record(statement, keys)
             # Verified like anything read, before it is written: a record the policy would
             # refuse (keys it does not trust, too few of them) must never enter the log,
             # where it would stay forever.
-            rec = log.verify_chain(name, alias, [(seq, data)], self.trust.trust_store,
-                                   anchor=(seq, _sha256(data)))[0]
+            rec = log.verify_chain(
+                name, alias, [(seq, data)], self.trust.trust_store, anchor=(seq, _sha256(data))
+            )[0]
             key = f"{_alias_dir(name, alias)}/{log.record_key(seq)}"
             if self.backend.create(key, data):
                 self._tips[(name, alias)] = rec
                 self._remember(rec)
                 return rec
             time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter only
-        raise StoreConflictError(f"{name}@{alias}: lost {MAX_ATTEMPTS} races for the next "
-                                 "record to other writers; try again")
+        raise StoreConflictError(
+            f"{name}@{alias}: lost {MAX_ATTEMPTS} races for the next "
+            "record to other writers; try again"
+        )
 
-    def promote(self, name: str, alias: str, version_or_digest: str, *,
-                signing_key: KeyLike | Sequence[KeyLike], passphrase: bytes | None = None,
-                reason: str = "", expires: Any = None) -> AliasRecord:
+    def promote(
+        self,
+        name: str,
+        alias: str,
+        version_or_digest: str,
+        *,
+        signing_key: KeyLike | Sequence[KeyLike],
+        passphrase: bytes | None = None,
+        reason: str = "",
+        expires: Any = None,
+    ) -> AliasRecord:
         """Point ``name@alias`` at a stored version (by version, or digest) with a new
         signed record; return it.
 
@@ -361,9 +427,17 @@ class Store:
         target = self._target(name, version_or_digest)
         return self._append(name, alias, "promote", lambda _tip: target, keys, reason, expires)
 
-    def rollback(self, name: str, alias: str, *, signing_key: KeyLike | Sequence[KeyLike],
-                 passphrase: bytes | None = None, to: str | None = None,
-                 reason: str = "rollback", expires: Any = None) -> AliasRecord:
+    def rollback(
+        self,
+        name: str,
+        alias: str,
+        *,
+        signing_key: KeyLike | Sequence[KeyLike],
+        passphrase: bytes | None = None,
+        to: str | None = None,
+        reason: str = "rollback",
+        expires: Any = None,
+    ) -> AliasRecord:
         """Point ``name@alias`` back, with a new signed record, and return it.
 
         ``to`` (a version or digest) names the target; by default it is the most
@@ -379,13 +453,17 @@ class Store:
 
         def choose(tip: AliasRecord | None) -> StoredVersion:
             if tip is None:
-                raise StoreNotFoundError(f"no alias {alias!r} for model {name!r}: nothing to "
-                                         "roll back")
+                raise StoreNotFoundError(
+                    f"no alias {alias!r} for model {name!r}: nothing to roll back"
+                )
             if explicit is not None:
                 return explicit
             records = self.history(name, alias)
-            left = {r.previous.digest for r in records
-                    if r.action == "rollback" and r.previous is not None}
+            left = {
+                r.previous.digest
+                for r in records
+                if r.action == "rollback" and r.previous is not None
+            }
             current = records[-1].target.digest
             for r in reversed(records):
                 if r.target.digest != current and r.target.digest not in left:
@@ -416,16 +494,14 @@ class Store:
             log.check_name(name)
             log.check_name(alias, "alias")
             rec = self._current(name, alias)
-            return Resolved(ref, rec.target.digest, rec.target.size, name,
-                            rec.target.version, rec)
+            return Resolved(ref, rec.target.digest, rec.target.size, name, rec.target.version, rec)
         if ":" in ref:
             name, version = ref.split(":", 1)
             log.check_name(name)
             log.check_version(version)
             v = self._version_record(name, version)
             if v is None:
-                raise StoreNotFoundError(f"no version {version!r} of model {name!r} in "
-                                         f"{self.url}")
+                raise StoreNotFoundError(f"no version {version!r} of model {name!r} in {self.url}")
             return Resolved(ref, v.digest, v.size, name, version)
         raise ValueError(f"ref {ref!r}: use name@alias, name:version or sha256:<digest>")
 
@@ -441,9 +517,11 @@ class Store:
         latest = records[-1] if records else None
         if anchor is not None and count <= anchor[0]:
             have = f"record {count - 1}" if count else "no records"
-            raise FreshnessError(f"{name}@{alias}: the store shows {have} as the latest, but "
-                                 f"record {anchor[0]} was accepted before: the alias log was "
-                                 "rolled back, replayed or frozen; refused")
+            raise FreshnessError(
+                f"{name}@{alias}: the store shows {have} as the latest, but "
+                f"record {anchor[0]} was accepted before: the alias log was "
+                "rolled back, replayed or frozen; refused"
+            )
         rec = log.check_current(latest, name, alias, now=self.trust.freshness.time())
         self._tips[(name, alias)] = rec
         self._remember(rec)
@@ -451,8 +529,9 @@ class Store:
 
     def _remember(self, rec: AliasRecord) -> None:
         if self.state is not None:
-            self.state.advance(StateFile.key(self.url, rec.name, rec.alias), rec.seq,
-                               rec.record_sha256)
+            self.state.advance(
+                StateFile.key(self.url, rec.name, rec.alias), rec.seq, rec.record_sha256
+            )
 
     # ---------------------------------------------------------------- bytes
 
@@ -461,8 +540,12 @@ class Store:
         have = self.backend.size(key) if self.cache.get(digest) is None else size
         if have is None:
             raise StoreNotFoundError(f"blob {digest[:16]}... is missing from {self.url}")
-        path, _ = self.cache.fetch(lambda a, b: self.backend.read_range(key, a, b), have,
-                                   expected=digest, what=f"{self.url}/{key}")
+        path, _ = self.cache.fetch(
+            lambda a, b: self.backend.read_range(key, a, b),
+            have,
+            expected=digest,
+            what=f"{self.url}/{key}",
+        )
         return path
 
     def pull(self, ref: str, dest: str | os.PathLike[str] | None = None) -> Path:
@@ -474,8 +557,11 @@ class Store:
         if dest is None:
             return path
         target = Path(dest)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                   dir=target.parent if str(target.parent) else ".")
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.",
+            suffix=".tmp",
+            dir=target.parent if str(target.parent) else ".",
+        )
         os.close(fd)
         try:
             shutil.copyfile(path, tmp)
@@ -499,8 +585,9 @@ class Store:
             _check_binding(m.name, m.version, r.name, r.version, r.digest)
         return model
 
-    def restore(self, ref: str, model: Any, optimizer: Any = None, scheduler: Any = None,
-                **options: Any) -> VerifyReport:
+    def restore(
+        self, ref: str, model: Any, optimizer: Any = None, scheduler: Any = None, **options: Any
+    ) -> VerifyReport:
         """:func:`bundle.restore` the training state of the bundle ``ref`` names into
         ``model`` (and ``optimizer``, ``scheduler``), verified as :meth:`load` does."""
         r = self.resolve(ref)
@@ -561,8 +648,9 @@ class Store:
                 if pred.get("previous"):
                     out.add(str(pred["previous"]["digest"]))
             except Exception as e:  # any malformation: refuse to guess what is referenced
-                raise StoreError(f"gc: cannot read {self.url}/{folder}/{obj} ({e}); nothing "
-                                 "was deleted") from e
+                raise StoreError(
+                    f"gc: cannot read {self.url}/{folder}/{obj} ({e}); nothing was deleted"
+                ) from e
         return out
 
     def _check_marker(self, *, create: bool) -> None:
@@ -580,21 +668,25 @@ class Store:
         except ValueError:
             ok = False
         if not ok:
-            raise StoreError(f"{self.url}/{MARKER} is not a {STORE_FORMAT} marker: this "
-                             "release cannot write to that store")
+            raise StoreError(
+                f"{self.url}/{MARKER} is not a {STORE_FORMAT} marker: this "
+                "release cannot write to that store"
+            )
 
 
 def _log_gap(name: str, alias: str, seq: int) -> StoreLogError:
     """A record listed a moment ago and gone now: deleted under our feet."""
-    return StoreLogError(f"{name}@{alias}: record {seq} was listed but cannot be read: "
-                         "records were deleted")
+    return StoreLogError(
+        f"{name}@{alias}: record {seq} was listed but cannot be read: records were deleted"
+    )
 
 
-def _check_binding(have_name: str, have_version: str, name: str, version: str,
-                   digest: str) -> None:
+def _check_binding(have_name: str, have_version: str, name: str, version: str, digest: str) -> None:
     if (have_name, have_version) != (name, version):
-        raise IntegrityError(f"the store records {digest[:16]}... as {name}:{version}, but "
-                             f"the signed bundle is {have_name!r} v{have_version}; refused")
+        raise IntegrityError(
+            f"the store records {digest[:16]}... as {name}:{version}, but "
+            f"the signed bundle is {have_name!r} v{have_version}; refused"
+        )
 
 
 def _keys(signing_key: Any, passphrase: bytes | None) -> list[signing.PrivateKey]:
@@ -615,4 +707,3 @@ def _version_sort_key(version: str) -> tuple[int, tuple[int, ...], str]:
         return 0, parse_version(version), version
     except ValueError:
         return 1, (), version
-

@@ -64,8 +64,20 @@ if TYPE_CHECKING:
 
 __all__ = ["KerasTrainingState", "capture", "restore_verified"]
 
-_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64",
-           "uint32", "uint16", "uint8", "bool")
+_DTYPES = (
+    "float64",
+    "float32",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint64",
+    "uint32",
+    "uint16",
+    "uint8",
+    "bool",
+)
 
 
 def _qualname(obj: Any) -> str:
@@ -84,8 +96,10 @@ def _snapshot(variables: Sequence[Any], what: str) -> dict[str, np.ndarray]:
             name = f"{path}#{n}"
         arr = np.array(v.numpy(), copy=True, order="C")
         if arr.dtype.name not in _DTYPES:
-            raise ConversionError(f"{what} variable {path!r} is {arr.dtype}, which the training "
-                                  f"state cannot hold (supported: {', '.join(_DTYPES)})")
+            raise ConversionError(
+                f"{what} variable {path!r} is {arr.dtype}, which the training "
+                f"state cannot hold (supported: {', '.join(_DTYPES)})"
+            )
         out[name] = arr
     return out
 
@@ -117,12 +131,18 @@ class KerasTrainingState:
         for name, arr in self.model.items():
             layout = (arr.dtype.str, arr.shape)
             source = "weights"
-            key = name if name in weights and same_tensor(weights[name], arr) else \
-                next((o for o in by_layout.get(layout, []) if same_tensor(weights[o], arr)), None)
+            key = (
+                name
+                if name in weights and same_tensor(weights[name], arr)
+                else next(
+                    (o for o in by_layout.get(layout, []) if same_tensor(weights[o], arr)), None
+                )
+            )
             if key is None:
                 source = "training"
-                key = next((o for o in stored.get(layout, [])
-                            if same_tensor(tensors[o], arr)), None)
+                key = next(
+                    (o for o in stored.get(layout, []) if same_tensor(tensors[o], arr)), None
+                )
             if key is None:
                 key = f"model/{name}"
                 tensors[key] = arr
@@ -137,17 +157,25 @@ class KerasTrainingState:
                 opt_list.append(_entry(name, arr, "training", key))
             opt_doc = {"class": self.optimizer_class, "tensors": opt_list}
         doc = {
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "framework": {"name": "keras", "version": self.framework_version},
             "model": {"class": self.model_class, "tensors": listing},
-            "optimizer": opt_doc, "scheduler": None, "rng": None,
+            "optimizer": opt_doc,
+            "scheduler": None,
+            "rng": None,
         }
         return [(STATE_JSON, _json.dumps(doc)), (STATE_TENSORS, serialize(tensors))]
 
 
 def _entry(name: str, arr: np.ndarray, source: str, key: str) -> dict[str, Any]:
-    return {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape), "source": source,
-            "key": key}
+    return {
+        "name": name,
+        "dtype": arr.dtype.name,
+        "shape": list(arr.shape),
+        "source": source,
+        "key": key,
+    }
 
 
 def _optimizer_variables_of(optimizer: Any) -> list[Any] | None:
@@ -168,19 +196,28 @@ def capture(model: Any, optimizer: Any = None) -> KerasTrainingState:
     opt_vars: dict[str, np.ndarray] = {}
     if optimizer is not None:
         if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise ConversionError(f"optimizer is a {type(optimizer).__qualname__}, not a Keras "
-                                  "optimizer (pass model.optimizer)")
+            raise ConversionError(
+                f"optimizer is a {type(optimizer).__qualname__}, not a Keras "
+                "optimizer (pass model.optimizer)"
+            )
         if not optimizer.built:
             # what the first fit() step would do: creates the slots, zero-filled
             optimizer.build(model.trainable_variables)
         tracked = _optimizer_variables_of(optimizer)
         if tracked is not None and not _same_variables(tracked, model.trainable_variables):
-            raise ConversionError("the optimizer was built for other variables than the model's "
-                                  "trainable variables (is it another model's optimizer?)")
+            raise ConversionError(
+                "the optimizer was built for other variables than the model's "
+                "trainable variables (is it another model's optimizer?)"
+            )
         opt_class = _qualname(optimizer)
         opt_vars = _snapshot(optimizer.variables, "optimizer")
-    return KerasTrainingState(_qualname(model), keras.__version__,
-                              _snapshot(model.variables, "model"), opt_class, opt_vars)
+    return KerasTrainingState(
+        _qualname(model),
+        keras.__version__,
+        _snapshot(model.variables, "model"),
+        opt_class,
+        opt_vars,
+    )
 
 
 # --------------------------------------------------------------------------- restore side
@@ -198,14 +235,20 @@ def _array(header: Any, view: memoryview, key: str, entry: str) -> np.ndarray:
     info = header.tensors[key]
     dtype = numpy_dtype(info)
     if dtype is None:
-        raise FormatError(f"{entry}: tensor {key!r} is {info.dtype}, which Keras variables "
-                          "cannot be restored from here", entry=entry)
+        raise FormatError(
+            f"{entry}: tensor {key!r} is {info.dtype}, which Keras variables "
+            "cannot be restored from here",
+            entry=entry,
+        )
     begin, end = header.data_start + info.begin, header.data_start + info.end
     return np.frombuffer(view[begin:end], dtype=dtype).reshape(info.shape)
 
 
-def _listing(node: Any, where: str, pools: Mapping[str, tuple[Any, memoryview, str]],
-             ) -> list[tuple[str, np.ndarray]]:
+def _listing(
+    node: Any,
+    where: str,
+    pools: Mapping[str, tuple[Any, memoryview, str]],
+) -> list[tuple[str, np.ndarray]]:
     """The (name, array) list a ``tensors`` listing describes, checked against the pools."""
     if not isinstance(node, list):
         raise FormatError(f"{STATE_JSON}: {where}.tensors must be a list", entry=STATE_JSON)
@@ -214,15 +257,25 @@ def _listing(node: Any, where: str, pools: Mapping[str, tuple[Any, memoryview, s
         t = object_with(t, f"{where}.tensors[{i}]", {"name", "dtype", "shape", "source", "key"})
         name, source, key = t["name"], t["source"], t["key"]
         pool = pools.get(source) if isinstance(source, str) else None
-        if pool is None or not isinstance(name, str) or not isinstance(key, str) or \
-                key not in pool[0].tensors:
-            raise FormatError(f"{STATE_JSON}: {where} tensor {name!r} refers to "
-                              f"{source}:{key!r}, which is not there", entry=STATE_JSON)
+        if (
+            pool is None
+            or not isinstance(name, str)
+            or not isinstance(key, str)
+            or key not in pool[0].tensors
+        ):
+            raise FormatError(
+                f"{STATE_JSON}: {where} tensor {name!r} refers to "
+                f"{source}:{key!r}, which is not there",
+                entry=STATE_JSON,
+            )
         arr = _array(pool[0], pool[1], key, pool[2])
         if arr.dtype.name != t["dtype"] or list(arr.shape) != t["shape"]:
-            raise FormatError(f"{STATE_JSON}: {where} tensor {name!r} is recorded as "
-                              f"{t['dtype']} {t['shape']} but {source}:{key!r} is "
-                              f"{arr.dtype.name} {list(arr.shape)}", entry=STATE_JSON)
+            raise FormatError(
+                f"{STATE_JSON}: {where} tensor {name!r} is recorded as "
+                f"{t['dtype']} {t['shape']} but {source}:{key!r} is "
+                f"{arr.dtype.name} {list(arr.shape)}",
+                entry=STATE_JSON,
+            )
         out.append((name, arr))
     return out
 
@@ -235,26 +288,40 @@ def _slot_kind(path: str) -> str:
     return _variable_name(path).rsplit("_", 1)[-1]
 
 
-def _compare(what: str, saved: list[tuple[str, np.ndarray]], live: Sequence[Any],
-             kind: Any, problems: list[str]) -> None:
+def _compare(
+    what: str,
+    saved: list[tuple[str, np.ndarray]],
+    live: Sequence[Any],
+    kind: Any,
+    problems: list[str],
+) -> None:
     if len(saved) != len(live):
         names = [str(v.path) for v in live]
-        hint = " (build the model first: call it on a batch)" if what == "model" and \
-            not live else ""
-        problems.append(f"{what}: {len(live)} variable(s) given, {len(saved)} in the bundle"
-                        f"{hint}; given {few(names, 6)}; saved {few([n for n, _ in saved], 6)}")
+        hint = (
+            " (build the model first: call it on a batch)" if what == "model" and not live else ""
+        )
+        problems.append(
+            f"{what}: {len(live)} variable(s) given, {len(saved)} in the bundle"
+            f"{hint}; given {few(names, 6)}; saved {few([n for n, _ in saved], 6)}"
+        )
     for i, ((name, arr), v) in enumerate(zip(saved, live, strict=False)):
         path = str(v.path)
         shape = tuple(int(d) for d in v.shape)
         if shape != arr.shape:
-            problems.append(f"{what} variable {i} ({path}): shape {list(shape)} given, "
-                            f"{list(arr.shape)} in the bundle ({name})")
+            problems.append(
+                f"{what} variable {i} ({path}): shape {list(shape)} given, "
+                f"{list(arr.shape)} in the bundle ({name})"
+            )
         elif str(v.dtype) != arr.dtype.name:
-            problems.append(f"{what} variable {i} ({path}): dtype {v.dtype} given, "
-                            f"{arr.dtype.name} in the bundle ({name})")
+            problems.append(
+                f"{what} variable {i} ({path}): dtype {v.dtype} given, "
+                f"{arr.dtype.name} in the bundle ({name})"
+            )
         elif kind(path) != kind(name):
-            problems.append(f"{what} variable {i}: {path!r} given where the bundle has "
-                            f"{name!r} ({kind(path)!r} vs {kind(name)!r})")
+            problems.append(
+                f"{what} variable {i}: {path!r} given where the bundle has "
+                f"{name!r} ({kind(path)!r} vs {kind(name)!r})"
+            )
 
 
 def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> VerifyReport:
@@ -269,15 +336,18 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
     doc, tensor_bytes = read_state(vb)
     fw = object_with(doc["framework"], "framework", {"name", "version"})
     if fw["name"] != "keras":
-        raise InputError(f"{vb.report.path} holds {fw['name']!r} training state; it restores "
-                         f"into a {fw['name']} model, not a Keras one")
+        raise InputError(
+            f"{vb.report.path} holds {fw['name']!r} training state; it restores "
+            f"into a {fw['name']} model, not a Keras one"
+        )
     if not isinstance(model, keras.Model):
-        raise InputError(f"expected a keras.Model to restore into, got "
-                         f"{type(model).__qualname__}")
+        raise InputError(f"expected a keras.Model to restore into, got {type(model).__qualname__}")
     wpath = vb.report.manifest.file("weights").path
     assert vb.weights is not None, "restore reads the weights in memory"
-    pools = {"weights": (*_arrays_of(vb.weights, wpath), wpath),
-             "training": (*_arrays_of(tensor_bytes, STATE_TENSORS), STATE_TENSORS)}
+    pools = {
+        "weights": (*_arrays_of(vb.weights, wpath), wpath),
+        "training": (*_arrays_of(tensor_bytes, STATE_TENSORS), STATE_TENSORS),
+    }
     mdoc = object_with(doc["model"], "model", {"class", "tensors"})
     saved = _listing(mdoc["tensors"], "model", pools)
 
@@ -289,22 +359,24 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
     opt_live: list[Any] = []
     if optimizer is not None:
         if not isinstance(optimizer, keras.optimizers.Optimizer):
-            problems.append(f"optimizer is a {type(optimizer).__qualname__}, not a Keras "
-                            "optimizer")
+            problems.append(f"optimizer is a {type(optimizer).__qualname__}, not a Keras optimizer")
         elif doc["optimizer"] is None:
             problems.append("an optimizer was given but the bundle holds no optimizer state")
         else:
             odoc = object_with(doc["optimizer"], "optimizer", {"class", "tensors"})
             opt_saved = _listing(odoc["tensors"], "optimizer", pools)
             if odoc["class"] != _qualname(optimizer):
-                problems.append(f"optimizer: the bundle holds a {odoc['class']} state, the "
-                                f"given optimizer is a {_qualname(optimizer)}")
+                problems.append(
+                    f"optimizer: the bundle holds a {odoc['class']} state, the "
+                    f"given optimizer is a {_qualname(optimizer)}"
+                )
             elif optimizer.built:
                 tracked = _optimizer_variables_of(optimizer)
-                if tracked is not None and not _same_variables(tracked,
-                                                               model.trainable_variables):
-                    problems.append("optimizer: it is built for other variables than the "
-                                    "model's trainable variables")
+                if tracked is not None and not _same_variables(tracked, model.trainable_variables):
+                    problems.append(
+                        "optimizer: it is built for other variables than the "
+                        "model's trainable variables"
+                    )
                 else:
                     opt_live = list(optimizer.variables)
                     _compare("optimizer", opt_saved, opt_live, _slot_kind, problems)
@@ -313,8 +385,10 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None) -> V
                 opt_live = list(optimizer.variables)
                 _compare("optimizer", opt_saved, opt_live, _slot_kind, problems)
     if problems:
-        raise InputError("the given objects do not match the bundle's training state; nothing "
-                         "was loaded:\n  - " + "\n  - ".join(problems))
+        raise InputError(
+            "the given objects do not match the bundle's training state; nothing "
+            "was loaded:\n  - " + "\n  - ".join(problems)
+        )
 
     # -- everything fits: assign
     for v, (_, arr) in zip(live, saved, strict=True):

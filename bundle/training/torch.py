@@ -46,6 +46,7 @@ Restoring (:func:`restore`) reads both entries from the verified archive,
 checks the given model, optimizer and scheduler against them completely, and
 only then assigns anything.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,15 @@ from .codec import (
     strings,
 )
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "TrainingState", "as_numpy", "capture",
-           "restore_verified"]
+__all__ = [
+    "STATE_JSON",
+    "STATE_TENSORS",
+    "TrainingState",
+    "as_numpy",
+    "capture",
+    "restore_verified",
+]
+
 
 def _where(path: tuple[Any, ...]) -> str:
     head, *rest = path
@@ -130,8 +138,9 @@ class _Encoder:
             return {"type": "tensor", "key": self.add_tensor(path, value)}
         if isinstance(value, np.ndarray):
             if value.dtype.name not in SAFETENSORS_DTYPE:
-                raise ConversionError(f"{_where(path)}: numpy array of dtype {value.dtype} "
-                                      "cannot be stored")
+                raise ConversionError(
+                    f"{_where(path)}: numpy array of dtype {value.dtype} cannot be stored"
+                )
             key = self.add_tensor(path, torch.from_numpy(np.ascontiguousarray(value)))
             return {"type": "ndarray", "key": key}
         if isinstance(value, torch.dtype):
@@ -144,24 +153,34 @@ class _Encoder:
             if kind == "tuple" and type(value) is not tuple:  # namedtuple and friends
                 raise ConversionError(
                     f"{_where(path)} is a {type(value).__qualname__}; only plain tuples, "
-                    "lists, dicts, numbers, strings, None and tensors can be stored")
-            return {"type": kind, "items": [self.encode(v, (*path, i), depth + 1)
-                                            for i, v in enumerate(value)]}
+                    "lists, dicts, numbers, strings, None and tensors can be stored"
+                )
+            return {
+                "type": kind,
+                "items": [self.encode(v, (*path, i), depth + 1) for i, v in enumerate(value)],
+            }
         if isinstance(value, dict):
             items = []
             for k, v in value.items():
                 if not isinstance(k, (str, int, float, bool, type(None))):
-                    raise ConversionError(f"{_where(path)} has a key of type "
-                                          f"{type(k).__qualname__}; keys must be str, int, "
-                                          "float, bool or None")
-                items.append([self.encode(k, (*path, "<key>"), depth + 1),
-                              self.encode(v, (*path, k), depth + 1)])
+                    raise ConversionError(
+                        f"{_where(path)} has a key of type "
+                        f"{type(k).__qualname__}; keys must be str, int, "
+                        "float, bool or None"
+                    )
+                items.append(
+                    [
+                        self.encode(k, (*path, "<key>"), depth + 1),
+                        self.encode(v, (*path, k), depth + 1),
+                    ]
+                )
             return {"type": "dict", "items": items}
         what = "a function or lambda" if callable(value) else f"a {type(value).__qualname__}"
         raise ConversionError(
             f"{_where(path)} is {what}, which cannot be stored without pickle; only None, "
             "bool, int, float, str, lists, tuples, dicts and tensors can. Remove it from the "
-            "state (e.g. use a scheduler whose lr function is not stored in its state_dict)")
+            "state (e.g. use a scheduler whose lr function is not stored in its state_dict)"
+        )
 
 
 def _cpu_copy(tensor: Any, where: str) -> Any:
@@ -182,8 +201,11 @@ class _Decoder:
 
     def tensor(self, key: Any, where: str) -> Any:
         if not isinstance(key, str) or key not in self.tensors:
-            raise FormatError(f"{STATE_JSON}: {where} refers to tensor {key!r}, which "
-                              f"{STATE_TENSORS} does not hold", entry=STATE_JSON)
+            raise FormatError(
+                f"{STATE_JSON}: {where} refers to tensor {key!r}, which "
+                f"{STATE_TENSORS} does not hold",
+                entry=STATE_JSON,
+            )
         self.used.add(key)
         return self.tensors[key]
 
@@ -192,15 +214,17 @@ class _Decoder:
 
         def fields(*names: str) -> dict[str, Any]:
             if not isinstance(node, dict) or set(node) != {"type", *names}:
-                raise FormatError(f"{STATE_JSON}: {where}: malformed {node.get('type')!r} "
-                                  f"node (fields {sorted(node)})", entry=STATE_JSON)
+                raise FormatError(
+                    f"{STATE_JSON}: {where}: malformed {node.get('type')!r} "
+                    f"node (fields {sorted(node)})",
+                    entry=STATE_JSON,
+                )
             return node
 
         if depth > MAX_DEPTH:
             raise FormatError(f"{STATE_JSON}: {where}: nested too deep", entry=STATE_JSON)
         if not isinstance(node, dict) or not isinstance(node.get("type"), str):
-            raise FormatError(f"{STATE_JSON}: {where}: expected a typed node",
-                              entry=STATE_JSON)
+            raise FormatError(f"{STATE_JSON}: {where}: expected a typed node", entry=STATE_JSON)
         kind = node["type"]
         bad = FormatError(f"{STATE_JSON}: {where}: invalid {kind} node", entry=STATE_JSON)
         if kind == "none":
@@ -238,8 +262,9 @@ class _Decoder:
                     raise bad
                 k = self.decode(pair[0], f"{where}.<key>", depth + 1)
                 if not isinstance(k, (str, int, float, bool, type(None))) or k in result:
-                    raise FormatError(f"{STATE_JSON}: {where}: invalid or duplicate key {k!r}",
-                                      entry=STATE_JSON)
+                    raise FormatError(
+                        f"{STATE_JSON}: {where}: invalid or duplicate key {k!r}", entry=STATE_JSON
+                    )
                 result[k] = self.decode(pair[1], f"{where}[{k!r}]", depth + 1)
             return result
         if kind == "tensor":
@@ -301,8 +326,11 @@ class TrainingState:
         listing = []
         for name, t in self.model.items():
             arr = as_numpy(t)
-            entry = {"name": name, "dtype": str(t.dtype).removeprefix("torch."),
-                     "shape": list(t.shape)}
+            entry = {
+                "name": name,
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "shape": list(t.shape),
+            }
             source = key = None
             if arr is not None:
                 if name in weights and same_tensor(weights[name], arr):
@@ -325,22 +353,25 @@ class TrainingState:
                     stored.setdefault((arr.dtype.str, arr.shape), []).append(key)
             listing.append({**entry, "source": source, "key": key})
         doc = {
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "framework": {"name": "pytorch", "version": self.framework_version},
             "model": {"class": self.module_class, "tensors": listing},
-            "optimizer": self.optimizer, "scheduler": self.scheduler, "rng": self.rng,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "rng": self.rng,
         }
         return [(STATE_JSON, _json.dumps(doc)), (STATE_TENSORS, save(tensors))]
 
 
-def capture(module: Any, optimizer: Any = None, scheduler: Any = None,
-            include_rng: bool = False) -> TrainingState:
+def capture(
+    module: Any, optimizer: Any = None, scheduler: Any = None, include_rng: bool = False
+) -> TrainingState:
     """Snapshot the training state now (before export runs anything)."""
     import torch
 
     enc = _Encoder()
-    model = {name: _cpu_copy(t, f"model state {name!r}")
-             for name, t in module.state_dict().items()}
+    model = {name: _cpu_copy(t, f"model state {name!r}") for name, t in module.state_dict().items()}
     opt_doc = None
     if optimizer is not None:
         opt_doc = _encode_optimizer(module, optimizer, enc)
@@ -348,20 +379,31 @@ def capture(module: Any, optimizer: Any = None, scheduler: Any = None,
     if scheduler is not None:
         if not callable(getattr(scheduler, "state_dict", None)):
             raise ConversionError(f"scheduler {type(scheduler).__qualname__} has no state_dict()")
-        sched_doc = {"class": _qualname(scheduler),
-                     "state": enc.encode(scheduler.state_dict(), ("scheduler",))}
+        sched_doc = {
+            "class": _qualname(scheduler),
+            "state": enc.encode(scheduler.state_dict(), ("scheduler",)),
+        }
     rng_doc = None
     if include_rng:
         import random
 
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(),
-                               "python": random.getstate(),
-                               "numpy": np.random.get_state(legacy=False)}
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(legacy=False),
+        }
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             rng["cuda"] = list(torch.cuda.get_rng_state_all())
         rng_doc = enc.encode(rng, ("rng",))
-    return TrainingState(_qualname(module), torch.__version__.split("+")[0], model, opt_doc,
-                         sched_doc, rng_doc, enc.tensors)
+    return TrainingState(
+        _qualname(module),
+        torch.__version__.split("+")[0],
+        model,
+        opt_doc,
+        sched_doc,
+        rng_doc,
+        enc.tensors,
+    )
 
 
 def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, Any]:
@@ -369,8 +411,7 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
     sd = optimizer.state_dict()
     groups = []
     index_to_name: dict[int, str] = {}
-    for g, (live, saved) in enumerate(zip(optimizer.param_groups, sd["param_groups"],
-                                          strict=True)):
+    for g, (live, saved) in enumerate(zip(optimizer.param_groups, sd["param_groups"], strict=True)):
         group_names = []
         strangers = 0
         for p, idx in zip(live["params"], saved["params"], strict=True):
@@ -381,17 +422,24 @@ def _encode_optimizer(module: Any, optimizer: Any, enc: _Encoder) -> dict[str, A
             group_names.append(name)
             index_to_name[idx] = name
         if strangers:
-            raise ConversionError(f"optimizer param group {g} holds {strangers} parameter(s) "
-                                  "that are not parameters of the module being saved")
+            raise ConversionError(
+                f"optimizer param group {g} holds {strangers} parameter(s) "
+                "that are not parameters of the module being saved"
+            )
         options = {k: v for k, v in saved.items() if k != "params"}
-        groups.append({"params": group_names,
-                       "options": enc.encode(options, ("optimizer", "param_groups", g))})
+        groups.append(
+            {
+                "params": group_names,
+                "options": enc.encode(options, ("optimizer", "param_groups", g)),
+            }
+        )
     state = {}
     for idx, st in sd["state"].items():
         name = index_to_name.get(idx)
         if name is None:
-            raise ConversionError(f"optimizer state entry {idx} belongs to no parameter of "
-                                  "the module")
+            raise ConversionError(
+                f"optimizer state entry {idx} belongs to no parameter of the module"
+            )
         state[name] = enc.encode(st, ("optimizer", name))
     return {"class": _qualname(optimizer), "param_groups": groups, "state": state}
 
@@ -412,12 +460,14 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
             out[name] = torch.empty(info.shape, dtype=dtype)
         else:
             out[name] = torch.frombuffer(bytearray(view[begin:end]), dtype=dtype).reshape(
-                info.shape)
+                info.shape
+            )
     return out
 
 
-def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
-                     scheduler: Any = None, rng: bool = True) -> VerifyReport:
+def restore_verified(
+    vb: VerifiedBundle, model: Any, optimizer: Any = None, scheduler: Any = None, rng: bool = True
+) -> VerifyReport:
     """Load a verified bundle's training state into ``model`` (and the others).
 
     Every mismatch between the objects and the saved state is found first and
@@ -428,8 +478,10 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     doc, tensor_bytes = read_state(vb)
     framework = doc["framework"].get("name") if isinstance(doc["framework"], dict) else None
     if framework != "pytorch":
-        raise InputError(f"{vb.report.path} holds {framework!r} training state; restore it into "
-                         f"a {framework} model, not a PyTorch module")
+        raise InputError(
+            f"{vb.report.path} holds {framework!r} training state; restore it into "
+            f"a {framework} model, not a PyTorch module"
+        )
     training = _tensors_of(tensor_bytes, STATE_TENSORS)
     assert vb.weights is not None, "restore reads the weights in memory"
     weights = _tensors_of(vb.weights, vb.report.manifest.file("weights").path)
@@ -447,36 +499,41 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
         name, source, key = t["name"], t["source"], t["key"]
         pool = weights if source == "weights" else training if source == "training" else None
         if pool is None or not isinstance(name, str) or key not in pool or name in saved:
-            raise FormatError(f"{STATE_JSON}: model tensor {name!r} refers to {source}:{key!r}, "
-                              "which is not there (or is listed twice)", entry=STATE_JSON)
+            raise FormatError(
+                f"{STATE_JSON}: model tensor {name!r} refers to {source}:{key!r}, "
+                "which is not there (or is listed twice)",
+                entry=STATE_JSON,
+            )
         value = pool[key]
         if source == "training":
             dec.used.add(key)
-        if str(value.dtype).removeprefix("torch.") != t["dtype"] or \
-                list(value.shape) != t["shape"]:
-            raise FormatError(f"{STATE_JSON}: model tensor {name!r} is recorded as "
-                              f"{t['dtype']} {t['shape']} but {source}:{key!r} is "
-                              f"{value.dtype} {list(value.shape)}", entry=STATE_JSON)
+        if str(value.dtype).removeprefix("torch.") != t["dtype"] or list(value.shape) != t["shape"]:
+            raise FormatError(
+                f"{STATE_JSON}: model tensor {name!r} is recorded as "
+                f"{t['dtype']} {t['shape']} but {source}:{key!r} is "
+                f"{value.dtype} {list(value.shape)}",
+                entry=STATE_JSON,
+            )
         saved[name] = value
     target = model.state_dict()
     missing = [n for n in target if n not in saved]
     unexpected = [n for n in saved if n not in target]
     if missing:
-        problems.append(f"the model has {len(missing)} tensor(s) the bundle lacks: "
-                        f"{few(missing)}")
+        problems.append(f"the model has {len(missing)} tensor(s) the bundle lacks: {few(missing)}")
     if unexpected:
-        problems.append(f"the bundle has {len(unexpected)} tensor(s) the model lacks: "
-                        f"{few(unexpected)}")
+        problems.append(
+            f"the bundle has {len(unexpected)} tensor(s) the model lacks: {few(unexpected)}"
+        )
     for name, have in target.items():
         if name not in saved:
             continue
         want = saved[name]
         if tuple(have.shape) != tuple(want.shape):
-            problems.append(f"{name}: shape {list(have.shape)} in the model, "
-                            f"{list(want.shape)} in the bundle")
+            problems.append(
+                f"{name}: shape {list(have.shape)} in the model, {list(want.shape)} in the bundle"
+            )
         elif have.dtype != want.dtype:
-            problems.append(f"{name}: dtype {have.dtype} in the model, {want.dtype} in the "
-                            "bundle")
+            problems.append(f"{name}: dtype {have.dtype} in the model, {want.dtype} in the bundle")
 
     # -- optimizer
     opt_sd = None
@@ -492,13 +549,17 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
         else:
             s = object_with(doc["scheduler"], "scheduler", {"class", "state"})
             if s["class"] != _qualname(scheduler):
-                problems.append(f"scheduler: the bundle holds a {s['class']} state, the given "
-                                f"scheduler is a {_qualname(scheduler)}")
+                problems.append(
+                    f"scheduler: the bundle holds a {s['class']} state, the given "
+                    f"scheduler is a {_qualname(scheduler)}"
+                )
             sched_state = dec.decode(s["state"], "scheduler")
     rng_state = dec.decode(doc["rng"], "rng") if rng and doc["rng"] is not None else None
     if problems:
-        raise InputError("the given objects do not match the bundle's training state; nothing "
-                         "was loaded:\n  - " + "\n  - ".join(problems))
+        raise InputError(
+            "the given objects do not match the bundle's training state; nothing "
+            "was loaded:\n  - " + "\n  - ".join(problems)
+        )
 
     # -- everything fits: assign
     with torch.no_grad():
@@ -512,17 +573,19 @@ def restore_verified(vb: VerifiedBundle, model: Any, optimizer: Any = None,
     return vb.report
 
 
-def _optimizer_state(odoc: Any, model: Any, optimizer: Any, dec: _Decoder,
-                     problems: list[str]) -> dict[str, Any] | None:
+def _optimizer_state(
+    odoc: Any, model: Any, optimizer: Any, dec: _Decoder, problems: list[str]
+) -> dict[str, Any] | None:
     odoc = object_with(odoc, "optimizer", {"class", "param_groups", "state"})
     if odoc["class"] != _qualname(optimizer):
-        problems.append(f"optimizer: the bundle holds a {odoc['class']} state, the given "
-                        f"optimizer is a {_qualname(optimizer)}")
+        problems.append(
+            f"optimizer: the bundle holds a {odoc['class']} state, the given "
+            f"optimizer is a {_qualname(optimizer)}"
+        )
         return None
     groups = odoc["param_groups"]
     if not isinstance(groups, list):
-        raise FormatError(f"{STATE_JSON}: optimizer.param_groups must be a list",
-                          entry=STATE_JSON)
+        raise FormatError(f"{STATE_JSON}: optimizer.param_groups must be a list", entry=STATE_JSON)
     names = _param_names(model)
     live = optimizer.param_groups
     if len(groups) != len(live):
@@ -539,15 +602,19 @@ def _optimizer_state(odoc: Any, model: Any, optimizer: Any, dec: _Decoder,
             ok = False
             gone = [n for n in want if n not in have]
             new = [n for n in have if n not in want]
-            detail = (f"missing {few(gone)}; " if gone else "") + \
-                (f"not saved {few(new)}; " if new else "")
-            problems.append(f"optimizer param group {g}: parameters differ ({detail or ''}"
-                            f"saved order {few(want, 5)}, given {few(have, 5)})")
+            detail = (f"missing {few(gone)}; " if gone else "") + (
+                f"not saved {few(new)}; " if new else ""
+            )
+            problems.append(
+                f"optimizer param group {g}: parameters differ ({detail or ''}"
+                f"saved order {few(want, 5)}, given {few(have, 5)})"
+            )
             continue
         options = dec.decode(saved["options"], f"optimizer.param_groups[{g}]")
         if not isinstance(options, dict) or "params" in options:
-            raise FormatError(f"{STATE_JSON}: optimizer.param_groups[{g}].options is invalid",
-                              entry=STATE_JSON)
+            raise FormatError(
+                f"{STATE_JSON}: optimizer.param_groups[{g}].options is invalid", entry=STATE_JSON
+            )
         ids = []
         for n in want:
             index.setdefault(n, len(index))
@@ -565,8 +632,9 @@ def _optimizer_state(odoc: Any, model: Any, optimizer: Any, dec: _Decoder,
             continue
         value = dec.decode(node, f"optimizer.state[{name!r}]")
         if not isinstance(value, dict):
-            raise FormatError(f"{STATE_JSON}: optimizer.state[{name!r}] is not a dict",
-                              entry=STATE_JSON)
+            raise FormatError(
+                f"{STATE_JSON}: optimizer.state[{name!r}] is not a dict", entry=STATE_JSON
+            )
         state[index[name]] = value
     return {"state": state, "param_groups": out_groups}
 
@@ -589,6 +657,9 @@ def _set_rng(state: Any) -> None:
         if torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
             torch.cuda.set_rng_state_all(state["cuda"])
         else:
-            warnings.warn("the bundle holds CUDA RNG states for "
-                          f"{len(state['cuda'])} device(s); they cannot be restored here",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                "the bundle holds CUDA RNG states for "
+                f"{len(state['cuda'])} device(s); they cannot be restored here",
+                RuntimeWarning,
+                stacklevel=3,
+            )

@@ -86,9 +86,14 @@ class Identity:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"subject": self.subject, "san": list(self.san), "issuer": self.issuer,
-                "root": self.root, "not_after": self.not_after,
-                "fingerprint_sha256": self.fingerprint}
+        return {
+            "subject": self.subject,
+            "san": list(self.san),
+            "issuer": self.issuer,
+            "root": self.root,
+            "not_after": self.not_after,
+            "fingerprint_sha256": self.fingerprint,
+        }
 
 
 def _name(name: x509.Name) -> str:
@@ -120,29 +125,33 @@ def leaf_key_type(cert: x509.Certificate) -> str:
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm) as e:  # a curve or key type no backend knows
-        raise CertificateRejectedError(f"leaf certificate key cannot be loaded ({e}); "
-                                       "use ECDSA P-256/P-384 or Ed25519") from e
+        raise CertificateRejectedError(
+            f"leaf certificate key cannot be loaded ({e}); use ECDSA P-256/P-384 or Ed25519"
+        ) from e
     if isinstance(key, ed25519.Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ec.EllipticCurvePublicKey):
         kind = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name)
         if kind:
             return kind
-        raise CertificateRejectedError(f"leaf certificate key is on curve {key.curve.name}; "
-                                  "use P-256, P-384 or Ed25519")
-    raise CertificateRejectedError(f"leaf certificate key is {type(key).__name__}; "
-                              "use ECDSA P-256/P-384 or Ed25519")
+        raise CertificateRejectedError(
+            f"leaf certificate key is on curve {key.curve.name}; use P-256, P-384 or Ed25519"
+        )
+    raise CertificateRejectedError(
+        f"leaf certificate key is {type(key).__name__}; use ECDSA P-256/P-384 or Ed25519"
+    )
 
 
-def load_certificates(sources: CertificateSource | Sequence[CertificateSource],
-                      what: str = "certificate") -> tuple[x509.Certificate, ...]:
+def load_certificates(
+    sources: CertificateSource | Sequence[CertificateSource], what: str = "certificate"
+) -> tuple[x509.Certificate, ...]:
     """Certificates from objects, PEM/DER bytes or files (a PEM file may hold several).
 
     The order is kept: for a signer's chain, the leaf first.
     """
-    items: Iterable[Any] = ([sources] if isinstance(sources, (x509.Certificate, bytes, str,
-                                                              os.PathLike))
-                            else sources)
+    items: Iterable[Any] = (
+        [sources] if isinstance(sources, (x509.Certificate, bytes, str, os.PathLike)) else sources
+    )
     out: list[x509.Certificate] = []
     for item in items:
         if isinstance(item, x509.Certificate):
@@ -159,8 +168,11 @@ def load_certificates(sources: CertificateSource | Sequence[CertificateSource],
             except OSError as e:
                 raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from e
         try:
-            out.extend(x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                       else [x509.load_der_x509_certificate(data)])
+            out.extend(
+                x509.load_pem_x509_certificates(data)
+                if b"-----BEGIN" in data
+                else [x509.load_der_x509_certificate(data)]
+            )
         except ValueError as e:
             raise KeyFileError(f"{name} is not a PEM or DER X.509 certificate ({e})") from e
     if not out:
@@ -175,11 +187,14 @@ def check_signing_chain(chain: Sequence[x509.Certificate], public_pem: bytes) ->
         leaf_key_type(leaf)
     except CertificateRejectedError as e:
         raise KeyFileError(str(e)) from e
-    leaf_pem = leaf.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    leaf_pem = leaf.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     if leaf_pem != public_pem:
-        raise KeyFileError(f"the first certificate ({_name(leaf.subject)}) does not certify "
-                           "the signing key: give the leaf certificate first, then intermediates")
+        raise KeyFileError(
+            f"the first certificate ({_name(leaf.subject)}) does not certify "
+            "the signing key: give the leaf certificate first, then intermediates"
+        )
     if len(chain) > MAX_CHAIN_LENGTH:
         raise KeyFileError(f"certificate chain of {len(chain)} exceeds {MAX_CHAIN_LENGTH}")
 
@@ -187,18 +202,23 @@ def check_signing_chain(chain: Sequence[x509.Certificate], public_pem: bytes) ->
 def parse_der_chain(ders: Sequence[bytes], entry: str) -> tuple[x509.Certificate, ...]:
     """Parse a signature's embedded certificates; malformed ones are a SignatureError."""
     if not 1 <= len(ders) <= MAX_CHAIN_LENGTH:
-        raise SignatureError(f"signature {entry} carries {len(ders)} certificates; "
-                             f"1..{MAX_CHAIN_LENGTH} allowed", entry=entry)
+        raise SignatureError(
+            f"signature {entry} carries {len(ders)} certificates; 1..{MAX_CHAIN_LENGTH} allowed",
+            entry=entry,
+        )
     out = []
     for i, der in enumerate(ders):
         if len(der) > MAX_CERTIFICATE_BYTES:
-            raise SignatureError(f"signature {entry}: certificate {i} is larger than "
-                                 f"{MAX_CERTIFICATE_BYTES} bytes", entry=entry)
+            raise SignatureError(
+                f"signature {entry}: certificate {i} is larger than {MAX_CERTIFICATE_BYTES} bytes",
+                entry=entry,
+            )
         try:
             out.append(x509.load_der_x509_certificate(der))
         except ValueError as e:
-            raise SignatureError(f"signature {entry}: certificate {i} is not valid DER X.509",
-                                 entry=entry) from e
+            raise SignatureError(
+                f"signature {entry}: certificate {i} is not valid DER X.509", entry=entry
+            ) from e
     return tuple(out)
 
 
@@ -207,10 +227,14 @@ def _require_digital_signature(_policy: Any, _cert: x509.Certificate, ku: x509.K
         raise ValueError("leaf key usage lacks digitalSignature")
 
 
-def _code_signing_if_restricted(_policy: Any, _cert: x509.Certificate,
-                                eku: x509.ExtendedKeyUsage | None) -> None:
-    if eku is not None and ExtendedKeyUsageOID.CODE_SIGNING not in eku \
-            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+def _code_signing_if_restricted(
+    _policy: Any, _cert: x509.Certificate, eku: x509.ExtendedKeyUsage | None
+) -> None:
+    if (
+        eku is not None
+        and ExtendedKeyUsageOID.CODE_SIGNING not in eku
+        and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku
+    ):
         raise ValueError("leaf extended key usage does not include codeSigning")
 
 
@@ -221,23 +245,28 @@ def _not_a_ca(_policy: Any, _cert: x509.Certificate, bc: x509.BasicConstraints |
 
 def _leaf_policy() -> verification.ExtensionPolicy:
     crit = verification.Criticality.AGNOSTIC
-    return (verification.ExtensionPolicy.permit_all()
-            .require_present(x509.KeyUsage, crit, _require_digital_signature)
-            .may_be_present(x509.ExtendedKeyUsage, crit, _code_signing_if_restricted)
-            .may_be_present(x509.BasicConstraints, crit, _not_a_ca))
+    return (
+        verification.ExtensionPolicy.permit_all()
+        .require_present(x509.KeyUsage, crit, _require_digital_signature)
+        .may_be_present(x509.ExtendedKeyUsage, crit, _code_signing_if_restricted)
+        .may_be_present(x509.BasicConstraints, crit, _not_a_ca)
+    )
 
 
-def _explain(e: verification.VerificationError, leaf: x509.Certificate,
-             now: dt.datetime) -> str:
+def _explain(e: verification.VerificationError, leaf: x509.Certificate, now: dt.datetime) -> str:
     text = str(e)
     if "not valid at validation time" in text:
-        return (f"certificate {_name(leaf.subject)} (or one of its issuers) is not valid at "
-                f"{now.isoformat(timespec='seconds')}: leaf valid "
-                f"{leaf.not_valid_before_utc.isoformat()} .. "
-                f"{leaf.not_valid_after_utc.isoformat()}")
+        return (
+            f"certificate {_name(leaf.subject)} (or one of its issuers) is not valid at "
+            f"{now.isoformat(timespec='seconds')}: leaf valid "
+            f"{leaf.not_valid_before_utc.isoformat()} .. "
+            f"{leaf.not_valid_after_utc.isoformat()}"
+        )
     if "candidates exhausted" in text:
-        return (f"certificate chain of {_name(leaf.subject)} (issuer {_name(leaf.issuer)}) "
-                "does not lead to a trusted root CA")
+        return (
+            f"certificate chain of {_name(leaf.subject)} (issuer {_name(leaf.issuer)}) "
+            "does not lead to a trusted root CA"
+        )
     if "validator failed" in text:
         return text.split("ValueError: ", 1)[-1].split(" (encountered", 1)[0]
     if "missing required extension" in text and "2.5.29.15" in text:
@@ -245,8 +274,9 @@ def _explain(e: verification.VerificationError, leaf: x509.Certificate,
     return text.removeprefix("validation failed: ").split(" (encountered", 1)[0]
 
 
-def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate],
-                 now: dt.datetime) -> Identity:
+def verify_chain(
+    chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], now: dt.datetime
+) -> Identity:
     """Check ``chain`` (leaf first) against ``roots`` at ``now``; the leaf's identity.
 
     Raises :class:`CertificateRejectedError` saying why the chain is not trusted.
@@ -255,20 +285,27 @@ def verify_chain(chain: Sequence[x509.Certificate], roots: Sequence[x509.Certifi
         raise CertificateRejectedError("no trusted root certificates configured")
     leaf, intermediates = chain[0], list(chain[1:])
     leaf_key_type(leaf)
-    verifier = (verification.PolicyBuilder()
-                .store(verification.Store(list(roots)))
-                .time(now)
-                .max_chain_depth(MAX_CHAIN_LENGTH)
-                .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
-                                    ee_policy=_leaf_policy())
-                .build_client_verifier())
+    verifier = (
+        verification.PolicyBuilder()
+        .store(verification.Store(list(roots)))
+        .time(now)
+        .max_chain_depth(MAX_CHAIN_LENGTH)
+        .extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=_leaf_policy()
+        )
+        .build_client_verifier()
+    )
     try:
         verified = verifier.verify(leaf, intermediates)
         root = verified.chain[-1]
-        return Identity(_name(leaf.subject), _san(leaf), _name(leaf.issuer),
-                        _name(root.subject), leaf.not_valid_after_utc.isoformat(),
-                        hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER))
-                        .hexdigest())
+        return Identity(
+            _name(leaf.subject),
+            _san(leaf),
+            _name(leaf.issuer),
+            _name(root.subject),
+            leaf.not_valid_after_utc.isoformat(),
+            hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        )
     except verification.VerificationError as e:
         raise CertificateRejectedError(_explain(e, leaf, now)) from e
     except (ValueError, UnsupportedAlgorithm) as e:  # attacker's DER: lazily parsed fields

@@ -74,8 +74,9 @@ class Policy:
             except ValueError as e:
                 raise FreshnessError(str(e)) from e
         elif self.now is not None and not isinstance(self.now, dt.datetime):
-            raise FreshnessError(f"now must be a datetime or an RFC 3339 UTC string, "
-                                 f"not {type(self.now).__name__}")
+            raise FreshnessError(
+                f"now must be a datetime or an RFC 3339 UTC string, not {type(self.now).__name__}"
+            )
         if self.min_version is not None:
             try:
                 parse_version(self.min_version)
@@ -88,8 +89,7 @@ class Policy:
             return _aware(self.now)
         return dt.datetime.now(dt.timezone.utc)
 
-    def check(self, name: str, version: str, expires: str | None,
-              signers: Sequence[str]) -> None:
+    def check(self, name: str, version: str, expires: str | None, signers: Sequence[str]) -> None:
         """Refuse an expired bundle, one below ``min_version``, or a recorded rollback.
 
         Runs right after the signed manifest is parsed, before any content is
@@ -98,18 +98,23 @@ class Policy:
         if expires is not None:
             at = self.time()
             if at >= parse_time(expires, "expires"):
-                raise FreshnessError(f"bundle {name!r} v{version} expired at {expires} "
-                                     f"(verification time {format_time(at)})")
+                raise FreshnessError(
+                    f"bundle {name!r} v{version} expired at {expires} "
+                    f"(verification time {format_time(at)})"
+                )
         if self.min_version is None and self.rollback_state is None:
             return
         mine = self._version(name, version)
         if self.min_version is not None and mine < parse_version(self.min_version):
-            raise FreshnessError(f"bundle {name!r} v{version} is older than the required "
-                                 f"minimum version {self.min_version}")
+            raise FreshnessError(
+                f"bundle {name!r} v{version} is older than the required "
+                f"minimum version {self.min_version}"
+            )
         if self.rollback_state is not None:
             if not signers:
-                raise FreshnessError("rollback protection needs a bundle signed by a trusted "
-                                     "key; this one is not")
+                raise FreshnessError(
+                    "rollback protection needs a bundle signed by a trusted key; this one is not"
+                )
             floor = _read_state(Path(self.rollback_state)).get(name)
             self._compare(name, version, mine, floor, signers)
 
@@ -125,13 +130,17 @@ class Policy:
             # Checked again under the lock: another process may have moved on meanwhile.
             self._compare(name, version, mine, floor, signers)
             if floor is None or parse_version(floor.version) < mine:
-                state[name] = Floor(version, tuple(sorted(set(signers))),
-                                    format_time(dt.datetime.now(dt.timezone.utc)))
+                state[name] = Floor(
+                    version,
+                    tuple(sorted(set(signers))),
+                    format_time(dt.datetime.now(dt.timezone.utc)),
+                )
             elif set(signers) <= set(floor.signers):
                 return
             else:
-                state[name] = Floor(floor.version, tuple(sorted({*floor.signers, *signers})),
-                                    floor.accepted_at)
+                state[name] = Floor(
+                    floor.version, tuple(sorted({*floor.signers, *signers})), floor.accepted_at
+                )
             _write_state(path, state)
 
     @staticmethod
@@ -142,14 +151,16 @@ class Policy:
             raise FreshnessError(f"bundle {name!r}: {e}") from e
 
     @staticmethod
-    def _compare(name: str, version: str, mine: tuple[int, ...], floor: Floor | None,
-                 signers: Sequence[str]) -> None:
+    def _compare(
+        name: str, version: str, mine: tuple[int, ...], floor: Floor | None, signers: Sequence[str]
+    ) -> None:
         if floor is not None and parse_version(floor.version) > mine:
             by = ", ".join(k[:16] for k in signers)
             raise FreshnessError(
                 f"rollback refused: bundle {name!r} v{version} signed by {by} is older than "
                 f"v{floor.version}, already accepted for that model name on this machine "
-                "(from any trusted signer)")
+                "(from any trusted signer)"
+            )
 
 
 @dataclass(frozen=True)
@@ -181,14 +192,17 @@ def _open_state(path: Path) -> bytes | None:
     if not nofollow and os.path.islink(path):  # pragma: no cover - Windows: racy, but checked
         raise FreshnessError(f"rollback state {path} is a symbolic link; refusing to follow it")
     try:
-        fd = os.open(path, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0)
-                     | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(
+            path,
+            os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0),
+        )
     except FileNotFoundError:
         return None
     except OSError as e:
         if os.path.islink(path):
-            raise FreshnessError(f"rollback state {path} is a symbolic link; refusing to "
-                                 "follow it") from e
+            raise FreshnessError(
+                f"rollback state {path} is a symbolic link; refusing to follow it"
+            ) from e
         raise FreshnessError(f"cannot read rollback state {path}: {e.strerror}") from e
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -218,12 +232,17 @@ def _is_version(value: object) -> bool:
 
 def _floor(entry: object) -> Floor | None:
     """One /2 entry, or None if malformed."""
-    if not (isinstance(entry, dict) and {"version", "signers"} <= entry.keys()
-            <= {"version", "signers", "accepted_at"}):
+    if not (
+        isinstance(entry, dict)
+        and {"version", "signers"} <= entry.keys() <= {"version", "signers", "accepted_at"}
+    ):
         return None
     version, signers, at = entry["version"], entry["signers"], entry.get("accepted_at")
-    if not (_is_version(version) and isinstance(signers, list)
-            and all(isinstance(k, str) for k in signers)):
+    if not (
+        _is_version(version)
+        and isinstance(signers, list)
+        and all(isinstance(k, str) for k in signers)
+    ):
         return None
     if at is not None:
         try:
@@ -235,8 +254,9 @@ def _floor(entry: object) -> Floor | None:
 
 def _floor_1(per_key: object) -> Floor | None:
     """A /1 entry, {key id: version}: the floor is the highest version over its keys."""
-    if not (isinstance(per_key, dict) and per_key
-            and all(_is_version(v) for v in per_key.values())):
+    if not (
+        isinstance(per_key, dict) and per_key and all(_is_version(v) for v in per_key.values())
+    ):
         return None
     top = max(parse_version(v) for v in per_key.values())
     best = sorted(k for k, v in per_key.items() if parse_version(v) == top)
@@ -256,8 +276,9 @@ def _read_state(path: Path) -> dict[str, Floor]:
         except FormatError:
             problem = "not valid JSON"
     form = doc.get("format") if isinstance(doc, dict) else None
-    if problem is None and not (form in (STATE_FORMAT, STATE_FORMAT_1)
-                                and isinstance(doc.get("models"), dict)):
+    if problem is None and not (
+        form in (STATE_FORMAT, STATE_FORMAT_1) and isinstance(doc.get("models"), dict)
+    ):
         problem = f"not a {STATE_FORMAT} (or {STATE_FORMAT_1}) document"
     floors: dict[str, Floor] = {}
     if problem is None:
@@ -270,8 +291,10 @@ def _read_state(path: Path) -> dict[str, Floor]:
             floors[name] = floor
     if problem is not None:
         # Fail closed: a damaged record must not silently reset protection.
-        raise FreshnessError(f"rollback state {path} is {problem}; refusing to verify "
-                             "(restore it, or remove it to start over deliberately)")
+        raise FreshnessError(
+            f"rollback state {path} is {problem}; refusing to verify "
+            "(restore it, or remove it to start over deliberately)"
+        )
     return floors
 
 
@@ -305,8 +328,11 @@ def _locked(path: Path) -> Iterator[None]:
         return
     try:
         # O_NOFOLLOW: a planted link must not make us create or lock a file elsewhere.
-        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(
+            f"{path}.lock",
+            os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+        )
     except OSError as e:
         raise FreshnessError(f"cannot lock rollback state {path}: {e.strerror}") from e
     try:

@@ -42,18 +42,27 @@ class TrustPolicy:
 
     __slots__ = ("_freshness", "_store", "allow_unsigned")
 
-    def __init__(self, keys: signing.TrustedKeys | None = None, *, roots: Any = None,
-                 threshold: int = 1, min_version: str | None = None,
-                 rollback_state: str | os.PathLike[str] | None = None,
-                 now: dt.datetime | str | None = None, allow_unsigned: bool = False) -> None:
+    def __init__(
+        self,
+        keys: signing.TrustedKeys | None = None,
+        *,
+        roots: Any = None,
+        threshold: int = 1,
+        min_version: str | None = None,
+        rollback_state: str | os.PathLike[str] | None = None,
+        now: dt.datetime | str | None = None,
+        allow_unsigned: bool = False,
+    ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int):
             raise TypeError(f"threshold must be an int, not {type(threshold).__name__}")
         if threshold < 1:
             raise ValueError(f"threshold must be at least 1, not {threshold}")
         if min_version is not None:
             if not isinstance(min_version, str):
-                raise TypeError(f"min_version must be a string such as '3' or '1.10.2', "
-                                f"not {type(min_version).__name__}")
+                raise TypeError(
+                    f"min_version must be a string such as '3' or '1.10.2', "
+                    f"not {type(min_version).__name__}"
+                )
             try:
                 parse_version(min_version)
             except ValueError as e:
@@ -61,23 +70,27 @@ class TrustPolicy:
         if isinstance(now, str):
             now = parse_time(now, "now")
         elif now is not None and not isinstance(now, dt.datetime):
-            raise TypeError(f"now must be a datetime or an RFC 3339 UTC string, "
-                            f"not {type(now).__name__}")
+            raise TypeError(
+                f"now must be a datetime or an RFC 3339 UTC string, not {type(now).__name__}"
+            )
         if rollback_state is not None and not isinstance(rollback_state, (str, os.PathLike)):
             raise TypeError(f"rollback_state must be a path, not {type(rollback_state).__name__}")
         store = signing.as_trust_store(keys) if keys is not None else None
         anchors = signing.load_roots(roots)
         if anchors:
-            store = store.with_roots(anchors) if store is not None \
+            store = (
+                store.with_roots(anchors)
+                if store is not None
                 else signing.TrustStore(roots=anchors)
+            )
         if store is not None and threshold != 1:
             store = signing.TrustStore(store.keys, threshold=threshold, roots=store.roots)
         elif store is None and threshold != 1:
             raise ValueError("threshold given without trusted keys or roots")
         self._store = store
-        self._freshness = freshness.Policy(now, min_version,
-                                           None if rollback_state is None
-                                           else Path(rollback_state))
+        self._freshness = freshness.Policy(
+            now, min_version, None if rollback_state is None else Path(rollback_state)
+        )
         self.allow_unsigned = bool(allow_unsigned)
 
     @property
@@ -139,15 +152,26 @@ class TrustPolicy:
         return f"TrustPolicy({', '.join(parts)})"
 
 
-def resolve_policy(trust: TrustPolicy | None, *, trusted_keys: Any = None,
-                   allow_unsigned: bool = False, threshold: int | None = None,
-                   trusted_roots: Any = None, now: Any = None, min_version: str | None = None,
-                   rollback_state: str | os.PathLike[str] | None = None) -> TrustPolicy:
+def resolve_policy(
+    trust: TrustPolicy | None,
+    *,
+    trusted_keys: Any = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+) -> TrustPolicy:
     """``trust=``, or the policy the keyword shortcuts describe; not both."""
     shortcuts: Iterable[tuple[str, Any]] = (
-        ("trusted_keys", trusted_keys), ("threshold", threshold),
-        ("trusted_roots", trusted_roots), ("now", now), ("min_version", min_version),
-        ("rollback_state", rollback_state))
+        ("trusted_keys", trusted_keys),
+        ("threshold", threshold),
+        ("trusted_roots", trusted_roots),
+        ("now", now),
+        ("min_version", min_version),
+        ("rollback_state", rollback_state),
+    )
     if trust is not None:
         given = [name for name, value in shortcuts if value is not None]
         if allow_unsigned:
@@ -157,7 +181,12 @@ def resolve_policy(trust: TrustPolicy | None, *, trusted_keys: Any = None,
         if not isinstance(trust, TrustPolicy):
             raise TypeError(f"trust must be a bundle.TrustPolicy, not {type(trust).__name__}")
         return trust
-    return TrustPolicy(trusted_keys, roots=trusted_roots,
-                       threshold=1 if threshold is None else threshold,
-                       min_version=min_version, rollback_state=rollback_state, now=now,
-                       allow_unsigned=allow_unsigned)
+    return TrustPolicy(
+        trusted_keys,
+        roots=trusted_roots,
+        threshold=1 if threshold is None else threshold,
+        min_version=min_version,
+        rollback_state=rollback_state,
+        now=now,
+        allow_unsigned=allow_unsigned,
+    )

@@ -69,7 +69,8 @@ def _key_type(key: Any) -> str:
         if curve not in _TYPE_BY_CURVE:
             raise KeyFileError(
                 f"unsupported elliptic curve {curve!r}: use P-256 (default), P-384, P-521 "
-                "or Ed25519")
+                "or Ed25519"
+            )
         return _TYPE_BY_CURVE[curve]
     raise KeyFileError(f"unsupported key type {type(key).__name__}: use ECDSA P-256 or Ed25519")
 
@@ -90,8 +91,9 @@ class PublicKey:
 
     def pem(self) -> bytes:
         """SubjectPublicKeyInfo, PEM."""
-        return self.key.public_bytes(serialization.Encoding.PEM,
-                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        return self.key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     @property
     def key_id(self) -> str:
@@ -134,8 +136,10 @@ class PrivateKey:
 
             certs.check_signing_chain(self.certificates, self.public_key.pem())
 
-    def with_certificates(self, chain: certs.CertificateSource | Sequence[certs.CertificateSource],
-                          ) -> PrivateKey:
+    def with_certificates(
+        self,
+        chain: certs.CertificateSource | Sequence[certs.CertificateSource],
+    ) -> PrivateKey:
         """This key with an X.509 chain (leaf first) to embed in its signatures."""
         from . import certs
 
@@ -161,13 +165,21 @@ class PrivateKey:
     def private_pem(self, passphrase: bytes | None = None) -> bytes:
         """PKCS#8 PEM, encrypted with ``passphrase`` when one is given."""
         enc: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase) if passphrase
-            else serialization.NoEncryption())
-        return self.key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8, enc)
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
+        )
 
-    def save(self, prefix: str | os.PathLike[str], *, passphrase: bytes | None = None,
-             overwrite: bool = False) -> tuple[Path, Path]:
+    def save(
+        self,
+        prefix: str | os.PathLike[str],
+        *,
+        passphrase: bytes | None = None,
+        overwrite: bool = False,
+    ) -> tuple[Path, Path]:
         """Write ``PREFIX.key`` (mode 0600) and ``PREFIX.pub``; return both paths."""
         base = os.fspath(prefix)
         key_path, pub_path = Path(base + ".key"), Path(base + ".pub")
@@ -209,32 +221,39 @@ def _read_key_bytes(source: str | os.PathLike[str] | bytes, what: str) -> tuple[
         raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from e
 
 
-def load_private_key(source: str | os.PathLike[str] | bytes | PrivateKey,
-                     passphrase: bytes | None = None, *,
-                     certificate_chain: Any = None) -> PrivateKey:
+def load_private_key(
+    source: str | os.PathLike[str] | bytes | PrivateKey,
+    passphrase: bytes | None = None,
+    *,
+    certificate_chain: Any = None,
+) -> PrivateKey:
     """Load a PKCS#8 (or traditional) PEM private key, decrypting it with ``passphrase``.
 
     ``certificate_chain`` (certificates, PEM/DER bytes or files, leaf first)
     attaches the key's X.509 chain, see :meth:`PrivateKey.with_certificates`.
     """
     if isinstance(source, PrivateKey):
-        return source if certificate_chain is None else source.with_certificates(
-            certificate_chain)
+        return source if certificate_chain is None else source.with_certificates(certificate_chain)
     if certificate_chain is not None:
         return load_private_key(source, passphrase).with_certificates(certificate_chain)
     data, name = _read_key_bytes(source, "private key")
     try:
         key = serialization.load_pem_private_key(data, passphrase)
     except TypeError as e:
-        msg = ("is encrypted: give its passphrase" if passphrase is None
-               else "is not encrypted but a passphrase was given")
+        msg = (
+            "is encrypted: give its passphrase"
+            if passphrase is None
+            else "is not encrypted but a passphrase was given"
+        )
         raise KeyFileError(f"private key {name} {msg}") from e
     except (ValueError, crypto_exceptions.UnsupportedAlgorithm) as e:
-        raise KeyFileError(f"cannot load private key {name}: wrong passphrase or not a PEM "
-                           f"private key ({e})") from e
+        raise KeyFileError(
+            f"cannot load private key {name}: wrong passphrase or not a PEM private key ({e})"
+        ) from e
     if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
-        raise KeyFileError(f"private key {name} is {type(key).__name__}; "
-                           "use ECDSA (P-256/384/521) or Ed25519")
+        raise KeyFileError(
+            f"private key {name} is {type(key).__name__}; use ECDSA (P-256/384/521) or Ed25519"
+        )
     return PrivateKey(key)
 
 
@@ -244,13 +263,17 @@ def load_public_key(source: str | os.PathLike[str] | bytes | PublicKey) -> Publi
         return source
     data, name = _read_key_bytes(source, "public key")
     try:
-        key = (serialization.load_pem_public_key(data) if b"-----BEGIN" in data
-               else serialization.load_der_public_key(data))
+        key = (
+            serialization.load_pem_public_key(data)
+            if b"-----BEGIN" in data
+            else serialization.load_der_public_key(data)
+        )
     except (ValueError, crypto_exceptions.UnsupportedAlgorithm) as e:
         raise KeyFileError(f"cannot load public key {name}: not a PEM/DER public key") from e
     if not isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
-        raise KeyFileError(f"public key {name} is {type(key).__name__}; "
-                           "use ECDSA (P-256/384/521) or Ed25519")
+        raise KeyFileError(
+            f"public key {name} is {type(key).__name__}; use ECDSA (P-256/384/521) or Ed25519"
+        )
     return PublicKey(key)
 
 
@@ -264,8 +287,13 @@ class TrustStore:
     signed with. With roots, the threshold is not bounded by ``len(keys)``.
     """
 
-    def __init__(self, keys: Iterable[PublicKey] = (), *, threshold: int = 1,
-                 roots: Iterable[x509.Certificate] = ()) -> None:
+    def __init__(
+        self,
+        keys: Iterable[PublicKey] = (),
+        *,
+        threshold: int = 1,
+        roots: Iterable[x509.Certificate] = (),
+    ) -> None:
         unique: dict[str, PublicKey] = {}
         for k in keys:
             unique.setdefault(k.key_id, k)
@@ -276,8 +304,9 @@ class TrustStore:
         if not unique and not anchors:
             raise ValueError("no trusted keys given")
         if threshold < 1 or (not anchors and threshold > len(unique)):
-            raise ValueError(f"threshold {threshold} needs between 1 and {len(unique)} "
-                             "distinct trusted keys")
+            raise ValueError(
+                f"threshold {threshold} needs between 1 and {len(unique)} distinct trusted keys"
+            )
         self.keys: tuple[PublicKey, ...] = tuple(unique.values())
         self.roots: tuple[x509.Certificate, ...] = tuple(anchors.values())
         self.threshold = threshold
@@ -287,9 +316,13 @@ class TrustStore:
         return TrustStore(self.keys, threshold=self.threshold, roots=(*self.roots, *roots))
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | os.PathLike[str]], *,
-                   threshold: int = 1,
-                   roots: Iterable[str | os.PathLike[str]] = ()) -> TrustStore:
+    def from_paths(
+        cls,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        threshold: int = 1,
+        roots: Iterable[str | os.PathLike[str]] = (),
+    ) -> TrustStore:
         """Keys from files, or from every ``*.pub`` file of each directory given.
 
         ``roots`` are PEM/DER files of trusted root CA certificates.
@@ -321,8 +354,13 @@ def load_roots(sources: Any) -> tuple[x509.Certificate, ...]:
     return certs.load_certificates(sources, "trusted root certificate")
 
 
-TrustedKeys = Union[TrustStore, PublicKey, str, "os.PathLike[str]",
-                    Sequence[Union[PublicKey, str, "os.PathLike[str]"]]]
+TrustedKeys = Union[
+    TrustStore,
+    PublicKey,
+    str,
+    "os.PathLike[str]",
+    Sequence[Union[PublicKey, str, "os.PathLike[str]"]],
+]
 
 
 def as_trust_store(trusted: TrustedKeys) -> TrustStore:

@@ -38,8 +38,14 @@ from . import dsse, freshness, signing
 if TYPE_CHECKING:
     from . import certs
 
-__all__ = ["Signer", "VerifiedBundle", "VerifyReport", "check_signatures", "signature_entries",
-           "verify_archive"]
+__all__ = [
+    "Signer",
+    "VerifiedBundle",
+    "VerifyReport",
+    "check_signatures",
+    "signature_entries",
+    "verify_archive",
+]
 
 SIGNATURE_PREFIX = "signatures/"
 SIGNATURE_NAME = re.compile(r"signatures/[0-9a-f]{64}\.sig")
@@ -65,8 +71,11 @@ class Signer:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        d: dict[str, object] = {"key_id": self.key_id, "key_type": self.key_type,
-                                "entry": self.entry}
+        d: dict[str, object] = {
+            "key_id": self.key_id,
+            "key_type": self.key_type,
+            "entry": self.entry,
+        }
         if self.identity is not None:
             d["certificate"] = self.identity.to_dict()
         return d
@@ -130,13 +139,18 @@ def signature_entries(reader: ZipReader) -> list[str]:
     for name in reader.entries:
         if name.startswith(SIGNATURE_PREFIX):
             if not SIGNATURE_NAME.fullmatch(name):
-                raise FormatError(f"entry {name!r} is not a valid signature entry name "
-                                  "(signatures/<64 hex key id>.sig)", entry=name)
+                raise FormatError(
+                    f"entry {name!r} is not a valid signature entry name "
+                    "(signatures/<64 hex key id>.sig)",
+                    entry=name,
+                )
             _check_encoding(reader, name, deflated=False, aligned=False)
             e = reader.entries[name]
             if e.size > MAX_SIGNATURE_BYTES or e.compressed_size != e.size:
-                raise LimitError(f"entry {name!r} is {e.size} bytes; the limit is "
-                                 f"{MAX_SIGNATURE_BYTES}", entry=name)
+                raise LimitError(
+                    f"entry {name!r} is {e.size} bytes; the limit is {MAX_SIGNATURE_BYTES}",
+                    entry=name,
+                )
             names.append(name)
     return sorted(names)
 
@@ -145,9 +159,12 @@ Statements = list[tuple[str, dsse.Resources]]
 """Each counted signature's entry name and statement, for the checks after the manifest."""
 
 
-def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
-            ) -> tuple[dsse.Envelope | None, signing.PublicKey | None,
-                       certs.Identity | None, str]:
+def _signer(
+    data: bytes,
+    name: str,
+    trust: signing.TrustStore,
+    now: object,
+) -> tuple[dsse.Envelope | None, signing.PublicKey | None, certs.Identity | None, str]:
     """Who made the signature in entry ``name`` -- a trusted key, a certified one -- or why
     it does not count.
 
@@ -159,8 +176,9 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     try:
         env = dsse.parse_envelope(data, name)
         if env.hint is not None and name != f"{SIGNATURE_PREFIX}{env.hint}.sig":
-            raise SignatureError(f"signature entry {name} holds a signature for key "
-                                 f"{env.hint[:16]}", entry=name)
+            raise SignatureError(
+                f"signature entry {name} holds a signature for key {env.hint[:16]}", entry=name
+            )
     except SignatureError as e:
         return None, None, None, str(e)
     key = dsse.verify_envelope(env, trust, name)
@@ -177,9 +195,13 @@ def _signer(data: bytes, name: str, trust: signing.TrustStore, now: object,
     return env, None, None, "not made by a trusted key"
 
 
-def check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.TrustStore,
-                     now: object = None, manifest: Manifest | None = None,
-                     ) -> tuple[tuple[Signer, ...], tuple[str, ...], Statements]:
+def check_signatures(
+    reader: ZipReader,
+    manifest_bytes: bytes,
+    trust: signing.TrustStore,
+    now: object = None,
+    manifest: Manifest | None = None,
+) -> tuple[tuple[Signer, ...], tuple[str, ...], Statements]:
     """Who of the trusted signed; each signature, in entry order, is checked thus:
 
     parse the Sigstore bundle; its key hint must match its entry name; try every
@@ -195,8 +217,10 @@ def check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.Tr
     """
     names = signature_entries(reader)
     if not names:
-        raise SignatureError("bundle is unsigned; pass allow_unsigned=True to load it anyway "
-                             "(its integrity is still checked)")
+        raise SignatureError(
+            "bundle is unsigned; pass allow_unsigned=True to load it anyway "
+            "(its integrity is still checked)"
+        )
     signers: dict[str, Signer] = {}
     untrusted: list[str] = []
     reasons: list[str] = []
@@ -206,7 +230,7 @@ def check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.Tr
         env, key, identity, why = _signer(data, name, trust, now)
         if env is None or key is None:
             # Reported by the key id its name carries (its hint, when it has one).
-            untrusted.append(name[len(SIGNATURE_PREFIX):-len(".sig")])
+            untrusted.append(name[len(SIGNATURE_PREFIX) : -len(".sig")])
             reasons.append(f"{name}: {why}")
             continue
         statement = dsse.parse_statement(env.payload, name)
@@ -216,22 +240,31 @@ def check_signatures(reader: ZipReader, manifest_bytes: bytes, trust: signing.Tr
         signers.setdefault(key.key_id, Signer(key.key_id, key.key_type, name, identity))
     if len(signers) < trust.threshold:
         have = ", ".join(h[:16] for h in untrusted) or "none"
-        roots = (f"; trusted roots: {', '.join(r.subject.rfc4514_string() for r in trust.roots)}"
-                 if trust.roots else "")
+        roots = (
+            f"; trusted roots: {', '.join(r.subject.rfc4514_string() for r in trust.roots)}"
+            if trust.roots
+            else ""
+        )
         shown = reasons[:8] + ([f"... ({len(reasons)} in all)"] if len(reasons) > 8 else [])
         why = f"; not counted: {'; '.join(shown)}" if shown else ""
         raise SignatureError(
             f"bundle is signed by {len(signers)} trusted key(s), {trust.threshold} required; "
             f"untrusted signer key ids: {have}; trusted: "
-            f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'}{roots}{why}")
+            f"{', '.join(k[:16] for k in trust.key_ids()) or 'none'}{roots}{why}"
+        )
     return tuple(signers.values()), tuple(untrusted), statements
 
 
-def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
-                   allow_unsigned: bool = False, weights_in_memory: bool = True,
-                   policy: freshness.Policy | None = None,
-                   progress: ProgressCallback | None = None,
-                   in_memory: Collection[str] = ()) -> VerifiedBundle:
+def verify_archive(
+    reader: ZipReader,
+    trust: signing.TrustStore | None,
+    *,
+    allow_unsigned: bool = False,
+    weights_in_memory: bool = True,
+    policy: freshness.Policy | None = None,
+    progress: ProgressCallback | None = None,
+    in_memory: Collection[str] = (),
+) -> VerifiedBundle:
     """Run every check up to, not including, parsing the graph and weights.
 
     ``policy`` adds the verification time, a minimum version and a rollback
@@ -248,14 +281,17 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
     statements: Statements = []
     if trust is not None:
         try:
-            signers, untrusted, statements = check_signatures(reader, manifest_bytes, trust,
-                                                               policy.time())
+            signers, untrusted, statements = check_signatures(
+                reader, manifest_bytes, trust, policy.time()
+            )
         except SignatureError:
             if not allow_unsigned:
                 raise
     elif not allow_unsigned:
-        raise SignatureError("no trusted keys given: pass trusted_keys (a .pub file, a key, "
-                             "or a trust-store directory), or allow_unsigned=True")
+        raise SignatureError(
+            "no trusted keys given: pass trusted_keys (a .pub file, a key, "
+            "or a trust-store directory), or allow_unsigned=True"
+        )
     else:
         signature_entries(reader)
 
@@ -270,21 +306,33 @@ def verify_archive(reader: ZipReader, trust: signing.TrustStore | None, *,
     present.discard(MANIFEST_NAME)
     extra, missing = present - listed.keys(), listed.keys() - present
     if extra:
-        raise IntegrityError(f"entries not listed in the manifest: {sorted(extra)}",
-                             entry=sorted(extra)[0])
+        raise IntegrityError(
+            f"entries not listed in the manifest: {sorted(extra)}", entry=sorted(extra)[0]
+        )
     if missing:
-        raise IntegrityError(f"entries listed in the manifest are missing: {sorted(missing)}",
-                             entry=sorted(missing)[0])
+        raise IntegrityError(
+            f"entries listed in the manifest are missing: {sorted(missing)}",
+            entry=sorted(missing)[0],
+        )
 
     _check_container_layout(reader, manifest)
     inflated, weights, weights_head, stored, whole = _hash_files(
-        reader, manifest, weights_in_memory, progress, in_memory)
-    report = VerifyReport(reader.path, manifest, signers, untrusted, manifest.files,
-                          verified=bool(signers))
-    return VerifiedBundle(reader, report, inflated[manifest.file("graph").path], weights,
-                          weights_head, inflated, stored, whole,
-                          lambda: policy.record(manifest.model.name, manifest.model.version,
-                                                signer_ids))
+        reader, manifest, weights_in_memory, progress, in_memory
+    )
+    report = VerifyReport(
+        reader.path, manifest, signers, untrusted, manifest.files, verified=bool(signers)
+    )
+    return VerifiedBundle(
+        reader,
+        report,
+        inflated[manifest.file("graph").path],
+        weights,
+        weights_head,
+        inflated,
+        stored,
+        whole,
+        lambda: policy.record(manifest.model.name, manifest.model.version, signer_ids),
+    )
 
 
 _NAME_BY_ROLE = {"graph": GRAPH_NAME, "weights": WEIGHTS_NAME}
@@ -302,13 +350,16 @@ def _check_container_layout(reader: ZipReader, manifest: Manifest) -> None:
     sigs = sorted(n for n in reader.entries if n.startswith(SIGNATURE_PREFIX))
     order = [*sorted(f.path for f in manifest.files), MANIFEST_NAME, *sigs]
     if list(reader.entries) != order:
-        raise FormatError("entries are not in the canonical order (content entries by "
-                          "name, manifest.json, signatures by key id)")
+        raise FormatError(
+            "entries are not in the canonical order (content entries by "
+            "name, manifest.json, signatures by key id)"
+        )
     for f in manifest.files:
         want = _NAME_BY_ROLE.get(f.role)
         if want is not None and f.path != want:
-            raise FormatError(f"the {f.role} entry must be named {want!r}, not {f.path!r}",
-                              entry=f.path)
+            raise FormatError(
+                f"the {f.role} entry must be named {want!r}, not {f.path!r}", entry=f.path
+            )
         deflated = is_deflated(f.path, f.role)
         _check_encoding(reader, f.path, deflated=deflated, aligned=not deflated)
     for name in (MANIFEST_NAME, *sigs):
@@ -321,9 +372,13 @@ def _check_encoding(reader: ZipReader, name: str, *, deflated: bool, aligned: bo
         how = "DEFLATE-compressed" if deflated else "STORED"
         raise FormatError(f"entry {name!r} must be {how} (FORMAT.md 2.5)", entry=name)
     if e.aligned != aligned:
-        raise FormatError(f"entry {name!r} is not aligned to {ALIGNMENT} bytes (FORMAT.md 2.6)"
-                          if aligned else f"entry {name!r} carries an alignment record; only "
-                          "STORED content entries do (FORMAT.md 2.6)", entry=name)
+        raise FormatError(
+            f"entry {name!r} is not aligned to {ALIGNMENT} bytes (FORMAT.md 2.6)"
+            if aligned
+            else f"entry {name!r} carries an alignment record; only "
+            "STORED content entries do (FORMAT.md 2.6)",
+            entry=name,
+        )
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -334,14 +389,20 @@ def _text_asset(f: FileEntry) -> bool:
     """A STORED entry :mod:`bundle.assets` checks whole (it refuses larger ones unread)."""
     from ..format.assets import MAX_TEXT_ASSET_BYTES, TEXT_EXTENSIONS
 
-    return f.role == "asset" and f.size <= MAX_TEXT_ASSET_BYTES and \
-        f.path.lower().endswith(TEXT_EXTENSIONS)
+    return (
+        f.role == "asset"
+        and f.size <= MAX_TEXT_ASSET_BYTES
+        and f.path.lower().endswith(TEXT_EXTENSIONS)
+    )
 
 
-def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
-                progress: ProgressCallback | None, in_memory: Collection[str] = (),
-                ) -> tuple[dict[str, bytes], mmap.mmap | None, bytes, dict[str, bytes],
-                           dict[str, mmap.mmap]]:
+def _hash_files(
+    reader: ZipReader,
+    manifest: Manifest,
+    weights_in_memory: bool,
+    progress: ProgressCallback | None,
+    in_memory: Collection[str] = (),
+) -> tuple[dict[str, bytes], mmap.mmap | None, bytes, dict[str, bytes], dict[str, mmap.mmap]]:
     """Hash every listed entry, shard by shard, comparing each with the manifest.
 
     Returns the bytes of every DEFLATE entry (the graph among them) by path, the
@@ -375,8 +436,9 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
     for f in manifest.files:
         e = reader.entries[f.path]
         if e.size != f.size:
-            raise IntegrityError(f"{f.path}: manifest records {f.size} bytes, archive holds "
-                                 f"{e.size}", entry=f.path)
+            raise IntegrityError(
+                f"{f.path}: manifest records {f.size} bytes, archive holds {e.size}", entry=f.path
+            )
         if f.role == "weights":
             _check_weights_entry(e, f)
         if f.role == "graph" or not e.stored:
@@ -390,11 +452,11 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
             # Anonymous memory, page-aligned as a mapping of the file would be, so
             # the tensors onnxruntime runs on keep the alignment they have on disk.
             weights = mmap.mmap(-1, max(e.size, 1))
-            buf = memoryview(weights)[:e.size]
+            buf = memoryview(weights)[: e.size]
         elif f.role != "weights" and f.path in in_memory:
             _check_weights_entry(e, f)  # the same size limit as for weights read into memory
             whole[f.path] = mmap.mmap(-1, max(e.size, 1))
-            buf = memoryview(whole[f.path])[:e.size]
+            buf = memoryview(whole[f.path])[: e.size]
         elif _text_asset(f):
             text[f.path] = bytearray(e.size)
             buf = memoryview(text[f.path])
@@ -410,12 +472,13 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
     try:
         results = hash_ranges(reader.fileno(), spans, into=into, keep=keep, progress=advance)
     except ShortReadError as err:
-        raise IntegrityError(f"the bundle file changed while it was being verified ({err})"
-                             ) from err
+        raise IntegrityError(
+            f"the bundle file changed while it was being verified ({err})"
+        ) from err
     head = b""
     pos = 0
     for f in dict.fromkeys(owners):
-        got = results[pos:pos + len(f.spans)]
+        got = results[pos : pos + len(f.spans)]
         pos += len(f.spans)
         _compare(f, [r.hexdigest for r in got])
         crc = got[0].crc32
@@ -426,17 +489,18 @@ def _hash_files(reader: ZipReader, manifest: Manifest, weights_in_memory: bool,
         if f.path in head_want:
             part = b"".join(r.head for r in got)
             if len(part) >= 8 and len(part) != min(header_size(part[:8]), f.size):
-                raise IntegrityError(f"{f.path}: its header changed while it was being "
-                                     "verified", entry=f.path)
+                raise IntegrityError(
+                    f"{f.path}: its header changed while it was being verified", entry=f.path
+                )
             if f.role == "weights":
                 head = part
             else:
                 kept[f.path] = part
         elif f.role == "weights" and weights is not None:
-            head = bytes(weights[:header_size(bytes(weights[:8]))])
+            head = bytes(weights[: header_size(bytes(weights[:8]))])
         elif f.path in whole:
             got_all = whole[f.path]
-            kept[f.path] = bytes(got_all[:min(header_size(bytes(got_all[:8])), f.size)])
+            kept[f.path] = bytes(got_all[: min(header_size(bytes(got_all[:8])), f.size)])
         elif f.path in text:
             kept[f.path] = bytes(text.pop(f.path))
     return inflated, weights, head, kept, whole
@@ -446,14 +510,19 @@ def _compare(f: FileEntry, digests: list[str]) -> None:
     """Each shard's digest (or the entry's, unsharded) against the manifest, by name."""
     if not f.shards:
         if digests[0] != f.sha256:
-            raise IntegrityError(f"{f.path}: SHA-256 is {digests[0][:16]}..., the manifest "
-                                 f"records {f.sha256[:16]}...", entry=f.path)
+            raise IntegrityError(
+                f"{f.path}: SHA-256 is {digests[0][:16]}..., the manifest "
+                f"records {f.sha256[:16]}...",
+                entry=f.path,
+            )
         return
     for i, (got, want, (a, b)) in enumerate(zip(digests, f.shards, f.spans, strict=True)):
         if got != want:
-            raise IntegrityError(f"{f.path}: shard {i} of {len(f.shards)} (bytes {a}..{b}) has "
-                                 f"SHA-256 {got[:16]}..., the manifest records {want[:16]}...",
-                                 entry=f.path)
+            raise IntegrityError(
+                f"{f.path}: shard {i} of {len(f.shards)} (bytes {a}..{b}) has "
+                f"SHA-256 {got[:16]}..., the manifest records {want[:16]}...",
+                entry=f.path,
+            )
 
 
 def _check_weights_entry(e: object, f: FileEntry) -> None:

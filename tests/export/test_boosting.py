@@ -2,8 +2,6 @@
 scikit-learn pipelines, classifiers (binary, multiclass) and regressors, compared
 against the booster's own predictions on rows the bundle was not saved with."""
 
-
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,17 +37,22 @@ MODELS: dict[str, tuple[Callable[[], Any], str]] = {
     "XGBRegressor": (lambda: xgb.XGBRegressor(n_estimators=12, max_depth=3), "yr"),
     # several trees per class and round: onnxmltools assigns them to the wrong classes
     "XGBRFClassifier-3class": (lambda: xgb.XGBRFClassifier(n_estimators=6, max_depth=3), "y3"),
-    "XGBClassifier-parallel": (lambda: xgb.XGBClassifier(n_estimators=4, num_parallel_tree=3,
-                                                         max_depth=2), "y3"),
+    "XGBClassifier-parallel": (
+        lambda: xgb.XGBClassifier(n_estimators=4, num_parallel_tree=3, max_depth=2),
+        "y3",
+    ),
     "XGBRFRegressor": (lambda: xgb.XGBRFRegressor(n_estimators=6, max_depth=3), "yr"),
     "LGBMClassifier-binary": (lambda: lgb.LGBMClassifier(n_estimators=12, verbose=-1), "y2"),
     "LGBMClassifier-3class": (lambda: lgb.LGBMClassifier(n_estimators=12, verbose=-1), "y3"),
     "LGBMRegressor": (lambda: lgb.LGBMRegressor(n_estimators=12, verbose=-1), "yr"),
     "Pipeline(scaler,XGBClassifier)": (
-        lambda: make_pipeline(StandardScaler(), xgb.XGBClassifier(n_estimators=8)), "y3"),
+        lambda: make_pipeline(StandardScaler(), xgb.XGBClassifier(n_estimators=8)),
+        "y3",
+    ),
     "Pipeline(scaler,LGBMRegressor)": (
         lambda: make_pipeline(StandardScaler(), lgb.LGBMRegressor(n_estimators=8, verbose=-1)),
-        "yr"),
+        "yr",
+    ),
 }
 
 
@@ -63,8 +66,7 @@ def test_boosting_model_matches_the_booster(save_load: SaveLoad, name: str) -> N
     manifest, m = save_load(model, X[:5])
     assert manifest.onnx.opsets.get("ai.onnx.ml") == 3
     if target == "yr":
-        np.testing.assert_allclose(m.predict(X_test), model.predict(X_test), rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(m.predict(X_test), model.predict(X_test), rtol=1e-4, atol=1e-4)
         return
     proba = model.predict_proba(X_test)
     np.testing.assert_allclose(m.predict_proba(X_test), proba, atol=1e-5)

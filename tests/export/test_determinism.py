@@ -35,9 +35,13 @@ def test_sign_is_idempotent_and_order_independent(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "W")
-    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])], [w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])],
+        [w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     k1, k2 = bundle.generate_key(), bundle.generate_key("ed25519")

@@ -54,10 +54,14 @@ def test_save_refuses_options_a_plain_onnx_model_does_not_take(tmp_path: Path) -
 
 
 def test_sklearn_options_are_validated_and_built_from_shortcuts() -> None:
-    assert options_for("sklearn", None, {"training_state": True}) == \
-        bundle.SklearnOptions(training_state=True)
-    with pytest.raises(TypeError, match=r"dynamic_axes cannot be used with this model "
-                                        r"\(SklearnOptions takes"):
+    assert options_for("sklearn", None, {"training_state": True}) == bundle.SklearnOptions(
+        training_state=True
+    )
+    with pytest.raises(
+        TypeError,
+        match=r"dynamic_axes cannot be used with this model "
+        r"\(SklearnOptions takes",
+    ):
         options_for("sklearn", None, {"dynamic_axes": {"X": {0: "n"}}})
     with pytest.raises(TypeError, match="training_state must be"):
         bundle.SklearnOptions(training_state="yes")  # type: ignore[arg-type]

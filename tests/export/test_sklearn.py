@@ -83,8 +83,13 @@ def _target(X: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def data() -> dict[str, np.ndarray]:
     X = _features(120, 0)
-    return {"X": X, "X_test": _features(TEST_ROWS, 1), "y2": _classes(X, 2),
-            "y3": _classes(X, 3), "yr": _target(X)}
+    return {
+        "X": X,
+        "X_test": _features(TEST_ROWS, 1),
+        "y2": _classes(X, 2),
+        "y3": _classes(X, 3),
+        "yr": _target(X),
+    }
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -119,18 +124,34 @@ def _categories(n: int, seed: int, *, unseen: bool = False) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: (StandardScaler(), _features(60, 2), _features(TEST_ROWS, 3)),
-                 id="StandardScaler"),
-    pytest.param(lambda: (MinMaxScaler(), _features(60, 2), _features(TEST_ROWS, 3)),
-                 id="MinMaxScaler"),
-    pytest.param(lambda: (OneHotEncoder(handle_unknown="ignore"), _categories(60, 2),
-                          _categories(TEST_ROWS, 3, unseen=True)),
-                 id="OneHotEncoder-sparse"),
-    pytest.param(lambda: (OneHotEncoder(sparse_output=False), _categories(60, 2),
-                          _categories(TEST_ROWS, 3)),
-                 id="OneHotEncoder-dense"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(
+            lambda: (StandardScaler(), _features(60, 2), _features(TEST_ROWS, 3)),
+            id="StandardScaler",
+        ),
+        pytest.param(
+            lambda: (MinMaxScaler(), _features(60, 2), _features(TEST_ROWS, 3)), id="MinMaxScaler"
+        ),
+        pytest.param(
+            lambda: (
+                OneHotEncoder(handle_unknown="ignore"),
+                _categories(60, 2),
+                _categories(TEST_ROWS, 3, unseen=True),
+            ),
+            id="OneHotEncoder-sparse",
+        ),
+        pytest.param(
+            lambda: (
+                OneHotEncoder(sparse_output=False),
+                _categories(60, 2),
+                _categories(TEST_ROWS, 3),
+            ),
+            id="OneHotEncoder-dense",
+        ),
+    ],
+)
 def test_transformer(save_load: SaveLoad, make: Callable[[], Any]) -> None:
     model, X, X_test = make()
     model.fit(X)
@@ -154,24 +175,36 @@ def _frame(n: int, seed: int) -> Any:
     city = rng.choice(["paris", "lyon", "nice"], size=n)
     plan = pd.Categorical(rng.choice(["free", "pro"], size=n), categories=["free", "pro"])
     visits = rng.integers(0, 30, size=n)
-    return pd.DataFrame({"age": age, "income": income, "visits": visits, "city": city,
-                         "plan": plan})
+    return pd.DataFrame(
+        {"age": age, "income": income, "visits": visits, "city": city, "plan": plan}
+    )
 
 
 def _tabular_target(df: Any) -> tuple[np.ndarray, np.ndarray]:
-    score = ((df["age"] - 45) / 15 + (np.log(df["income"]) - 10) * 2
-             + (df["city"] == "paris") * 1.0 - (df["plan"] == "free") * 0.8).to_numpy()
+    score = (
+        (df["age"] - 45) / 15
+        + (np.log(df["income"]) - 10) * 2
+        + (df["city"] == "paris") * 1.0
+        - (df["plan"] == "free") * 0.8
+    ).to_numpy()
     return (score > np.median(score)).astype(int), score
 
 
 def _column_pipeline(final: Any) -> Pipeline:
-    pre = ColumnTransformer([("num", StandardScaler(), ["age", "income", "visits"]),
-                             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"])])
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income", "visits"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+        ]
+    )
     return Pipeline([("pre", pre), ("model", final)])
 
 
-@pytest.mark.parametrize("final", [LogisticRegression(max_iter=500), Ridge(alpha=0.5)],
-                         ids=["LogisticRegression", "Ridge"])
+@pytest.mark.parametrize(
+    "final",
+    [LogisticRegression(max_iter=500), Ridge(alpha=0.5)],
+    ids=["LogisticRegression", "Ridge"],
+)
 def test_column_transformer_pipeline_on_dataframe(save_load: SaveLoad, final: Any) -> None:
     df, df_test = _frame(80, 4), _frame(TEST_ROWS, 5)
     y_cls, y_reg = _tabular_target(df)
@@ -180,19 +213,29 @@ def test_column_transformer_pipeline_on_dataframe(save_load: SaveLoad, final: An
     manifest, m = save_load(model, df.iloc[:SAMPLE_ROWS])
 
     kinds = {c.name: c.kind for c in manifest.columns}
-    assert kinds == {"age": "numeric", "income": "numeric", "visits": "integer",
-                     "city": "string", "plan": "string"}
-    assert {s.name: s.dtype for s in m.inputs} == {"age": "float32", "income": "float32",
-                                                   "visits": "int64", "city": "string",
-                                                   "plan": "string"}
+    assert kinds == {
+        "age": "numeric",
+        "income": "numeric",
+        "visits": "integer",
+        "city": "string",
+        "plan": "string",
+    }
+    assert {s.name: s.dtype for s in m.inputs} == {
+        "age": "float32",
+        "income": "float32",
+        "visits": "int64",
+        "city": "string",
+        "plan": "string",
+    }
     if is_clf:
         _check_classifier(model, m, df_test)
     else:
         _check_values(m.predict(df_test), model.predict(df_test))
     # Column order in the frame does not matter; columns are matched by name.
     reordered = df_test[["plan", "income", "city", "visits", "age"]]
-    np.testing.assert_allclose(m.predict(reordered), model.predict(df_test), rtol=VALUE_RTOL,
-                               atol=VALUE_ATOL)
+    np.testing.assert_allclose(
+        m.predict(reordered), model.predict(df_test), rtol=VALUE_RTOL, atol=VALUE_ATOL
+    )
 
 
 def test_dataframe_missing_column_is_input_error(save_load: SaveLoad) -> None:
@@ -213,9 +256,10 @@ def test_dataframe_missing_column_is_input_error(save_load: SaveLoad) -> None:
 def test_column_transformer_alone_sparse_output(save_load: SaveLoad) -> None:
     """A ColumnTransformer whose scikit-learn output is a scipy.sparse matrix."""
     df, df_test = _frame(60, 8), _frame(TEST_ROWS, 9)
-    ct = ColumnTransformer([("num", MinMaxScaler(), ["age"]),
-                            ("cat", OneHotEncoder(), ["city", "plan"])],
-                           sparse_threshold=1.0).fit(df)
+    ct = ColumnTransformer(
+        [("num", MinMaxScaler(), ["age"]), ("cat", OneHotEncoder(), ["city", "plan"])],
+        sparse_threshold=1.0,
+    ).fit(df)
     assert hasattr(ct.transform(df_test), "toarray")
     manifest, m = save_load(ct, df[["age", "city", "plan"]].iloc[:SAMPLE_ROWS])
     assert manifest.model.task == "transformer"
@@ -227,30 +271,44 @@ def test_column_transformer_alone_sparse_output(save_load: SaveLoad) -> None:
 
 CLASSIFIERS = [
     pytest.param(lambda: LogisticRegression(max_iter=500), 3, id="LogisticRegression"),
-    pytest.param(lambda: DecisionTreeClassifier(max_depth=5, random_state=0), 3,
-                 id="DecisionTreeClassifier"),
-    pytest.param(lambda: RandomForestClassifier(n_estimators=11, max_depth=5, random_state=0),
-                 3, id="RandomForestClassifier"),
-    pytest.param(lambda: GradientBoostingClassifier(n_estimators=15, max_depth=2,
-                                                    random_state=0), 3,
-                 id="GradientBoostingClassifier"),
-    pytest.param(lambda: GradientBoostingClassifier(n_estimators=15, max_depth=2,
-                                                    random_state=0), 2,
-                 id="GradientBoostingClassifier-binary"),
-    pytest.param(lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0), 3,
-                 id="HistGradientBoostingClassifier"),
-    pytest.param(lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0), 2,
-                 id="HistGradientBoostingClassifier-binary"),
+    pytest.param(
+        lambda: DecisionTreeClassifier(max_depth=5, random_state=0), 3, id="DecisionTreeClassifier"
+    ),
+    pytest.param(
+        lambda: RandomForestClassifier(n_estimators=11, max_depth=5, random_state=0),
+        3,
+        id="RandomForestClassifier",
+    ),
+    pytest.param(
+        lambda: GradientBoostingClassifier(n_estimators=15, max_depth=2, random_state=0),
+        3,
+        id="GradientBoostingClassifier",
+    ),
+    pytest.param(
+        lambda: GradientBoostingClassifier(n_estimators=15, max_depth=2, random_state=0),
+        2,
+        id="GradientBoostingClassifier-binary",
+    ),
+    pytest.param(
+        lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0),
+        3,
+        id="HistGradientBoostingClassifier",
+    ),
+    pytest.param(
+        lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0),
+        2,
+        id="HistGradientBoostingClassifier-binary",
+    ),
     pytest.param(lambda: SVC(probability=True, random_state=0), 3, id="SVC-probability"),
-    pytest.param(lambda: SVC(probability=True, random_state=0), 2,
-                 id="SVC-probability-binary"),
+    pytest.param(lambda: SVC(probability=True, random_state=0), 2, id="SVC-probability-binary"),
     pytest.param(lambda: KNeighborsClassifier(n_neighbors=5), 2, id="KNeighborsClassifier"),
 ]
 
 
 @pytest.mark.parametrize(("make", "n_classes"), CLASSIFIERS)
-def test_classifier(save_load: SaveLoad, data: dict[str, np.ndarray],
-                    make: Callable[[], Any], n_classes: int) -> None:
+def test_classifier(
+    save_load: SaveLoad, data: dict[str, np.ndarray], make: Callable[[], Any], n_classes: int
+) -> None:
     X, y = data["X"], data[f"y{n_classes}"]
     model = make().fit(X, y)
     manifest, m = save_load(model, X[:SAMPLE_ROWS])
@@ -287,22 +345,29 @@ def test_svc_without_probability(save_load: SaveLoad, data: dict[str, np.ndarray
 REGRESSORS = [
     pytest.param(lambda: LinearRegression(), id="LinearRegression"),
     pytest.param(lambda: Ridge(alpha=0.3), id="Ridge"),
-    pytest.param(lambda: DecisionTreeRegressor(max_depth=5, random_state=0),
-                 id="DecisionTreeRegressor"),
-    pytest.param(lambda: RandomForestRegressor(n_estimators=11, max_depth=5, random_state=0),
-                 id="RandomForestRegressor"),
-    pytest.param(lambda: GradientBoostingRegressor(n_estimators=15, max_depth=2,
-                                                   random_state=0),
-                 id="GradientBoostingRegressor"),
-    pytest.param(lambda: HistGradientBoostingRegressor(max_iter=15, random_state=0),
-                 id="HistGradientBoostingRegressor"),
+    pytest.param(
+        lambda: DecisionTreeRegressor(max_depth=5, random_state=0), id="DecisionTreeRegressor"
+    ),
+    pytest.param(
+        lambda: RandomForestRegressor(n_estimators=11, max_depth=5, random_state=0),
+        id="RandomForestRegressor",
+    ),
+    pytest.param(
+        lambda: GradientBoostingRegressor(n_estimators=15, max_depth=2, random_state=0),
+        id="GradientBoostingRegressor",
+    ),
+    pytest.param(
+        lambda: HistGradientBoostingRegressor(max_iter=15, random_state=0),
+        id="HistGradientBoostingRegressor",
+    ),
     pytest.param(lambda: SVR(C=3.0), id="SVR"),
 ]
 
 
 @pytest.mark.parametrize("make", REGRESSORS)
-def test_regressor(save_load: SaveLoad, data: dict[str, np.ndarray],
-                   make: Callable[[], Any]) -> None:
+def test_regressor(
+    save_load: SaveLoad, data: dict[str, np.ndarray], make: Callable[[], Any]
+) -> None:
     X = data["X"]
     model = make().fit(X, data["yr"])
     manifest, m = save_load(model, X[:SAMPLE_ROWS])
@@ -319,12 +384,19 @@ def _predictions(model: Any, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_proba(X) if is_classifier(model) else model.predict(X))
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0),
-                 id="HistGradientBoostingClassifier"),
-    pytest.param(lambda: HistGradientBoostingRegressor(max_iter=15, random_state=0),
-                 id="HistGradientBoostingRegressor"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(
+            lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0),
+            id="HistGradientBoostingClassifier",
+        ),
+        pytest.param(
+            lambda: HistGradientBoostingRegressor(max_iter=15, random_state=0),
+            id="HistGradientBoostingRegressor",
+        ),
+    ],
+)
 def test_hist_gradient_boosting_with_nan(save_load: SaveLoad, make: Callable[[], Any]) -> None:
     """Missing values go left or right per split (``missing_go_to_left``): the flags that
     skl2onnx 1.20 cannot write without bundle's fix must come out right."""
@@ -375,8 +447,10 @@ def test_parity_recorded_in_manifest(save_load: SaveLoad, data: dict[str, np.nda
         assert parity.passed
         assert not parity.accepted_mismatch
         by_name = {o.name: o for o in parity.outputs}
-        assert set(by_name) == {manifest.methods["predict"].output,
-                                manifest.methods["predict_proba"].output}
+        assert set(by_name) == {
+            manifest.methods["predict"].output,
+            manifest.methods["predict_proba"].output,
+        }
         for o in parity.outputs:
             assert o.mismatches == 0
             assert 0.0 <= o.max_abs <= 1e-3
@@ -388,8 +462,9 @@ def test_parity_recorded_in_manifest(save_load: SaveLoad, data: dict[str, np.nda
     assert {o["name"] for o in d["outputs"]} == set(by_name)
 
 
-def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarray],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parity_default_tolerance(
+    save_load: SaveLoad, data: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without ``tolerance`` an fp32 export is held to atol 1e-4, rtol 1e-3: a converter off
     by half of that is accepted (and the deviation recorded), one off by twice is refused."""
     from bundle.export import bundler
@@ -398,8 +473,10 @@ def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarra
     scale = {"by": 0.5}
 
     def off(model: Any, feeds: Any) -> dict[str, Any]:
-        return {k: v + scale["by"] * (1e-4 + 1e-3 * np.abs(v)) if v.dtype.kind == "f" else v
-                for k, v in real(model, feeds).items()}
+        return {
+            k: v + scale["by"] * (1e-4 + 1e-3 * np.abs(v)) if v.dtype.kind == "f" else v
+            for k, v in real(model, feeds).items()
+        }
 
     monkeypatch.setattr(bundler, "run_onnx", off)
     model = Ridge().fit(data["X"], data["yr"])
@@ -413,21 +490,27 @@ def test_parity_default_tolerance(save_load: SaveLoad, data: dict[str, np.ndarra
         save_load(model, data["X"][:SAMPLE_ROWS])
 
 
-def test_parity_failure_raises_and_writes_nothing(tmp_path: Path, signing_key: Any,
-                                                   data: dict[str, np.ndarray]) -> None:
+def test_parity_failure_raises_and_writes_nothing(
+    tmp_path: Path, signing_key: Any, data: dict[str, np.ndarray]
+) -> None:
     # A float32 graph cannot reproduce float64 predictions exactly: zero tolerance fails.
     model = LinearRegression().fit(data["X"], data["yr"])
     path = tmp_path / "strict.mbundle"
     with pytest.raises(bundle.ConversionError, match=r"output 'variable'.*out of tolerance"):
-        bundle.save(model, path, sample_input=data["X"][:SAMPLE_ROWS], signing_key=signing_key,
-                    tolerance=(0.0, 0.0))
+        bundle.save(
+            model,
+            path,
+            sample_input=data["X"][:SAMPLE_ROWS],
+            signing_key=signing_key,
+            tolerance=(0.0, 0.0),
+        )
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind either
 
 
-def test_parity_failure_forced_by_monkeypatch(tmp_path: Path, signing_key: Any,
-                                              data: dict[str, np.ndarray],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parity_failure_forced_by_monkeypatch(
+    tmp_path: Path, signing_key: Any, data: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A converter that gets it wrong (here: predictions shifted by 1) is caught."""
     from bundle.export import bundler
 
@@ -439,20 +522,31 @@ def test_parity_failure_forced_by_monkeypatch(tmp_path: Path, signing_key: Any,
     monkeypatch.setattr(bundler, "run_onnx", off_by_one)
     model = Ridge().fit(data["X"], data["yr"])
     with pytest.raises(bundle.ConversionError) as info:
-        bundle.save(model, tmp_path / "x.mbundle", sample_input=data["X"][:SAMPLE_ROWS],
-                    signing_key=signing_key)
+        bundle.save(
+            model,
+            tmp_path / "x.mbundle",
+            sample_input=data["X"][:SAMPLE_ROWS],
+            signing_key=signing_key,
+        )
     msg = str(info.value)
     assert "'variable'" in msg
     assert f"{SAMPLE_ROWS} element(s)" in msg
     assert "max abs 1" in msg
 
 
-def test_accept_mismatch_saves_and_records_it(tmp_path: Path, signing_key: Any,
-                                              data: dict[str, np.ndarray]) -> None:
+def test_accept_mismatch_saves_and_records_it(
+    tmp_path: Path, signing_key: Any, data: dict[str, np.ndarray]
+) -> None:
     model = LinearRegression().fit(data["X"], data["yr"])
     path = tmp_path / "lenient.mbundle"
-    manifest = bundle.save(model, path, sample_input=data["X"][:SAMPLE_ROWS],
-                           signing_key=signing_key, tolerance=(0.0, 0.0), accept_mismatch=True)
+    manifest = bundle.save(
+        model,
+        path,
+        sample_input=data["X"][:SAMPLE_ROWS],
+        signing_key=signing_key,
+        tolerance=(0.0, 0.0),
+        accept_mismatch=True,
+    )
     m = bundle.load(path, trusted_keys=signing_key.public_key)
     for parity in (manifest.parity, m.manifest.parity):
         assert parity is not None
@@ -470,15 +564,19 @@ def test_accept_mismatch_saves_and_records_it(tmp_path: Path, signing_key: Any,
 # --------------------------------------------------------------------------- conversion errors
 
 
-def test_unfitted_estimator(tmp_path: Path, signing_key: Any,
-                            data: dict[str, np.ndarray]) -> None:
+def test_unfitted_estimator(tmp_path: Path, signing_key: Any, data: dict[str, np.ndarray]) -> None:
     with pytest.raises(bundle.ConversionError, match=r"LogisticRegression is not fitted"):
-        bundle.save(LogisticRegression(), tmp_path / "u.mbundle",
-                    sample_input=data["X"][:SAMPLE_ROWS], signing_key=signing_key)
+        bundle.save(
+            LogisticRegression(),
+            tmp_path / "u.mbundle",
+            sample_input=data["X"][:SAMPLE_ROWS],
+            signing_key=signing_key,
+        )
     pipe = _column_pipeline(LogisticRegression())
     with pytest.raises(bundle.ConversionError, match=r"Pipeline is not fitted"):
-        bundle.save(pipe, tmp_path / "p.mbundle", sample_input=_frame(5, 0),
-                    signing_key=signing_key)
+        bundle.save(
+            pipe, tmp_path / "p.mbundle", sample_input=_frame(5, 0), signing_key=signing_key
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -500,22 +598,35 @@ class HalfRegressor(RegressorMixin, BaseEstimator):
         return np.asarray(X)[:, 0] / 2 + self.offset_
 
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda X, y: HalfRegressor().fit(X, y), id="custom-BaseEstimator"),
-    pytest.param(lambda X, y: IsotonicRegression().fit(X[:, 0], y), id="IsotonicRegression"),
-    pytest.param(lambda X, y: Pipeline([("scale", StandardScaler()),
-                                        ("half", HalfRegressor())]).fit(X, y),
-                 id="pipeline-with-custom-step"),
-])
-def test_unconvertible_estimator(tmp_path: Path, signing_key: Any,
-                                 data: dict[str, np.ndarray],
-                                 make: Callable[[np.ndarray, np.ndarray], Any]) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda X, y: HalfRegressor().fit(X, y), id="custom-BaseEstimator"),
+        pytest.param(lambda X, y: IsotonicRegression().fit(X[:, 0], y), id="IsotonicRegression"),
+        pytest.param(
+            lambda X, y: Pipeline([("scale", StandardScaler()), ("half", HalfRegressor())]).fit(
+                X, y
+            ),
+            id="pipeline-with-custom-step",
+        ),
+    ],
+)
+def test_unconvertible_estimator(
+    tmp_path: Path,
+    signing_key: Any,
+    data: dict[str, np.ndarray],
+    make: Callable[[np.ndarray, np.ndarray], Any],
+) -> None:
     model = make(data["X"], data["yr"])
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     n = 1 if isinstance(model, IsotonicRegression) else N_FEATURES
     with pytest.raises(bundle.ConversionError) as info:
-        bundle.save(model, tmp_path / "c.mbundle", sample_input=data["X"][:SAMPLE_ROWS, :n],
-                    signing_key=signing_key)
+        bundle.save(
+            model,
+            tmp_path / "c.mbundle",
+            sample_input=data["X"][:SAMPLE_ROWS, :n],
+            signing_key=signing_key,
+        )
     msg = str(info.value)
     assert f"skl2onnx cannot convert {type(model).__name__}" in msg
     assert type(final).__name__ in msg
@@ -527,8 +638,9 @@ def test_unconvertible_estimator(tmp_path: Path, signing_key: Any,
 
 
 @pytest.fixture(scope="module")
-def ridge_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: Any,
-                 data: dict[str, np.ndarray]) -> tuple[Any, bundle.Model]:
+def ridge_bundle(
+    tmp_path_factory: pytest.TempPathFactory, signing_key: Any, data: dict[str, np.ndarray]
+) -> tuple[Any, bundle.Model]:
     model = Ridge().fit(data["X"], data["yr"])
     path = tmp_path_factory.mktemp("ridge") / "ridge.mbundle"
     bundle.save(model, path, sample_input=data["X"][:SAMPLE_ROWS], signing_key=signing_key)
@@ -536,8 +648,7 @@ def ridge_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: Any,
 
 
 @pytest.mark.parametrize("n_features", [N_FEATURES - 1, N_FEATURES + 2])
-def test_wrong_number_of_features(ridge_bundle: tuple[Any, bundle.Model],
-                                  n_features: int) -> None:
+def test_wrong_number_of_features(ridge_bundle: tuple[Any, bundle.Model], n_features: int) -> None:
     _, m = ridge_bundle
     with pytest.raises(bundle.InputError, match=rf"axis 1 must be {N_FEATURES}") as info:
         m.predict(np.zeros((5, n_features), dtype=np.float32))
@@ -550,31 +661,39 @@ def test_wrong_rank(ridge_bundle: tuple[Any, bundle.Model]) -> None:
         m.predict(np.zeros(N_FEATURES, dtype=np.float32))
 
 
-@pytest.mark.parametrize("bad", [
-    pytest.param([[1.0, 2.0], [3.0]], id="ragged"),
-    pytest.param([[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]], id="ragged-deeper"),
-    pytest.param({"X": [[1.0, 2.0, 3.0, 4.0], [3.0]]}, id="ragged-in-dict"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param([[1.0, 2.0], [3.0]], id="ragged"),
+        pytest.param([[1.0, 2.0, 3.0, 4.0], [1.0, [2.0], 3.0, 4.0]], id="ragged-deeper"),
+        pytest.param({"X": [[1.0, 2.0, 3.0, 4.0], [3.0]]}, id="ragged-in-dict"),
+    ],
+)
 def test_ragged_rows(ridge_bundle: tuple[Any, bundle.Model], bad: Any) -> None:
     _, m = ridge_bundle
     with pytest.raises(bundle.InputError, match=r"input 'X' is not a rectangular array"):
         m.predict(bad)
 
 
-@pytest.mark.parametrize("bad", [
-    pytest.param(np.array([["a", "b", "c", "d"]]), id="unicode"),
-    pytest.param(np.array([["1.0", "2", "3", "4"]], dtype=object), id="object-strings"),
-    pytest.param(np.array([[b"1", b"2", b"3", b"4"]]), id="bytes"),
-])
-def test_strings_where_floats_expected(ridge_bundle: tuple[Any, bundle.Model],
-                                       bad: np.ndarray) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(np.array([["a", "b", "c", "d"]]), id="unicode"),
+        pytest.param(np.array([["1.0", "2", "3", "4"]], dtype=object), id="object-strings"),
+        pytest.param(np.array([[b"1", b"2", b"3", b"4"]]), id="bytes"),
+    ],
+)
+def test_strings_where_floats_expected(
+    ridge_bundle: tuple[Any, bundle.Model], bad: np.ndarray
+) -> None:
     _, m = ridge_bundle
     with pytest.raises(bundle.InputError, match=r"expects numbers \(float32\)"):
         m.predict(bad)
 
 
-def test_float64_and_other_numeric_inputs_accepted(ridge_bundle: tuple[Any, bundle.Model],
-                                                   data: dict[str, np.ndarray]) -> None:
+def test_float64_and_other_numeric_inputs_accepted(
+    ridge_bundle: tuple[Any, bundle.Model], data: dict[str, np.ndarray]
+) -> None:
     model, m = ridge_bundle
     (spec,) = m.inputs
     assert spec.dtype == "float32"

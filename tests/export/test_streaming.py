@@ -45,8 +45,11 @@ def _external_mlp(directory: Path, n: int, layers: int, seed: int = 0) -> tuple[
             t.name, t.data_type = f"W{i}", TensorProto.FLOAT
             t.dims.extend([n, n])
             t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", "weights.bin"), ("offset", str(f.tell())),
-                         ("length", str(w.nbytes))):
+            for k, v in (
+                ("location", "weights.bin"),
+                ("offset", str(f.tell())),
+                ("length", str(w.nbytes)),
+            ):
                 e = t.external_data.add()
                 e.key, e.value = k, v
             f.write(w.tobytes())
@@ -55,10 +58,13 @@ def _external_mlp(directory: Path, n: int, layers: int, seed: int = 0) -> tuple[
             out = f"H{i}" if i < layers - 1 else "Y"
             nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [out]))
             prev = out
-    graph = helper.make_graph(nodes, "mlp",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     path = directory / "mlp.onnx"
@@ -72,8 +78,10 @@ def key() -> bundle.PrivateKey:
 
 
 @pytest.fixture(scope="module")
-def mid(tmp_path_factory: pytest.TempPathFactory, key: bundle.PrivateKey,
-        ) -> tuple[Path, list[Any]]:
+def mid(
+    tmp_path_factory: pytest.TempPathFactory,
+    key: bundle.PrivateKey,
+) -> tuple[Path, list[Any]]:
     """A signed bundle of a 4 x 512 x 512 float32 MLP (4 MiB of weights)."""
     src, ws = _external_mlp(tmp_path_factory.mktemp("src"), 512, 4)
     out = tmp_path_factory.mktemp("mid") / "mid.mbundle"
@@ -90,8 +98,9 @@ def _forward(ws: list[Any], x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- export
 
 
-def test_export_holds_no_serialized_copy_of_the_weights(tmp_path: Path,
-                                                        key: bundle.PrivateKey) -> None:
+def test_export_holds_no_serialized_copy_of_the_weights(
+    tmp_path: Path, key: bundle.PrivateKey
+) -> None:
     """~200 MB of weights: peak Python allocations during save stay far below that."""
     src, ws = _external_mlp(tmp_path / "src", 2560, 8)  # 8 x 25 MiB = 200 MiB
     weights = sum(w.nbytes for w in ws)
@@ -117,9 +126,11 @@ def test_export_holds_no_serialized_copy_of_the_weights(tmp_path: Path,
     raw = (tmp_path / "src" / "weights.bin").read_bytes()
     for i in range(8):
         t = header.tensors[f"W{i}"]
-        part = data[header.data_start + t.begin:header.data_start + t.end]
-        assert hashlib.sha256(part).digest() == \
-            hashlib.sha256(raw[i * 2560 * 2560 * 4:(i + 1) * 2560 * 2560 * 4]).digest()
+        part = data[header.data_start + t.begin : header.data_start + t.end]
+        assert (
+            hashlib.sha256(part).digest()
+            == hashlib.sha256(raw[i * 2560 * 2560 * 4 : (i + 1) * 2560 * 2560 * 4]).digest()
+        )
     assert bundle.verify(out, trusted_keys=key.public_key).verified
 
 
@@ -131,13 +142,19 @@ def test_streamed_weights_are_safetensors_library_bytes() -> None:
     rng = np.random.default_rng(3)
     arrays: dict[str, np.ndarray] = {
         "é/ü": rng.standard_normal(7).astype(np.float16),
-        "a\tb": rng.integers(0, 9, (3, 2)).astype(np.int64), "z": np.array(1.5, np.float32),
-        "m": rng.integers(0, 2, 5).astype(bool), "q": rng.integers(0, 9, 9).astype(np.uint8),
-        "k": rng.standard_normal((2, 2)).astype(np.float64)}
-    g = helper.make_graph([helper.make_node("Identity", ["X"], ["Y"])], "g",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
-                          [numpy_helper.from_array(v, k) for k, v in arrays.items()])
+        "a\tb": rng.integers(0, 9, (3, 2)).astype(np.int64),
+        "z": np.array(1.5, np.float32),
+        "m": rng.integers(0, 2, 5).astype(bool),
+        "q": rng.integers(0, 9, 9).astype(np.uint8),
+        "k": rng.standard_normal((2, 2)).astype(np.float64),
+    }
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["X"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(v, k) for k, v in arrays.items()],
+    )
     split = split_weights(helper.make_model(g))
     assert b"".join(bytes(c) for c in split.chunks()) == save(arrays)
     assert split.size == len(save(arrays))
@@ -159,8 +176,7 @@ def test_precision_variant_of_an_external_data_model(tmp_path: Path) -> None:
     reference the int8 variant is measured against."""
     src, ws = _external_mlp(tmp_path / "src", 64, 2)
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
-    manifest = bundle.save(src, tmp_path / "q.mbundle", name="q", precision="int8",
-                           sample_input=x)
+    manifest = bundle.save(src, tmp_path / "q.mbundle", name="q", precision="int8", sample_input=x)
     assert manifest.parity is not None
     assert manifest.parity.passed
     m = bundle.load(tmp_path / "q.mbundle", allow_unsigned=True, device="cpu")
@@ -185,7 +201,8 @@ def test_external_data_outside_the_model_directory_is_refused(tmp_path: Path) ->
 
 
 def test_default_load_runs_on_the_verified_bytes_zero_copy_on_the_file(
-        tmp_path: Path, mid: tuple[Path, list[Any]], key: bundle.PrivateKey) -> None:
+    tmp_path: Path, mid: tuple[Path, list[Any]], key: bundle.PrivateKey
+) -> None:
     """After load, a local writer changes the file: the default session is unaffected
     (it runs on the hashed in-memory bytes); a zero-copy session maps the file, and
     weights onnxruntime does not repack at load are read from the mapping ever after."""
@@ -194,8 +211,9 @@ def test_default_load_runs_on_the_verified_bytes_zero_copy_on_the_file(
     path.write_bytes(src.read_bytes())
     x = np.random.default_rng(2).standard_normal((2, 512)).astype(np.float32)
     default = bundle.load(path, trusted_keys=key.public_key, device="cpu", prepack=False)
-    mapped = bundle.load(path, trusted_keys=key.public_key, device="cpu", zero_copy=True,
-                         prepack=False)
+    mapped = bundle.load(
+        path, trusted_keys=key.public_key, device="cpu", zero_copy=True, prepack=False
+    )
     want = _forward(ws, x)
     np.testing.assert_allclose(default.predict(x), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(mapped.predict(x), want, rtol=1e-4, atol=1e-4)
@@ -209,8 +227,11 @@ def test_default_load_runs_on_the_verified_bytes_zero_copy_on_the_file(
 
 
 def test_zero_copy_refuses_a_file_changed_while_loading(
-        tmp_path: Path, mid: tuple[Path, list[Any]], key: bundle.PrivateKey,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    mid: tuple[Path, list[Any]],
+    key: bundle.PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     src, ws = mid
     path = tmp_path / "copy.mbundle"
     path.write_bytes(src.read_bytes())
@@ -236,14 +257,17 @@ def test_zero_copy_refuses_a_file_changed_while_loading(
     np.testing.assert_allclose(m.predict(x), _forward(ws, x), rtol=1e-4, atol=1e-4)
 
 
-def test_in_memory_load_shares_the_verified_buffer(mid: tuple[Path, list[Any]],
-                                                   key: bundle.PrivateKey) -> None:
+def test_in_memory_load_shares_the_verified_buffer(
+    mid: tuple[Path, list[Any]], key: bundle.PrivateKey
+) -> None:
     """No copy: the session's initializers are views over the buffer that was hashed.
 
     With prepacking onnxruntime copies them to repack them, and the buffer is let go
     once the session exists (else the weights would be held twice)."""
-    assert bundle.load(mid[0], trusted_keys=key.public_key, device="cpu",
-                       prepack=True)._keepalive is None
+    assert (
+        bundle.load(mid[0], trusted_keys=key.public_key, device="cpu", prepack=True)._keepalive
+        is None
+    )
     m = bundle.load(mid[0], trusted_keys=key.public_key, device="cpu", prepack=False)
     buffer, values = m._keepalive
     assert len(values) == 4
@@ -253,21 +277,25 @@ def test_in_memory_load_shares_the_verified_buffer(mid: tuple[Path, list[Any]],
 
 
 def _prepack(m: Any) -> str:
-    return str(m._session.get_session_options().get_session_config_entry(
-        "session.disable_prepacking"))
+    return str(
+        m._session.get_session_options().get_session_config_entry("session.disable_prepacking")
+    )
 
 
 @pytest.mark.parametrize("zero_copy", [False, True])
-def test_prepacking_follows_size_or_the_caller(mid: tuple[Path, list[Any]],
-                                               key: bundle.PrivateKey,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               zero_copy: bool) -> None:
+def test_prepacking_follows_size_or_the_caller(
+    mid: tuple[Path, list[Any]],
+    key: bundle.PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+    zero_copy: bool,
+) -> None:
     path, ws = mid
     x = np.ones((1, 512), np.float32)
 
     def load(**kw: Any) -> Any:
-        return bundle.load(path, trusted_keys=key.public_key, device="cpu",
-                           zero_copy=zero_copy, **kw)
+        return bundle.load(
+            path, trusted_keys=key.public_key, device="cpu", zero_copy=zero_copy, **kw
+        )
 
     assert _prepack(load()) == "0"  # 4 MiB: under PREPACK_MAX_BYTES, prepacked
     assert _prepack(load(prepack=False)) == "1"
@@ -280,20 +308,25 @@ def test_prepacking_follows_size_or_the_caller(mid: tuple[Path, list[Any]],
     np.testing.assert_allclose(big.predict(x), _forward(ws, x), rtol=1e-4, atol=1e-4)
 
 
-def test_progress_reports_every_hashed_byte(mid: tuple[Path, list[Any]],
-                                            key: bundle.PrivateKey) -> None:
+def test_progress_reports_every_hashed_byte(
+    mid: tuple[Path, list[Any]], key: bundle.PrivateKey
+) -> None:
     seen: list[tuple[int, int]] = []
-    bundle.verify(mid[0], trusted_keys=key.public_key,
-                  progress=lambda n, total: seen.append((n, total)))
+    bundle.verify(
+        mid[0], trusted_keys=key.public_key, progress=lambda n, total: seen.append((n, total))
+    )
     manifest = bundle.inspect(mid[0]).manifest
     total = sum(f.size for f in manifest.files)
     assert {t for _, t in seen} == {total}
     assert sum(n for n, _ in seen) == total
 
 
-def test_sign_hashes_once_and_keeps_the_content(tmp_path: Path, mid: tuple[Path, list[Any]],
-                                                key: bundle.PrivateKey,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sign_hashes_once_and_keeps_the_content(
+    tmp_path: Path,
+    mid: tuple[Path, list[Any]],
+    key: bundle.PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bundle.format import digest
 
     path = tmp_path / "s.mbundle"
@@ -315,13 +348,13 @@ def test_sign_hashes_once_and_keeps_the_content(tmp_path: Path, mid: tuple[Path,
     try:
         e0, e1 = before.entries[WEIGHTS_NAME], after.entries[WEIGHTS_NAME]
         assert e0.data_offset == e1.data_offset
-        assert b"".join(before.iter_range(0, e0.data_offset + e0.size)) == \
-            b"".join(after.iter_range(0, e1.data_offset + e1.size))
+        assert b"".join(before.iter_range(0, e0.data_offset + e0.size)) == b"".join(
+            after.iter_range(0, e1.data_offset + e1.size)
+        )
     finally:
         before.close()
         after.close()
-    assert bundle.verify(path, trusted_keys=[key.public_key, k2.public_key],
-                         threshold=2).verified
+    assert bundle.verify(path, trusted_keys=[key.public_key, k2.public_key], threshold=2).verified
 
 
 # --------------------------------------------------------------------------- over 2 GB
@@ -346,9 +379,12 @@ def _embedding(directory: Path, rows: int, cols: int) -> Path:
         e = t.external_data.add()
         e.key, e.value = k, v
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)], "embed",
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], axis=0)],
+        "embed",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
-        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["N", cols])], [t])
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["N", cols])],
+        [t],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, directory / "embed.onnx")
@@ -356,8 +392,9 @@ def _embedding(directory: Path, rows: int, cols: int) -> Path:
 
 
 @pytest.mark.skipif(not LARGE, reason="set MODEL_BUNDLE_LARGE_TESTS=1 (writes 2 x 2.16 GB)")
-def test_single_tensor_over_2gb_exports_verifies_and_loads(tmp_path: Path,
-                                                           key: bundle.PrivateKey) -> None:
+def test_single_tensor_over_2gb_exports_verifies_and_loads(
+    tmp_path: Path, key: bundle.PrivateKey
+) -> None:
     rows, cols = 540_000, 1000  # one 2.16 GB tensor: no ONNX protobuf can hold it
     src = _embedding(tmp_path / "src", rows, cols)
     out = tmp_path / "embed.mbundle"
@@ -376,7 +413,8 @@ def test_single_tensor_over_2gb_exports_verifies_and_loads(tmp_path: Path,
 
 
 def test_cli_progress_bar_only_for_large_work_on_a_terminal(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import io
 
     from rich.console import Console

@@ -43,18 +43,29 @@ def rand(*shape: int) -> np.ndarray:
 def mlp() -> Any:
     # the last Dense keeps its zero bias: tf2onnx drops the Add, and the bias
     # then lives in the training state only
-    return keras.Sequential([keras.Input((6,), name="x"),
-                             keras.layers.Dense(16, activation="relu",
-                                                bias_initializer="random_normal"),
-                             keras.layers.Dropout(0.3), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((6,), name="x"),
+            keras.layers.Dense(16, activation="relu", bias_initializer="random_normal"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def cnn() -> Any:
-    model = keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization(),
-        keras.layers.ReLU(), keras.layers.MaxPooling2D(), keras.layers.Dropout(0.3),
-        keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     bn = model.layers[1]
     bn.moving_mean.assign(RNG.standard_normal(4).astype(np.float32))
     bn.moving_variance.assign(RNG.uniform(0.5, 2, 4).astype(np.float32))
@@ -64,8 +75,7 @@ def cnn() -> Any:
 
 def recurrent(cell: Any) -> Any:
     # None time axis: the sequence length stays dynamic
-    return keras.Sequential([keras.Input((None, 5), name="seq"), cell(8),
-                             keras.layers.Dense(2)])
+    return keras.Sequential([keras.Input((None, 5), name="seq"), cell(8), keras.layers.Dense(2)])
 
 
 def two_in_two_out() -> Any:
@@ -102,8 +112,12 @@ class Affine(tf.Module):
     def __call__(self, x: Any) -> Any:
         return tf.nn.relu(x @ self.w + self.b) * self.blocks[0]
 
-    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32),
-                                  tf.TensorSpec((None,), tf.int32, name="k")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, 4), tf.float32),
+            tf.TensorSpec((None,), tf.int32, name="k"),
+        ]
+    )
     def score(self, x: Any, k: Any) -> Any:
         return {"y": x @ self.w, "z": tf.cast(k, tf.float32)[:, None] * self.b}
 
@@ -119,8 +133,9 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory,
-             keys: tuple[Any, Path]) -> dict[str, tuple[Any, Path, Any]]:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, keys: tuple[Any, Path]
+) -> dict[str, tuple[Any, Path, Any]]:
     """Each model once: name -> (model, bundle path, manifest)."""
     tmp = tmp_path_factory.mktemp("tf")
     keras.utils.set_random_seed(0)
@@ -162,7 +177,7 @@ def _entries(path: Path) -> dict[str, bytes]:
 
 def _st(data: bytes) -> dict[str, Any]:
     n = int.from_bytes(data[:8], "little")
-    header: dict[str, Any] = json.loads(data[8:8 + n])
+    header: dict[str, Any] = json.loads(data[8 : 8 + n])
     header.pop("__metadata__", None)
     return header
 
@@ -174,10 +189,11 @@ def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     model, path, manifest = exported["mlp"]
     assert manifest.model.framework == "keras"
     assert manifest.model.framework_version == keras.__version__
-    assert (manifest.model.converter, manifest.model.converter_version) == \
-        ("tf2onnx", __import__("tf2onnx").__version__)
-    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [("x", "float32",
-                                                                       ("batch", 6))]
+    assert (manifest.model.converter, manifest.model.converter_version) == (
+        "tf2onnx",
+        __import__("tf2onnx").__version__,
+    )
+    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [("x", "float32", ("batch", 6))]
     assert [(s.name, s.shape) for s in manifest.outputs] == [("output", ("batch", 3))]
     assert manifest.parity is not None
     assert manifest.parity.passed
@@ -188,8 +204,7 @@ def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     assert m.signers == [keys[0].key_id]
 
 
-def test_cnn_with_batchnorm_and_dropout(exported: dict[str, Any],
-                                        keys: tuple[Any, Path]) -> None:
+def test_cnn_with_batchnorm_and_dropout(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     model, path, manifest = exported["cnn"]
     assert manifest.inputs[0].shape == ("batch", 8, 8, 1)  # NHWC, as Keras takes it
     x = rand(7, 8, 8, 1)
@@ -197,8 +212,9 @@ def test_cnn_with_batchnorm_and_dropout(exported: dict[str, Any],
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_recurrent_with_dynamic_sequence_length(exported: dict[str, Any],
-                                                keys: tuple[Any, Path], name: str) -> None:
+def test_recurrent_with_dynamic_sequence_length(
+    exported: dict[str, Any], keys: tuple[Any, Path], name: str
+) -> None:
     model, path, manifest = exported[name]
     assert manifest.inputs[0].shape == ("batch", "seq_dim1", 5)
     m = _load(path, keys)
@@ -223,8 +239,9 @@ def test_two_inputs_two_outputs(exported: dict[str, Any], keys: tuple[Any, Path]
     np.testing.assert_allclose(_own(model, {"meta": meta, "image": image})[0], want[0])
 
 
-def test_subclassed_dict_model_with_lambda(exported: dict[str, Any],
-                                           keys: tuple[Any, Path]) -> None:
+def test_subclassed_dict_model_with_lambda(
+    exported: dict[str, Any], keys: tuple[Any, Path]
+) -> None:
     model, path, manifest = exported["dict"]
     assert [s.name for s in manifest.inputs] == ["tokens", "extra"]
     assert [s.name for s in manifest.outputs] == ["score", "hidden"]
@@ -249,13 +266,15 @@ def test_tf_module(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     assert training.STATE_JSON not in entries
 
 
-def test_tf_module_named_method_and_saved_model(tmp_path: Path, keys: tuple[Any, Path],
-                                                exported: dict[str, Any]) -> None:
+def test_tf_module_named_method_and_saved_model(
+    tmp_path: Path, keys: tuple[Any, Path], exported: dict[str, Any]
+) -> None:
     module = exported["module"][0]
     sample = {"x": rand(3, 4), "k": np.arange(3)}
     path = tmp_path / "score.mbundle"
-    manifest = bundle.save(module, path, sample_input=sample, signature="score",
-                           signing_key=keys[0])
+    manifest = bundle.save(
+        module, path, sample_input=sample, signature="score", signing_key=keys[0]
+    )
     assert [(s.name, s.dtype) for s in manifest.inputs] == [("x", "float32"), ("k", "int32")]
     assert [s.name for s in manifest.outputs] == ["y", "z"]
     x = {"x": rand(6, 4), "k": np.arange(6, dtype=np.int32)}
@@ -265,8 +284,9 @@ def test_tf_module_named_method_and_saved_model(tmp_path: Path, keys: tuple[Any,
         np.testing.assert_allclose(got[k], want[k].numpy(), atol=1e-5)
 
     saved = tmp_path / "sm"
-    tf.saved_model.save(module, str(saved),
-                        signatures={"serving_default": module.__call__, "score": module.score})
+    tf.saved_model.save(
+        module, str(saved), signatures={"serving_default": module.__call__, "score": module.score}
+    )
     sm = tmp_path / "sm.mbundle"
     manifest = bundle.save(str(saved) + "/", sm, sample_input=rand(3, 4), signing_key=keys[0])
     assert manifest.model.name == "sm"
@@ -275,8 +295,7 @@ def test_tf_module_named_method_and_saved_model(tmp_path: Path, keys: tuple[Any,
     assert [s.name for s in manifest.outputs] == ["output_0"]  # the signature's own key
     xx = rand(5, 4)
     np.testing.assert_allclose(_load(sm, keys).predict(xx), _own(module, xx), atol=1e-5)
-    manifest = bundle.save(saved, sm, sample_input=sample, signature="score",
-                           signing_key=keys[0])
+    manifest = bundle.save(saved, sm, sample_input=sample, signature="score", signing_key=keys[0])
     assert [s.name for s in manifest.outputs] == ["y", "z"]
     np.testing.assert_allclose(_load(sm, keys).run(x)["z"], want["z"].numpy(), atol=1e-5)
 
@@ -310,8 +329,9 @@ def test_weights_are_named_by_keras_path_and_stored_once(exported: dict[str, Any
         # nothing stored twice: the training state holds only what the graph does not
         assert not set(tstate) & set(weights)
         roles = {f.path: f.role for f in manifest.files}
-        assert roles["training/state.json"] == roles["training/state.safetensors"] == \
-            "training_state"
+        assert (
+            roles["training/state.json"] == roles["training/state.safetensors"] == "training_state"
+        )
     # every variable the graph reads is an initializer holding it verbatim, even the
     # all-zero bias tf2onnx would fold away as a constant; only the recurrent layers'
     # are baked in (tf2onnx fuses them into one LSTM op) and kept exactly in the state
@@ -319,8 +339,11 @@ def test_weights_are_named_by_keras_path_and_stored_once(exported: dict[str, Any
         model, path, _ = exported[name]
         doc = json.loads(_entries(path)["training/state.json"])
         by = {t["name"]: t for t in doc["model"]["tensors"]}
-        baked = {v.path for v in model.layers[recurrent_layer].weights} \
-            if recurrent_layer is not None else set()
+        baked = (
+            {v.path for v in model.layers[recurrent_layer].weights}
+            if recurrent_layer is not None
+            else set()
+        )
         for v in model.variables:
             want = "training" if v.path in baked or "seed_generator" in v.path else "weights"
             assert by[v.path]["source"] == want, (name, v.path)
@@ -329,9 +352,12 @@ def test_weights_are_named_by_keras_path_and_stored_once(exported: dict[str, Any
     assert b"LSTM" in graph
 
 
-def test_frozen_trace_fallback_folds_and_keeps_state(tmp_path: Path, keys: tuple[Any, Path],
-                                                     exported: dict[str, Any],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frozen_trace_fallback_folds_and_keeps_state(
+    tmp_path: Path,
+    keys: tuple[Any, Path],
+    exported: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """If the stateless trace fails, variables are frozen; what tf2onnx folds is kept apart."""
     from bundle.export import tensorflow as tfconv
 
@@ -402,8 +428,7 @@ class Noise(keras.layers.Layer):
 
 @pytest.mark.parametrize(("layer", "op"), [(Igamma, "Igamma"), (PythonCode, "PyFunc")])
 def test_unconvertible_layer_is_named(tmp_path: Path, layer: Any, op: str) -> None:
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6),
-                              layer(name="strange")])
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6), layer(name="strange")])
     with pytest.raises(bundle.ConversionError) as info:
         bundle.save(model, tmp_path / "x.mbundle", sample_input=rand(3, 6))
     text = str(info.value)
@@ -417,8 +442,7 @@ def test_parity_failure_refused_unless_accepted(tmp_path: Path) -> None:
     with pytest.raises(bundle.ConversionError, match="disagrees"):
         bundle.save(model, tmp_path / "x.mbundle", sample_input=rand(4, 6))
     assert not (tmp_path / "x.mbundle").exists()
-    m = bundle.save(model, tmp_path / "x.mbundle", sample_input=rand(4, 6),
-                    accept_mismatch=True)
+    m = bundle.save(model, tmp_path / "x.mbundle", sample_input=rand(4, 6), accept_mismatch=True)
     assert m.parity is not None
     assert m.parity.accepted_mismatch
 
@@ -451,21 +475,24 @@ def test_options_and_samples_are_checked(tmp_path: Path, exported: dict[str, Any
     with pytest.raises(bundle.ConversionError, match="input_signature wants"):
         bundle.save(module, out, sample_input=rand(2, 5))
     with pytest.raises(bundle.ConversionError, match="dynamic_axes names unknown input"):
-        bundle.save(two, out, sample_input=[rand(2, 3), rand(2, 2)],
-                    dynamic_axes={"nope": {0: "n"}})
+        bundle.save(
+            two, out, sample_input=[rand(2, 3), rand(2, 2)], dynamic_axes={"nope": {0: "n"}}
+        )
     assert not out.exists()
 
 
 def test_dynamic_axes_override(tmp_path: Path, exported: dict[str, Any]) -> None:
     model = exported["lstm"][0]
-    m = bundle.save(model, tmp_path / "s.mbundle", sample_input=rand(3, 7, 5),
-                    dynamic_axes={"seq": {0: "n"}})
+    m = bundle.save(
+        model, tmp_path / "s.mbundle", sample_input=rand(3, 7, 5), dynamic_axes={"seq": {0: "n"}}
+    )
     assert m.inputs[0].shape == ("n", 7, 5)
     assert m.outputs[0].shape == ("n", 2)
 
 
-def test_environment_is_left_as_it_was(tmp_path: Path, exported: dict[str, Any],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_is_left_as_it_was(
+    tmp_path: Path, exported: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     bundle.save(exported["mlp"][0], tmp_path / "m.mbundle", sample_input=rand(2, 6))
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
@@ -495,15 +522,28 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_loads_and_predicts_without_tensorflow(exported: dict[str, Any], keys: tuple[Any, Path],
-                                               tmp_path: Path) -> None:
+def test_loads_and_predicts_without_tensorflow(
+    exported: dict[str, Any], keys: tuple[Any, Path], tmp_path: Path
+) -> None:
     model, path, _ = exported["two"]
     x = {"image": rand(5, 3), "meta": rand(5, 2)}
     np.savez(tmp_path / "x.npz", image=x["image"], meta=x["meta"])
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(keys[1]),
-                          str(tmp_path / "x.npz"), str(tmp_path / "o1.npy"),
-                          str(tmp_path / "p.npy")],
-                         capture_output=True, text=True, timeout=120, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(path),
+            str(keys[1]),
+            str(tmp_path / "x.npz"),
+            str(tmp_path / "o1.npy"),
+            str(tmp_path / "p.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info == {"pickle": [], "loaded": []}

@@ -107,8 +107,8 @@ def _(x: torch.Tensor) -> torch.Tensor:
 # Deprecated and left out of torch.onnx.__all__, yet still how the TorchScript exporter
 # (the fallback under test) is given a symbolic for a custom op.
 torch.onnx.register_custom_op_symbolic(  # type: ignore[attr-defined]
-    "mbtest::twice", lambda g, x: g.op("Mul", x, g.op("Constant", value_t=torch.tensor(2.0))),
-    9)
+    "mbtest::twice", lambda g, x: g.op("Mul", x, g.op("Constant", value_t=torch.tensor(2.0))), 9
+)
 
 
 @torch.library.custom_op("mbtest::opaque", mutates_args=())
@@ -164,8 +164,9 @@ def _own(module: nn.Module, x: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory,
-             keys: tuple[Any, Path]) -> dict[str, tuple[nn.Module, Path, Any]]:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, keys: tuple[Any, Path]
+) -> dict[str, tuple[nn.Module, Path, Any]]:
     """Each model once: name -> (module, bundle path, manifest)."""
     tmp = tmp_path_factory.mktemp("torch")
     torch.manual_seed(0)
@@ -175,8 +176,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory,
         "cnn": (CNN(), torch.randn(4, 1, 8, 8), {}),
         "lstm": (Recurrent(nn.LSTM), torch.randn(3, 7, 5), {}),
         "gru": (Recurrent(nn.GRU), torch.randn(3, 7, 5), {}),
-        "encoder": (Encoder(), torch.randint(0, 20, (3, 6)),
-                    {"dynamic_axes": {"tokens": {0: "batch", 1: "seq"}}}),
+        "encoder": (
+            Encoder(),
+            torch.randint(0, 20, (3, 6)),
+            {"dynamic_axes": {"tokens": {0: "batch", 1: "seq"}}},
+        ),
         # keys in another order than forward(image, meta): inputs follow the signature
         "two": (TwoInTwoOut(), {"meta": torch.randn(4, 2), "image": torch.randn(4, 3)}, {}),
     }
@@ -200,8 +204,7 @@ def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     module, path, manifest = exported["mlp"]
     assert manifest.model.converter == "torch.onnx.dynamo"
     assert manifest.model.framework == "pytorch"
-    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [("x", "float32",
-                                                                       ("batch", 6))]
+    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [("x", "float32", ("batch", 6))]
     assert [s.name for s in manifest.outputs] == ["output"]
     assert manifest.parity is not None
     assert manifest.parity.passed
@@ -212,8 +215,9 @@ def test_mlp(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_cnn_with_batchnorm_dropout_pooling(exported: dict[str, Any],
-                                            keys: tuple[Any, Path]) -> None:
+def test_cnn_with_batchnorm_dropout_pooling(
+    exported: dict[str, Any], keys: tuple[Any, Path]
+) -> None:
     module, path, _ = exported["cnn"]
     x = torch.randn(7, 1, 8, 8)
     got = _load(path, keys).predict(x.numpy())
@@ -225,21 +229,25 @@ def test_cnn_with_batchnorm_dropout_pooling(exported: dict[str, Any],
 def test_recurrent(exported: dict[str, Any], keys: tuple[Any, Path], name: str) -> None:
     module, path, _ = exported[name]
     x = torch.randn(5, 7, 5)
-    np.testing.assert_allclose(_load(path, keys).predict(x.numpy()), _own(module, x).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        _load(path, keys).predict(x.numpy()), _own(module, x).numpy(), atol=1e-5
+    )
 
 
 @pytest.mark.slow
-def test_transformer_encoder_over_int64_tokens(exported: dict[str, Any],
-                                               keys: tuple[Any, Path]) -> None:
+def test_transformer_encoder_over_int64_tokens(
+    exported: dict[str, Any], keys: tuple[Any, Path]
+) -> None:
     module, path, manifest = exported["encoder"]
-    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [("tokens", "int64",
-                                                                       ("batch", "seq"))]
+    assert [(s.name, s.dtype, s.shape) for s in manifest.inputs] == [
+        ("tokens", "int64", ("batch", "seq"))
+    ]
     m = _load(path, keys)
     for shape in ((5, 6), (2, 9)):
         tokens = torch.randint(0, 20, shape)
-        np.testing.assert_allclose(m.predict(tokens.numpy()), _own(module, tokens).numpy(),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            m.predict(tokens.numpy()), _own(module, tokens).numpy(), atol=1e-5
+        )
 
 
 @pytest.mark.slow
@@ -254,8 +262,9 @@ def test_two_inputs_two_outputs(exported: dict[str, Any], keys: tuple[Any, Path]
     got = m.run({k: v.numpy() for k, v in x.items()})
     np.testing.assert_allclose(got["output_0"], want[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(got["output_1"], want[1].numpy(), atol=1e-5)
-    np.testing.assert_allclose(m.predict({k: v.numpy() for k, v in x.items()}),
-                               want[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        m.predict({k: v.numpy() for k, v in x.items()}), want[0].numpy(), atol=1e-5
+    )
 
 
 def test_dict_outputs_by_name_and_tuple_sample(tmp_path: Path, keys: tuple[Any, Path]) -> None:
@@ -276,12 +285,18 @@ def test_dict_outputs_by_name_and_tuple_sample(tmp_path: Path, keys: tuple[Any, 
 def test_torchscript_exporter_on_request(tmp_path: Path, keys: tuple[Any, Path]) -> None:
     torch.manual_seed(4)
     module = DictOut()
-    path, manifest = _export(tmp_path, keys[0], module,
-                             {"meta": torch.randn(3, 2), "image": torch.randn(3, 3)},
-                             exporter="torchscript")
+    path, manifest = _export(
+        tmp_path,
+        keys[0],
+        module,
+        {"meta": torch.randn(3, 2), "image": torch.randn(3, 3)},
+        exporter="torchscript",
+    )
     assert manifest.model.converter == "torch.onnx.torchscript"
-    assert [(s.name, s.shape) for s in manifest.inputs] == [("image", ("batch", 3)),
-                                                            ("meta", ("batch", 2))]
+    assert [(s.name, s.shape) for s in manifest.inputs] == [
+        ("image", ("batch", 3)),
+        ("meta", ("batch", 2)),
+    ]
     assert [s.name for s in manifest.outputs] == ["score", "prob"]
     x = {"meta": torch.randn(7, 2), "image": torch.randn(7, 3)}
     want = _own(module, x)
@@ -300,12 +315,13 @@ def _entries(path: Path) -> dict[str, bytes]:
 
 def _st_keys(data: bytes) -> set[str]:
     n = int.from_bytes(data[:8], "little")
-    return set(json.loads(data[8:8 + n])) - {"__metadata__"}
+    return set(json.loads(data[8 : 8 + n])) - {"__metadata__"}
 
 
 @pytest.mark.slow
 def test_weights_keep_state_dict_names_and_each_tensor_is_stored_once(
-        exported: dict[str, Any]) -> None:
+    exported: dict[str, Any],
+) -> None:
     for name in ("mlp", "cnn", "lstm", "encoder", "two"):
         module, path, manifest = exported[name]
         entries = _entries(path)
@@ -321,19 +337,23 @@ def test_weights_keep_state_dict_names_and_each_tensor_is_stored_once(
         for t in listed.values():
             assert t["key"] in (weights if t["source"] == "weights" else training)
         roles = {f.path: f.role for f in manifest.files}
-        assert roles["training/state.json"] == roles["training/state.safetensors"] == \
-            "training_state"
+        assert (
+            roles["training/state.json"] == roles["training/state.safetensors"] == "training_state"
+        )
     # The unused BatchNorm counter is not in the graph, so it is kept in the training state.
-    listed = {t["name"]: t for t in json.loads(_entries(exported["cnn"][1])[
-        "training/state.json"])["model"]["tensors"]}
+    listed = {
+        t["name"]: t
+        for t in json.loads(_entries(exported["cnn"][1])["training/state.json"])["model"]["tensors"]
+    }
     assert listed["bn.num_batches_tracked"]["source"] == "training"
 
 
 def test_export_restores_module_modes(tmp_path: Path) -> None:
     module = CNN()
     module.bn.train(False)  # a mixed state (frozen BatchNorm) must come back as it was
-    bundle.save(module, tmp_path / "c.mbundle", sample_input=torch.randn(2, 1, 8, 8),
-                training_state=False)
+    bundle.save(
+        module, tmp_path / "c.mbundle", sample_input=torch.randn(2, 1, 8, 8), training_state=False
+    )
     assert module.training
     assert module.drop.training
     assert not module.bn.training
@@ -353,8 +373,9 @@ def test_export_is_byte_identical(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- fallback, errors
 
 
-def test_fallback_to_torchscript_is_warned_and_recorded(tmp_path: Path,
-                                                        keys: tuple[Any, Path]) -> None:
+def test_fallback_to_torchscript_is_warned_and_recorded(
+    tmp_path: Path, keys: tuple[Any, Path]
+) -> None:
     torch.manual_seed(2)
     module = WithCustomOp(twice)
     with pytest.warns(ExportFallbackWarning, match=r"mbtest\.twice.*TorchScript"):
@@ -362,8 +383,9 @@ def test_fallback_to_torchscript_is_warned_and_recorded(tmp_path: Path,
     assert manifest.model.converter == "torch.onnx.torchscript"
     assert manifest.inputs[0].shape == ("batch", 6)
     x = torch.randn(8, 6)
-    np.testing.assert_allclose(_load(path, keys).predict(x.numpy()), _own(module, x).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        _load(path, keys).predict(x.numpy()), _own(module, x).numpy(), atol=1e-5
+    )
     assert set(dict(module.named_parameters())) <= _st_keys(_entries(path)["weights.safetensors"])
 
 
@@ -378,8 +400,10 @@ def test_one_fallback_warning_class_for_every_exporter() -> None:
     assert vars(tfconv)["ExportFallbackWarning"] is bundle.ExportFallbackWarning
 
 
-ANSI_MESSAGE = ("Failed to convert the exported program to an ONNX model. \x1b[96mThis is "
-                "step 3/3\x1b[0m of exporting the model to ONNX.\n## Exception summary")
+ANSI_MESSAGE = (
+    "Failed to convert the exported program to an ONNX model. \x1b[96mThis is "
+    "step 3/3\x1b[0m of exporting the model to ONNX.\n## Exception summary"
+)
 
 
 def _dynamo_fails(monkeypatch: pytest.MonkeyPatch) -> Exception:
@@ -397,7 +421,8 @@ def _dynamo_fails(monkeypatch: pytest.MonkeyPatch) -> Exception:
 
 
 def test_fallback_warning_has_no_colour_codes_and_keeps_the_cause(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     error = _dynamo_fails(monkeypatch)
     with pytest.warns(ExportFallbackWarning, match=r"This is step 3/3 of exporting") as seen:
         m = bundle.save(MLP(), tmp_path / "x.mbundle", sample_input=torch.randn(3, 6))
@@ -407,14 +432,16 @@ def test_fallback_warning_has_no_colour_codes_and_keeps_the_cause(
     assert isinstance(w.message, ExportFallbackWarning)
     assert w.message.cause is error
     with pytest.raises(bundle.ConversionError, match=r"This is step 3/3 of exporting") as info:
-        bundle.save(MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6),
-                    exporter="dynamo")
+        bundle.save(
+            MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6), exporter="dynamo"
+        )
     assert "\x1b" not in str(info.value)
     assert info.value.__cause__ is error
 
 
-def test_fallback_is_decided_by_type_not_message(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fallback_is_decided_by_type_not_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A non-standard op left in the dynamo graph falls back whatever the error's wording."""
     from bundle.export import onnx_graph
     from bundle.export import torch as torchconv
@@ -433,8 +460,9 @@ def test_fallback_is_decided_by_type_not_message(tmp_path: Path,
     assert m.model.converter == "torch.onnx.torchscript"
     calls.clear()
     with pytest.raises(bundle.ConversionError, match=r"acme::Fused"):
-        bundle.save(MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6),
-                    exporter="dynamo")
+        bundle.save(
+            MLP(), tmp_path / "y.mbundle", sample_input=torch.randn(3, 6), exporter="dynamo"
+        )
 
 
 def test_unsupported_operator_names_operator_and_module(tmp_path: Path) -> None:
@@ -449,8 +477,12 @@ def test_unsupported_operator_names_operator_and_module(tmp_path: Path) -> None:
 
 def test_dynamo_only_does_not_fall_back(tmp_path: Path) -> None:
     with pytest.raises(bundle.ConversionError, match=r"mbtest\.twice.*no ONNX translation"):
-        bundle.save(WithCustomOp(twice), tmp_path / "x.mbundle",
-                    sample_input=torch.randn(3, 6), exporter="dynamo")
+        bundle.save(
+            WithCustomOp(twice),
+            tmp_path / "x.mbundle",
+            sample_input=torch.randn(3, 6),
+            exporter="dynamo",
+        )
 
 
 class DataDependent(nn.Module):
@@ -481,12 +513,16 @@ def test_data_dependent_shape_is_explained(tmp_path: Path) -> None:
 
 
 def test_dynamic_axis_the_model_fixes_is_named(tmp_path: Path) -> None:
-    with pytest.raises(bundle.ConversionError, match=r"input 'x' axis 0 \('batch'\).*fixes it "
-                                                     r"to 4.*dynamic_axes"):
+    with pytest.raises(
+        bundle.ConversionError,
+        match=r"input 'x' axis 0 \('batch'\).*fixes it "
+        r"to 4.*dynamic_axes",
+    ):
         bundle.save(FixedBatch(), tmp_path / "x.mbundle", sample_input=torch.randn(4, 6))
     # ... and exports once the axis is declared static
-    m = bundle.save(FixedBatch(), tmp_path / "y.mbundle", sample_input=torch.randn(4, 6),
-                    dynamic_axes={"x": {}})
+    m = bundle.save(
+        FixedBatch(), tmp_path / "y.mbundle", sample_input=torch.randn(4, 6), dynamic_axes={"x": {}}
+    )
     assert m.inputs[0].shape == (4, 6)
 
 
@@ -505,7 +541,8 @@ class SmallCNN(nn.Module):
 
 @pytest.mark.parametrize(("make", "shape"), [(SmallCNN, (3, 6, 6)), (MLP, (6,))])
 def test_sample_of_batch_one_exports_and_predicts_any_batch(
-        tmp_path: Path, keys: tuple[Any, Path], make: Any, shape: tuple[int, ...]) -> None:
+    tmp_path: Path, keys: tuple[Any, Path], make: Any, shape: tuple[int, ...]
+) -> None:
     torch.manual_seed(7)
     module = make()
     if isinstance(module, SmallCNN):
@@ -530,12 +567,18 @@ def test_sample_of_batch_one_exports_and_predicts_any_batch(
 def test_batch_one_dict_and_tuple_samples(tmp_path: Path, keys: tuple[Any, Path]) -> None:
     torch.manual_seed(8)
     module = DictOut().eval()
-    for i, sample in enumerate(({"meta": torch.randn(1, 2), "image": torch.randn(1, 3)},
-                                (torch.randn(1, 3), torch.randn(1, 2)))):
+    for i, sample in enumerate(
+        (
+            {"meta": torch.randn(1, 2), "image": torch.randn(1, 3)},
+            (torch.randn(1, 3), torch.randn(1, 2)),
+        )
+    ):
         path = tmp_path / f"d{i}.mbundle"
         manifest = bundle.save(module, path, sample_input=sample, signing_key=keys[0])
-        assert [(s.name, s.shape) for s in manifest.inputs] == [("image", ("batch", 3)),
-                                                                ("meta", ("batch", 2))]
+        assert [(s.name, s.shape) for s in manifest.inputs] == [
+            ("image", ("batch", 3)),
+            ("meta", ("batch", 2)),
+        ]
         m = _load(path, keys)
         for n in (1, 5):
             x = {"image": torch.randn(n, 3), "meta": torch.randn(n, 2)}
@@ -547,14 +590,20 @@ def test_batch_one_dict_and_tuple_samples(tmp_path: Path, keys: tuple[Any, Path]
 def test_batch_one_with_named_dynamic_axes(tmp_path: Path, keys: tuple[Any, Path]) -> None:
     torch.manual_seed(9)
     module = Encoder().eval()
-    path, manifest = _export(tmp_path, keys[0], module, torch.randint(0, 20, (1, 6)),
-                             dynamic_axes={"tokens": {0: "n", 1: "seq"}})
+    path, manifest = _export(
+        tmp_path,
+        keys[0],
+        module,
+        torch.randint(0, 20, (1, 6)),
+        dynamic_axes={"tokens": {0: "n", 1: "seq"}},
+    )
     assert manifest.inputs[0].shape == ("n", "seq")
     m = _load(path, keys)
     for shape in ((1, 6), (5, 6), (1, 9), (3, 4)):
         tokens = torch.randint(0, 20, shape)
-        np.testing.assert_allclose(m.predict(tokens.numpy()), _own(module, tokens).numpy(),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            m.predict(tokens.numpy()), _own(module, tokens).numpy(), atol=1e-5
+        )
 
 
 class OneRowSpecial(nn.Module):
@@ -581,8 +630,9 @@ def test_parity_failure_refused_unless_accepted(tmp_path: Path) -> None:
 
     with pytest.raises(bundle.ConversionError, match="disagrees"):
         bundle.save(Noisy(), tmp_path / "x.mbundle", sample_input=torch.randn(4, 6))
-    m = bundle.save(Noisy(), tmp_path / "x.mbundle", sample_input=torch.randn(4, 6),
-                    accept_mismatch=True)
+    m = bundle.save(
+        Noisy(), tmp_path / "x.mbundle", sample_input=torch.randn(4, 6), accept_mismatch=True
+    )
     assert m.parity is not None
     assert m.parity.accepted_mismatch
 
@@ -591,9 +641,12 @@ def test_torch_options_refused_for_other_models(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+    )
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     assert isinstance(proto, onnx.ModelProto)
     with pytest.raises(TypeError, match="optimizer cannot be used with this model"):
@@ -621,15 +674,28 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_loads_and_predicts_without_torch(exported: dict[str, Any], keys: tuple[Any, Path],
-                                          tmp_path: Path) -> None:
+def test_loads_and_predicts_without_torch(
+    exported: dict[str, Any], keys: tuple[Any, Path], tmp_path: Path
+) -> None:
     module, path, _ = exported["two"]
     x = {"image": torch.randn(5, 3), "meta": torch.randn(5, 2)}
     np.savez(tmp_path / "x.npz", image=x["image"].numpy(), meta=x["meta"].numpy())
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), str(keys[1]),
-                          str(tmp_path / "x.npz"), str(tmp_path / "o1.npy"),
-                          str(tmp_path / "p.npy")],
-                         capture_output=True, text=True, timeout=120, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(path),
+            str(keys[1]),
+            str(tmp_path / "x.npz"),
+            str(tmp_path / "o1.npy"),
+            str(tmp_path / "p.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info == {"torch": False, "loaded": []}
@@ -640,7 +706,8 @@ def test_loads_and_predicts_without_torch(exported: dict[str, Any], keys: tuple[
 
 @pytest.mark.slow
 def test_cli_inspect_shows_dynamic_axes_and_training_state(
-        exported: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    exported: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, path, _ = exported["encoder"]
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
@@ -655,8 +722,7 @@ def test_cli_inspect_shows_dynamic_axes_and_training_state(
 def test_verify_covers_training_entries(exported: dict[str, Any], keys: tuple[Any, Path]) -> None:
     _, path, _ = exported["mlp"]
     report = bundle.verify(path, trusted_keys=keys[1])
-    assert {f.path for f in report.files} >= {"training/state.json",
-                                              "training/state.safetensors"}
+    assert {f.path for f in report.files} >= {"training/state.json", "training/state.safetensors"}
 
 
 def test_sample_that_forward_rejects_is_a_conversion_error(tmp_path: Path) -> None:
@@ -674,19 +740,29 @@ class _Nested(nn.Module):
 
     def forward(self, x: Any) -> Any:
         y = self.lin(x)
-        return {"nested": {"y": y}, "ok": y} if self.shape == "nested" else \
-            {"": y} if self.shape == "empty-key" else () if self.shape == "none" else "text"
+        return (
+            {"nested": {"y": y}, "ok": y}
+            if self.shape == "nested"
+            else {"": y}
+            if self.shape == "empty-key"
+            else ()
+            if self.shape == "none"
+            else "text"
+        )
 
 
-@pytest.mark.parametrize(("shape", "match"), [
-    ("nested", r"output 'nested' is a dict, not a tensor"),
-    ("empty-key", r"dict with key ''"),
-    ("none", r"returns no outputs"),
-    ("text", r"returns a str"),
-])
-def test_unsupported_output_structures_are_named(tmp_path: Path, shape: str,
-                                                 match: str) -> None:
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ("nested", r"output 'nested' is a dict, not a tensor"),
+        ("empty-key", r"dict with key ''"),
+        ("none", r"returns no outputs"),
+        ("text", r"returns a str"),
+    ],
+)
+def test_unsupported_output_structures_are_named(tmp_path: Path, shape: str, match: str) -> None:
     with pytest.raises(bundle.ConversionError, match=match):
-        bundle.save(_Nested(shape).eval(), tmp_path / "n.mbundle",
-                    sample_input=np.zeros((2, 4), np.float32))
+        bundle.save(
+            _Nested(shape).eval(), tmp_path / "n.mbundle", sample_input=np.zeros((2, 4), np.float32)
+        )
     assert not (tmp_path / "n.mbundle").exists()

@@ -18,8 +18,10 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 import torch
 
-pytestmark = [pytest.mark.slow,  # each test exports with torch.export (a few seconds)
-              pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")]
+pytestmark = [
+    pytest.mark.slow,  # each test exports with torch.export (a few seconds)
+    pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning"),
+]
 
 
 def _transformers() -> Any:
@@ -31,13 +33,23 @@ def _transformers() -> Any:
 def test_causal_lm_with_default_config_exports_without_cache(tmp_path: Path) -> None:
     t = _transformers()
     torch.manual_seed(0)
-    config = t.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=97, n_positions=64,
-                          bos_token_id=0, eos_token_id=0)
+    config = t.GPT2Config(
+        n_layer=2,
+        n_embd=32,
+        n_head=2,
+        vocab_size=97,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     assert config.use_cache  # the default people have
     model = t.GPT2LMHeadModel(config).eval()
-    manifest = bundle.save(model, tmp_path / "gpt2.mb",
-                           sample_input={"input_ids": torch.randint(0, 97, (1, 6))},
-                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}})
+    manifest = bundle.save(
+        model,
+        tmp_path / "gpt2.mb",
+        sample_input={"input_ids": torch.randint(0, 97, (1, 6))},
+        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
+    )
     assert model.config.use_cache  # put back
     assert [o.name for o in manifest.outputs] == ["logits"]
     m = bundle.load(tmp_path / "gpt2.mb", allow_unsigned=True)
@@ -50,13 +62,22 @@ def test_causal_lm_with_default_config_exports_without_cache(tmp_path: Path) -> 
 def test_llama_from_small_config(tmp_path: Path) -> None:
     t = _transformers()
     torch.manual_seed(0)
-    config = t.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, vocab_size=101,
-                           max_position_embeddings=64)
+    config = t.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=101,
+        max_position_embeddings=64,
+    )
     model = t.LlamaForCausalLM(config).eval()
-    bundle.save(model, tmp_path / "llama.mb",
-                sample_input={"input_ids": torch.randint(0, 101, (2, 7))},
-                dynamic_axes={"input_ids": {0: "batch", 1: "seq"}})
+    bundle.save(
+        model,
+        tmp_path / "llama.mb",
+        sample_input={"input_ids": torch.randint(0, 101, (2, 7))},
+        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
+    )
     m = bundle.load(tmp_path / "llama.mb", allow_unsigned=True)
     ids = torch.randint(0, 101, (1, 9))
     with torch.no_grad():
@@ -67,15 +88,24 @@ def test_llama_from_small_config(tmp_path: Path) -> None:
 def _bert() -> Any:
     t = _transformers()
     torch.manual_seed(0)
-    return t.BertModel(t.BertConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                                    intermediate_size=64, vocab_size=100,
-                                    max_position_embeddings=64)).eval()
+    return t.BertModel(
+        t.BertConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=64,
+        )
+    ).eval()
 
 
 def test_bert_variable_length_keeps_torch_reason(tmp_path: Path) -> None:
     model = _bert()
-    sample = {"input_ids": torch.randint(0, 100, (2, 8)),
-              "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    sample = {
+        "input_ids": torch.randint(0, 100, (2, 8)),
+        "attention_mask": torch.ones(2, 8, dtype=torch.long),
+    }
     axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
     with pytest.raises(bundle.ConversionError) as e:
         bundle.save(model, tmp_path / "b.mb", sample_input=sample, dynamic_axes=axes)
@@ -88,10 +118,14 @@ def test_bert_variable_length_keeps_torch_reason(tmp_path: Path) -> None:
 
 def test_bert_with_bounded_sequence_axis(tmp_path: Path) -> None:
     model = _bert()
-    sample = {"input_ids": torch.randint(0, 100, (2, 8)),
-              "attention_mask": torch.ones(2, 8, dtype=torch.long)}
-    axes = {"input_ids": {0: "batch", 1: ("seq", None, 64)},
-            "attention_mask": {0: "batch", 1: "seq"}}
+    sample = {
+        "input_ids": torch.randint(0, 100, (2, 8)),
+        "attention_mask": torch.ones(2, 8, dtype=torch.long),
+    }
+    axes = {
+        "input_ids": {0: "batch", 1: ("seq", None, 64)},
+        "attention_mask": {0: "batch", 1: "seq"},
+    }
     bundle.save(model, tmp_path / "b.mb", sample_input=sample, dynamic_axes=axes)
     m = bundle.load(tmp_path / "b.mb", allow_unsigned=True)
     ids = torch.randint(0, 100, (3, 13))
@@ -105,16 +139,20 @@ def test_bert_with_bounded_sequence_axis(tmp_path: Path) -> None:
 
 def test_bad_axis_bounds_are_refused(tmp_path: Path) -> None:
     with pytest.raises(bundle.ConversionError, match=r"\(name, min, max\) with min <= max"):
-        bundle.save(_bert(), tmp_path / "b.mb",
-                    sample_input={"input_ids": torch.randint(0, 100, (2, 8))},
-                    dynamic_axes={"input_ids": {1: ("seq", 10, 2)}})
+        bundle.save(
+            _bert(),
+            tmp_path / "b.mb",
+            sample_input={"input_ids": torch.randint(0, 100, (2, 8))},
+            dynamic_axes={"input_ids": {1: ("seq", 10, 2)}},
+        )
 
 
 class _Encoder(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32,
-                                                 batch_first=True)
+        layer = torch.nn.TransformerEncoderLayer(
+            d_model=16, nhead=2, dim_feedforward=32, batch_first=True
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # enable_nested_tensor with norm_first: irrelevant
             self.enc = torch.nn.TransformerEncoder(layer, num_layers=2)
@@ -129,9 +167,12 @@ def test_transformer_encoder_with_padding_mask(tmp_path: Path) -> None:
     model = _Encoder().eval()
     mask = torch.zeros(2, 5, dtype=torch.bool)
     mask[0, 3:] = True
-    manifest = bundle.save(model, tmp_path / "enc.mb", sample_input=(torch.randn(2, 5, 16), mask),
-                           dynamic_axes={"x": {0: "batch", 1: "seq"},
-                                         "mask": {0: "batch", 1: "seq"}})
+    manifest = bundle.save(
+        model,
+        tmp_path / "enc.mb",
+        sample_input=(torch.randn(2, 5, 16), mask),
+        dynamic_axes={"x": {0: "batch", 1: "seq"}, "mask": {0: "batch", 1: "seq"}},
+    )
     assert manifest.parity is not None
     assert torch.backends.mha.get_fastpath_enabled()  # put back
     m = bundle.load(tmp_path / "enc.mb", allow_unsigned=True)

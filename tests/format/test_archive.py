@@ -56,8 +56,12 @@ def _open(path: Path) -> dict[str, bytes]:
         return {n: r.read(n, max_size=1 << 26) for n in r.entries}
 
 
-def _refused(tmp_path: Path, data: bytes, exc: type[Exception], match: str | None = None,
-             ) -> pytest.ExceptionInfo[Exception]:
+def _refused(
+    tmp_path: Path,
+    data: bytes,
+    exc: type[Exception],
+    match: str | None = None,
+) -> pytest.ExceptionInfo[Exception]:
     """Opening (and reading every entry of) ``data`` raises exactly ``exc``."""
     with pytest.raises(exc, match=match) as info:
         _open(_write(tmp_path, data))
@@ -78,10 +82,12 @@ def signed_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bundl
 
 
 def _entries() -> list[EntryData]:
-    return [EntryData("model.onnx", b"graph" * 100, compress=True),
-            EntryData(WEIGHTS_NAME, b"\x01\x02\x03" * 50, align=True),
-            EntryData("streamed.bin", chunks=iter([b"ab", b"cd", b"e"]), size=5),
-            EntryData("manifest.json", b"{}")]
+    return [
+        EntryData("model.onnx", b"graph" * 100, compress=True),
+        EntryData(WEIGHTS_NAME, b"\x01\x02\x03" * 50, align=True),
+        EntryData("streamed.bin", chunks=iter([b"ab", b"cd", b"e"]), size=5),
+        EntryData("manifest.json", b"{}"),
+    ]
 
 
 def _written() -> bytes:
@@ -95,34 +101,52 @@ def _written() -> bytes:
 
 # One STORED entry "a.txt" = b"hello\n", spelled out field by field from PKWARE's APPNOTE
 # (not from the writer's constants): what a conforming deterministic writer must produce.
-KNOWN_ZIP = b"".join([
-    # local file header at offset 0
-    b"PK\x03\x04",  # signature
-    b"\x14\x00",  # version needed: 2.0
-    b"\x00\x08",  # flags: bit 11, the name is UTF-8
-    b"\x00\x00",  # method: STORED
-    b"\x00\x00",  # time 00:00:00
-    b"\x21\x00",  # date 1980-01-01 (day 1, month 1 << 5, year 1980 + 0)
-    b"\x20\x30\x3a\x36",  # CRC-32 of b"hello\n": 0x363a3020
-    b"\x06\x00\x00\x00", b"\x06\x00\x00\x00",  # compressed, uncompressed size
-    b"\x05\x00", b"\x00\x00",  # name length, extra length
-    b"a.txt", b"hello\n",
-    # central directory at offset 41
-    b"PK\x01\x02",  # signature
-    b"\x14\x03",  # made by: Unix (3), 2.0
-    b"\x14\x00", b"\x00\x08", b"\x00\x00", b"\x00\x00", b"\x21\x00",  # as above
-    b"\x20\x30\x3a\x36", b"\x06\x00\x00\x00", b"\x06\x00\x00\x00",
-    b"\x05\x00", b"\x00\x00", b"\x00\x00",  # name, extra, comment lengths
-    b"\x00\x00", b"\x00\x00",  # disk number, internal attributes
-    b"\x00\x00\xa4\x81",  # external attributes: 0o100644 << 16, a regular rw-r--r-- file
-    b"\x00\x00\x00\x00",  # local header offset
-    b"a.txt",
-    # end of central directory
-    b"PK\x05\x06", b"\x00\x00", b"\x00\x00",  # signature, disk numbers
-    b"\x01\x00", b"\x01\x00",  # entries on this disk, in all
-    b"\x33\x00\x00\x00", b"\x29\x00\x00\x00",  # directory size 51, offset 41
-    b"\x00\x00",  # no comment
-])
+KNOWN_ZIP = b"".join(
+    [
+        # local file header at offset 0
+        b"PK\x03\x04",  # signature
+        b"\x14\x00",  # version needed: 2.0
+        b"\x00\x08",  # flags: bit 11, the name is UTF-8
+        b"\x00\x00",  # method: STORED
+        b"\x00\x00",  # time 00:00:00
+        b"\x21\x00",  # date 1980-01-01 (day 1, month 1 << 5, year 1980 + 0)
+        b"\x20\x30\x3a\x36",  # CRC-32 of b"hello\n": 0x363a3020
+        b"\x06\x00\x00\x00",
+        b"\x06\x00\x00\x00",  # compressed, uncompressed size
+        b"\x05\x00",
+        b"\x00\x00",  # name length, extra length
+        b"a.txt",
+        b"hello\n",
+        # central directory at offset 41
+        b"PK\x01\x02",  # signature
+        b"\x14\x03",  # made by: Unix (3), 2.0
+        b"\x14\x00",
+        b"\x00\x08",
+        b"\x00\x00",
+        b"\x00\x00",
+        b"\x21\x00",  # as above
+        b"\x20\x30\x3a\x36",
+        b"\x06\x00\x00\x00",
+        b"\x06\x00\x00\x00",
+        b"\x05\x00",
+        b"\x00\x00",
+        b"\x00\x00",  # name, extra, comment lengths
+        b"\x00\x00",
+        b"\x00\x00",  # disk number, internal attributes
+        b"\x00\x00\xa4\x81",  # external attributes: 0o100644 << 16, a regular rw-r--r-- file
+        b"\x00\x00\x00\x00",  # local header offset
+        b"a.txt",
+        # end of central directory
+        b"PK\x05\x06",
+        b"\x00\x00",
+        b"\x00\x00",  # signature, disk numbers
+        b"\x01\x00",
+        b"\x01\x00",  # entries on this disk, in all
+        b"\x33\x00\x00\x00",
+        b"\x29\x00\x00\x00",  # directory size 51, offset 41
+        b"\x00\x00",  # no comment
+    ]
+)
 
 
 def test_writer_output_is_the_known_bytes() -> None:
@@ -156,7 +180,7 @@ def test_writer_layout_as_zipfile_reads_it() -> None:
                 assert xlen > 0
             else:
                 assert xlen == 0, f"{i.filename}: an extra field it does not need"
-            payload = data[data_offset:data_offset + i.compress_size]
+            payload = data[data_offset : data_offset + i.compress_size]
             if i.compress_type == zipfile.ZIP_DEFLATED:
                 assert i.filename == "model.onnx"
                 assert zlib.decompress(payload, -15) == content
@@ -170,7 +194,7 @@ def test_writer_layout_as_zipfile_reads_it() -> None:
             at = data_offset + i.compress_size
         assert z.comment == b""
     # the central directory starts where the last entry ends; the end record ends the file
-    assert data[at:at + 4] == struct.pack("<I", SIG_CENTRAL)
+    assert data[at : at + 4] == struct.pack("<I", SIG_CENTRAL)
     cd_size, cd_offset, comment_len = struct.unpack_from("<IIH", data, len(data) - 10)
     assert (cd_offset, cd_offset + cd_size, comment_len) == (at, len(data) - 22, 0)
 
@@ -197,7 +221,8 @@ def test_python_zipfile_reads_the_output(tmp_path: Path) -> None:
 
 
 def test_bundle_is_a_valid_zip_with_aligned_weights(
-        signed_bundle: tuple[Path, bundle.PrivateKey]) -> None:
+    signed_bundle: tuple[Path, bundle.PrivateKey],
+) -> None:
     path, _ = signed_bundle
     raw = path.read_bytes()
     with zipfile.ZipFile(path) as z:
@@ -206,7 +231,7 @@ def test_bundle_is_a_valid_zip_with_aligned_weights(
         _, _, _, _, _, _, _, _, _, nlen, xlen = LOCAL.unpack_from(raw, info.header_offset)
         data_offset = info.header_offset + LOCAL.size + nlen + xlen
         assert data_offset % ALIGNMENT == 0
-        assert raw[data_offset:data_offset + info.file_size] == z.read(WEIGHTS_NAME)
+        assert raw[data_offset : data_offset + info.file_size] == z.read(WEIGHTS_NAME)
     with ZipReader(path) as r:
         assert r.entries[WEIGHTS_NAME].data_offset == data_offset
         assert r.entries[WEIGHTS_NAME].stored
@@ -215,12 +240,14 @@ def test_bundle_is_a_valid_zip_with_aligned_weights(
 @pytest.mark.skipif(shutil.which("unzip") is None, reason="no unzip binary")
 def test_unzip_lists_and_tests_the_bundle(signed_bundle: tuple[Path, bundle.PrivateKey]) -> None:
     path, _ = signed_bundle
-    listed = subprocess.run(["unzip", "-l", str(path)], capture_output=True, text=True,
-                            check=True, timeout=30).stdout
+    listed = subprocess.run(
+        ["unzip", "-l", str(path)], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     assert WEIGHTS_NAME in listed
     assert "manifest.json" in listed
-    tested = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True,
-                            check=False, timeout=30)
+    tested = subprocess.run(
+        ["unzip", "-t", str(path)], capture_output=True, text=True, check=False, timeout=30
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "No errors detected" in tested.stdout
 
@@ -279,19 +306,28 @@ def test_bundle_path_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) 
     """open() on a FIFO waits for a writer forever: verify must refuse it, not hang."""
     fifo = tmp_path / "pipe.mbundle"
     os.mkfifo(fifo)
-    code = ("import bundle\n"
-            "try:\n"
-            f"    bundle.verify({str(fifo)!r}, allow_unsigned=True)\n"
-            "except bundle.FormatError as e:\n"
-            "    print(type(e).__name__, e)\n")
+    code = (
+        "import bundle\n"
+        "try:\n"
+        f"    bundle.verify({str(fifo)!r}, allow_unsigned=True)\n"
+        "except bundle.FormatError as e:\n"
+        "    print(type(e).__name__, e)\n"
+    )
     # in a subprocess so that a regression fails on the timeout instead of hanging the suite
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, cwd=Path(__file__).parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert f"FormatError {fifo} is not a regular file (a FIFO)" in done.stdout, done.stderr
 
 
-@pytest.mark.parametrize(("where", "kind"), [("dir", "a directory"),
-                                             ("/dev/null", "a character device")])
+@pytest.mark.parametrize(
+    ("where", "kind"), [("dir", "a directory"), ("/dev/null", "a character device")]
+)
 def test_bundle_path_that_is_not_a_regular_file(tmp_path: Path, where: str, kind: str) -> None:
     path = tmp_path if where == "dir" else Path(where)
     if not path.exists():
@@ -305,8 +341,9 @@ def test_bundle_path_that_is_not_a_regular_file(tmp_path: Path, where: str, kind
 
 
 def test_not_a_zip(tmp_path: Path) -> None:
-    _refused(tmp_path, b"this is not a zip archive at all, just text\n" * 4, FormatError,
-             "not a zip")
+    _refused(
+        tmp_path, b"this is not a zip archive at all, just text\n" * 4, FormatError, "not a zip"
+    )
 
 
 def test_trailing_data_after_end_record(tmp_path: Path) -> None:
@@ -326,8 +363,12 @@ def test_zip_comment_length_without_comment(tmp_path: Path) -> None:
 def test_prepended_data(tmp_path: Path) -> None:
     _refused(tmp_path, make_zip(ITEMS, prefix=b"#!/bin/sh\nexit 0\n"), FormatError)
     # offsets that account for the prefix (a self-extracting archive): still refused
-    _refused(tmp_path, make_zip(ITEMS, prefix=b"MZ" + b"\0" * 62, prefix_counted=True),
-             FormatError, "belong to no entry")
+    _refused(
+        tmp_path,
+        make_zip(ITEMS, prefix=b"MZ" + b"\0" * 62, prefix_counted=True),
+        FormatError,
+        "belong to no entry",
+    )
 
 
 def test_gap_between_entries(tmp_path: Path) -> None:
@@ -358,26 +399,47 @@ def test_duplicate_names(tmp_path: Path) -> None:
     _refused(tmp_path, make_zip([("a.txt", b"1"), ("a.txt", b"2")]), FormatError, "duplicate")
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/etc/passwd", "a\\..\\b",
-                                  "C:evil", "C:/evil", "c:\\evil", "./a", "a//b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../evil",
+        "a/../../evil",
+        "/etc/passwd",
+        "a\\..\\b",
+        "C:evil",
+        "C:/evil",
+        "c:\\evil",
+        "./a",
+        "a//b",
+    ],
+)
 def test_bad_entry_names(tmp_path: Path, name: str) -> None:
     _refused(tmp_path, make_zip([(name, b"x")]), FormatError)
 
 
-@pytest.mark.parametrize("names", [("a.txt", "a.txt/b"), ("a.txt/b", "a.txt"),
-                                   ("d/e", "d/e/f/g"), ("weights.safetensors",
-                                                        "weights.safetensors/x.txt")])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("a.txt", "a.txt/b"),
+        ("a.txt/b", "a.txt"),
+        ("d/e", "d/e/f/g"),
+        ("weights.safetensors", "weights.safetensors/x.txt"),
+    ],
+)
 def test_entry_that_is_another_entrys_parent(tmp_path: Path, names: tuple[str, str]) -> None:
     """Unzipped, a file cannot also be a directory: one of the two could not be written."""
-    info = _refused(tmp_path, make_zip([(n, b"x") for n in names]), FormatError,
-                    "parent directory")
+    info = _refused(tmp_path, make_zip([(n, b"x") for n in names]), FormatError, "parent directory")
     parent, child = sorted(names, key=len)
     assert f"{parent!r}" in str(info.value)
     assert f"{child!r}" in str(info.value)
     # siblings sharing a prefix but not a path segment are fine
-    assert set(_open(_write(tmp_path, make_zip([("a.txt", b"1"), ("a.txtb/c", b"2"),
-                                                 ("a/b", b"3")]), "ok.zip"))) == \
-        {"a.txt", "a.txtb/c", "a/b"}
+    assert set(
+        _open(
+            _write(
+                tmp_path, make_zip([("a.txt", b"1"), ("a.txtb/c", b"2"), ("a/b", b"3")]), "ok.zip"
+            )
+        )
+    ) == {"a.txt", "a.txtb/c", "a/b"}
 
 
 def test_name_not_utf8(tmp_path: Path) -> None:
@@ -393,15 +455,27 @@ def test_directory_entry(tmp_path: Path) -> None:
     # by name (trailing slash) ...
     _refused(tmp_path, make_zip([("dir/", b"")]), FormatError)
     # ... and by attributes: Unix directory mode, or the MS-DOS directory bit
-    _refused(tmp_path, make_zip([("dir", b"")], central={"ext_attr": 0o040755 << 16}),
-             FormatError, "not a regular file")
-    _refused(tmp_path, make_zip([("dir", b"")], central={"ext_attr": 0x10}), FormatError,
-             "not a regular file")
+    _refused(
+        tmp_path,
+        make_zip([("dir", b"")], central={"ext_attr": 0o040755 << 16}),
+        FormatError,
+        "not a regular file",
+    )
+    _refused(
+        tmp_path,
+        make_zip([("dir", b"")], central={"ext_attr": 0x10}),
+        FormatError,
+        "not a regular file",
+    )
 
 
 def test_device_entry(tmp_path: Path) -> None:
-    _refused(tmp_path, make_zip([("dev", b"")], central={"ext_attr": 0o020644 << 16}),
-             FormatError, "not a regular file")
+    _refused(
+        tmp_path,
+        make_zip([("dev", b"")], central={"ext_attr": 0o020644 << 16}),
+        FormatError,
+        "not a regular file",
+    )
 
 
 def test_non_canonical_attributes(tmp_path: Path) -> None:
@@ -415,8 +489,17 @@ def test_local_name_differs_from_central(tmp_path: Path) -> None:
     _refused(tmp_path, data, FormatError, "local header names it")
 
 
-@pytest.mark.parametrize("local", [{"csize": 2, "usize": 2}, {"usize": 4}, {"csize": 4},
-                                   {"crc": 1234}, {"method": 8}, {"flags": 0}])
+@pytest.mark.parametrize(
+    "local",
+    [
+        {"csize": 2, "usize": 2},
+        {"usize": 4},
+        {"csize": 4},
+        {"crc": 1234},
+        {"method": 8},
+        {"flags": 0},
+    ],
+)
 def test_local_header_disagrees_with_central(tmp_path: Path, local: dict[str, int]) -> None:
     data = make_zip([("a.txt", b"abc")], local=local)
     _refused(tmp_path, data, FormatError, "disagrees")
@@ -464,15 +547,27 @@ def test_truncated_extra_field(tmp_path: Path) -> None:
 
 def test_alignment_padding_must_be_zero(tmp_path: Path) -> None:
     pad = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0\0\1\0"
-    _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": pad}), FormatError,
-             "alignment padding")
+    _refused(
+        tmp_path,
+        make_zip([("a.txt", b"abc")], local={"extra": pad}),
+        FormatError,
+        "alignment padding",
+    )
     odd = struct.pack("<HHH", 0xD935, 2, 4097)
-    _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": odd}), FormatError,
-             "alignment padding")
+    _refused(
+        tmp_path,
+        make_zip([("a.txt", b"abc")], local={"extra": odd}),
+        FormatError,
+        "alignment padding",
+    )
     # a record that aligns nothing is a second encoding of the same entry
     unaligned = struct.pack("<HHH", 0xD935, 6, 4096) + b"\0" * 4
-    _refused(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": unaligned}),
-             FormatError, "not 4096-byte aligned")
+    _refused(
+        tmp_path,
+        make_zip([("a.txt", b"abc")], local={"extra": unaligned}),
+        FormatError,
+        "not 4096-byte aligned",
+    )
     gap = 4096 - (30 + len("a.txt") + 6)  # the local header, the name, the record's head
     ok = struct.pack("<HHH", 0xD935, 2 + gap, 4096) + b"\0" * gap
     with ZipReader(_write(tmp_path, make_zip([("a.txt", b"abc")], local={"extra": ok}))) as r:
@@ -483,8 +578,7 @@ def test_alignment_padding_must_be_zero(tmp_path: Path) -> None:
 
 def test_unneeded_zip64_field(tmp_path: Path) -> None:
     z64 = struct.pack("<HHQ", 0x0001, 8, 3)
-    _refused(tmp_path, make_zip([("a.txt", b"abc")], central={"extra": z64}), FormatError,
-             "zip64")
+    _refused(tmp_path, make_zip([("a.txt", b"abc")], central={"extra": z64}), FormatError, "zip64")
 
 
 def test_entry_comment(tmp_path: Path) -> None:
@@ -512,8 +606,11 @@ def test_deflate_bomb_lying_size(tmp_path: Path) -> None:
     crc = zlib.crc32(big)
     sizes: dict[str, Any] = {"method": 8, "crc": crc, "csize": len(payload), "usize": 100}
     data = bytearray()
-    data += struct.pack("<IHHHHHIIIHH", SIG_LOCAL, 20, 0x0800, 8, 0, 33, crc, len(payload), 100,
-                        8, 0) + b"bomb.bin" + payload
+    data += (
+        struct.pack("<IHHHHHIIIHH", SIG_LOCAL, 20, 0x0800, 8, 0, 33, crc, len(payload), 100, 8, 0)
+        + b"bomb.bin"
+        + payload
+    )
     cd = central_header(b"bomb.bin", payload, 0, **sizes)
     data += cd + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(payload) + 38, 0)
     p = _write(tmp_path, bytes(data))
@@ -536,8 +633,12 @@ def test_invalid_deflate_data(tmp_path: Path) -> None:
     sizes: dict[str, Any] = {"method": 8, "crc": 0, "csize": 4, "usize": 4}
     lh = local_header(b"a", payload, **sizes)
     cd = central_header(b"a", payload, 0, **sizes)
-    data = lh + payload + cd + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd),
-                                           len(lh) + 4, 0)
+    data = (
+        lh
+        + payload
+        + cd
+        + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(lh) + 4, 0)
+    )
     with ZipReader(_write(tmp_path, data)) as r, pytest.raises(FormatError, match="DEFLATE"):
         r.read("a", max_size=100)
 
@@ -579,17 +680,19 @@ def test_deflate_padding_bits_must_be_zero(tmp_path: Path) -> None:
     crc = zlib.crc32(content)
     lh = local_header(b"a", flipped, method=8, crc=crc, usize=len(content))
     cd = central_header(b"a", flipped, 0, method=8, crc=crc, usize=len(content))
-    data = lh + flipped + cd + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd),
-                                           len(lh) + len(flipped), 0)
-    with ZipReader(_write(tmp_path, data)) as r, \
-            pytest.raises(FormatError, match="padding bits"):
+    data = (
+        lh
+        + flipped
+        + cd
+        + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(cd), len(lh) + len(flipped), 0)
+    )
+    with ZipReader(_write(tmp_path, data)) as r, pytest.raises(FormatError, match="padding bits"):
         r.read("a", max_size=1000)
 
 
 def test_crc_mismatch_is_an_integrity_error(tmp_path: Path) -> None:
     for method in (0, 8):
-        data = make_zip([("a.txt", b"abc")], local={"crc": 1}, central={"crc": 1},
-                        method=method)
+        data = make_zip([("a.txt", b"abc")], local={"crc": 1}, central={"crc": 1}, method=method)
         _refused(tmp_path, data, IntegrityError, "CRC")
     # streamed reads check the CRC too
     data = make_zip([("a.txt", b"abc")], local={"crc": 1}, central={"crc": 1})
@@ -612,7 +715,7 @@ def test_truncated_central_directory(tmp_path: Path) -> None:
     # and a file cut in the middle of its directory has no end record at all
     good = make_zip(ITEMS)
     cd_offset = struct.unpack_from("<I", good, len(good) - 6)[0]
-    _refused(tmp_path, good[:cd_offset + 20], FormatError)
+    _refused(tmp_path, good[: cd_offset + 20], FormatError)
 
 
 def test_bad_central_signature(tmp_path: Path) -> None:
@@ -647,36 +750,75 @@ def test_central_directory_too_large(tmp_path: Path) -> None:
 
 
 def test_writer_output_with_patched_local_name(
-        signed_bundle: tuple[Path, bundle.PrivateKey], tmp_path: Path) -> None:
+    signed_bundle: tuple[Path, bundle.PrivateKey], tmp_path: Path
+) -> None:
     """Patching a good bundle: rename the manifest in its local header only."""
     path, _ = signed_bundle
     data = bytearray(path.read_bytes())
     at = data.find(struct.pack("<I", SIG_LOCAL))
     while at >= 0:
         nlen = struct.unpack_from("<H", data, at + 26)[0]
-        if bytes(data[at + 30:at + 30 + nlen]) == b"manifest.json":
-            data[at + 30:at + 30 + nlen] = b"manifest.jso0"
+        if bytes(data[at + 30 : at + 30 + nlen]) == b"manifest.json":
+            data[at + 30 : at + 30 + nlen] = b"manifest.jso0"
             break
         at = data.find(struct.pack("<I", SIG_LOCAL), at + 4)
     _refused(tmp_path, bytes(data), FormatError, "local header names it")
 
 
 def test_write_raw_round_trip(tmp_path: Path) -> None:
-    p = write_raw(tmp_path / "r.zip", [EntryData("a", b"1"), EntryData("b", b"2" * 5000,
-                                                                       compress=True)])
+    p = write_raw(
+        tmp_path / "r.zip", [EntryData("a", b"1"), EntryData("b", b"2" * 5000, compress=True)]
+    )
     assert _open(p) == {"a": b"1", "b": b"2" * 5000}
 
 
 # --------------------------------------------------------------------------- names
 
 
-GOOD_NAMES = ["model.onnx", "weights.safetensors", "signatures/" + "a" * 64 + ".sig",
-              "a/b/c.txt", ".hidden", "a..b", "..a", "a.", "résumé.txt", "空.bin", "a b",
-              "x" * 255]
-BAD_NAMES = ["", "/", "/abs", "/etc/passwd", "..", "../x", "a/../b", "a/..", ".", "./a",
-             "a/./b", "a//b", "a/", "dir/", "a\\b", "..\\x", "C:", "C:x", "C:/x", "c:\\x",
-             "a:b", "file.txt:stream", "a\x00b", "a\nb", "\x1f", "a\x7f", "x" * 256,
-             "é" * 128]
+GOOD_NAMES = [
+    "model.onnx",
+    "weights.safetensors",
+    "signatures/" + "a" * 64 + ".sig",
+    "a/b/c.txt",
+    ".hidden",
+    "a..b",
+    "..a",
+    "a.",
+    "résumé.txt",
+    "空.bin",
+    "a b",
+    "x" * 255,
+]
+BAD_NAMES = [
+    "",
+    "/",
+    "/abs",
+    "/etc/passwd",
+    "..",
+    "../x",
+    "a/../b",
+    "a/..",
+    ".",
+    "./a",
+    "a/./b",
+    "a//b",
+    "a/",
+    "dir/",
+    "a\\b",
+    "..\\x",
+    "C:",
+    "C:x",
+    "C:/x",
+    "c:\\x",
+    "a:b",
+    "file.txt:stream",
+    "a\x00b",
+    "a\nb",
+    "\x1f",
+    "a\x7f",
+    "x" * 256,
+    "é" * 128,
+]
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES)

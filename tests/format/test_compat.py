@@ -56,10 +56,14 @@ def test_dtype_table_names_real_types() -> None:
 def _identity(opset: int, ir: int = 14, cast_to: int | None = None) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     y = helper.make_tensor_value_info("y", cast_to or TensorProto.FLOAT, [2])
-    node = helper.make_node("Cast", ["x"], ["y"], to=cast_to) if cast_to else \
-        helper.make_node("Identity", ["x"], ["y"])
-    m = helper.make_model(helper.make_graph([node], "g", [x], [y]),
-                          opset_imports=[helper.make_opsetid("", opset)])
+    node = (
+        helper.make_node("Cast", ["x"], ["y"], to=cast_to)
+        if cast_to
+        else helper.make_node("Identity", ["x"], ["y"])
+    )
+    m = helper.make_model(
+        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", opset)]
+    )
     m.ir_version = ir
     return m
 
@@ -79,12 +83,14 @@ def test_effective_opset_is_the_highest_since_version_used() -> None:
     # Identity's newest definition below 26 is version 25; Relu's is 14.
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
-    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                                            [x], [y]),
-                          opset_imports=[helper.make_opsetid("", 26)])
+    m = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 26)],
+    )
     assert compat.effective_opsets(m) == {"ai.onnx": 14}
     assert compat.effective_opsets(_identity(26)) == {
-        "ai.onnx": onnx.defs.get_schema("Identity", 26).since_version}
+        "ai.onnx": onnx.defs.get_schema("Identity", 26).since_version
+    }
 
 
 def test_ort_tables_are_monotone() -> None:
@@ -112,8 +118,10 @@ def test_tables_agree_with_the_installed_onnxruntime() -> None:
     version = onnxruntime.__version__
     known = compat.max_supported(version)
     if known is None:
-        pytest.skip(f"onnxruntime {version} is outside the measured releases "
-                    f"{compat.PROBED_FROM}-{compat.PROBED_TO}: run scripts/probe_onnxruntime.py")
+        pytest.skip(
+            f"onnxruntime {version} is outside the measured releases "
+            f"{compat.PROBED_FROM}-{compat.PROBED_TO}: run scripts/probe_onnxruntime.py"
+        )
     ir, opsets = known
     limits = probe_installed()
     assert limits.ir_version == ir
@@ -124,5 +132,4 @@ def test_max_supported_outside_the_measured_range_is_unknown() -> None:
     assert compat.max_supported("1.14.1") is None
     assert compat.max_supported("9.0") is None
     assert compat.max_supported("1.20.1") == (10, {"ai.onnx": 21, "ai.onnx.ml": 5})
-    np.testing.assert_equal(compat.max_supported("1.32.0"),
-                            (14, {"ai.onnx": 28, "ai.onnx.ml": 5}))
+    np.testing.assert_equal(compat.max_supported("1.32.0"), (14, {"ai.onnx": 28, "ai.onnx.ml": 5}))

@@ -15,8 +15,7 @@ from bundle.format.manifest import Manifest
 
 Doc = dict[str, Any]
 BASE = VECTORS / "valid-requires-smoke.mbundle"
-DERIVED = {"manifest_sha256": "ab" * 32, "name": "gemm", "version": "3",
-           "change": "opset 17 -> 13"}
+DERIVED = {"manifest_sha256": "ab" * 32, "name": "gemm", "version": "3", "change": "opset 17 -> 13"}
 
 
 def _base() -> Doc:
@@ -42,15 +41,15 @@ REFUSED_BY_BOTH: dict[str, Callable[[Doc], None]] = {
     "smoke-no-outputs": lambda d: d["smoke"].update(outputs=[]),
     "derived-bad-digest": lambda d: d.update(derived_from={**DERIVED, "manifest_sha256": "x"}),
     "derived-missing-change": lambda d: d.update(
-        derived_from={k: v for k, v in DERIVED.items() if k != "change"}),
+        derived_from={k: v for k, v in DERIVED.items() if k != "change"}
+    ),
 }
 
 REFUSED_BY_PARSER: dict[str, Callable[[Doc], None]] = {  # FORMAT.md 5.9 rules 8-9
     "requires-ir-differs": lambda d: d["requires"].update(ir_version=9),
     "requires-ort-differs": lambda d: d["requires"].update(onnxruntime="1.20"),
     "requires-min-above-stamp": lambda d: d["requires"]["min_opsets"].update({"ai.onnx": 18}),
-    "requires-min-other-domain": lambda d: d["requires"]["min_opsets"].update(
-        {"ai.onnx.ml": 1}),
+    "requires-min-other-domain": lambda d: d["requires"]["min_opsets"].update({"ai.onnx.ml": 1}),
     "smoke-unknown-input": lambda d: d["smoke"]["inputs"][0].update(name="Z"),
     "smoke-unknown-output": lambda d: d["smoke"]["outputs"][0].update(name="Z"),
     "smoke-dtype-differs": lambda d: d["smoke"]["inputs"][0].update(dtype="float64"),

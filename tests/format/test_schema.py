@@ -44,8 +44,9 @@ def manifest_json(path: Path) -> Doc:
 
 
 def schema_errors(doc: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in VALIDATOR.iter_errors(doc)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(doc)
+    ]
 
 
 def test_schema_is_valid_draft_2020_12_and_strict() -> None:
@@ -63,8 +64,9 @@ def test_schema_is_valid_draft_2020_12_and_strict() -> None:
     found = objects(SCHEMA)
     assert len(found) > 10
     for o in found:  # records refuse unknown fields; maps constrain every value
-        assert o.get("additionalProperties") is False or \
-            isinstance(o.get("additionalProperties"), dict), o
+        assert o.get("additionalProperties") is False or isinstance(
+            o.get("additionalProperties"), dict
+        ), o
 
 
 def test_schema_enums_and_version_are_the_parsers() -> None:
@@ -87,11 +89,15 @@ def _gemm() -> Any:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4, 3)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["X", "W", "B"], ["Y"])], "g",
+        [helper.make_node("Gemm", ["X", "W", "B"], ["Y"])],
+        "g",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 3])],
-        [numpy_helper.from_array(w, "W"),
-         numpy_helper.from_array(np.ones(3, dtype=np.float32), "B")])
+        [
+            numpy_helper.from_array(w, "W"),
+            numpy_helper.from_array(np.ones(3, dtype=np.float32), "B"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -139,13 +145,28 @@ def _dataframe_pipeline(path: Path) -> None:
 
     rng = np.random.default_rng(0)
     n = 40
-    df = pd.DataFrame({"age": rng.uniform(18, 80, n), "visits": rng.integers(0, 9, n),
-                       "city": rng.choice(["Oslo", "Lyon", "Köln"], n)})
+    df = pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, n),
+            "visits": rng.integers(0, 9, n),
+            "city": rng.choice(["Oslo", "Lyon", "Köln"], n),
+        }
+    )
     y = (df["age"] > 40).astype(int)
-    pipe = Pipeline([
-        ("pre", ColumnTransformer([("num", StandardScaler(), ["age", "visits"]),
-                                   ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])),
-        ("clf", LogisticRegression())]).fit(df, y)
+    pipe = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), ["age", "visits"]),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                    ]
+                ),
+            ),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(df, y)
     bundle.save(pipe, path, sample_input=df.head(8), name="pipeline")
 
 
@@ -156,13 +177,17 @@ def _torch(path: Path) -> None:
     opt = torch.optim.Adam(net.parameters())
     net(torch.randn(4, 6)).sum().backward()
     opt.step()
-    bundle.save(net.eval(), path, sample_input=torch.randn(4, 6), optimizer=opt,
-                exporter="torchscript")
+    bundle.save(
+        net.eval(), path, sample_input=torch.randn(4, 6), optimizer=opt, exporter="torchscript"
+    )
 
 
 EXPORTERS: dict[str, Callable[[Path], None]] = {
-    "onnx": _onnx, "onnx-int8": _onnx_int8, "sklearn-classifier": _classifier,
-    "sklearn-regressor": _regressor, "sklearn-dataframe-pipeline": _dataframe_pipeline,
+    "onnx": _onnx,
+    "onnx-int8": _onnx_int8,
+    "sklearn-classifier": _classifier,
+    "sklearn-regressor": _regressor,
+    "sklearn-dataframe-pipeline": _dataframe_pipeline,
     "torch-with-training-state": _torch,
 }
 
@@ -200,12 +225,14 @@ def _base() -> Doc:
 
 def _set(path: str, value: Any) -> Callable[[Doc], None]:
     """Set ``a.b[0].c`` (keys and list indexes) to ``value``."""
+
     def apply(doc: Doc) -> None:
         *parents, last = _parse(path)
         node: Any = doc
         for p in parents:
             node = node[p]
         node[last] = value
+
     return apply
 
 
@@ -216,6 +243,7 @@ def _del(path: str) -> Callable[[Doc], None]:
         for p in parents:
             node = node[p]
         del node[last]
+
     return apply
 
 
@@ -243,8 +271,12 @@ def _file(path: str) -> Doc:
 MIB = 1 << 20
 
 
-def _sharded(size: int = 9 * MIB, shard_size: int = 4 * MIB, count: int | None = None,
-             root: str | None = None) -> Callable[[Doc], None]:
+def _sharded(
+    size: int = 9 * MIB,
+    shard_size: int = 4 * MIB,
+    count: int | None = None,
+    root: str | None = None,
+) -> Callable[[Doc], None]:
     """Make the weights entry a sharded one of ``size`` bytes (consistent unless told)."""
     from bundle.format.digest import shard_root
 
@@ -252,8 +284,10 @@ def _sharded(size: int = 9 * MIB, shard_size: int = 4 * MIB, count: int | None =
         n = -(-size // shard_size) if count is None else count
         shards = [f"{i:064x}" for i in range(1, n + 1)]
         weights = next(f for f in doc["files"] if f["role"] == "weights")
-        weights.update(size=size, shard_size=shard_size, shards=shards,
-                       sha256=root or shard_root(shards))
+        weights.update(
+            size=size, shard_size=shard_size, shards=shards, sha256=root or shard_root(shards)
+        )
+
     return apply
 
 
@@ -261,12 +295,25 @@ def _then(*steps: Callable[[Doc], None]) -> Callable[[Doc], None]:
     def apply(doc: Doc) -> None:
         for step in steps:
             step(doc)
+
     return apply
 
 
 HEX = "ab" * 32
-REQUIRED_TOP = ["format_version", "model", "onnx", "inputs", "outputs", "columns", "methods",
-                "files", "parity", "metadata", "created_by", "created"]
+REQUIRED_TOP = [
+    "format_version",
+    "model",
+    "onnx",
+    "inputs",
+    "outputs",
+    "columns",
+    "methods",
+    "files",
+    "parity",
+    "metadata",
+    "created_by",
+    "created",
+]
 
 MUTATIONS: dict[str, Callable[[Doc], None]] = {
     # unknown properties, at every level
@@ -379,42 +426,49 @@ MUTATIONS: dict[str, Callable[[Doc], None]] = {
     "mismatches-negative": _set("parity.outputs[0].mismatches", -1),
     "inputs-empty": _set("inputs", []),
     "outputs-empty": _set("outputs", []),
-    "files-no-graph": lambda d: d["files"].__setitem__(
-        0, {**d["files"][0], "role": "asset"}),
-    "files-two-weights": lambda d: d["files"].__setitem__(
-        0, {**d["files"][0], "role": "weights"}),
+    "files-no-graph": lambda d: d["files"].__setitem__(0, {**d["files"][0], "role": "asset"}),
+    "files-two-weights": lambda d: d["files"].__setitem__(0, {**d["files"][0], "role": "weights"}),
     "files-65": lambda d: d["files"].extend(
-        {"path": f"z/{i:03d}", "role": "asset", "size": 0, "sha256": HEX} for i in range(63)),
+        {"path": f"z/{i:03d}", "role": "asset", "size": 0, "sha256": HEX} for i in range(63)
+    ),
 }
 # missing required fields, at every level
 MUTATIONS.update({f"missing-{k}": _del(k) for k in REQUIRED_TOP})
-MUTATIONS.update({f"missing-model.{k}": _del(f"model.{k}") for k in
-                  ("name", "version", "description", "task", "precision", "framework",
-                   "converter")})
-MUTATIONS.update({f"missing-file.{k}": _del(f"files[0].{k}") for k in
-                  ("path", "role", "size", "sha256")})
-MUTATIONS.update({
-    "missing-onnx.min_onnxruntime": _del("onnx.min_onnxruntime"),
-    "missing-input.shape": _del("inputs[0].shape"),
-    "missing-column.input": _del("columns[0].input"),
-    "missing-method.squeeze": _del("methods.predict.squeeze"),
-    "missing-parity.tolerance": _del("parity.tolerance"),
-    "missing-parity.tolerance.rtol": _del("parity.tolerance.rtol"),
-    "missing-parity-output.max_rel": _del("parity.outputs[0].max_rel"),
-    "missing-framework.version": _del("model.framework.version"),
-})
+MUTATIONS.update(
+    {
+        f"missing-model.{k}": _del(f"model.{k}")
+        for k in ("name", "version", "description", "task", "precision", "framework", "converter")
+    }
+)
+MUTATIONS.update(
+    {f"missing-file.{k}": _del(f"files[0].{k}") for k in ("path", "role", "size", "sha256")}
+)
+MUTATIONS.update(
+    {
+        "missing-onnx.min_onnxruntime": _del("onnx.min_onnxruntime"),
+        "missing-input.shape": _del("inputs[0].shape"),
+        "missing-column.input": _del("columns[0].input"),
+        "missing-method.squeeze": _del("methods.predict.squeeze"),
+        "missing-parity.tolerance": _del("parity.tolerance"),
+        "missing-parity.tolerance.rtol": _del("parity.tolerance.rtol"),
+        "missing-parity-output.max_rel": _del("parity.outputs[0].max_rel"),
+        "missing-framework.version": _del("model.framework.version"),
+    }
+)
 
-MUTATIONS.update({
-    "shards-without-shard-size": _then(_sharded(), _del("files[1].shard_size")),
-    "shard-size-without-shards": _then(_sharded(), _del("files[1].shards")),
-    "shard-size-not-power-of-two": _sharded(size=11 * MIB, shard_size=5 * MIB),
-    "shard-size-below-4-mib": _sharded(size=5 * MIB, shard_size=2 * MIB),
-    "shard-size-above-1-gib": _sharded(size=3 << 30, shard_size=2 << 30),
-    "shard-size-bool": _then(_sharded(), _set("files[1].shard_size", True)),
-    "shards-not-a-list": _then(_sharded(), _set("files[1].shards", HEX)),
-    "shard-digest-upper": _then(_sharded(), _set("files[1].shards[0]", HEX.upper())),
-    "extra-sharded-file": _then(_sharded(), _set("files[1].shard_count", 3)),
-})
+MUTATIONS.update(
+    {
+        "shards-without-shard-size": _then(_sharded(), _del("files[1].shard_size")),
+        "shard-size-without-shards": _then(_sharded(), _del("files[1].shards")),
+        "shard-size-not-power-of-two": _sharded(size=11 * MIB, shard_size=5 * MIB),
+        "shard-size-below-4-mib": _sharded(size=5 * MIB, shard_size=2 * MIB),
+        "shard-size-above-1-gib": _sharded(size=3 << 30, shard_size=2 << 30),
+        "shard-size-bool": _then(_sharded(), _set("files[1].shard_size", True)),
+        "shards-not-a-list": _then(_sharded(), _set("files[1].shards", HEX)),
+        "shard-digest-upper": _then(_sharded(), _set("files[1].shards[0]", HEX.upper())),
+        "extra-sharded-file": _then(_sharded(), _set("files[1].shard_count", 3)),
+    }
+)
 
 
 def _mutated(mutation: Callable[[Doc], None]) -> Doc:
@@ -462,26 +516,32 @@ ACCEPTED: dict[str, Callable[[Doc], None]] = {
     "task-regressor": _set("model.task", "regressor"),
     "precision-fp16": _set("model.precision", "fp16"),
     "all-methods": lambda d: d["methods"].update(
-        {m: {"output": "scores", "squeeze": False}
-         for m in ("predict_proba", "transform", "score_samples")}),
+        {
+            m: {"output": "scores", "squeeze": False}
+            for m in ("predict_proba", "transform", "score_samples")
+        }
+    ),
     "asset-files": lambda d: d["files"].extend(
-        [_file("tokenizer/vocab.txt"), _file("zz/..b"), _file("zz/signatures")]),
+        [_file("tokenizer/vocab.txt"), _file("zz/..b"), _file("zz/signatures")]
+    ),
     "training-state-files": lambda d: d["files"].extend(
-        [{**_file("training/state.json"), "role": "training_state"}]),
+        [{**_file("training/state.json"), "role": "training_state"}]
+    ),
     "files-64": lambda d: d["files"].extend(_file(f"z/{i:03d}") for i in range(62)),
     "size-2-63-minus-1": _set("files[0].size", 2**63 - 1),
     "column-bool-kind": _set("columns[0].kind", "bool"),
     "expires": _set("expires", "2030-01-31T12:00:00Z"),
     "expires-leap-day": _set("expires", "2028-02-29T23:59:59Z"),
 }
-ACCEPTED.update({
-    "sharded-weights": _sharded(),
-    "sharded-weights-1-gib": _sharded(size=(2 << 30) + 1, shard_size=1 << 30),
-})
+ACCEPTED.update(
+    {
+        "sharded-weights": _sharded(),
+        "sharded-weights-1-gib": _sharded(size=(2 << 30) + 1, shard_size=1 << 30),
+    }
+)
 
 
 @pytest.mark.parametrize("name", list(ACCEPTED))
-
 def test_boundary_case_is_accepted_by_schema_and_parser(name: str) -> None:
     doc = _mutated(ACCEPTED[name])
     doc["files"].sort(key=lambda f: f["path"])
@@ -512,17 +572,28 @@ BEYOND_SCHEMA: dict[str, Callable[[Doc], None]] = {
     "shards-wrong-root": _sharded(root=HEX),
     "sharded-entry-not-larger-than-shard": _sharded(size=4 * MIB, count=2),
     "large-entry-not-sharded": _then(_sharded(), _set("files[0].size", 5 * MIB)),
-    "two-shard-sizes": _then(_sharded(), lambda d: d["files"].append(
-        {**_file("zz.bin"), **{k: v for k, v in d["files"][1].items() if k != "path"},
-         "shard_size": 8 * MIB, "shards": d["files"][1]["shards"][:2],
-         "role": "asset"})),
+    "two-shard-sizes": _then(
+        _sharded(),
+        lambda d: d["files"].append(
+            {
+                **_file("zz.bin"),
+                **{k: v for k, v in d["files"][1].items() if k != "path"},
+                "shard_size": 8 * MIB,
+                "shards": d["files"][1]["shards"][:2],
+                "role": "asset",
+            }
+        ),
+    ),
 }
 
 
-@pytest.mark.parametrize("name", [
-    *BEYOND_SCHEMA,
-    "empty-shard-description",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        *BEYOND_SCHEMA,
+        "empty-shard-description",
+    ],
+)
 def test_rules_beyond_json_schema_are_enforced_by_the_parser(name: str) -> None:
     """FORMAT.md 5.9: the schema cannot see these; the parser must refuse them."""
     if name == "empty-shard-description":

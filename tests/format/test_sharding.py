@@ -45,10 +45,13 @@ def _mlp(n: int = N, layers: int = 4, seed: int = 0) -> Any:
         out = f"H{i}" if i < layers - 1 else "Y"
         nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [out]))
         prev = out
-    graph = helper.make_graph(nodes, "mlp",
-                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", n])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     return model
@@ -89,23 +92,30 @@ def _payload(path: Path, key: bundle.PrivateKey) -> dict[str, Any]:
     return statement
 
 
-def _sign(out: Path, entries: dict[str, bytes], manifest_bytes: bytes, statement: bytes,
-          key: bundle.PrivateKey) -> Path:
+def _sign(
+    out: Path,
+    entries: dict[str, bytes],
+    manifest_bytes: bytes,
+    statement: bytes,
+    key: bundle.PrivateKey,
+) -> Path:
     """A bundle of exactly these entries, this manifest and this signed statement."""
-    items = [EntryData(n, d, align=(n == WEIGHTS_NAME), compress=(n == GRAPH_NAME))
-             for n, d in sorted(entries.items())
-             if n != MANIFEST_NAME and not n.startswith("signatures/")]
+    items = [
+        EntryData(n, d, align=(n == WEIGHTS_NAME), compress=(n == GRAPH_NAME))
+        for n, d in sorted(entries.items())
+        if n != MANIFEST_NAME and not n.startswith("signatures/")
+    ]
     items.append(EntryData(MANIFEST_NAME, manifest_bytes))
-    items.append(EntryData(f"signatures/{key.key_id}.sig",
-                           dsse.sign_statement(statement, key)))
+    items.append(EntryData(f"signatures/{key.key_id}.sig", dsse.sign_statement(statement, key)))
     return write_raw(out, items)
 
 
 # --------------------------------------------------------------------------- the format
 
 
-def test_large_entry_is_recorded_in_shards_with_its_root(sharded: Path,
-                                                         key: bundle.PrivateKey) -> None:
+def test_large_entry_is_recorded_in_shards_with_its_root(
+    sharded: Path, key: bundle.PrivateKey
+) -> None:
     entries = read_entries(sharded)
     w = _manifest(sharded).file("weights")
     data = entries[WEIGHTS_NAME]
@@ -140,32 +150,38 @@ def test_statement_uses_oms_shards_serialization(sharded: Path, key: bundle.Priv
     assert ser["hash_type"] == "sha256"
     names = [r["name"] for r in st["predicate"]["resources"]]
     size = len(entries[WEIGHTS_NAME])
-    expected = [f"{MANIFEST_NAME}:0:{len(entries[MANIFEST_NAME])}",
-                f"{GRAPH_NAME}:0:{len(entries[GRAPH_NAME])}",
-                *[f"{WEIGHTS_NAME}:{a}:{min(a + S, size)}" for a in range(0, size, S)]]
+    expected = [
+        f"{MANIFEST_NAME}:0:{len(entries[MANIFEST_NAME])}",
+        f"{GRAPH_NAME}:0:{len(entries[GRAPH_NAME])}",
+        *[f"{WEIGHTS_NAME}:{a}:{min(a + S, size)}" for a in range(0, size, S)],
+    ]
     assert names == expected  # every file, cut as model_signing cuts it; numeric order
     for r in st["predicate"]["resources"]:
         path, a, b = r["name"].rsplit(":", 2)
-        assert r["digest"] == hashlib.sha256(entries[path][int(a):int(b)]).hexdigest()
-    root = hashlib.sha256(b"".join(bytes.fromhex(r["digest"])
-                                   for r in st["predicate"]["resources"])).hexdigest()
+        assert r["digest"] == hashlib.sha256(entries[path][int(a) : int(b)]).hexdigest()
+    root = hashlib.sha256(
+        b"".join(bytes.fromhex(r["digest"]) for r in st["predicate"]["resources"])
+    ).hexdigest()
     assert st["subject"][0]["digest"]["sha256"] == root
 
 
-def test_small_bundle_keeps_files_method_and_old_bytes(tmp_path: Path,
-                                                       key: bundle.PrivateKey) -> None:
+def test_small_bundle_keeps_files_method_and_old_bytes(
+    tmp_path: Path, key: bundle.PrivateKey
+) -> None:
     """Unsharded bundles are written exactly as before sharding existed."""
     path = save_tiny(tmp_path / "tiny.mbundle", key)
     st = _payload(path, key)
     assert st["predicate"]["serialization"]["method"] == "files"
     assert [r["name"] for r in st["predicate"]["resources"]] == [
-        MANIFEST_NAME, GRAPH_NAME, WEIGHTS_NAME]
+        MANIFEST_NAME,
+        GRAPH_NAME,
+        WEIGHTS_NAME,
+    ]
     raw = json.loads(read_entries(path)[MANIFEST_NAME])
     assert all(set(f) == {"path", "role", "size", "sha256"} for f in raw["files"])
 
 
-def test_bundle_written_the_old_way_still_verifies(tmp_path: Path,
-                                                   key: bundle.PrivateKey) -> None:
+def test_bundle_written_the_old_way_still_verifies(tmp_path: Path, key: bundle.PrivateKey) -> None:
     """A format-1 bundle as written before sharding: whole-entry hashes, files statement,
     weights serialized in memory by the safetensors library."""
     from bundle.format import weights as weights_mod
@@ -177,12 +193,15 @@ def test_bundle_written_the_old_way_still_verifies(tmp_path: Path,
     old_weights = weights_mod.serialize(tensors)
     assert old_weights == entries[WEIGHTS_NAME]  # the streamed writer's bytes are the same
     manifest = _manifest(new)
-    files = tuple(FileEntry(f.path, f.role, f.size, hashlib.sha256(entries[f.path]).hexdigest())
-                  for f in manifest.files)
+    files = tuple(
+        FileEntry(f.path, f.role, f.size, hashlib.sha256(entries[f.path]).hexdigest())
+        for f in manifest.files
+    )
     manifest = dataclasses.replace(manifest, files=files)
     mbytes = manifest.to_bytes()
-    resources = [(f.path, f.sha256) for f in files] + [(MANIFEST_NAME,
-                                                        hashlib.sha256(mbytes).hexdigest())]
+    resources = [(f.path, f.sha256) for f in files] + [
+        (MANIFEST_NAME, hashlib.sha256(mbytes).hexdigest())
+    ]
     statement = dsse.build_statement("tiny", resources)
     old = _sign(tmp_path / "old.mbundle", entries, mbytes, statement, key)
     assert old.read_bytes() == new.read_bytes()
@@ -199,17 +218,19 @@ def _tiny_graph_with_weights() -> Any:
 
 
 @pytest.mark.parametrize("shard", [0, 1, 3])
-def test_flipped_byte_in_any_shard_is_refused_naming_it(tmp_path: Path, sharded: Path,
-                                                        key: bundle.PrivateKey,
-                                                        shard: int) -> None:
+def test_flipped_byte_in_any_shard_is_refused_naming_it(
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey, shard: int
+) -> None:
     with ZipReader(sharded) as r:
         at = r.entries[WEIGHTS_NAME].data_offset + shard * S + 12345
     data = bytearray(sharded.read_bytes())
     data[at] ^= 0x01
     bad = tmp_path / "bad.mbundle"
     bad.write_bytes(bytes(data))
-    for attempt in (lambda: bundle.verify(bad, trusted_keys=key.public_key),
-                    lambda: bundle.load(bad, trusted_keys=key.public_key, device="cpu")):
+    for attempt in (
+        lambda: bundle.verify(bad, trusted_keys=key.public_key),
+        lambda: bundle.load(bad, trusted_keys=key.public_key, device="cpu"),
+    ):
         with pytest.raises(IntegrityError, match=rf"shard {shard} of 4 \(bytes {shard * S}\.\."):
             attempt()
 
@@ -233,25 +254,31 @@ def _edit_manifest(tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: 
     return _sign(tmp_path / "edited.mbundle", entries, mbytes, statement, key)
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda w: w["shards"].pop(), "are listed"),
-    (lambda w: w["shards"].append(w["shards"][0]), "are listed"),
-    (lambda w: w.update(sha256=w["shards"][0]), "not the root of its shards"),
-    (lambda w: w["shards"].reverse(), "not the root of its shards"),
-    (lambda w: w.update(shard_size=S * 2), "are listed"),
-    (lambda w: w.update(shard_size=S + 1), "power of two"),
-    (lambda w: w.pop("shard_size"), "come together"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda w: w["shards"].pop(), "are listed"),
+        (lambda w: w["shards"].append(w["shards"][0]), "are listed"),
+        (lambda w: w.update(sha256=w["shards"][0]), "not the root of its shards"),
+        (lambda w: w["shards"].reverse(), "not the root of its shards"),
+        (lambda w: w.update(shard_size=S * 2), "are listed"),
+        (lambda w: w.update(shard_size=S + 1), "power of two"),
+        (lambda w: w.pop("shard_size"), "come together"),
+    ],
+)
 def test_missing_extra_or_wrong_shards_in_manifest_are_refused(
-        tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: Any, message: str) -> None:
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: Any, message: str
+) -> None:
     bad = _edit_manifest(tmp_path, sharded, key, edit)
     with pytest.raises(FormatError, match=message):
         bundle.verify(bad, trusted_keys=key.public_key)
 
 
 def test_consistent_manifest_with_a_wrong_shard_digest_is_refused(
-        tmp_path: Path, sharded: Path, key: bundle.PrivateKey) -> None:
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey
+) -> None:
     """A signer's manifest whose shard list is self-consistent but not the data's."""
+
     def edit(w: dict[str, Any]) -> None:
         w["shards"][2] = hashlib.sha256(b"other").hexdigest()
         w["sha256"] = digest.shard_root(w["shards"])
@@ -262,8 +289,13 @@ def test_consistent_manifest_with_a_wrong_shard_digest_is_refused(
     # Signed consistently (statement from the edited manifest), the data is what differs.
     entries = read_entries(bad)
     manifest = Manifest.from_bytes(entries[MANIFEST_NAME])
-    again = _sign(tmp_path / "again.mbundle", entries, entries[MANIFEST_NAME],
-                  statement_for(manifest, entries[MANIFEST_NAME]), key)
+    again = _sign(
+        tmp_path / "again.mbundle",
+        entries,
+        entries[MANIFEST_NAME],
+        statement_for(manifest, entries[MANIFEST_NAME]),
+        key,
+    )
     with pytest.raises(IntegrityError, match="shard 2 of 4"):
         bundle.verify(again, trusted_keys=key.public_key)
 
@@ -305,24 +337,35 @@ def _recut(res: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
     out = []
     for n, d in res:
         p, a, b = n.rsplit(":", 2)
-        out.append((f"{p}:{int(a) * 2}:{int(a) * 2 + (int(b) - int(a)) * 2}", d)
-                   if p == WEIGHTS_NAME else (n, d))
+        out.append(
+            (f"{p}:{int(a) * 2}:{int(a) * 2 + (int(b) - int(a)) * 2}", d)
+            if p == WEIGHTS_NAME
+            else (n, d)
+        )
     return out, 2 * S
 
 
-@pytest.mark.parametrize(("edit", "error", "message"), [
-    (_drop_weights_shard, SignatureError, "consecutive"),
-    (_extra_weights_shard, SignatureError, "consecutive|disagree"),
-    (_swap_digests, SignatureError, "disagree"),
-    (_as_files, SignatureError, "whole files"),
-    (_recut, SignatureError, "consecutive|disagree"),
-])
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (_drop_weights_shard, SignatureError, "consecutive"),
+        (_extra_weights_shard, SignatureError, "consecutive|disagree"),
+        (_swap_digests, SignatureError, "disagree"),
+        (_as_files, SignatureError, "whole files"),
+        (_recut, SignatureError, "consecutive|disagree"),
+    ],
+)
 def test_statement_with_missing_extra_or_wrong_shards_is_refused(
-        tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: Any, error: type,
-        message: str) -> None:
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey, edit: Any, error: type, message: str
+) -> None:
     entries = read_entries(sharded)
-    bad = _sign(tmp_path / "st.mbundle", entries, entries[MANIFEST_NAME],
-                _statement_variant(sharded, key, edit), key)
+    bad = _sign(
+        tmp_path / "st.mbundle",
+        entries,
+        entries[MANIFEST_NAME],
+        _statement_variant(sharded, key, edit),
+        key,
+    )
     with pytest.raises(error, match=message):
         bundle.verify(bad, trusted_keys=key.public_key)
 
@@ -338,15 +381,30 @@ def test_statement_shards_must_be_in_oms_order(sharded: Path, key: bundle.Privat
 
 
 def test_manifest_shard_sizes_must_agree() -> None:
-    big = FileEntry(WEIGHTS_NAME, "weights", S + 1, digest.shard_root(["a" * 64, "b" * 64]),
-                    ("a" * 64, "b" * 64), S)
+    big = FileEntry(
+        WEIGHTS_NAME,
+        "weights",
+        S + 1,
+        digest.shard_root(["a" * 64, "b" * 64]),
+        ("a" * 64, "b" * 64),
+        S,
+    )
     with pytest.raises(FormatError, match="larger than the shard size"):
-        _with_files([FileEntry(path=GRAPH_NAME, role="graph", size=S + 10, sha256="c" * 64),
-                     big])
+        _with_files([FileEntry(path=GRAPH_NAME, role="graph", size=S + 10, sha256="c" * 64), big])
     with pytest.raises(FormatError, match="different sizes"):
-        _with_files([FileEntry(GRAPH_NAME, "graph", 2 * S + 1,
-                               digest.shard_root(["a" * 64, "b" * 64]), ("a" * 64, "b" * 64),
-                               2 * S), big])
+        _with_files(
+            [
+                FileEntry(
+                    GRAPH_NAME,
+                    "graph",
+                    2 * S + 1,
+                    digest.shard_root(["a" * 64, "b" * 64]),
+                    ("a" * 64, "b" * 64),
+                    2 * S,
+                ),
+                big,
+            ]
+        )
     with pytest.raises(FormatError, match="not sharded at shard_size"):
         FileEntry(WEIGHTS_NAME, "weights", S, "a" * 64, ("a" * 64,), S)
 
@@ -354,10 +412,13 @@ def test_manifest_shard_sizes_must_agree() -> None:
 def _with_files(files: list[FileEntry]) -> Manifest:
     from bundle.format.manifest import ModelInfo, OnnxInfo, TensorSpec
 
-    return Manifest(ModelInfo("m", "1", "", "generic", "onnx", "9", "onnx", ""),
-                    OnnxInfo(9, {"ai.onnx": 17}, "1.16"),
-                    (TensorSpec("X", "float32", (None, 2)),),
-                    (TensorSpec("Y", "float32", (None, 2)),), tuple(files))
+    return Manifest(
+        ModelInfo("m", "1", "", "generic", "onnx", "9", "onnx", ""),
+        OnnxInfo(9, {"ai.onnx": 17}, "1.16"),
+        (TensorSpec("X", "float32", (None, 2)),),
+        (TensorSpec("Y", "float32", (None, 2)),),
+        tuple(files),
+    )
 
 
 # --------------------------------------------------------------------------- the hasher
@@ -373,8 +434,7 @@ def test_parallel_range_hashing_equals_sequential(tmp_path: Path) -> None:
     try:
         got = digest.hash_ranges(fd, spans, workers=3, keep=keep, buffer_size=65536)
         seen: list[int] = []
-        again = digest.hash_ranges(fd, spans, workers=1, buffer_size=1000,
-                                   progress=seen.append)
+        again = digest.hash_ranges(fd, spans, workers=1, buffer_size=1000, progress=seen.append)
         with pytest.raises(digest.ShortReadError):
             digest.hash_ranges(fd, [(len(data) - 10, len(data) + 10)])
     finally:
@@ -382,7 +442,7 @@ def test_parallel_range_hashing_equals_sequential(tmp_path: Path) -> None:
     for (a, b), r, r1, k in zip(spans, got, again, keep, strict=True):
         assert r.sha256 == r1.sha256 == hashlib.sha256(data[a:b]).digest()
         assert r.crc32 == r1.crc32 == zlib.crc32(data[a:b])
-        assert r.head == data[a:a + k]
+        assert r.head == data[a : a + k]
     assert sum(seen) == sum(b - a for a, b in spans)
 
 
@@ -394,13 +454,16 @@ def test_hashing_into_a_buffer_keeps_the_hashed_bytes(tmp_path: Path) -> None:
     view = memoryview(buf)
     fd = os.open(f, os.O_RDONLY)
     try:
-        rs = digest.hash_ranges(fd, [(0, 1 << 20), (1 << 20, 2 << 20)],
-                                into=[view[:1 << 20], view[1 << 20:]])
+        rs = digest.hash_ranges(
+            fd, [(0, 1 << 20), (1 << 20, 2 << 20)], into=[view[: 1 << 20], view[1 << 20 :]]
+        )
     finally:
         os.close(fd)
     assert bytes(buf) == data
-    assert [r.hexdigest for r in rs] == [hashlib.sha256(data[:1 << 20]).hexdigest(),
-                                         hashlib.sha256(data[1 << 20:]).hexdigest()]
+    assert [r.hexdigest for r in rs] == [
+        hashlib.sha256(data[: 1 << 20]).hexdigest(),
+        hashlib.sha256(data[1 << 20 :]).hexdigest(),
+    ]
 
 
 def test_crc32_combine_matches_zlib() -> None:
@@ -415,13 +478,13 @@ def test_digest_bytes_shards_only_above_the_shard_size() -> None:
     data = os.urandom(S + 1)
     assert digest.digest_bytes(data[:S], S) == digest.Digest(hashlib.sha256(data[:S]).hexdigest())
     d = digest.digest_bytes(data, S)
-    assert d.shards == (hashlib.sha256(data[:S]).hexdigest(),
-                        hashlib.sha256(data[S:]).hexdigest())
+    assert d.shards == (hashlib.sha256(data[:S]).hexdigest(), hashlib.sha256(data[S:]).hexdigest())
     assert d.sha256 == digest.shard_root(d.shards)
 
 
-def test_crc_of_a_sharded_entry_is_still_checked(tmp_path: Path, sharded: Path,
-                                                 key: bundle.PrivateKey) -> None:
+def test_crc_of_a_sharded_entry_is_still_checked(
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey
+) -> None:
     """No hash covers the zip CRC field: a flipped CRC bit must be refused too."""
     with ZipReader(sharded) as r:
         e = r.entries[WEIGHTS_NAME]
@@ -449,8 +512,9 @@ print("VERIFIED")
 
 
 @pytest.mark.interop
-def test_sharded_bundle_verifies_with_model_signing(tmp_path: Path, sharded: Path,
-                                                    key: bundle.PrivateKey) -> None:
+def test_sharded_bundle_verifies_with_model_signing(
+    tmp_path: Path, sharded: Path, key: bundle.PrivateKey
+) -> None:
     """OMS's reference verifier (its Python API: the 1.1.1 CLI has no shard option)
     re-cuts the unzipped bundle by the signed shard size and checks every piece."""
     import subprocess
@@ -469,8 +533,13 @@ def test_sharded_bundle_verifies_with_model_signing(tmp_path: Path, sharded: Pat
     sig = model / "signatures" / f"{key.key_id}.sig"
 
     def oms() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([python, "-c", _OMS_VERIFY, str(model), str(sig), str(pub)],
-                              capture_output=True, text=True, timeout=300, check=False)
+        return subprocess.run(
+            [python, "-c", _OMS_VERIFY, str(model), str(sig), str(pub)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
     ok = oms()
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -37,8 +37,9 @@ def batch_key() -> bundle.PrivateKey:
 
 
 @pytest.fixture(scope="session")
-def pipeline_bundle(tmp_path_factory: pytest.TempPathFactory,
-                    batch_key: bundle.PrivateKey) -> Signed:
+def pipeline_bundle(
+    tmp_path_factory: pytest.TempPathFactory, batch_key: bundle.PrivateKey
+) -> Signed:
     """ColumnTransformer (scaler + one-hot) + LogisticRegression, fitted on a DataFrame."""
     pytest.importorskip("sklearn")
     from sklearn.compose import ColumnTransformer
@@ -50,43 +51,66 @@ def pipeline_bundle(tmp_path_factory: pytest.TempPathFactory,
 
     train = frame(400, 0)
     y = ((train["age"] - 45) / 15 + (train["city"] == "paris") > 0.3).astype(int)
-    pre = ColumnTransformer([("num", StandardScaler(), ["age", "income", "visits"]),
-                             ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])])
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income", "visits"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+        ]
+    )
     model = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=500))]).fit(train, y)
     path = tmp_path_factory.mktemp("pipeline") / "churn.mbundle"
-    manifest = bundle.save(model, path, sample_input=train.iloc[:20], signing_key=batch_key,
-                           name="churn")
+    manifest = bundle.save(
+        model, path, sample_input=train.iloc[:20], signing_key=batch_key, name="churn"
+    )
     return Signed(path, model, frame(600, 1), batch_key, manifest_digest(manifest))
 
 
 @pytest.fixture(scope="session")
-def torch_bundle(tmp_path_factory: pytest.TempPathFactory,
-                 batch_key: bundle.PrivateKey) -> Signed:
+def torch_bundle(tmp_path_factory: pytest.TempPathFactory, batch_key: bundle.PrivateKey) -> Signed:
     """A PyTorch MLP 64 -> 256 -> 4 (about 70 kB of weights)."""
     torch = pytest.importorskip("torch")
     from bundle.integrations import manifest_digest
 
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
-                              torch.nn.Linear(256, 4)).eval()
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4)
+    ).eval()
     path = tmp_path_factory.mktemp("torch") / "mlp.mbundle"
-    manifest = bundle.save(mlp, path, sample_input=torch.randn(1, 64), signing_key=batch_key,
-                           name="mlp", training_state=False)
+    manifest = bundle.save(
+        mlp,
+        path,
+        sample_input=torch.randn(1, 64),
+        signing_key=batch_key,
+        name="mlp",
+        training_state=False,
+    )
     x = np.random.default_rng(2).standard_normal((500, 64)).astype(np.float32)
     return Signed(path, mlp, x, batch_key, manifest_digest(manifest))
 
 
 @pytest.fixture(scope="session")
-def tampered_pipeline(pipeline_bundle: Signed, tmp_path_factory: pytest.TempPathFactory,
-                      ) -> Signed:
+def tampered_pipeline(
+    pipeline_bundle: Signed,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Signed:
     """The pipeline saved as version 2 (a digest no worker has cached), one weight byte
     changed afterwards; ``digest`` is what the signed manifest says."""
     from bundle.integrations import manifest_digest
 
     folder = tmp_path_factory.mktemp("tampered")
-    manifest = bundle.save(pipeline_bundle.model, folder / "good.mbundle",
-                           sample_input=pipeline_bundle.data.iloc[:20],
-                           signing_key=pipeline_bundle.key, name="churn", version="2")
+    manifest = bundle.save(
+        pipeline_bundle.model,
+        folder / "good.mbundle",
+        sample_input=pipeline_bundle.data.iloc[:20],
+        signing_key=pipeline_bundle.key,
+        name="churn",
+        version="2",
+    )
     path = tamper(folder / "good.mbundle", folder / "churn.mbundle")
-    return Signed(path, pipeline_bundle.model, pipeline_bundle.data, pipeline_bundle.key,
-                  manifest_digest(manifest))
+    return Signed(
+        path,
+        pipeline_bundle.model,
+        pipeline_bundle.data,
+        pipeline_bundle.key,
+        manifest_digest(manifest),
+    )

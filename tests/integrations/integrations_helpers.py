@@ -31,10 +31,14 @@ def frame(n: int, seed: int) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"age": rng.uniform(18, 80, size=n),
-                         "income": rng.lognormal(10, 0.5, size=n),
-                         "visits": rng.integers(0, 30, size=n),
-                         "city": rng.choice(["paris", "lyon", "nice"], size=n)})
+    return pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, size=n),
+            "income": rng.lognormal(10, 0.5, size=n),
+            "visits": rng.integers(0, 30, size=n),
+            "city": rng.choice(["paris", "lyon", "nice"], size=n),
+        }
+    )
 
 
 def torch_expected(signed: Signed, x: np.ndarray) -> np.ndarray:
@@ -50,7 +54,7 @@ def weights_sample(path: Path) -> bytes:
     with ZipReader(path) as r:
         data = r.read(WEIGHTS_NAME, max_size=1 << 30)
     mid = len(data) // 2
-    return data[mid:mid + 64]
+    return data[mid : mid + 64]
 
 
 def tamper(src: Path, dst: Path) -> Path:

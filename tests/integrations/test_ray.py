@@ -26,9 +26,13 @@ pytestmark = pytest.mark.slow
 def local_ray() -> Iterator[None]:
     # The actors get PYTHONPATH through the runtime env (Ray Data's actors do not inherit
     # the driver's environment): they must import this checkout and these tests.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}},
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield
@@ -72,22 +76,34 @@ def _chain(e: BaseException) -> list[BaseException]:
 
 def test_pipeline_one_verification_per_actor(local_ray: None, pipeline_bundle: Signed) -> None:
     df = pipeline_bundle.data
-    scorer = Scorer.create(pipeline_bundle.path, digest=pipeline_bundle.digest,
-                           trusted_keys=pipeline_bundle.key.public_key, lineage="model")
+    scorer = Scorer.create(
+        pipeline_bundle.path,
+        digest=pipeline_bundle.digest,
+        trusted_keys=pipeline_bundle.key.public_key,
+        lineage="model",
+    )
     blob = ray.cloudpickle.dumps(scorer)  # what map_batches ships to every actor
     assert len(blob) < 2048
     assert weights_sample(pipeline_bundle.path) not in blob
     # six blocks from the start: a repartition task would wait for the CPUs the actors hold
-    ds = ray.data.from_pandas([df.iloc[i:i + 100] for i in range(0, len(df), 100)])
-    out = ds.map_batches(Probe, fn_constructor_args=(scorer,), batch_size=100,
-                         batch_format="pandas", num_cpus=1,
-                         compute=ray.data.ActorPoolStrategy(size=2)).to_pandas()
+    ds = ray.data.from_pandas([df.iloc[i : i + 100] for i in range(0, len(df), 100)])
+    out = ds.map_batches(
+        Probe,
+        fn_constructor_args=(scorer,),
+        batch_size=100,
+        batch_format="pandas",
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=2),
+    ).to_pandas()
     out = out.sort_values(["age", "income"]).reset_index(drop=True)
     expected = df.sort_values(["age", "income"]).reset_index(drop=True)
     np.testing.assert_array_equal(out["label"].to_numpy(), pipeline_bundle.model.predict(expected))
-    np.testing.assert_allclose(np.stack(out["probabilities"].to_numpy()),
-                               pipeline_bundle.model.predict_proba(expected),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(out["probabilities"].to_numpy()),
+        pipeline_bundle.model.predict_proba(expected),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert set(out["model"]) == {pipeline_bundle.digest}
     workers = _per_worker(out["worker"])
     assert len(workers) == 2, workers
@@ -100,24 +116,44 @@ def test_score_helper_threads_from_num_cpus(local_ray: None, torch_bundle: Signe
     output = Scorer.create(torch_bundle.path, trusted_keys=key).model().outputs[0].name
     # from_numpy's tensor column "data" feeds the model's one input; no other operator
     # runs (one actor holds both CPUs, a task would wait for ever)
-    out = bray.score(ray.data.from_numpy(x), torch_bundle.path, trusted_keys=key,
-                     features=["data"], concurrency=1, num_cpus=2, batch_format="numpy",
-                     batch_size=128, lineage="model").take_all()
+    out = bray.score(
+        ray.data.from_numpy(x),
+        torch_bundle.path,
+        trusted_keys=key,
+        features=["data"],
+        concurrency=1,
+        num_cpus=2,
+        batch_format="numpy",
+        batch_size=128,
+        lineage="model",
+    ).take_all()
     got = np.stack([r[output] for r in out])
     inputs = np.stack([r["data"] for r in out])
     np.testing.assert_allclose(got, torch_expected(torch_bundle, inputs), rtol=1e-4, atol=1e-5)
     assert {r["model"] for r in out} == {torch_bundle.digest}
     scorer = Scorer.create(torch_bundle.path, trusted_keys=key, features=["data"])
-    probe = ray.data.from_numpy(x[:10]).map_batches(
-        Probe, fn_constructor_args=(scorer,), num_cpus=2, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=1)).take_all()
+    probe = (
+        ray.data.from_numpy(x[:10])
+        .map_batches(
+            Probe,
+            fn_constructor_args=(scorer,),
+            num_cpus=2,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=1),
+        )
+        .take_all()
+    )
     assert {r["worker"].split(":")[3] for r in probe} == {"2"}  # the actor's 2 CPUs
 
 
-def test_tampered_bundle_fails_the_job_with_its_error(local_ray: None,
-                                                      tampered_pipeline: Signed) -> None:
-    ref = reference(tampered_pipeline.path, digest=tampered_pipeline.digest,
-                    trusted_keys=tampered_pipeline.key.public_key)
+def test_tampered_bundle_fails_the_job_with_its_error(
+    local_ray: None, tampered_pipeline: Signed
+) -> None:
+    ref = reference(
+        tampered_pipeline.path,
+        digest=tampered_pipeline.digest,
+        trusted_keys=tampered_pipeline.key.public_key,
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.raise_original_map_exception = True  # what the README tells users to set
     try:
@@ -126,14 +162,14 @@ def test_tampered_bundle_fails_the_job_with_its_error(local_ray: None,
             bray.score(ds, ref).materialize()
     finally:
         ctx.raise_original_map_exception = False
-    assert any(isinstance(e, bundle.IntegrityError) for e in _chain(info.value)), \
-        _chain(info.value)
+    assert any(isinstance(e, bundle.IntegrityError) for e in _chain(info.value)), _chain(info.value)
 
 
 def test_bad_batch_is_input_error(local_ray: None, pipeline_bundle: Signed) -> None:
     ds = ray.data.from_pandas(pipeline_bundle.data.iloc[:50].drop(columns=["city"]))
     with pytest.raises(Exception) as info:
-        bray.score(ds, pipeline_bundle.path,
-                   trusted_keys=pipeline_bundle.key.public_key).materialize()
+        bray.score(
+            ds, pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key
+        ).materialize()
     # Ray Data's default: the UDF's exception wrapped, its traceback in the message
     assert "bundle.errors.InputError: missing column(s) ['city']" in str(info.value)

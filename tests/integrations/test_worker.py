@@ -42,8 +42,7 @@ def test_loaded_once_per_process(pipeline_bundle: Signed) -> None:
     ref = reference(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
     before = cache_stats()
     first = load_model(ref)
-    again = load_model(reference(pipeline_bundle.path,
-                                 trusted_keys=pipeline_bundle.key.public_key))
+    again = load_model(reference(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key))
     after = cache_stats()
     assert first is again
     assert after["fetches"] - before["fetches"] == 1
@@ -65,8 +64,11 @@ def test_threads_from_the_grant_and_spinning_off(torch_bundle: Signed) -> None:
 
 
 def test_another_digest_is_refused(pipeline_bundle: Signed, torch_bundle: Signed) -> None:
-    ref = reference(pipeline_bundle.path, digest=torch_bundle.digest,
-                    trusted_keys=pipeline_bundle.key.public_key)
+    ref = reference(
+        pipeline_bundle.path,
+        digest=torch_bundle.digest,
+        trusted_keys=pipeline_bundle.key.public_key,
+    )
     with pytest.raises(bundle.IntegrityError, match="not the sha256:"):
         load_model(ref)
     with pytest.raises(bundle.IntegrityError):
@@ -81,8 +83,11 @@ def test_another_digest_is_refused(pipeline_bundle: Signed, torch_bundle: Signed
 def test_tampered_and_untrusted_are_refused(pipeline_bundle: Signed, tmp_path: Path) -> None:
     bad = tamper(pipeline_bundle.path, tmp_path / "bad.mbundle")
     with pytest.raises(bundle.IntegrityError):
-        load_model(reference(bad, digest=pipeline_bundle.digest,
-                             trusted_keys=pipeline_bundle.key.public_key))
+        load_model(
+            reference(
+                bad, digest=pipeline_bundle.digest, trusted_keys=pipeline_bundle.key.public_key
+            )
+        )
     stranger = bundle.generate_key().public_key
     with pytest.raises(bundle.SignatureError):
         load_model(reference(pipeline_bundle.path, trusted_keys=stranger))
@@ -103,8 +108,9 @@ def test_wrong_arguments(pipeline_bundle: Signed, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="store="):
         reference("churn@production", trusted_keys=key)
     with pytest.raises(ValueError, match="rollback_state"):
-        reference(pipeline_bundle.path,
-                  trust=bundle.TrustPolicy(key, rollback_state=tmp_path / "r.json"))
+        reference(
+            pipeline_bundle.path, trust=bundle.TrustPolicy(key, rollback_state=tmp_path / "r.json")
+        )
     with pytest.raises(ValueError, match="64 hex"):
         reference(pipeline_bundle.path, digest="sha256:abc", trusted_keys=key)
     with pytest.raises(TypeError, match="not both"):
@@ -112,19 +118,25 @@ def test_wrong_arguments(pipeline_bundle: Signed, tmp_path: Path) -> None:
 
 
 def test_pipeline_batch_scored_like_sklearn(pipeline_bundle: Signed) -> None:
-    scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key,
-                           lineage="model")
+    scorer = Scorer.create(
+        pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key, lineage="model"
+    )
     df = pipeline_bundle.data
     out = scorer.score(df)
     np.testing.assert_array_equal(out["label"].to_numpy(), pipeline_bundle.model.predict(df))
-    np.testing.assert_allclose(np.stack(out["probabilities"].to_numpy()),
-                               pipeline_bundle.model.predict_proba(df), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack(out["probabilities"].to_numpy()),
+        pipeline_bundle.model.predict_proba(df),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert set(out["model"]) == {pipeline_bundle.digest}
     assert list(out.columns[:4]) == list(df.columns)
 
 
-def test_batch_that_does_not_fit_is_input_error(pipeline_bundle: Signed,
-                                                torch_bundle: Signed) -> None:
+def test_batch_that_does_not_fit_is_input_error(
+    pipeline_bundle: Signed, torch_bundle: Signed
+) -> None:
     scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
     with pytest.raises(bundle.InputError, match="missing column"):
         scorer.score(pipeline_bundle.data.drop(columns=["city"]))
@@ -143,15 +155,16 @@ def test_tensor_model_from_columns_and_from_arrays(torch_bundle: Signed) -> None
     x = torch_bundle.data
     expected = torch_expected(torch_bundle, x)
     names = [f"f{i}" for i in range(x.shape[1])]
-    scorer = Scorer.create(torch_bundle.path, trusted_keys=torch_bundle.key.public_key,
-                           features=names)
+    scorer = Scorer.create(
+        torch_bundle.path, trusted_keys=torch_bundle.key.public_key, features=names
+    )
     out = scorer.score(pd.DataFrame(x, columns=names))
     output = scorer.model().outputs[0].name
-    np.testing.assert_allclose(np.stack(out[output].to_numpy()), expected, rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.stack(out[output].to_numpy()), expected, rtol=1e-4, atol=1e-5)
     input_name = scorer.model().inputs[0].name
-    plain = Scorer.create(torch_bundle.path, trusted_keys=torch_bundle.key.public_key,
-                          outputs={output: "y"})
+    plain = Scorer.create(
+        torch_bundle.path, trusted_keys=torch_bundle.key.public_key, outputs={output: "y"}
+    )
     got = plain.score({input_name: x})
     np.testing.assert_allclose(got["y"], expected, rtol=1e-4, atol=1e-5)
 
@@ -163,11 +176,12 @@ def test_store_alias_resolved_once_on_the_driver(pipeline_bundle: Signed, tmp_pa
     store = Store(tmp_path / "store", trust=bundle.TrustPolicy(key.public_key))
     store.push(pipeline_bundle.path)
     store.promote("churn", "production", "1", signing_key=key)
-    ref = reference("churn@production", store=str(tmp_path / "store"),
-                    trusted_keys=key.public_key)
-    assert ref.digest.removeprefix("sha256:") == \
-        store.resolve("churn@production").digest.removeprefix("sha256:")
+    ref = reference("churn@production", store=str(tmp_path / "store"), trusted_keys=key.public_key)
+    assert ref.digest.removeprefix("sha256:") == store.resolve(
+        "churn@production"
+    ).digest.removeprefix("sha256:")
     assert ref.lineage == f"{ref.digest} churn@production#{ref.seq}"
     model = load_model(ref)
-    np.testing.assert_array_equal(model.predict(pipeline_bundle.data),
-                                  pipeline_bundle.model.predict(pipeline_bundle.data))
+    np.testing.assert_array_equal(
+        model.predict(pipeline_bundle.data), pipeline_bundle.model.predict(pipeline_bundle.data)
+    )

@@ -78,37 +78,86 @@ def _str(text: str) -> bytes:
 
 def _getattr_chain(s: str) -> bytes:
     """getattr(__import__('os'), 'system')('touch s'), assembled opcode by opcode."""
-    return b"".join([
-        pickle.PROTO, b"\x04",
-        _str("builtins"), _str("getattr"), pickle.STACK_GLOBAL,
-        _str("builtins"), _str("__import__"), pickle.STACK_GLOBAL,
-        _str("os"), pickle.TUPLE1, pickle.REDUCE,
-        _str("system"), pickle.TUPLE2, pickle.REDUCE,
-        _str(_touch_cmd(s)), pickle.TUPLE1, pickle.REDUCE, pickle.STOP])
+    return b"".join(
+        [
+            pickle.PROTO,
+            b"\x04",
+            _str("builtins"),
+            _str("getattr"),
+            pickle.STACK_GLOBAL,
+            _str("builtins"),
+            _str("__import__"),
+            pickle.STACK_GLOBAL,
+            _str("os"),
+            pickle.TUPLE1,
+            pickle.REDUCE,
+            _str("system"),
+            pickle.TUPLE2,
+            pickle.REDUCE,
+            _str(_touch_cmd(s)),
+            pickle.TUPLE1,
+            pickle.REDUCE,
+            pickle.STOP,
+        ]
+    )
 
 
 def _memo_hidden(s: str) -> bytes:
     """The module and name strings are memoized early, popped, and fetched back with
     BINGET just before STACK_GLOBAL: nothing near the STACK_GLOBAL spells 'os system'."""
-    return b"".join([
-        pickle.PROTO, b"\x04",
-        _str("os"), pickle.MEMOIZE, pickle.POP,
-        _str("harmless"), pickle.MEMOIZE, pickle.POP,
-        _str("system"), pickle.MEMOIZE, pickle.POP,
-        pickle.BINGET, b"\x00", pickle.BINGET, b"\x02", pickle.STACK_GLOBAL,
-        _str(_touch_cmd(s)), pickle.TUPLE1, pickle.REDUCE, pickle.STOP])
+    return b"".join(
+        [
+            pickle.PROTO,
+            b"\x04",
+            _str("os"),
+            pickle.MEMOIZE,
+            pickle.POP,
+            _str("harmless"),
+            pickle.MEMOIZE,
+            pickle.POP,
+            _str("system"),
+            pickle.MEMOIZE,
+            pickle.POP,
+            pickle.BINGET,
+            b"\x00",
+            pickle.BINGET,
+            b"\x02",
+            pickle.STACK_GLOBAL,
+            _str(_touch_cmd(s)),
+            pickle.TUPLE1,
+            pickle.REDUCE,
+            pickle.STOP,
+        ]
+    )
 
 
 def _memo_computed(s: str) -> bytes:
     """The module name is *computed* (``codecs.decode(b"os", "ascii")``) and memoized:
     no scanner can resolve it without running code, so the file is unscannable."""
-    return b"".join([
-        pickle.PROTO, b"\x04",
-        _str("codecs"), _str("decode"), pickle.STACK_GLOBAL,
-        pickle.SHORT_BINBYTES, b"\x02os", _str("ascii"), pickle.TUPLE2, pickle.REDUCE,
-        pickle.MEMOIZE, pickle.POP, pickle.BINGET, b"\x00",
-        _str("system"), pickle.STACK_GLOBAL,
-        _str(_touch_cmd(s)), pickle.TUPLE1, pickle.REDUCE, pickle.STOP])
+    return b"".join(
+        [
+            pickle.PROTO,
+            b"\x04",
+            _str("codecs"),
+            _str("decode"),
+            pickle.STACK_GLOBAL,
+            pickle.SHORT_BINBYTES,
+            b"\x02os",
+            _str("ascii"),
+            pickle.TUPLE2,
+            pickle.REDUCE,
+            pickle.MEMOIZE,
+            pickle.POP,
+            pickle.BINGET,
+            b"\x00",
+            _str("system"),
+            pickle.STACK_GLOBAL,
+            _str(_touch_cmd(s)),
+            pickle.TUPLE1,
+            pickle.REDUCE,
+            pickle.STOP,
+        ]
+    )
 
 
 def _collect_env(s: str) -> bytes:
@@ -120,8 +169,9 @@ def _collect_env(s: str) -> bytes:
 def _spawnv_passfds(s: str) -> bytes:
     import multiprocessing.util as mu
 
-    return pickle.dumps(_Reduce(mu.spawnv_passfds, b"/usr/bin/touch",
-                                [b"touch", os.fsencode(s)], ()), protocol=4)
+    return pickle.dumps(
+        _Reduce(mu.spawnv_passfds, b"/usr/bin/touch", [b"touch", os.fsencode(s)], ()), protocol=4
+    )
 
 
 def _joblib_nested(s: str) -> bytes:
@@ -152,8 +202,15 @@ def _trojan(s: str) -> bytes:
 
 def _ext_code(s: str) -> bytes:
     """EXT1: whatever the loading process registered under code 1 in copyreg."""
-    return pickle.PROTO + b"\x02" + pickle.EXT1 + b"\x01" + pickle.EMPTY_TUPLE + \
-        pickle.REDUCE + pickle.STOP
+    return (
+        pickle.PROTO
+        + b"\x02"
+        + pickle.EXT1
+        + b"\x01"
+        + pickle.EMPTY_TUPLE
+        + pickle.REDUCE
+        + pickle.STOP
+    )
 
 
 CASES = [
@@ -165,8 +222,12 @@ CASES = [
     Case("memo-hidden STACK_GLOBAL", ".pkl", _memo_hidden, "os.system"),
     Case("computed STACK_GLOBAL", ".pkl", _memo_computed, ""),
     Case("torch.utils.collect_env.run", ".pkl", _collect_env, "torch.utils.collect_env.run"),
-    Case("multiprocessing.util.spawnv_passfds", ".pkl", _spawnv_passfds,
-         "multiprocessing.util.spawnv_passfds"),
+    Case(
+        "multiprocessing.util.spawnv_passfds",
+        ".pkl",
+        _spawnv_passfds,
+        "multiprocessing.util.spawnv_passfds",
+    ),
     Case("payload nested in joblib", ".joblib", _joblib_nested, "posix.system", "joblib"),
     Case("payload inside torch zip", ".pt", _torch_zip, "posix.system", "torch"),
     Case("approved class, __reduce__ to os.system", ".pkl", _trojan, "posix.system"),
@@ -181,4 +242,3 @@ def write(case: Case, directory: Path) -> tuple[Path, Path]:
     path = directory / f"case-{slug}{case.suffix}"
     path.write_bytes(case.build(str(sentinel)))
     return path, sentinel
-

@@ -44,8 +44,9 @@ def test_sklearn_pipeline_in_joblib(tmp_path: Path, signing_key: bundle.PrivateK
     assert report.format == "joblib"
     assert "sklearn.pipeline.Pipeline" in report.needs_approval
     out = tmp_path / "clf.mbundle"
-    manifest = bundle.migrate(src, out, approve=report.needs_approval, sample_input=X[:20],
-                              signing_key=signing_key)
+    manifest = bundle.migrate(
+        src, out, approve=report.needs_approval, sample_input=X[:20], signing_key=signing_key
+    )
     model = bundle.load(out, trusted_keys=signing_key.public_key)
     np.testing.assert_array_equal(model.predict(X), clf.predict(X))
     proba = model.run({model.inputs[0].name: X})["probabilities"]
@@ -59,20 +60,22 @@ def test_sklearn_pipeline_in_joblib(tmp_path: Path, signing_key: bundle.PrivateK
     assert record["tools"]["scikit-learn"]
     assert record["parity"]["required"] is True
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((Path(bundle.__file__).parents[1] / "spec" /
-                         "migration.schema.json").read_text())
+    schema = json.loads(
+        (Path(bundle.__file__).parents[1] / "spec" / "migration.schema.json").read_text()
+    )
     jsonschema.validate(record, schema)
     assert manifest.parity is not None
     assert manifest.parity.passed
     # the record is signed: it is in the manifest the signature covers
-    assert bundle.verify(out, trusted_keys=signing_key.public_key).manifest.metadata == \
-        manifest.metadata
+    assert (
+        bundle.verify(out, trusted_keys=signing_key.public_key).manifest.metadata
+        == manifest.metadata
+    )
     assert {p.name for p in tmp_path.iterdir()} == {"clf.joblib", "clf.mbundle"}  # no leftovers
 
 
 @pytest.mark.slow
-def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.PrivateKey
-                                          ) -> None:
+def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.PrivateKey) -> None:
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(HERE))
     from nets import Net
@@ -89,8 +92,9 @@ def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.Pr
     assert bundle.scan(sd).verdict == "tensors-only"
     with pytest.raises(ValueError, match="model="):
         bundle.migrate(sd, tmp_path / "x.mbundle", sample_input=x)
-    m1 = bundle.migrate(sd, tmp_path / "sd.mbundle", model=Net(), sample_input=x,
-                        signing_key=signing_key)
+    m1 = bundle.migrate(
+        sd, tmp_path / "sd.mbundle", model=Net(), sample_input=x, signing_key=signing_key
+    )
     assert _record(m1)["loaded_with"].startswith("torch.load(weights_only=True)")
     loaded = bundle.load(tmp_path / "sd.mbundle", trusted_keys=signing_key.public_key)
     got = loaded.predict(x.numpy())
@@ -100,13 +104,24 @@ def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.Pr
     assert report.verdict == "needs-approval"
     assert set(report.needs_approval) == {"nets.Net", "torch.nn.modules.linear.Linear"}
     with pytest.raises(bundle.ApprovalError, match=r"nets\.Net"):
-        bundle.migrate(full, tmp_path / "full.mbundle", approve=["torch.nn.modules.linear.Linear"],
-                       sample_input=x)
-    m2 = bundle.migrate(full, tmp_path / "full.mbundle", approve=report.needs_approval,
-                        sample_input=x, signing_key=signing_key, search_path=[str(HERE)])
+        bundle.migrate(
+            full,
+            tmp_path / "full.mbundle",
+            approve=["torch.nn.modules.linear.Linear"],
+            sample_input=x,
+        )
+    m2 = bundle.migrate(
+        full,
+        tmp_path / "full.mbundle",
+        approve=report.needs_approval,
+        sample_input=x,
+        signing_key=signing_key,
+        search_path=[str(HERE)],
+    )
     assert _record(m2)["approved"] == ["nets.Net", "torch.nn.modules.linear.Linear"]
     got = bundle.load(tmp_path / "full.mbundle", trusted_keys=signing_key.public_key).predict(
-        x.numpy())
+        x.numpy()
+    )
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -114,16 +129,16 @@ def test_torch_state_dict_and_full_module(tmp_path: Path, signing_key: bundle.Pr
 def test_keras_file(tmp_path: Path, signing_key: bundle.PrivateKey) -> None:
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)]
+    )
     src = tmp_path / "m.keras"
     model.save(src)
     x = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
     report = bundle.scan(src)
     assert report.verdict == "no-code"
     assert "Dense" in report.details["keras_classes"]
-    manifest = bundle.migrate(src, tmp_path / "m.mbundle", sample_input=x,
-                              signing_key=signing_key)
+    manifest = bundle.migrate(src, tmp_path / "m.mbundle", sample_input=x, signing_key=signing_key)
     assert _record(manifest)["loaded_with"].startswith("keras.saving.load_model(safe_mode=True")
     got = bundle.load(tmp_path / "m.mbundle", trusted_keys=signing_key.public_key).predict(x)
     np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
@@ -133,11 +148,25 @@ def test_keras_lambda_and_custom_objects_are_listed(tmp_path: Path) -> None:
     import io
     import zipfile
 
-    config = {"module": "keras", "class_name": "Sequential", "config": {"layers": [
-        {"module": "keras.layers", "class_name": "Lambda",
-         "config": {"function": {"class_name": "__lambda__", "config": {"code": "AAA"}}}},
-        {"module": "mypkg.layers", "class_name": "Custom", "config": {},
-         "registered_name": "mypkg>Custom"}]}}
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "Lambda",
+                    "config": {"function": {"class_name": "__lambda__", "config": {"code": "AAA"}}},
+                },
+                {
+                    "module": "mypkg.layers",
+                    "class_name": "Custom",
+                    "config": {},
+                    "registered_name": "mypkg>Custom",
+                },
+            ]
+        },
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("config.json", json.dumps(config))
@@ -151,8 +180,12 @@ def test_keras_lambda_and_custom_objects_are_listed(tmp_path: Path) -> None:
     src = tmp_path / "lam.keras"
     src.write_bytes(buf.getvalue())
     with pytest.raises(bundle.ApprovalError, match="Lambda"):
-        bundle.migrate(src, tmp_path / "o.mbundle", approve=report.needs_approval,
-                       sample_input=np.zeros((1, 4), np.float32))
+        bundle.migrate(
+            src,
+            tmp_path / "o.mbundle",
+            approve=report.needs_approval,
+            sample_input=np.zeros((1, 4), np.float32),
+        )
 
 
 def test_restricted_unpickler_answers_only_the_allow_list() -> None:
@@ -167,8 +200,10 @@ def test_restricted_unpickler_answers_only_the_allow_list() -> None:
     with pytest.raises(bundle.ApprovalError, match="never approvable"):
         RestrictedUnpickler(io.BytesIO(data), allowed={"posix.system"}).load()
     ok = pickle.dumps({"a": [1, 2.5, "x", (None, True)], "s": {1, 2}})
-    assert RestrictedUnpickler(io.BytesIO(ok), allowed={"builtins.set"}).load() == \
-        {"a": [1, 2.5, "x", (None, True)], "s": {1, 2}}
+    assert RestrictedUnpickler(io.BytesIO(ok), allowed={"builtins.set"}).load() == {
+        "a": [1, 2.5, "x", (None, True)],
+        "s": {1, 2},
+    }
     with pytest.raises(bundle.ApprovalError, match="EXT1"):
         RestrictedUnpickler(io.BytesIO(b"\x80\x02\x82\x01)R."), allowed=set()).load()
     module = pickle_module({"collections.OrderedDict"})
@@ -213,9 +248,18 @@ def test_sandbox_blocks_network_and_outside_writes(tmp_path: Path) -> None:
     assert report.needs_approval == ("trojan.NetProbe",)
     work = tmp_path / "work"
     work.mkdir()
-    request = {"kind": "pickle", "sha256": report.sha256, "approved": ["trojan.NetProbe"],
-               "record": "{}", "name": "x", "version": "1", "tolerance": None,
-               "sample_layout": "array", "suffix": ".keras", "search_path": [str(HERE)]}
+    request = {
+        "kind": "pickle",
+        "sha256": report.sha256,
+        "approved": ["trojan.NetProbe"],
+        "record": "{}",
+        "name": "x",
+        "version": "1",
+        "tolerance": None,
+        "sample_layout": "array",
+        "suffix": ".keras",
+        "search_path": [str(HERE)],
+    }
     (work / REQUEST).write_bytes(canonical_json.dumps(request))
     import numpy as np_
 
@@ -243,17 +287,45 @@ def test_cli_scan_and_migrate(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     scan_json.write_text(capsys.readouterr().out)
     np.save(tmp_path / "x.npy", X[:5])
     assert cli_main(["keygen", "--out", str(tmp_path / "k")]) == 0
-    assert cli_main(["migrate", str(src), "--out", str(tmp_path / "lr.mbundle"),
-                     "--approve-from", str(scan_json), "--sample-input",
-                     str(tmp_path / "x.npy"), "--key", str(tmp_path / "k.key")]) == 0
-    assert cli_main(["verify", str(tmp_path / "lr.mbundle"), "--trusted-key",
-                     str(tmp_path / "k.pub")]) == 0
+    assert (
+        cli_main(
+            [
+                "migrate",
+                str(src),
+                "--out",
+                str(tmp_path / "lr.mbundle"),
+                "--approve-from",
+                str(scan_json),
+                "--sample-input",
+                str(tmp_path / "x.npy"),
+                "--key",
+                str(tmp_path / "k.key"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(["verify", str(tmp_path / "lr.mbundle"), "--trusted-key", str(tmp_path / "k.pub")])
+        == 0
+    )
     # a scan of other bytes cannot approve this file
     joblib.dump(LogisticRegression().fit(X, (X[:, 1] > 0).astype(int)), src)
     capsys.readouterr()
-    assert cli_main(["migrate", str(src), "--out", str(tmp_path / "lr2.mbundle"),
-                     "--approve-from", str(scan_json), "--sample-input",
-                     str(tmp_path / "x.npy")]) == 14
+    assert (
+        cli_main(
+            [
+                "migrate",
+                str(src),
+                "--out",
+                str(tmp_path / "lr2.mbundle"),
+                "--approve-from",
+                str(scan_json),
+                "--sample-input",
+                str(tmp_path / "x.npy"),
+            ]
+        )
+        == 14
+    )
     assert "scan of another file" in capsys.readouterr().err
     assert not (tmp_path / "lr2.mbundle").exists()
 
@@ -265,9 +337,16 @@ def test_load_path_never_imports_migrate(tmp_path: Path) -> None:
 
     path = tmp_path / "t.mbundle"
     save_tiny(path)
-    code = ("import sys, bundle; bundle.load(sys.argv[1], allow_unsigned=True); "
-            "bad = [m for m in sys.modules if m.startswith('bundle.legacy')]; "
-            "assert not bad, bad; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                         text=True, timeout=120, cwd=Path(bundle.__file__).parents[1])
+    code = (
+        "import sys, bundle; bundle.load(sys.argv[1], allow_unsigned=True); "
+        "bad = [m for m in sys.modules if m.startswith('bundle.legacy')]; "
+        "assert not bad, bad; print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(bundle.__file__).parents[1],
+    )
     assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -14,8 +14,9 @@ import bundle
 from bundle.legacy import scan_bytes
 
 
-@pytest.mark.parametrize("compress", [0, ("zlib", 3), ("gzip", 3), ("bz2", 3), ("lzma", 3),
-                                      ("xz", 3)])
+@pytest.mark.parametrize(
+    "compress", [0, ("zlib", 3), ("gzip", 3), ("bz2", 3), ("lzma", 3), ("xz", 3)]
+)
 def test_joblib_plain_and_compressed(compress: object, tmp_path: Path) -> None:
     joblib = pytest.importorskip("joblib")
     from sklearn.tree import DecisionTreeClassifier
@@ -23,8 +24,11 @@ def test_joblib_plain_and_compressed(compress: object, tmp_path: Path) -> None:
     X = np.random.default_rng(0).standard_normal((60, 3))
     clf = DecisionTreeClassifier(random_state=0).fit(X, X[:, 0] > 0)
     path = tmp_path / "t.joblib"
-    joblib.dump({"clf": clf, "w": np.arange(1000.0), "f": np.asfortranarray(np.eye(3))}, path,
-                compress=compress)
+    joblib.dump(
+        {"clf": clf, "w": np.arange(1000.0), "f": np.asfortranarray(np.eye(3))},
+        path,
+        compress=compress,
+    )
     report = bundle.scan(path)
     assert report.format == "joblib", report.to_dict()
     assert report.verdict == "needs-approval", report.problems
@@ -47,13 +51,17 @@ def test_torch_legacy_and_npz(tmp_path: Path) -> None:
     assert "builtins.print" in report.dangerous
 
 
-@pytest.mark.parametrize("data", [
-    pickle.dumps({"a": 1})[:-3],                         # truncated
-    pickle.dumps({"a": 1}) + b"\x00garbage",             # bytes after STOP
-    b"\x80\x04\x94.",                                    # MEMOIZE on an empty stack
-    b"\x80\x04h\x07.",                                   # BINGET of a slot never written
-    b"\x80\x04\x8c\x02osh\x00\x93.",                     # STACK_GLOBAL with one operand
-], ids=["truncated", "trailing", "memoize-empty", "get-unwritten", "stack-global-short"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pickle.dumps({"a": 1})[:-3],  # truncated
+        pickle.dumps({"a": 1}) + b"\x00garbage",  # bytes after STOP
+        b"\x80\x04\x94.",  # MEMOIZE on an empty stack
+        b"\x80\x04h\x07.",  # BINGET of a slot never written
+        b"\x80\x04\x8c\x02osh\x00\x93.",  # STACK_GLOBAL with one operand
+    ],
+    ids=["truncated", "trailing", "memoize-empty", "get-unwritten", "stack-global-short"],
+)
 def test_broken_pickles_are_unscannable(data: bytes) -> None:
     report = scan_bytes(data)
     assert report.verdict == "unscannable", report.to_dict()
@@ -96,8 +104,9 @@ def test_keras_h5_and_saved_models(tmp_path: Path) -> None:
     assert py.dangerous == ("EagerPyFunc",)
     assert bundle.scan(tmp_path / "plain").verdict == "no-code"
     with pytest.raises(bundle.ConversionError, match="directory"):
-        bundle.migrate(tmp_path / "plain", tmp_path / "o.mbundle",
-                       sample_input=np.zeros((1, 4), np.float32))
+        bundle.migrate(
+            tmp_path / "plain", tmp_path / "o.mbundle", sample_input=np.zeros((1, 4), np.float32)
+        )
 
 
 def test_scan_json_round_trip(tmp_path: Path) -> None:

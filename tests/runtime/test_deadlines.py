@@ -31,11 +31,11 @@ def test_one_run_past_its_deadline_stops_while_concurrent_runs_finish(tmp_path: 
     for t in threads:
         t.start()
     with pytest.raises(bundle.RunTimeoutError, match=r"within 0\.2 s"):
-        spin.run({"N": np.array([2 ** 60])}, timeout=0.2)
+        spin.run({"N": np.array([2**60])}, timeout=0.2)
     for t in threads:
         t.join(60)
     assert failures == []
     # the watchdog goes on serving later deadlines
     with pytest.raises(bundle.RunTimeoutError):
-        spin.run({"N": np.array([2 ** 60])}, timeout=0.1)
+        spin.run({"N": np.array([2**60])}, timeout=0.1)
     assert spin.run({"N": np.array([3])}, timeout=5)["Y"].tolist() == [3.0]

@@ -26,9 +26,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(4, 2), "W")
-    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "g",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])], [w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     path = tmp_path_factory.mktemp("dev") / "t.mbundle"
@@ -55,8 +59,9 @@ def test_explicit_cuda_without_gpu_is_an_error_not_a_cpu_run(tiny: Path) -> None
 
 
 @pytest.mark.skipif(_has_cuda(), reason="this machine has a working GPU")
-def test_auto_falls_back_to_cpu_quietly_without_gpu(tiny: Path,
-                                                    capfd: pytest.CaptureFixture[str]) -> None:
+def test_auto_falls_back_to_cpu_quietly_without_gpu(
+    tiny: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = bundle.load(tiny, allow_unsigned=True, device="auto")

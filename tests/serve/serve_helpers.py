@@ -38,8 +38,9 @@ class Running:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on", **config)
+        cfg = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **config
+        )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -66,9 +67,11 @@ def model_graph(seed: int = 0, *, reshape_to: int | None = None, bad_shape: bool
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((5 if bad_shape else 4, 3)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["X", "W"], ["XW"]),
-             helper.make_node("Add", ["XW", "B"], ["Z"]),
-             helper.make_node("Relu", ["Z"], ["R" if reshape_to else "Y"])]
+    nodes = [
+        helper.make_node("MatMul", ["X", "W"], ["XW"]),
+        helper.make_node("Add", ["XW", "B"], ["Z"]),
+        helper.make_node("Relu", ["Z"], ["R" if reshape_to else "Y"]),
+    ]
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
     out_shape: list[Any] = ["N", 3]
     if reshape_to:
@@ -76,8 +79,12 @@ def model_graph(seed: int = 0, *, reshape_to: int | None = None, bad_shape: bool
         inits.append(numpy_helper.from_array(np.array([reshape_to], np.int64), "S"))
         out_shape = [reshape_to]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)], initializer=inits)
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, out_shape)],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -120,8 +127,13 @@ class Bundles:
 
     def save(self, stem: str, graph: Any, *, key: Any = "default", version: str = "1") -> Path:
         path = self.root / f"{stem}.mbundle"
-        bundle.save(graph, path, signing_key=self.key if key == "default" else key,
-                    name="tiny", version=version)
+        bundle.save(
+            graph,
+            path,
+            signing_key=self.key if key == "default" else key,
+            name="tiny",
+            version=version,
+        )
         return path
 
     def unloadable_bundle(self) -> Path:
@@ -135,17 +147,25 @@ class Bundles:
         entries = read_entries(good)
         graph = onnx.load_from_string(entries["model.onnx"])
         graph.graph.node[0].input[0] = "W"
-        contents = {n: d for n, d in entries.items()
-                    if n != "manifest.json" and not n.startswith("signatures/")}
+        contents = {
+            n: d
+            for n, d in entries.items()
+            if n != "manifest.json" and not n.startswith("signatures/")
+        }
         contents["model.onnx"] = graph.SerializeToString()
-        return build_signed(self.root / "unloadable.mbundle", contents, [self.key],
-                            base=manifest_of(good))
+        return build_signed(
+            self.root / "unloadable.mbundle", contents, [self.key], base=manifest_of(good)
+        )
 
     def bad(self) -> dict[str, Path]:
         """Each kind of version that must never go live."""
-        return {"tampered": self.tampered, "unsigned": self.unsigned,
-                "untrusted": self.untrusted, "unloadable": self.unloadable,
-                "smoke": self.smoke_fails}
+        return {
+            "tampered": self.tampered,
+            "unsigned": self.unsigned,
+            "untrusted": self.untrusted,
+            "unloadable": self.unloadable,
+            "smoke": self.smoke_fails,
+        }
 
 
 def install(src: Path, dst: Path) -> None:

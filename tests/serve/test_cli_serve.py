@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "bundle", "serve", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bundle", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -50,13 +55,22 @@ def test_sigterm_lets_the_running_request_finish(tmp_path: Path) -> None:
     try:
         wait_ready(url, proc)
         answers: list[httpx.Response] = []
-        slow = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{url}/v2/models/spin/infer", timeout=60, json={"inputs": [
-                {"name": "N", "datatype": "INT64", "shape": [1], "data": [500_000]}]})))
+        slow = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{url}/v2/models/spin/infer",
+                    timeout=60,
+                    json={
+                        "inputs": [
+                            {"name": "N", "datatype": "INT64", "shape": [1], "data": [500_000]}
+                        ]
+                    },
+                )
+            )
+        )
         slow.start()
         deadline = time.monotonic() + 30
-        while "bundle_serve_in_flight{model=\"spin\"} 1.0" not in \
-                httpx.get(f"{url}/metrics").text:
+        while 'bundle_serve_in_flight{model="spin"} 1.0' not in httpx.get(f"{url}/metrics").text:
             assert time.monotonic() < deadline, "the slow request never started"
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
@@ -71,15 +85,13 @@ def test_sigterm_lets_the_running_request_finish(tmp_path: Path) -> None:
     assert answers[0].json()["outputs"][0]["data"] == [500_000.0]
 
 
-def test_a_model_that_does_not_verify_stops_the_server_with_its_exit_code(
-        bundles: Bundles) -> None:
+def test_a_model_that_does_not_verify_stops_the_server_with_its_exit_code(bundles: Bundles) -> None:
     pub = bundles.root / "trusted.pub"
     pub.write_bytes(bundles.key.public_key.pem())
     proc = start(str(bundles.untrusted), "--trusted-key", str(pub), "--port", str(free_port()))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 5, err.decode()  # SignatureError's exit code
-    assert "error: model tiny: SignatureError: bundle is signed by 0 trusted key(s)" in \
-        err.decode()
+    assert "error: model tiny: SignatureError: bundle is signed by 0 trusted key(s)" in err.decode()
 
 
 def test_usage_errors_exit_2() -> None:

@@ -26,8 +26,7 @@ from bundle.serve import (
 from bundle.serve.sources import file_digest
 
 X = np.array([[0.5, -1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
-BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4],
-                    "data": X.ravel().tolist()}]}
+BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4], "data": X.ravel().tolist()}]}
 
 
 def wait_for(predicate: Any, what: str, limit: float = 60.0) -> None:
@@ -41,34 +40,47 @@ def wait_for(predicate: Any, what: str, limit: float = 60.0) -> None:
 def settled(url: str, digest: str) -> bool:
     """The server has either put ``digest`` live or refused it."""
     status = httpx.get(f"{url}/v2/models/tiny/status").json()
-    return any(ev.get("digest") == digest and ev["event"] in ("live", "refused")
-               for ev in status["events"])
+    return any(
+        ev.get("digest") == digest and ev["event"] in ("live", "refused") for ev in status["events"]
+    )
 
 
 @pytest.mark.slow
 def test_swaps_under_load_drop_nothing_and_never_answer_from_a_bad_version(
-        bundles: Bundles, served: Path) -> None:
+    bundles: Bundles, served: Path
+) -> None:
     good = {file_digest(p): seed for seed, p in bundles.good.items()}
     bad = {file_digest(p) for p in bundles.bad().values()}
-    app = create_app(FileSource(served, trust=bundles.trust, poll_interval=0.05),
-                     # latency on a shared CI machine is noise: this test is about swaps
-                     options=ServeOptions(probation=ProbationPolicy(window=0.5,
-                                                                    max_p99_ratio=1000)))
-    sequence = [bundles.good[2], bundles.tampered, bundles.unsigned, bundles.good[3],
-                bundles.untrusted, bundles.unloadable, bundles.smoke_fails, bundles.good[1]]
+    app = create_app(
+        FileSource(served, trust=bundles.trust, poll_interval=0.05),
+        # latency on a shared CI machine is noise: this test is about swaps
+        options=ServeOptions(probation=ProbationPolicy(window=0.5, max_p99_ratio=1000)),
+    )
+    sequence = [
+        bundles.good[2],
+        bundles.tampered,
+        bundles.unsigned,
+        bundles.good[3],
+        bundles.untrusted,
+        bundles.unloadable,
+        bundles.smoke_fails,
+        bundles.good[1],
+    ]
     results: list[tuple[int, str, Any]] = []
     lock = threading.Lock()
     stop = threading.Event()
 
     with Running(app) as srv:
+
         def client() -> None:
             with httpx.Client(base_url=srv.url, timeout=30) as c:
                 # at least 200 requests each, and on until every swap is done (bounded)
                 for i in range(2000):
                     r = c.post("/v2/models/tiny/infer", json=BODY)
                     with lock:
-                        results.append((r.status_code, r.headers.get("x-model-digest", ""),
-                                        r.json()))
+                        results.append(
+                            (r.status_code, r.headers.get("x-model-digest", ""), r.json())
+                        )
                     if i >= 199 and stop.is_set():
                         break
 
@@ -88,16 +100,19 @@ def test_swaps_under_load_drop_nothing_and_never_answer_from_a_bad_version(
     assert [r for r in results if r[0] != 200] == []
     assert {d for _, d, _ in results} & bad == set()
     for _, digest, body in results:  # each answer is exactly what its version computes
-        np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(2, 3),
-                                   expected(good[digest], X), rtol=1e-6)
+        np.testing.assert_allclose(
+            np.array(body["outputs"][0]["data"]).reshape(2, 3), expected(good[digest], X), rtol=1e-6
+        )
     # the load really overlapped the swaps: every good version answered some of it
     assert {good[d] for _, d, _ in results} == {1, 2, 3}
     refused = {ev["digest"]: ev["stage"] for ev in status["events"] if ev["event"] == "refused"}
-    assert refused == {file_digest(bundles.tampered): "load",
-                       file_digest(bundles.unsigned): "load",
-                       file_digest(bundles.untrusted): "load",
-                       file_digest(bundles.unloadable): "load",
-                       file_digest(bundles.smoke_fails): "smoke"}
+    assert refused == {
+        file_digest(bundles.tampered): "load",
+        file_digest(bundles.unsigned): "load",
+        file_digest(bundles.untrusted): "load",
+        file_digest(bundles.unloadable): "load",
+        file_digest(bundles.smoke_fails): "smoke",
+    }
     assert status["current"]["digest"] == file_digest(bundles.good[1])
     assert 'bundle_serve_swap_failures_total{model="tiny",stage="load"} 4.0' in metrics
     assert 'bundle_serve_swaps_total{model="tiny"} 4.0' in metrics
@@ -134,7 +149,8 @@ class Gate:
 
 
 def test_old_version_serves_while_the_new_one_builds_and_finishes_its_requests(
-        bundles: Bundles, served: Path) -> None:
+    bundles: Bundles, served: Path
+) -> None:
     gate = Gate(FileSource(served, trust=bundles.trust))
     gate.open.set()
     reg = Registry([gate], ServeOptions(probation=None))
@@ -163,9 +179,12 @@ def test_old_version_serves_while_the_new_one_builds_and_finishes_its_requests(
 
 
 def test_probation_keeps_the_old_version_as_standby_then_releases_it(
-        bundles: Bundles, served: Path) -> None:
-    reg = Registry([FileSource(served, trust=bundles.trust, poll_interval=0.05)],
-                   ServeOptions(probation=ProbationPolicy(window=0.3, min_requests=5)))
+    bundles: Bundles, served: Path
+) -> None:
+    reg = Registry(
+        [FileSource(served, trust=bundles.trust, poll_interval=0.05)],
+        ServeOptions(probation=ProbationPolicy(window=0.3, min_requests=5)),
+    )
     reg.start()
     try:
         with reg.use("tiny") as v1:
@@ -181,13 +200,17 @@ def test_probation_keeps_the_old_version_as_standby_then_releases_it(
 
 
 def test_a_version_failing_probation_is_rolled_back_by_itself(
-        bundles: Bundles, served: Path, tmp_path: Path) -> None:
+    bundles: Bundles, served: Path, tmp_path: Path
+) -> None:
     # Passes the one-row smoke test, fails on every request of two rows.
     flaky = tmp_path / "flaky.mbundle"
-    bundle.save(model_graph(5, reshape_to=3), flaky, signing_key=bundles.key, name="tiny",
-                version="5")
-    app = create_app(FileSource(served, trust=bundles.trust, poll_interval=0.05),
-                     options=ServeOptions(probation=ProbationPolicy(window=60, min_requests=10)))
+    bundle.save(
+        model_graph(5, reshape_to=3), flaky, signing_key=bundles.key, name="tiny", version="5"
+    )
+    app = create_app(
+        FileSource(served, trust=bundles.trust, poll_interval=0.05),
+        options=ServeOptions(probation=ProbationPolicy(window=60, min_requests=10)),
+    )
     with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         install(flaky, served)
         wait_for(lambda: settled(srv.url, file_digest(flaky)), "the flaky version")

@@ -28,8 +28,10 @@ DRIVER = shutil.which("chromedriver")
 def browser() -> Iterator[Any]:
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     if CHROMIUM is None or DRIVER is None:
-        why = ("chromium/chromedriver not installed (apt-get install -y chromium "
-               "chromium-driver; scripts/test.sh does it)")
+        why = (
+            "chromium/chromedriver not installed (apt-get install -y chromium "
+            "chromium-driver; scripts/test.sh does it)"
+        )
         if os.environ.get("CI"):  # CI installs them: a missing browser there is a failure
             pytest.fail(why)
         pytest.skip(why)
@@ -37,8 +39,13 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,2000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,2000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -48,8 +55,9 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-def test_the_page_shows_what_serves_and_the_form_runs_it(browser: Any, bundles: Bundles,
-                                                         tmp_path: Path) -> None:
+def test_the_page_shows_what_serves_and_the_form_runs_it(
+    browser: Any, bundles: Bundles, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -74,8 +82,11 @@ def test_the_page_shows_what_serves_and_the_form_runs_it(browser: Any, bundles: 
         assert result.get_attribute("data-status") == "200", result.text
         assert result.get_attribute("data-digest") == file_digest(path)
         body = json.loads(result.text.split("\n", 1)[1])
-        np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(2, 3),
-                                   expected(2, np.array(x, np.float32)), rtol=1e-6)
+        np.testing.assert_allclose(
+            np.array(body["outputs"][0]["data"]).reshape(2, 3),
+            expected(2, np.array(x, np.float32)),
+            rtol=1e-6,
+        )
         # a bad value shows the server's reason, naming the field
         field.clear()
         field.send_keys("[[1, 2, 3]]")
@@ -83,8 +94,11 @@ def test_the_page_shows_what_serves_and_the_form_runs_it(browser: Any, bundles: 
         WebDriverWait(browser, 30).until(lambda d: result.get_attribute("data-status") == "400")
         assert "inputs[0].shape[1]" in result.text
         # the script came from /page.js under a CSP with no inline script allowed
-        logs = [e for e in browser.get_log("browser") if "Content Security Policy" in
-                e.get("message", "")]
+        logs = [
+            e
+            for e in browser.get_log("browser")
+            if "Content Security Policy" in e.get("message", "")
+        ]
         assert logs == []
 
 
@@ -92,11 +106,24 @@ def test_strings_from_bundles_and_stores_are_escaped_on_the_page() -> None:
     from bundle.serve.page import render_page
 
     evil = '<img src=x onerror="alert(1)">'
-    status = {"name": evil, "state": "ready", "source": evil, "current": {
-        "version": evil, "digest": evil, "signers": [{"key_id": evil, "key_type": evil}],
-        "smoke": evil, "parity": None, "loaded_at": 0, "requests": 0, "errors": 0,
-        "p99_ms": None}, "last_failure": {"stage": evil, "error": evil},
-        "events": [{"event": evil, "digest": evil, "time": 0}]}
+    status = {
+        "name": evil,
+        "state": "ready",
+        "source": evil,
+        "current": {
+            "version": evil,
+            "digest": evil,
+            "signers": [{"key_id": evil, "key_type": evil}],
+            "smoke": evil,
+            "parity": None,
+            "loaded_at": 0,
+            "requests": 0,
+            "errors": 0,
+            "p99_ms": None,
+        },
+        "last_failure": {"stage": evil, "error": evil},
+        "events": [{"event": evil, "digest": evil, "time": 0}],
+    }
 
     class M:
         columns = ()

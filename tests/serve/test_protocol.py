@@ -30,8 +30,14 @@ def x_tensor(**over: Any) -> dict[str, Any]:
 
 
 def test_a_valid_request_becomes_feeds_of_the_signature_dtype(manifest: Manifest) -> None:
-    req = parse_infer({"id": "a", "inputs": [x_tensor(data=[[0, 1, 2, 3], [4, 5, 6, 7]])],
-                       "outputs": [{"name": "Y"}]}, manifest)
+    req = parse_infer(
+        {
+            "id": "a",
+            "inputs": [x_tensor(data=[[0, 1, 2, 3], [4, 5, 6, 7]])],
+            "outputs": [{"name": "Y"}],
+        },
+        manifest,
+    )
     assert req.id == "a"
     assert req.outputs == ["Y"]
     assert req.feeds["X"].dtype == np.float32
@@ -61,8 +67,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("field", "body"), BAD, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD)])
-def test_each_malformed_request_names_its_field(manifest: Manifest, field: str,
-                                                body: Any) -> None:
+def test_each_malformed_request_names_its_field(manifest: Manifest, field: str, body: Any) -> None:
     with pytest.raises(InputError) as e:
         parse_infer(body, manifest)
     assert e.value.entry == field, str(e.value)
@@ -72,19 +77,23 @@ def test_each_malformed_request_names_its_field(manifest: Manifest, field: str,
 def test_integers_out_of_range_are_refused() -> None:
     m = _manifest([TensorSpec("K", "int8", ("N",))])
     with pytest.raises(InputError, match="outside the range of INT8"):
-        parse_infer({"inputs": [{"name": "K", "datatype": "INT8", "shape": [1],
-                                 "data": [300]}]}, m)
+        parse_infer({"inputs": [{"name": "K", "datatype": "INT8", "shape": [1], "data": [300]}]}, m)
     with pytest.raises(InputError, match="must be integers"):
-        parse_infer({"inputs": [{"name": "K", "datatype": "INT8", "shape": [1],
-                                 "data": [1.5]}]}, m)
+        parse_infer({"inputs": [{"name": "K", "datatype": "INT8", "shape": [1], "data": [1.5]}]}, m)
 
 
 def test_a_named_axis_has_one_size_across_inputs() -> None:
     m = _manifest([TensorSpec("A", "float32", ("N", 2)), TensorSpec("B", "float32", ("N",))])
     with pytest.raises(InputError, match="axis 'N' is 2 in input 'A' but 3 in input 'B'"):
-        parse_infer({"inputs": [
-            {"name": "A", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]},
-            {"name": "B", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]}]}, m)
+        parse_infer(
+            {
+                "inputs": [
+                    {"name": "A", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4]},
+                    {"name": "B", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]},
+                ]
+            },
+            m,
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,27 +112,30 @@ def _manifest(inputs: list[TensorSpec], columns: tuple[Column, ...] = ()) -> Man
 
 
 def test_records_and_columns_give_the_same_table() -> None:
-    m = _manifest([TensorSpec("age", "float32", ("N", 1)), TensorSpec("city", "string", ("N", 1))],
-                  (Column("age", "numeric", "age"), Column("city", "string", "city")))
+    m = _manifest(
+        [TensorSpec("age", "float32", ("N", 1)), TensorSpec("city", "string", ("N", 1))],
+        (Column("age", "numeric", "age"), Column("city", "string", "city")),
+    )
     a, _ = parse_predict({"records": [{"age": 3, "city": "x"}, {"age": 4.5, "city": "y"}]}, m)
     b, _ = parse_predict({"columns": {"age": [3, 4.5], "city": ["x", "y"]}}, m)
     for k in ("age", "city"):
         np.testing.assert_array_equal(a[k], b[k])
     assert a["age"].dtype == np.float32
     assert list(a["city"]) == ["x", "y"]
-    for body, field in (({"records": [{"age": 3}]}, "records[0].city"),
-                        ({"records": [{"age": "old", "city": "x"}]}, "records[*].age"),
-                        ({"columns": {"age": [1], "city": ["a"], "zip": [1]}}, "columns"),
-                        ({"columns": {"age": [1, 2], "city": ["a"]}}, "columns"),
-                        ({"records": [], "columns": {}}, "body"),
-                        ({"records": [{"age": 1, "city": "a"}], "method": "fit"}, "method")):
+    for body, field in (
+        ({"records": [{"age": 3}]}, "records[0].city"),
+        ({"records": [{"age": "old", "city": "x"}]}, "records[*].age"),
+        ({"columns": {"age": [1], "city": ["a"], "zip": [1]}}, "columns"),
+        ({"columns": {"age": [1, 2], "city": ["a"]}}, "columns"),
+        ({"records": [], "columns": {}}, "body"),
+        ({"records": [{"age": 1, "city": "a"}], "method": "fit"}, "method"),
+    ):
         with pytest.raises(InputError) as e:
             parse_predict(body, m)
         assert e.value.entry == field, (body, str(e.value))
 
 
-def test_outputs_are_flat_with_their_shape_and_non_finite_become_null(
-        manifest: Manifest) -> None:
+def test_outputs_are_flat_with_their_shape_and_non_finite_become_null(manifest: Manifest) -> None:
     out = encode_outputs({"Y": np.array([[1.0, np.nan, np.inf]], np.float32)}, manifest)
     assert out == [{"name": "Y", "datatype": "FP32", "shape": [1, 3], "data": [1.0, None, None]}]
 
@@ -139,8 +151,13 @@ def test_probation_keeps_a_version_no_worse_than_the_previous() -> None:
 
 
 def test_probation_rolls_back_on_errors_or_p99() -> None:
-    p = ProbationPolicy(min_requests=10, max_error_rate_increase=0.05, max_p99_ratio=2.0,
-                        min_p99_increase=0.005, latency_min_requests=50)
+    p = ProbationPolicy(
+        min_requests=10,
+        max_error_rate_increase=0.05,
+        max_p99_ratio=2.0,
+        min_p99_increase=0.005,
+        latency_min_requests=50,
+    )
     before = Snapshot(100, 1, 0.010)
     assert "error rate 20.0%" in (judge(p, Snapshot(50, 10, 0.010), before) or "")
     assert "p99 latency 25.0 ms vs 10.0 ms" in (judge(p, Snapshot(50, 0, 0.025), before) or "")
@@ -162,9 +179,16 @@ def test_stats_p99_is_the_99th_percentile() -> None:
     assert snap.p99 == pytest.approx(0.198)
 
 
-@pytest.mark.parametrize("kw", [{"window": 0}, {"min_requests": 0}, {"max_p99_ratio": -1},
-                                {"latency_min_requests": 0},
-                                {"max_error_rate_increase": float("nan")}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"window": 0},
+        {"min_requests": 0},
+        {"max_p99_ratio": -1},
+        {"latency_min_requests": 0},
+        {"max_error_rate_increase": float("nan")},
+    ],
+)
 def test_a_policy_cannot_exist_invalid(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(kw))):
         ProbationPolicy(**kw)

@@ -21,8 +21,7 @@ import bundle
 from bundle.serve import ProbationPolicy, ServeOptions, StoreSource, create_app
 from bundle.serve.sources import file_digest
 
-BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4],
-                    "data": np.ones(8).tolist()}]}
+BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [2, 4], "data": np.ones(8).tolist()}]}
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,15 @@ class FakeStore:
         digest = file_digest(path)
         self.blobs[digest] = path
         log = self.log.setdefault((name, alias), [])
-        log.append({"seq": len(log) + 1, "action": "promote", "digest": digest,
-                    "version": version, "signer": "release-key"})
+        log.append(
+            {
+                "seq": len(log) + 1,
+                "action": "promote",
+                "digest": digest,
+                "version": version,
+                "signer": "release-key",
+            }
+        )
         return digest
 
     def resolve(self, spec: str) -> Ref:
@@ -67,15 +73,23 @@ class FakeStore:
         log = self.log[(name, alias)]
         current = log[-1]["digest"]
         previous = next(r for r in reversed(log) if r["digest"] != current)
-        log.append({"seq": len(log) + 1, "action": "rollback", "digest": previous["digest"],
-                    "version": previous["version"], "signer": signing_key.key_id[:16]})
+        log.append(
+            {
+                "seq": len(log) + 1,
+                "action": "rollback",
+                "digest": previous["digest"],
+                "version": previous["version"],
+                "signer": signing_key.key_id[:16],
+            }
+        )
 
 
 def flaky(bundles: Bundles, tmp_path: Path) -> Path:
     """Signed and loadable; passes the one-row smoke test; fails on two rows."""
     path = tmp_path / "flaky.mbundle"
-    bundle.save(model_graph(5, reshape_to=3), path, signing_key=bundles.key, name="tiny",
-                version="5")
+    bundle.save(
+        model_graph(5, reshape_to=3), path, signing_key=bundles.key, name="tiny", version="5"
+    )
     return path
 
 
@@ -92,19 +106,20 @@ def drive_into_rollback(c: httpx.Client, store: FakeStore, path: Path) -> None:
 
 
 def test_alias_changes_are_followed_and_a_rollback_is_signed_into_the_store(
-        bundles: Bundles, tmp_path: Path) -> None:
+    bundles: Bundles, tmp_path: Path
+) -> None:
     store = FakeStore(bundles.trust)
     store.promote("tiny", "prod", bundles.good[1], "1")
     source = StoreSource(store, "tiny@prod", signing_key=bundles.key, poll_interval=0.05)
-    app = create_app(source, options=ServeOptions(
-        probation=ProbationPolicy(window=60, min_requests=10)))
+    app = create_app(
+        source, options=ServeOptions(probation=ProbationPolicy(window=60, min_requests=10))
+    )
     with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v2/models/tiny/infer", json=BODY).headers["x-model-version"] == "1"
         # an untrusted promotion is refused, version 1 serves on
         store.promote("tiny", "prod", bundles.untrusted, "8")
         deadline = time.monotonic() + 60
-        while (c.get("/v2/models/tiny/status").json()["last_failure"] or {}).get("stage") \
-                != "load":
+        while (c.get("/v2/models/tiny/status").json()["last_failure"] or {}).get("stage") != "load":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert c.post("/v2/models/tiny/infer", json=BODY).headers["x-model-version"] == "1"
@@ -115,19 +130,21 @@ def test_alias_changes_are_followed_and_a_rollback_is_signed_into_the_store(
         assert last["digest"] == file_digest(bundles.good[1])
         assert last["signer"] == bundles.key.key_id[:16]
         status = c.get("/v2/models/tiny/status").json()
-        assert "signed rollback record appended to tiny@prod" in \
-            status["last_failure"]["rollback"]
+        assert "signed rollback record appended to tiny@prod" in status["last_failure"]["rollback"]
         page = c.get("/").text
         assert "rollback" in page  # the alias history is on the page
         assert "release-key" in page
 
 
 def test_without_a_key_the_rollback_is_reported_and_the_store_left_alone(
-        bundles: Bundles, tmp_path: Path) -> None:
+    bundles: Bundles, tmp_path: Path
+) -> None:
     store = FakeStore(bundles.trust)
     store.promote("tiny", "prod", bundles.good[1], "1")
-    app = create_app(StoreSource(store, "tiny@prod", poll_interval=0.05), options=ServeOptions(
-        probation=ProbationPolicy(window=60, min_requests=10)))
+    app = create_app(
+        StoreSource(store, "tiny@prod", poll_interval=0.05),
+        options=ServeOptions(probation=ProbationPolicy(window=60, min_requests=10)),
+    )
     with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         drive_into_rollback(c, store, flaky(bundles, tmp_path))
         assert store.log[("tiny", "prod")][-1]["action"] == "promote"
@@ -138,16 +155,17 @@ def test_without_a_key_the_rollback_is_reported_and_the_store_left_alone(
 
 
 def test_a_real_store_alias_is_served_followed_and_rolled_back_with_a_signed_record(
-        bundles: Bundles, tmp_path: Path) -> None:
+    bundles: Bundles, tmp_path: Path
+) -> None:
     """The same flow against bundle.Store on a folder: signed alias records, verified."""
-    store = bundle.Store(tmp_path / "store", trust=bundles.trust,
-                         cache_dir=tmp_path / "cache")
+    store = bundle.Store(tmp_path / "store", trust=bundles.trust, cache_dir=tmp_path / "cache")
     for path in (bundles.good[1], bundles.good[2]):
         store.push(path)
     store.promote("tiny", "prod", "1", signing_key=bundles.key)
     source = StoreSource(store, "tiny@prod", signing_key=bundles.key, poll_interval=0.05)
-    app = create_app(source, options=ServeOptions(
-        probation=ProbationPolicy(window=60, min_requests=10)))
+    app = create_app(
+        source, options=ServeOptions(probation=ProbationPolicy(window=60, min_requests=10))
+    )
     with Running(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         r = c.post("/v2/models/tiny/infer", json=BODY)
         assert r.headers["x-model-version"] == "1"

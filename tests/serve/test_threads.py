@@ -15,8 +15,10 @@ def test_the_affinity_mask_counts_not_the_host(tmp_path: Path) -> None:
     assert available_cpus(none) == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize(("cpu_max", "cap"), [("max 100000", None), ("50000 100000", 1),
-                                              ("150000 100000", 2), ("garbage", None)])
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"),
+    [("max 100000", None), ("50000 100000", 1), ("150000 100000", 2), ("garbage", None)],
+)
 def test_a_cgroup_quota_caps_it(tmp_path: Path, cpu_max: str, cap: int | None) -> None:
     f = tmp_path / "cpu.max"
     f.write_text(cpu_max + "\n")

@@ -28,9 +28,15 @@ K = 2  # epochs before and after the checkpoint
 def build(hidden: int = 8, seed: int = 0, lr: float = 1e-2) -> Any:
     """Dense + BatchNorm + Dropout: trainable and moving variables, and a seed state."""
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(hidden, activation="relu"),
-        keras.layers.BatchNormalization(), keras.layers.Dropout(0.25), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(3),
+        ]
+    )
     model.compile(keras.optimizers.Adam(lr), "mse", jit_compile=False)
     return model
 
@@ -51,14 +57,15 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(key: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory,
-               ) -> tuple[Path, dict[str, list[np.ndarray]]]:
+def checkpoint(
+    key: tuple[Any, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, list[np.ndarray]]]:
     """K epochs, saved with the optimizer; and where 2K uninterrupted epochs end."""
     model = build()
     fit(model, K)
     path = tmp_path_factory.mktemp("ckpt") / "ckpt.mbundle"
-    bundle.save(model, path, sample_input=SAMPLE, signing_key=key[0],
-                optimizer=model.optimizer)
+    bundle.save(model, path, sample_input=SAMPLE, signing_key=key[0], optimizer=model.optimizer)
     ref = build()
     fit(ref, 2 * K)
     return path, {"model": values(ref.variables), "optimizer": values(ref.optimizer.variables)}
@@ -66,18 +73,17 @@ def checkpoint(key: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.mark.slow
 def test_resume_matches_uninterrupted_training(
-        checkpoint: tuple[Path, dict[str, list[np.ndarray]]], key: tuple[Any, Path]) -> None:
+    checkpoint: tuple[Path, dict[str, list[np.ndarray]]], key: tuple[Any, Path]
+) -> None:
     path, ref = checkpoint
     model = build(seed=123, lr=0.5)  # other weights, other learning rate: all replaced
     assert not model.optimizer.built  # restore builds it
-    report = bundle.restore(path, model=model, optimizer=model.optimizer,
-                            trusted_keys=key[1])
+    report = bundle.restore(path, model=model, optimizer=model.optimizer, trusted_keys=key[1])
     assert report.verified
     assert int(model.optimizer.iterations.numpy()) == K * 3  # 48 rows / 16 per step
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-2)
     fit(model, K)
-    for want, got, v in zip(ref["model"], values(model.variables), model.variables,
-                            strict=True):
+    for want, got, v in zip(ref["model"], values(model.variables), model.variables, strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=v.path)
     for want, got in zip(ref["optimizer"], values(model.optimizer.variables), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
@@ -92,19 +98,31 @@ def test_state_lists_every_variable(checkpoint: tuple[Path, Any]) -> None:
     assert doc["framework"]["name"] == "keras"
     assert not any(n.endswith((".pkl", ".keras", ".h5", ".pb")) for n in names)
     kinds = [t["name"].rsplit("/", 1)[-1] for t in doc["model"]["tensors"]]
-    assert kinds == ["kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance",
-                     "seed_generator_state", "kernel", "bias"]
+    assert kinds == [
+        "kernel",
+        "bias",
+        "gamma",
+        "beta",
+        "moving_mean",
+        "moving_variance",
+        "seed_generator_state",
+        "kernel",
+        "bias",
+    ]
     opt = doc["optimizer"]
     assert opt["class"] == "keras.src.optimizers.adam.Adam"
-    assert [t["name"].rsplit("/", 1)[-1] for t in opt["tensors"][:2]] == ["iteration",
-                                                                          "learning_rate"]
+    assert [t["name"].rsplit("/", 1)[-1] for t in opt["tensors"][:2]] == [
+        "iteration",
+        "learning_rate",
+    ]
     assert len(opt["tensors"]) == 2 + 2 * 6  # momentum + velocity per trainable variable
     assert all(t["source"] == "training" for t in opt["tensors"])
 
 
 @pytest.mark.slow
 def test_mismatches_are_listed_and_nothing_is_assigned(
-        checkpoint: tuple[Path, Any], key: tuple[Any, Path]) -> None:
+    checkpoint: tuple[Path, Any], key: tuple[Any, Path]
+) -> None:
     path, _ = checkpoint
     other = build(hidden=5, seed=3)
     before = values(other.variables)
@@ -122,11 +140,21 @@ def test_mismatches_are_listed_and_nothing_is_assigned(
 
     # one layer more: the count and the first disagreeing variable are named
     keras.utils.set_random_seed(4)
-    deeper = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-                               keras.layers.Dense(8), keras.layers.BatchNormalization(),
-                               keras.layers.Dropout(0.25), keras.layers.Dense(3)])
-    with pytest.raises(bundle.InputError, match=r"model: 11 variable\(s\) given, 9 in the "
-                                                r"bundle.*\n.*model variable 2"):
+    deeper = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(3),
+        ]
+    )
+    with pytest.raises(
+        bundle.InputError,
+        match=r"model: 11 variable\(s\) given, 9 in the "
+        r"bundle.*\n.*model variable 2",
+    ):
         bundle.restore(path, model=deeper, trusted_keys=key[1])
 
 
@@ -135,8 +163,11 @@ def test_other_optimizer_is_refused(checkpoint: tuple[Path, Any], key: tuple[Any
     path, _ = checkpoint
     model = build()
     sgd = keras.optimizers.SGD(0.1, momentum=0.9)
-    with pytest.raises(bundle.InputError, match=r"holds a keras\.src\.optimizers\.adam\.Adam "
-                                                r"state, the given optimizer is a .*SGD"):
+    with pytest.raises(
+        bundle.InputError,
+        match=r"holds a keras\.src\.optimizers\.adam\.Adam "
+        r"state, the given optimizer is a .*SGD",
+    ):
         bundle.restore(path, model=model, optimizer=sgd, trusted_keys=key[1])
     with pytest.raises(bundle.InputError, match="learning-rate schedule inside the optimizer"):
         bundle.restore(path, model, model.optimizer, object(), trusted_keys=key[1])
@@ -154,8 +185,9 @@ def test_restore_without_trust_is_refused(checkpoint: tuple[Path, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_tampered_training_state_is_refused(checkpoint: tuple[Path, Any],
-                                            key: tuple[Any, Path], tmp_path: Path) -> None:
+def test_tampered_training_state_is_refused(
+    checkpoint: tuple[Path, Any], key: tuple[Any, Path], tmp_path: Path
+) -> None:
     path, _ = checkpoint
     from bundle.format.archive import ZipReader
 
@@ -189,8 +221,9 @@ def test_model_only_and_unbuilt_optimizer(tmp_path: Path) -> None:
     with pytest.raises(bundle.InputError, match="no training state"):
         bundle.restore(path2, model=other, allow_unsigned=True)
     with pytest.raises(ValueError, match="contradicts"):
-        bundle.save(model, path2, sample_input=SAMPLE, training_state=False,
-                    optimizer=model.optimizer)
+        bundle.save(
+            model, path2, sample_input=SAMPLE, training_state=False, optimizer=model.optimizer
+        )
 
 
 def test_reduced_precision_carries_training_state_only_when_asked(tmp_path: Path) -> None:
@@ -198,14 +231,19 @@ def test_reduced_precision_carries_training_state_only_when_asked(tmp_path: Path
     fit(model, 1)
 
     def training_entries(path: Path) -> set[str]:
-        return {f.path for f in bundle.inspect(path).manifest.files
-                if f.role == "training_state"}
+        return {f.path for f in bundle.inspect(path).manifest.files if f.role == "training_state"}
 
     plain, kept = tmp_path / "int8.mbundle", tmp_path / "int8-opt.mbundle"
     bundle.save(model, plain, sample_input=X[:16], precision="int8", tolerance=(0.2, 0.2))
     assert not training_entries(plain)
-    bundle.save(model, kept, sample_input=X[:16], precision="int8", tolerance=(0.2, 0.2),
-                optimizer=model.optimizer)
+    bundle.save(
+        model,
+        kept,
+        sample_input=X[:16],
+        precision="int8",
+        tolerance=(0.2, 0.2),
+        optimizer=model.optimizer,
+    )
     assert training_entries(kept)
     other = build(hidden=64, seed=9)
     bundle.restore(kept, model=other, optimizer=other.optimizer, allow_unsigned=True)
@@ -257,8 +295,9 @@ def test_restore_never_unpickles(checkpoint: tuple[Path, Any], key: tuple[Any, P
 
 
 @pytest.mark.slow
-def test_keras_state_is_not_restored_into_a_torch_module(checkpoint: tuple[Path, Any],
-                                                          key: tuple[Any, Path]) -> None:
+def test_keras_state_is_not_restored_into_a_torch_module(
+    checkpoint: tuple[Path, Any], key: tuple[Any, Path]
+) -> None:
     torch = pytest.importorskip("torch")
     path, _ = checkpoint
     with pytest.raises(bundle.InputError, match="holds 'keras' training state"):

@@ -66,8 +66,18 @@ def _fit_step(est: Any, X: np.ndarray, y: np.ndarray, first: bool) -> None:
 
 
 def _is_classifier(est: Any) -> bool:
-    return isinstance(est, (SGDClassifier, PassiveAggressiveClassifier, Perceptron,
-                            MultinomialNB, BernoulliNB, GaussianNB, MLPClassifier))
+    return isinstance(
+        est,
+        (
+            SGDClassifier,
+            PassiveAggressiveClassifier,
+            Perceptron,
+            MultinomialNB,
+            BernoulliNB,
+            GaussianNB,
+            MLPClassifier,
+        ),
+    )
 
 
 def _train(model: Any, batches: list[tuple[np.ndarray, np.ndarray]], first: bool) -> None:
@@ -120,8 +130,9 @@ def _assert_same(a: Any, b: Any, where: str = "") -> None:
 
 MAKERS: dict[str, Callable[[], Any]] = {
     "SGDClassifier": lambda: SGDClassifier(random_state=0),
-    "SGDClassifier-log-averaged": lambda: SGDClassifier(loss="log_loss", average=True,
-                                                        random_state=0),
+    "SGDClassifier-log-averaged": lambda: SGDClassifier(
+        loss="log_loss", average=True, random_state=0
+    ),
     "SGDRegressor": lambda: SGDRegressor(random_state=0),
     "PassiveAggressiveClassifier": lambda: PassiveAggressiveClassifier(random_state=0),
     "PassiveAggressiveRegressor": lambda: PassiveAggressiveRegressor(random_state=0),
@@ -134,13 +145,15 @@ MAKERS: dict[str, Callable[[], Any]] = {
     "StandardScaler": StandardScaler,
     "MinMaxScaler": MinMaxScaler,
     "MLPClassifier-adam": lambda: MLPClassifier(hidden_layer_sizes=(8,), random_state=0),
-    "MLPRegressor-sgd": lambda: MLPRegressor(hidden_layer_sizes=(8, 4), solver="sgd",
-                                             momentum=0.8, random_state=0),
-    "Pipeline(scaler, SGD)": lambda: Pipeline([("scale", StandardScaler()),
-                                               ("sgd", SGDClassifier(random_state=0))]),
-    "Pipeline(minmax, MLP)": lambda: Pipeline([("scale", MinMaxScaler()),
-                                               ("mlp", MLPRegressor(hidden_layer_sizes=(6,),
-                                                                    random_state=0))]),
+    "MLPRegressor-sgd": lambda: MLPRegressor(
+        hidden_layer_sizes=(8, 4), solver="sgd", momentum=0.8, random_state=0
+    ),
+    "Pipeline(scaler, SGD)": lambda: Pipeline(
+        [("scale", StandardScaler()), ("sgd", SGDClassifier(random_state=0))]
+    ),
+    "Pipeline(minmax, MLP)": lambda: Pipeline(
+        [("scale", MinMaxScaler()), ("mlp", MLPRegressor(hidden_layer_sizes=(6,), random_state=0))]
+    ),
 }
 
 
@@ -196,8 +209,7 @@ def test_wrong_class_and_wrong_pipeline_are_refused(tmp_path: Path) -> None:
     _train(saved, batches, first=True)
     bundle.save(saved, tmp_path / "p.mb", sample_input=batches[0][0][:4])
     with pytest.raises(bundle.InputError, match="a pipeline of 2 step"):
-        bundle.restore(tmp_path / "p.mb", model=SGDClassifier(random_state=0),
-                       allow_unsigned=True)
+        bundle.restore(tmp_path / "p.mb", model=SGDClassifier(random_state=0), allow_unsigned=True)
     wrong = Pipeline([("scale", MinMaxScaler()), ("sgd", SGDClassifier(random_state=0))])
     with pytest.raises(bundle.InputError, match="MinMaxScaler was given"):
         bundle.restore(tmp_path / "p.mb", model=wrong, allow_unsigned=True)
@@ -211,10 +223,17 @@ def test_non_incremental_model_has_no_training_state(tmp_path: Path) -> None:
     bundle.save(LogisticRegression().fit(X, y), tmp_path / "lr.mb", sample_input=X[:3])
     with pytest.raises(bundle.InputError, match="holds no training state"):
         bundle.restore(tmp_path / "lr.mb", model=LogisticRegression(), allow_unsigned=True)
-    with pytest.raises(bundle.ConversionError, match="no training state for model "
-                                                     r"\(LogisticRegression\)"):
-        bundle.save(LogisticRegression().fit(X, y), tmp_path / "lr2.mb", sample_input=X[:3],
-                    training_state=True)
+    with pytest.raises(
+        bundle.ConversionError,
+        match="no training state for model "
+        r"\(LogisticRegression\)",
+    ):
+        bundle.save(
+            LogisticRegression().fit(X, y),
+            tmp_path / "lr2.mb",
+            sample_input=X[:3],
+            training_state=True,
+        )
     assert not (tmp_path / "lr2.mb").exists()
 
 
@@ -229,8 +248,12 @@ def test_optimizer_argument_is_refused_for_sklearn(tmp_path: Path) -> None:
     X, y = _batches(1)[0]
     bundle.save(SGDClassifier(random_state=0).fit(X, y), tmp_path / "m.mb", sample_input=X[:3])
     with pytest.raises(bundle.InputError, match="pass model= only"):
-        bundle.restore(tmp_path / "m.mb", model=SGDClassifier(random_state=0), optimizer=object(),
-                       allow_unsigned=True)
+        bundle.restore(
+            tmp_path / "m.mb",
+            model=SGDClassifier(random_state=0),
+            optimizer=object(),
+            allow_unsigned=True,
+        )
 
 
 def test_state_document_names_only_allow_listed_classes(tmp_path: Path) -> None:
@@ -261,21 +284,38 @@ def test_state_document_names_only_allow_listed_classes(tmp_path: Path) -> None:
     assert "sklearn.preprocessing.LabelBinarizer" in found
 
 
-
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda d: d["model"]["steps"][0].update({"class": "os.system"}),
-     "'os.system', which is not on the allow-list"),
-    (lambda d: d["model"]["steps"][0]["state"].update({"__class__": {"type": "none"}}),
-     r"sets \['__class__'\], which the allow-list"),
-    (lambda d: d["model"]["steps"][0]["state"]["_label_binarizer"].update(
-        {"class": "subprocess.Popen"}), "'subprocess.Popen', which is not on the allow-list"),
-    (lambda d: d["model"]["steps"][0]["state"]["coefs_"]["items"][0].update(
-        {"tensor": "nope"}), "refers to tensor 'nope'"),
-    (lambda d: d["model"]["steps"][0]["state"]["t_"].update({"type": "pickle"}),
-     "unknown type 'pickle'"),
-])
-def test_hostile_state_document_is_refused(tmp_path: Path, signing_key: Any,
-                                           change: Callable[[Any], None], message: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["model"]["steps"][0].update({"class": "os.system"}),
+            "'os.system', which is not on the allow-list",
+        ),
+        (
+            lambda d: d["model"]["steps"][0]["state"].update({"__class__": {"type": "none"}}),
+            r"sets \['__class__'\], which the allow-list",
+        ),
+        (
+            lambda d: d["model"]["steps"][0]["state"]["_label_binarizer"].update(
+                {"class": "subprocess.Popen"}
+            ),
+            "'subprocess.Popen', which is not on the allow-list",
+        ),
+        (
+            lambda d: d["model"]["steps"][0]["state"]["coefs_"]["items"][0].update(
+                {"tensor": "nope"}
+            ),
+            "refers to tensor 'nope'",
+        ),
+        (
+            lambda d: d["model"]["steps"][0]["state"]["t_"].update({"type": "pickle"}),
+            "unknown type 'pickle'",
+        ),
+    ],
+)
+def test_hostile_state_document_is_refused(
+    tmp_path: Path, signing_key: Any, change: Callable[[Any], None], message: str
+) -> None:
     X, y = _batches(1)[0]
     m = MLPClassifier(hidden_layer_sizes=(4,), random_state=0, max_iter=5).fit(X, y)
     bundle.save(m, tmp_path / "m.mb", sample_input=X[:3], signing_key=signing_key)
@@ -283,12 +323,11 @@ def test_hostile_state_document_is_refused(tmp_path: Path, signing_key: Any,
     doc = json.loads(entries[STATE_JSON])
     change(doc)
     entries[STATE_JSON] = canonical_json.dumps(doc)
-    contents = {k: v for k, v in entries.items()
-                if k != "manifest.json" and not k.startswith("signatures/")}
-    build_signed(tmp_path / "evil.mb", contents, [signing_key],
-                 base=manifest_of(tmp_path / "m.mb"))
+    contents = {
+        k: v for k, v in entries.items() if k != "manifest.json" and not k.startswith("signatures/")
+    }
+    build_signed(tmp_path / "evil.mb", contents, [signing_key], base=manifest_of(tmp_path / "m.mb"))
     given = MLPClassifier(hidden_layer_sizes=(4,), random_state=0, max_iter=5)
     with pytest.raises(bundle.FormatError, match=message):
-        bundle.restore(tmp_path / "evil.mb", model=given,
-                       trusted_keys=[signing_key.public_key])
+        bundle.restore(tmp_path / "evil.mb", model=given, trusted_keys=[signing_key.public_key])
     assert not hasattr(given, "coefs_")

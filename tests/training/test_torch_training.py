@@ -84,16 +84,24 @@ K = 3
 
 
 @pytest.fixture(scope="module", params=list(OPTIMIZERS))
-def checkpoint(request: pytest.FixtureRequest, key: tuple[Any, Path],
-               tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, dict[str, Any]]:
+def checkpoint(
+    request: pytest.FixtureRequest, key: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, dict[str, Any]]:
     """k steps, saved with optimizer, scheduler and RNG; plus 2k uninterrupted steps."""
     kind = request.param
     model, opt, sched = fresh(kind)
     torch.manual_seed(7)
     train(model, opt, sched, range(K))
     path = tmp_path_factory.mktemp(kind) / "ckpt.mbundle"
-    bundle.save(model, path, sample_input=SAMPLE, signing_key=key[0], optimizer=opt,
-                scheduler=sched, include_rng=True)
+    bundle.save(
+        model,
+        path,
+        sample_input=SAMPLE,
+        signing_key=key[0],
+        optimizer=opt,
+        scheduler=sched,
+        include_rng=True,
+    )
     ref, ropt, rsched = fresh(kind)
     torch.manual_seed(7)
     train(ref, ropt, rsched, range(2 * K))
@@ -101,8 +109,9 @@ def checkpoint(request: pytest.FixtureRequest, key: tuple[Any, Path],
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted_training(checkpoint: tuple[str, Path, dict[str, Any]],
-                                               key: tuple[Any, Path]) -> None:
+def test_resume_matches_uninterrupted_training(
+    checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path]
+) -> None:
     kind, path, ref = checkpoint
     model, opt, sched = fresh(kind, seed=123, lr=7.0)  # different weights and lr: all replaced
     torch.manual_seed(99)  # replaced by the saved RNG state
@@ -110,8 +119,9 @@ def test_resume_matches_uninterrupted_training(checkpoint: tuple[str, Path, dict
     assert report.verified
     assert sched.last_epoch == K
     train(model, opt, sched, range(K, 2 * K))
-    for (name, want), (_, got) in zip(ref["model"].state_dict().items(),
-                                      model.state_dict().items(), strict=True):
+    for (name, want), (_, got) in zip(
+        ref["model"].state_dict().items(), model.state_dict().items(), strict=True
+    ):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=name)
     assert sched.get_last_lr() == ref["scheduler"].get_last_lr()
     want_state = ref["optimizer"].state_dict()
@@ -131,8 +141,16 @@ def test_state_is_keyed_by_parameter_name(checkpoint: tuple[str, Path, dict[str,
     assert {training.STATE_JSON, training.STATE_TENSORS} <= names
     assert not any(n.endswith((".pkl", ".pt", ".pth", ".bin")) for n in names)
     opt = doc["optimizer"]
-    assert set(opt["state"]) == {"conv.weight", "conv.bias", "bn.weight", "bn.bias",
-                                 "fc.weight", "fc.bias", "out.weight", "out.bias"}
+    assert set(opt["state"]) == {
+        "conv.weight",
+        "conv.bias",
+        "bn.weight",
+        "bn.bias",
+        "fc.weight",
+        "fc.bias",
+        "out.weight",
+        "out.bias",
+    }
     assert opt["param_groups"][0]["params"][0] == "conv.weight"
     assert doc["scheduler"]["class"] == "torch.optim.lr_scheduler.StepLR"
     assert doc["rng"]["type"] == "dict"
@@ -153,15 +171,19 @@ def test_restore_without_trust_is_refused(checkpoint: tuple[str, Path, dict[str,
 
 @pytest.mark.slow
 def test_mismatches_are_listed_and_nothing_is_loaded(
-        checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path]) -> None:
+    checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path]
+) -> None:
     kind, path, _ = checkpoint
     torch.manual_seed(11)
     other = Net(hidden=5)
     other.extra = nn.Linear(2, 2)
-    groups: list[dict[str, Any]] = [{"params": other.conv.parameters()},
-                                    {"params": list(other.fc.parameters())}]
-    opt = torch.optim.Adam(other.parameters()) if kind == "sgd-momentum" else \
-        torch.optim.Adam(groups)
+    groups: list[dict[str, Any]] = [
+        {"params": other.conv.parameters()},
+        {"params": list(other.fc.parameters())},
+    ]
+    opt = (
+        torch.optim.Adam(other.parameters()) if kind == "sgd-momentum" else torch.optim.Adam(groups)
+    )
     before = {k: v.clone() for k, v in other.state_dict().items()}
     opt_before = json.dumps(str(opt.state_dict()))
     with pytest.raises(bundle.InputError) as info:
@@ -182,8 +204,9 @@ def test_mismatches_are_listed_and_nothing_is_loaded(
 
 
 @pytest.mark.slow
-def test_optimizer_parameter_names_must_match(checkpoint: tuple[str, Path, dict[str, Any]],
-                                              key: tuple[Any, Path]) -> None:
+def test_optimizer_parameter_names_must_match(
+    checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path]
+) -> None:
     kind, path, _ = checkpoint
     model = Net()
     cls, kw = OPTIMIZERS[kind]
@@ -207,12 +230,10 @@ def test_model_only_restore_and_no_optimizer_state(tmp_path: Path) -> None:
     torch.manual_seed(5)
     other = Net()
     bundle.restore(path, other, allow_unsigned=True)
-    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     with pytest.raises(bundle.InputError, match="no optimizer state"):
-        bundle.restore(path, other, torch.optim.SGD(other.parameters(), lr=1),
-                       allow_unsigned=True)
+        bundle.restore(path, other, torch.optim.SGD(other.parameters(), lr=1), allow_unsigned=True)
 
 
 def test_bundle_without_training_state(tmp_path: Path) -> None:
@@ -225,8 +246,9 @@ def test_bundle_without_training_state(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tampered_training_state_is_refused(checkpoint: tuple[str, Path, dict[str, Any]],
-                                            key: tuple[Any, Path], tmp_path: Path) -> None:
+def test_tampered_training_state_is_refused(
+    checkpoint: tuple[str, Path, dict[str, Any]], key: tuple[Any, Path], tmp_path: Path
+) -> None:
     kind, path, _ = checkpoint
     data = bytearray(path.read_bytes())
     from bundle.format.archive import ZipReader
@@ -242,9 +264,12 @@ def test_tampered_training_state_is_refused(checkpoint: tuple[str, Path, dict[st
         bundle.restore(bad, model, opt, trusted_keys=key[1])
 
 
-def test_restore_uses_the_hashed_training_bytes(checkpoint: tuple[str, Path, dict[str, Any]],
-                                                key: tuple[Any, Path], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restore_uses_the_hashed_training_bytes(
+    checkpoint: tuple[str, Path, dict[str, Any]],
+    key: tuple[Any, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The optimizer tensors restored are those verification hashed, read once: a change
     to the file after hashing is neither seen nor a reason to read the entry again."""
     import shutil
@@ -260,8 +285,9 @@ def test_restore_uses_the_hashed_training_bytes(checkpoint: tuple[str, Path, dic
     model, opt, _ = fresh(kind)
     bundle.restore(copy, model, opt, trusted_keys=key[1])
     assert training.STATE_TENSORS not in reads
-    for (k, a), (_, b) in zip(want_model.state_dict().items(), model.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(
+        want_model.state_dict().items(), model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), k
     assert repr(opt.state_dict()) == repr(want_opt.state_dict())
 
@@ -303,12 +329,24 @@ def test_tied_weights_are_stored_once(tmp_path: Path) -> None:
 
 def test_typed_tree_round_trips_exactly() -> None:
     value: dict[str | int, Any] = {
-        "lr": 1e-3, "inf": math.inf, "-inf": -math.inf, "nan": math.nan, "neg0": -0.0,
-        "big": 2**70, "flag": True, "none": None, "name": "ünïcode",
-        "betas": (0.9, 0.999), "nested": [{"a": [1, (2, 3)]}, []], 3: "int key",
-        "3": "str key", "t": torch.arange(6, dtype=torch.float64).reshape(2, 3),
-        "bf": torch.ones(2, dtype=torch.bfloat16), "scalar": torch.tensor(4.0),
-        "empty": torch.zeros(0, 3), "dtype": torch.float16,
+        "lr": 1e-3,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "nan": math.nan,
+        "neg0": -0.0,
+        "big": 2**70,
+        "flag": True,
+        "none": None,
+        "name": "ünïcode",
+        "betas": (0.9, 0.999),
+        "nested": [{"a": [1, (2, 3)]}, []],
+        3: "int key",
+        "3": "str key",
+        "t": torch.arange(6, dtype=torch.float64).reshape(2, 3),
+        "bf": torch.ones(2, dtype=torch.bfloat16),
+        "scalar": torch.tensor(4.0),
+        "empty": torch.zeros(0, 3),
+        "dtype": torch.float16,
         "np": np.arange(4, dtype=np.uint32),
     }
     enc = training._Encoder()
@@ -352,8 +390,9 @@ def test_unstorable_value_names_its_key(tmp_path: Path) -> None:
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(bundle.ConversionError, match=r"scheduler\['shape'\] is a function"):
-        bundle.save(model, tmp_path / "x.mbundle", sample_input=SAMPLE, optimizer=opt,
-                    scheduler=Warmup(opt))
+        bundle.save(
+            model, tmp_path / "x.mbundle", sample_input=SAMPLE, optimizer=opt, scheduler=Warmup(opt)
+        )
     assert not (tmp_path / "x.mbundle").exists()
 
 
@@ -394,9 +433,13 @@ CHILD = textwrap.dedent("""
 @pytest.mark.slow
 def test_restore_never_unpickles(checkpoint: tuple[str, Path, dict[str, Any]]) -> None:
     kind, path, _ = checkpoint
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), kind,
-                          str(Path(__file__).parent)],
-                         capture_output=True, text=True, timeout=180, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), kind, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info == {"events": [], "epoch": K}
@@ -422,12 +465,15 @@ def test_sharded_training_state_restores(tmp_path: Path, monkeypatch: pytest.Mon
     other = Net(hidden=12288)
     other_opt = torch.optim.Adam(other.parameters(), lr=1e-3)
     bundle.restore(path, other, other_opt, allow_unsigned=True)
-    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(),
-                              strict=True):
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     want, got = opt.state_dict()["state"], other_opt.state_dict()["state"]
     assert want.keys() == got.keys()
     for i in want:
         for name in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(want[i][name], got[i][name]), (i, name, want[i][name].dtype,
-                                                               got[i][name].dtype)
+            assert torch.equal(want[i][name], got[i][name]), (
+                i,
+                name,
+                want[i][name].dtype,
+                got[i][name].dtype,
+            )

@@ -41,8 +41,13 @@ def key2() -> bundle.PrivateKey:
     return bundle.generate_key("ed25519")
 
 
-def _save(path: Path, key: bundle.PrivateKey | list[bundle.PrivateKey] | None,
-          version: str = "1", name: str = "tiny", **kw: Any) -> Path:
+def _save(
+    path: Path,
+    key: bundle.PrivateKey | list[bundle.PrivateKey] | None,
+    version: str = "1",
+    name: str = "tiny",
+    **kw: Any,
+) -> Path:
     bundle.save(tiny_model(), path, signing_key=key, name=name, version=version, **kw)
     return path
 
@@ -62,8 +67,11 @@ def test_expires_is_in_the_signed_manifest(tmp_path: Path, key: bundle.PrivateKe
     entries = read_entries(path)
     entries[MANIFEST_NAME] = entries[MANIFEST_NAME].replace(b"2030-01-31", b"2099-01-31")
     with pytest.raises(SignatureError, match="does not cover this bundle's manifest"):
-        bundle.verify(rewrite(path, tmp_path / "t.mbundle", entries),
-                      trusted_keys=key.public_key, now=T0 - dt.timedelta(days=1))
+        bundle.verify(
+            rewrite(path, tmp_path / "t.mbundle", entries),
+            trusted_keys=key.public_key,
+            now=T0 - dt.timedelta(days=1),
+        )
 
 
 def test_expired_bundle_is_refused(tmp_path: Path, key: bundle.PrivateKey) -> None:
@@ -76,8 +84,9 @@ def test_expired_bundle_is_refused(tmp_path: Path, key: bundle.PrivateKey) -> No
     with pytest.raises(FreshnessError, match="expired"):
         bundle.load(path, trusted_keys=key.public_key, now=T0, device="cpu")
     # a naive now is read as UTC
-    assert bundle.verify(path, trusted_keys=key.public_key,
-                         now=before.replace(tzinfo=None)).verified
+    assert bundle.verify(
+        path, trusted_keys=key.public_key, now=before.replace(tzinfo=None)
+    ).verified
     # the real clock: a bundle that expired yesterday
     old = save_tiny(tmp_path / "old.mbundle", key, expires=dt.timedelta(days=-1))
     with pytest.raises(FreshnessError) as e:
@@ -91,14 +100,22 @@ def test_expired_bundle_is_refused(tmp_path: Path, key: bundle.PrivateKey) -> No
 
 def test_expiry_forms(tmp_path: Path, key: bundle.PrivateKey) -> None:
     aware = dt.datetime(2030, 1, 31, 13, 30, tzinfo=dt.timezone(dt.timedelta(hours=1, minutes=30)))
-    assert manifest_of(save_tiny(tmp_path / "a.mbundle", key, expires=aware)).expires == \
-        "2030-01-31T12:00:00Z"
+    assert (
+        manifest_of(save_tiny(tmp_path / "a.mbundle", key, expires=aware)).expires
+        == "2030-01-31T12:00:00Z"
+    )
     rel = manifest_of(save_tiny(tmp_path / "r.mbundle", key, expires=dt.timedelta(days=30)))
     assert rel.expires is not None
     delta = parse_time(rel.expires) - dt.datetime.now(UTC)
     assert dt.timedelta(days=29) < delta <= dt.timedelta(days=30)
-    for bad in ("2030-01-31T12:00:00+01:00", "2030-01-31 12:00:00Z", "2030-02-30T00:00:00Z",
-                "2030-01-31T12:00:00.5Z", dt.datetime(2030, 1, 1), 42):
+    for bad in (
+        "2030-01-31T12:00:00+01:00",
+        "2030-01-31 12:00:00Z",
+        "2030-02-30T00:00:00Z",
+        "2030-01-31T12:00:00.5Z",
+        dt.datetime(2030, 1, 1),
+        42,
+    ):
         with pytest.raises((ConversionError, FormatError)):
             save_tiny(tmp_path / "bad.mbundle", key, expires=bad)
         assert not (tmp_path / "bad.mbundle").exists()
@@ -118,9 +135,17 @@ def test_expires_schema(tmp_path: Path, key: bundle.PrivateKey) -> None:
 # --------------------------------------------------------------------------- versions
 
 
-@pytest.mark.parametrize(("lower", "higher"), [
-    ("1", "2"), ("1.9", "1.10"), ("1.0.9", "1.1"), ("2", "10"), ("2024.6.1", "2024.12.1"),
-    ("1", "1.0.1")])
+@pytest.mark.parametrize(
+    ("lower", "higher"),
+    [
+        ("1", "2"),
+        ("1.9", "1.10"),
+        ("1.0.9", "1.1"),
+        ("2", "10"),
+        ("2024.6.1", "2024.12.1"),
+        ("1", "1.0.1"),
+    ],
+)
 def test_version_order(lower: str, higher: str) -> None:
     assert parse_version(lower) < parse_version(higher)
 
@@ -150,14 +175,12 @@ def test_min_version(tmp_path: Path, key: bundle.PrivateKey) -> None:
 # --------------------------------------------------------------------------- rollback state
 
 
-def test_rollback_state(tmp_path: Path, key: bundle.PrivateKey,
-                        key2: bundle.PrivateKey) -> None:
+def test_rollback_state(tmp_path: Path, key: bundle.PrivateKey, key2: bundle.PrivateKey) -> None:
     state = tmp_path / "state" / "seen.json"
     state.parent.mkdir()
     v1, v2, v3 = (_save(tmp_path / f"v{i}.mbundle", key, str(i)) for i in (1, 2, 3))
 
-    def ok(path: Path,
-           trust: bundle.PublicKey | list[bundle.PublicKey] = key.public_key) -> bool:
+    def ok(path: Path, trust: bundle.PublicKey | list[bundle.PublicKey] = key.public_key) -> bool:
         return bundle.verify(path, trusted_keys=trust, rollback_state=state).verified
 
     def floor(name: str = "tiny") -> dict[str, object]:
@@ -197,13 +220,15 @@ def test_rollback_state(tmp_path: Path, key: bundle.PrivateKey,
     assert m.run({"X": np.ones((1, 4), np.float32)})["Y"].shape == (1, 3)
 
 
-def test_rollback_floor_survives_key_rotation(tmp_path: Path, key: bundle.PrivateKey,
-                                             key2: bundle.PrivateKey) -> None:
+def test_rollback_floor_survives_key_rotation(
+    tmp_path: Path, key: bundle.PrivateKey, key2: bundle.PrivateKey
+) -> None:
     """After v3 from the new key K2 was accepted, v2 from the old key K is a rollback."""
     state = tmp_path / "seen.json"
     both = [key.public_key, key2.public_key]
-    assert bundle.verify(_save(tmp_path / "v3.mbundle", key2, "3"), trusted_keys=both,
-                         rollback_state=state).verified
+    assert bundle.verify(
+        _save(tmp_path / "v3.mbundle", key2, "3"), trusted_keys=both, rollback_state=state
+    ).verified
     old = _save(tmp_path / "v2.mbundle", key, "2")
     with pytest.raises(FreshnessError, match=r"rollback refused: .* v2 .* older than v3"):
         bundle.verify(old, trusted_keys=both, rollback_state=state)
@@ -217,17 +242,31 @@ def test_rollback_floor_survives_key_rotation(tmp_path: Path, key: bundle.Privat
     parse_time(entry["accepted_at"])
 
 
-def test_rollback_state_migrates_the_per_key_form(tmp_path: Path, key: bundle.PrivateKey,
-                                                  key2: bundle.PrivateKey) -> None:
+def test_rollback_state_migrates_the_per_key_form(
+    tmp_path: Path, key: bundle.PrivateKey, key2: bundle.PrivateKey
+) -> None:
     state = tmp_path / "seen.json"
-    state.write_text(json.dumps({"format": "model-bundle-rollback-state/1", "models": {
-        "tiny": {key.key_id: "2", key2.key_id: "5"}, "other": {key.key_id: "1.0"}}}))
+    state.write_text(
+        json.dumps(
+            {
+                "format": "model-bundle-rollback-state/1",
+                "models": {
+                    "tiny": {key.key_id: "2", key2.key_id: "5"},
+                    "other": {key.key_id: "1.0"},
+                },
+            }
+        )
+    )
     # the floor is the highest version any key had, whichever key signs now
     with pytest.raises(FreshnessError, match="older than v5"):
-        bundle.verify(_save(tmp_path / "v4.mbundle", key, "4"), trusted_keys=key.public_key,
-                      rollback_state=state)
-    assert bundle.verify(_save(tmp_path / "v6.mbundle", key, "6"), trusted_keys=key.public_key,
-                         rollback_state=state).verified
+        bundle.verify(
+            _save(tmp_path / "v4.mbundle", key, "4"),
+            trusted_keys=key.public_key,
+            rollback_state=state,
+        )
+    assert bundle.verify(
+        _save(tmp_path / "v6.mbundle", key, "6"), trusted_keys=key.public_key, rollback_state=state
+    ).verified
     doc = json.loads(state.read_text())
     assert doc["format"] == freshness.STATE_FORMAT
     assert doc["models"]["tiny"]["version"] == "6"
@@ -242,11 +281,13 @@ def test_rollback_state_needs_a_trusted_signer(tmp_path: Path, key: bundle.Priva
     assert not state.exists()
 
 
-def test_rollback_state_records_only_verified_bundles(tmp_path: Path,
-                                                      key: bundle.PrivateKey) -> None:
+def test_rollback_state_records_only_verified_bundles(
+    tmp_path: Path, key: bundle.PrivateKey
+) -> None:
     state = tmp_path / "seen.json"
-    assert bundle.verify(_save(tmp_path / "v2.mbundle", key, "2"), trusted_keys=key.public_key,
-                         rollback_state=state).verified
+    assert bundle.verify(
+        _save(tmp_path / "v2.mbundle", key, "2"), trusted_keys=key.public_key, rollback_state=state
+    ).verified
     v9 = _save(tmp_path / "v9.mbundle", key, "9")
     entries = read_entries(v9)
     w = bytearray(entries[WEIGHTS_NAME])
@@ -257,9 +298,12 @@ def test_rollback_state_records_only_verified_bundles(tmp_path: Path,
         bundle.verify(corrupt, trusted_keys=key.public_key, rollback_state=state)
     assert json.loads(state.read_text())["models"]["tiny"]["version"] == "2"
     # correctly signed, every hash right, but the graph fails its checks: not recorded
-    bad_graph = build_signed(tmp_path / "graph9.mbundle",
-                             {GRAPH_NAME: b"\x08\x07:\xff", WEIGHTS_NAME: entries[WEIGHTS_NAME]},
-                             [key], base=manifest_of(v9))
+    bad_graph = build_signed(
+        tmp_path / "graph9.mbundle",
+        {GRAPH_NAME: b"\x08\x07:\xff", WEIGHTS_NAME: entries[WEIGHTS_NAME]},
+        [key],
+        base=manifest_of(v9),
+    )
     with pytest.raises(FormatError):
         bundle.verify(bad_graph, trusted_keys=key.public_key, rollback_state=state)
     with pytest.raises(FormatError):
@@ -276,22 +320,28 @@ def test_rollback_state_records_only_verified_bundles(tmp_path: Path,
 _V2 = b'{"format": "model-bundle-rollback-state/2", "models": '
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"{not json", b'{"format": "other", "models": {}}',
-    b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {"k": "beta"}}}',
-    b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {}}}',
-    b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
-    _V2 + b'{"tiny": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
-    _V2 + b'{"tiny": {"version": "beta", "signers": []}}}',
-    _V2 + b'{"tiny": {"version": 3, "signers": []}}}',
-    _V2 + b'{"tiny": {"version": "3"}}}',
-    _V2 + b'{"tiny": {"version": "3", "signers": [1]}}}',
-    _V2 + b'{"tiny": {"version": "3", "signers": [], "accepted_at": "today"}}}',
-    _V2 + b'{"tiny": {"version": "3", "signers": [], "extra": 1}}}',
-    _V2 + b'{"tiny": {"version": "3", "signers": []}, "tiny": {"version": "1", "signers": []}}}',
-])
-def test_damaged_state_fails_closed(tmp_path: Path, key: bundle.PrivateKey,
-                                    content: bytes) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b'{"format": "other", "models": {}}',
+        b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {"k": "beta"}}}',
+        b'{"format": "model-bundle-rollback-state/1", "models": {"tiny": {}}}',
+        b"\xff\xfe",
+        b"[" * 100_000 + b"]" * 100_000,
+        _V2 + b'{"tiny": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        _V2 + b'{"tiny": {"version": "beta", "signers": []}}}',
+        _V2 + b'{"tiny": {"version": 3, "signers": []}}}',
+        _V2 + b'{"tiny": {"version": "3"}}}',
+        _V2 + b'{"tiny": {"version": "3", "signers": [1]}}}',
+        _V2 + b'{"tiny": {"version": "3", "signers": [], "accepted_at": "today"}}}',
+        _V2 + b'{"tiny": {"version": "3", "signers": [], "extra": 1}}}',
+        _V2
+        + b'{"tiny": {"version": "3", "signers": []}, "tiny": {"version": "1", "signers": []}}}',
+    ],
+)
+def test_damaged_state_fails_closed(tmp_path: Path, key: bundle.PrivateKey, content: bytes) -> None:
     state = tmp_path / "seen.json"
     state.write_bytes(content)
     path = _save(tmp_path / "v.mbundle", key, "1")
@@ -337,15 +387,22 @@ def test_state_that_is_not_a_file_is_refused(tmp_path: Path, key: bundle.Private
     # in a subprocess so that a regression (open() blocking on the FIFO) fails, not hangs
     pub = tmp_path / "k.pub"
     pub.write_bytes(key.public_key.pem())
-    code = ("import bundle\n"
-            "from bundle.trust.freshness import FreshnessError\n"
-            "try:\n"
-            f"    bundle.verify({str(path)!r}, trusted_keys={str(pub)!r},\n"
-            f"                  rollback_state={str(fifo)!r})\n"
-            "except FreshnessError as e:\n"
-            "    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
-                          check=True, cwd=Path(__file__).parents[2])
+    code = (
+        "import bundle\n"
+        "from bundle.trust.freshness import FreshnessError\n"
+        "try:\n"
+        f"    bundle.verify({str(path)!r}, trusted_keys={str(pub)!r},\n"
+        f"                  rollback_state={str(fifo)!r})\n"
+        "except FreshnessError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert f"rollback state {fifo} is not a regular file" in done.stdout.decode()
     with pytest.raises(FreshnessError, match="not a regular file"):
         bundle.verify(path, trusted_keys=key.public_key, rollback_state=tmp_path)
@@ -366,15 +423,26 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
     return code, out, err
 
 
-def test_cli_freshness(tmp_path: Path, key: bundle.PrivateKey,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_freshness(
+    tmp_path: Path, key: bundle.PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
     from onnx import save as save_onnx
 
     key_path, pub = key.save(tmp_path / "k")
     save_onnx(tiny_model(), tmp_path / "m.onnx")
     v3 = tmp_path / "v3.mbundle"
-    code, _, err = run(capsys, "export", tmp_path / "m.onnx", v3, "--key", key_path,
-                       "--version", "3", "--expires", "30d")
+    code, _, err = run(
+        capsys,
+        "export",
+        tmp_path / "m.onnx",
+        v3,
+        "--key",
+        key_path,
+        "--version",
+        "3",
+        "--expires",
+        "30d",
+    )
     assert code == 0, err
     expires = manifest_of(v3).expires
     assert expires is not None
@@ -389,17 +457,28 @@ def test_cli_freshness(tmp_path: Path, key: bundle.PrivateKey,
     state = tmp_path / "state.json"
     assert run(capsys, "verify", v3, "--trusted-key", pub, "--rollback-state", state)[0] == 0
     v2 = tmp_path / "v2.mbundle"
-    assert run(capsys, "export", tmp_path / "m.onnx", v2, "--key", key_path, "--version",
-               "2")[0] == 0
+    assert (
+        run(capsys, "export", tmp_path / "m.onnx", v2, "--key", key_path, "--version", "2")[0] == 0
+    )
     np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
-    code, _, err = run(capsys, "predict", v2, "--trusted-key", pub, "--rollback-state", state,
-                       "--input", tmp_path / "x.npy")
+    code, _, err = run(
+        capsys,
+        "predict",
+        v2,
+        "--trusted-key",
+        pub,
+        "--rollback-state",
+        state,
+        "--input",
+        tmp_path / "x.npy",
+    )
     assert code == cli_exit_code(FreshnessError)
     assert "rollback refused" in err
     code, out, _ = run(capsys, "verify", v3, "--trusted-key", pub, "--json")
     assert json.loads(out)["expires"] == expires
-    code, _, err = run(capsys, "export", tmp_path / "m.onnx", tmp_path / "x.mbundle",
-                       "--expires", "soon")
+    code, _, err = run(
+        capsys, "export", tmp_path / "m.onnx", tmp_path / "x.mbundle", "--expires", "soon"
+    )
     assert code == 2
     assert "--expires" in err
 

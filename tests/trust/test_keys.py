@@ -68,8 +68,9 @@ def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
 
 
-def test_overwrite_never_exposes_the_private_key(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_never_exposes_the_private_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Overwriting a world-readable file: its mode is 0600 before the key is written."""
     import os
 
@@ -146,14 +147,16 @@ def test_unreadable_key_files(tmp_path: Path) -> None:
 def test_key_id_is_sha256_of_spki_pem(tmp_path: Path, key_type: str) -> None:
     k = bundle.generate_key(key_type)
     _, pub = k.save(tmp_path / "k")
-    spki = k.key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = k.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert pub.read_bytes() == spki
     assert k.key_id == hashlib.sha256(spki).hexdigest()
     assert k.public_key.key_id == k.key_id
     # the same key read from DER has the same id
-    der = k.key.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    der = k.key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert bundle.load_public_key(der).key_id == k.key_id
 
 
@@ -182,16 +185,27 @@ def test_malformed_signature_bytes_do_not_verify(key_type: str) -> None:
     """Garbage where a signature should be: False, never an exception."""
     k = bundle.generate_key(key_type)
     good = k.sign(b"m")
-    for sig in (b"", b"\0", b"\x30", b"\x30\x06\x02\x01\x01\x02\x01\x01", good[:-1],
-                good + b"\0", bytes(64), b"\xff" * 64, b"\x30" + good[1:]):
+    for sig in (
+        b"",
+        b"\0",
+        b"\x30",
+        b"\x30\x06\x02\x01\x01\x02\x01\x01",
+        good[:-1],
+        good + b"\0",
+        bytes(64),
+        b"\xff" * 64,
+        b"\x30" + good[1:],
+    ):
         if sig == good:
             continue
         assert k.public_key.verify(sig, b"m") is False
 
 
 def test_pae_matches_the_dsse_spec() -> None:
-    assert dsse.pae("http://example.com/HelloWorld", b"hello world") == \
-        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert (
+        dsse.pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
 
 
 def test_trust_store_from_a_directory(tmp_path: Path) -> None:
@@ -225,15 +239,23 @@ def test_trust_store_refusals(tmp_path: Path) -> None:
         bundle.TrustStore.from_paths([empty])
 
 
-def _write_pem(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-               | ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> Path:
+def _write_pem(
+    path: Path,
+    key: ec.EllipticCurvePrivateKey
+    | rsa.RSAPrivateKey
+    | ec.EllipticCurvePublicKey
+    | rsa.RSAPublicKey,
+) -> Path:
     if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         data = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption())
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     else:
         data = key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     path.write_bytes(data)
     return path
 
@@ -322,6 +344,7 @@ def test_signature_made_with_wrong_algorithm_bytes(tmp_path: Path) -> None:
     statement = dsse.build_statement("m", [("a", "1" * 64)])
     env = json.loads(dsse.sign_statement(statement, p256))
     env["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(
-        ed.sign(dsse.pae(dsse.PAYLOAD_TYPE, statement))).decode()
+        ed.sign(dsse.pae(dsse.PAYLOAD_TYPE, statement))
+    ).decode()
     parsed = dsse.parse_envelope(_json.dumps(env), "s")
     assert dsse.verify_envelope(parsed, bundle.TrustStore([p256.public_key]), "s") is None

@@ -38,8 +38,7 @@ def encrypted(tmp_path: Path) -> tuple[Path, Path, bundle.PrivateKey]:
 
 
 def _signed_by(path: Path, k: bundle.PrivateKey) -> bool:
-    return any(s.key_id == k.key_id for s in bundle.verify(path, trusted_keys=k.public_key)
-               .signers)
+    return any(s.key_id == k.key_id for s in bundle.verify(path, trusted_keys=k.public_key).signers)
 
 
 def _tty(monkeypatch: pytest.MonkeyPatch, answers: list[str]) -> list[str]:
@@ -63,9 +62,11 @@ def test_no_passphrase_argument(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_sign_with_default_environment_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch,
-        encrypted: tuple[Path, Path, bundle.PrivateKey],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    encrypted: tuple[Path, Path, bundle.PrivateKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setenv(PASSPHRASE_ENV, SECRET)
@@ -76,9 +77,11 @@ def test_sign_with_default_environment_variable(
 
 
 def test_sign_with_named_environment_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch,
-        encrypted: tuple[Path, Path, bundle.PrivateKey],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    encrypted: tuple[Path, Path, bundle.PrivateKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setenv("MY_KEY_PW", SECRET)
@@ -95,9 +98,12 @@ def test_sign_with_named_environment_variable(
     assert "is empty" in err
 
 
-def test_wrong_passphrase(tmp_path: Path, clean_env: pytest.MonkeyPatch,
-                          encrypted: tuple[Path, Path, bundle.PrivateKey],
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_passphrase(
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    encrypted: tuple[Path, Path, bundle.PrivateKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key_path, _, _ = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     before = path.read_bytes()
@@ -110,9 +116,11 @@ def test_wrong_passphrase(tmp_path: Path, clean_env: pytest.MonkeyPatch,
 
 
 def test_encrypted_key_without_terminal_or_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch,
-        encrypted: tuple[Path, Path, bundle.PrivateKey],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    encrypted: tuple[Path, Path, bundle.PrivateKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key_path, _, _ = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     clean_env.setattr(sys.stdin, "isatty", lambda: False, raising=False)
@@ -122,9 +130,12 @@ def test_encrypted_key_without_terminal_or_variable(
     assert "--passphrase-env" in err
 
 
-def test_prompt_on_a_terminal(tmp_path: Path, clean_env: pytest.MonkeyPatch,
-                              encrypted: tuple[Path, Path, bundle.PrivateKey],
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_prompt_on_a_terminal(
+    tmp_path: Path,
+    clean_env: pytest.MonkeyPatch,
+    encrypted: tuple[Path, Path, bundle.PrivateKey],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     key_path, _, k = encrypted
     path = save_tiny(tmp_path / "b.mbundle")
     prompts = _tty(clean_env, [SECRET])
@@ -136,15 +147,17 @@ def test_prompt_on_a_terminal(tmp_path: Path, clean_env: pytest.MonkeyPatch,
 
     save_onnx(tiny_model(), tmp_path / "m.onnx")
     prompts = _tty(clean_env, [SECRET])
-    assert run(capsys, "export", tmp_path / "m.onnx", tmp_path / "m.mbundle", "--key",
-               key_path)[0] == 0
+    assert (
+        run(capsys, "export", tmp_path / "m.onnx", tmp_path / "m.mbundle", "--key", key_path)[0]
+        == 0
+    )
     assert len(prompts) == 1
     assert _signed_by(tmp_path / "m.mbundle", k)
 
 
 def test_unencrypted_key_ignores_the_default_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     k = bundle.generate_key()
     key_path, _ = k.save(tmp_path / "plain")
     clean_env.setenv(PASSPHRASE_ENV, SECRET)
@@ -156,8 +169,8 @@ def test_unencrypted_key_ignores_the_default_variable(
 
 
 def test_keygen_encrypts_from_the_default_variable(
-        tmp_path: Path, clean_env: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     clean_env.setenv(PASSPHRASE_ENV, SECRET)
     assert run(capsys, "keygen", "--out", tmp_path / "k")[0] == 0
     data = (tmp_path / "k.key").read_bytes()
@@ -173,8 +186,9 @@ def test_keygen_encrypts_from_the_default_variable(
     assert not (tmp_path / "k2.key").exists()
 
 
-def test_keygen_encrypt_prompts_twice(tmp_path: Path, clean_env: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_encrypt_prompts_twice(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     prompts = _tty(clean_env, [SECRET, SECRET])
     assert run(capsys, "keygen", "--out", tmp_path / "k", "--encrypt")[0] == 0
     assert len(prompts) == 2

@@ -23,13 +23,18 @@ def other() -> bundle.PrivateKey:
     return bundle.generate_key("ed25519")
 
 
-def test_policy_normalises_what_it_is_given(tmp_path: Path, key: bundle.PrivateKey,
-                                            other: bundle.PrivateKey) -> None:
+def test_policy_normalises_what_it_is_given(
+    tmp_path: Path, key: bundle.PrivateKey, other: bundle.PrivateKey
+) -> None:
     key.save(tmp_path / "a")
     other.save(tmp_path / "b")
-    policy = bundle.TrustPolicy(tmp_path, threshold=2, min_version="1.2",
-                                rollback_state=str(tmp_path / "seen.json"),
-                                now="2030-01-01T00:00:00Z")
+    policy = bundle.TrustPolicy(
+        tmp_path,
+        threshold=2,
+        min_version="1.2",
+        rollback_state=str(tmp_path / "seen.json"),
+        now="2030-01-01T00:00:00Z",
+    )
     assert sorted(policy.key_ids()) == sorted([key.key_id, other.key_id])
     assert policy.threshold == 2
     assert policy.min_version == "1.2"
@@ -39,19 +44,23 @@ def test_policy_normalises_what_it_is_given(tmp_path: Path, key: bundle.PrivateK
     assert "threshold=2" in repr(policy)
 
 
-@pytest.mark.parametrize(("kwargs", "error", "says"), [
-    ({"threshold": 0}, ValueError, "at least 1"),
-    ({"threshold": 2}, ValueError, "distinct"),
-    ({"threshold": True}, TypeError, "int"),
-    ({"threshold": "2"}, TypeError, "int"),
-    ({"min_version": "latest"}, ValueError, "min_version"),
-    ({"min_version": 3}, TypeError, "min_version"),
-    ({"now": "yesterday"}, ValueError, "now"),
-    ({"now": 1893456000}, TypeError, "now"),
-    ({"rollback_state": 5}, TypeError, "rollback_state"),
-])
-def test_a_wrong_argument_is_the_callers_error(key: bundle.PrivateKey, kwargs: dict[str, object],
-                                               error: type[Exception], says: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "error", "says"),
+    [
+        ({"threshold": 0}, ValueError, "at least 1"),
+        ({"threshold": 2}, ValueError, "distinct"),
+        ({"threshold": True}, TypeError, "int"),
+        ({"threshold": "2"}, TypeError, "int"),
+        ({"min_version": "latest"}, ValueError, "min_version"),
+        ({"min_version": 3}, TypeError, "min_version"),
+        ({"now": "yesterday"}, ValueError, "now"),
+        ({"now": 1893456000}, TypeError, "now"),
+        ({"rollback_state": 5}, TypeError, "rollback_state"),
+    ],
+)
+def test_a_wrong_argument_is_the_callers_error(
+    key: bundle.PrivateKey, kwargs: dict[str, object], error: type[Exception], says: str
+) -> None:
     with pytest.raises(error, match=says):
         bundle.TrustPolicy(key.public_key, **kwargs)  # type: ignore[arg-type]
 
@@ -61,8 +70,9 @@ def test_threshold_without_anyone_to_trust_is_refused() -> None:
         bundle.TrustPolicy(threshold=2)
 
 
-def test_verify_load_restore_and_sign_take_a_policy(tmp_path: Path, key: bundle.PrivateKey,
-                                                    other: bundle.PrivateKey) -> None:
+def test_verify_load_restore_and_sign_take_a_policy(
+    tmp_path: Path, key: bundle.PrivateKey, other: bundle.PrivateKey
+) -> None:
     path = save_tiny(tmp_path / "m.mbundle", key, version="3")
     policy = bundle.TrustPolicy(key.public_key, min_version="3")
     assert bundle.verify(path, trust=policy).signers[0].key_id == key.key_id
@@ -83,8 +93,12 @@ def test_verify_load_restore_and_sign_take_a_policy(tmp_path: Path, key: bundle.
 def test_policy_and_shortcuts_are_not_mixed(tmp_path: Path, key: bundle.PrivateKey) -> None:
     path = save_tiny(tmp_path / "m.mbundle", key)
     policy = bundle.TrustPolicy(key.public_key)
-    for extra in ({"trusted_keys": key.public_key}, {"threshold": 1}, {"min_version": "1"},
-                  {"allow_unsigned": True}):
+    for extra in (
+        {"trusted_keys": key.public_key},
+        {"threshold": 1},
+        {"min_version": "1"},
+        {"allow_unsigned": True},
+    ):
         with pytest.raises(TypeError, match="not both"):
             bundle.verify(path, trust=policy, **extra)
     with pytest.raises(TypeError, match="TrustPolicy"):

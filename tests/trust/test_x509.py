@@ -49,26 +49,45 @@ def _sig_name(key_id: str) -> str:
     return f"signatures/{key_id}.sig"
 
 
-def _cert_signature(statement: bytes, signer: Any, chain: list[x509.Certificate],
-                    keyid: str = "") -> bytes:
+def _cert_signature(
+    statement: bytes, signer: Any, chain: list[x509.Certificate], keyid: str = ""
+) -> bytes:
     """A Sigstore bundle with a certificate chain, signed by ``signer`` with no checks
     on our side: how an attacker (or another tool) could write one."""
     message = dsse.pae(dsse.PAYLOAD_TYPE, statement)
-    sig = (signer.sign(message) if isinstance(signer, ed25519.Ed25519PrivateKey)
-           else signer.sign(message, ec.ECDSA(hashes.SHA256())))
-    return _json.dumps({
-        "mediaType": dsse.BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"x509CertificateChain": {"certificates": [
-            {"rawBytes": base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()}
-            for c in chain]}, "tlogEntries": []},
-        "dsseEnvelope": {"payload": base64.b64encode(statement).decode(),
-                         "payloadType": dsse.PAYLOAD_TYPE,
-                         "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}]},
-    })
+    sig = (
+        signer.sign(message)
+        if isinstance(signer, ed25519.Ed25519PrivateKey)
+        else signer.sign(message, ec.ECDSA(hashes.SHA256()))
+    )
+    return _json.dumps(
+        {
+            "mediaType": dsse.BUNDLE_MEDIA_TYPE,
+            "verificationMaterial": {
+                "x509CertificateChain": {
+                    "certificates": [
+                        {
+                            "rawBytes": base64.b64encode(
+                                c.public_bytes(serialization.Encoding.DER)
+                            ).decode()
+                        }
+                        for c in chain
+                    ]
+                },
+                "tlogEntries": [],
+            },
+            "dsseEnvelope": {
+                "payload": base64.b64encode(statement).decode(),
+                "payloadType": dsse.PAYLOAD_TYPE,
+                "signatures": [{"keyid": keyid, "sig": base64.b64encode(sig).decode()}],
+            },
+        }
+    )
 
 
-def _with_cert_signature(tmp_path: Path, name: str, signer: Any,
-                         chain: list[x509.Certificate], keyid: str = "") -> Path:
+def _with_cert_signature(
+    tmp_path: Path, name: str, signer: Any, chain: list[x509.Certificate], keyid: str = ""
+) -> Path:
     """The tiny model, unsigned, plus one hand-made certificate signature."""
     base = save_tiny(tmp_path / f"{name}.unsigned.mbundle")
     entries = read_entries(base)
@@ -84,14 +103,16 @@ def _with_cert_signature(tmp_path: Path, name: str, signer: Any,
 # --------------------------------------------------------------------------- signing
 
 
-def test_signature_embeds_the_chain_not_a_key_hint(tmp_path: Path, pki: PKI,
-                                                   certified: bundle.PrivateKey) -> None:
+def test_signature_embeds_the_chain_not_a_key_hint(
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey
+) -> None:
     path = save_tiny(tmp_path / "c.mbundle", certified)
     doc = json.loads(read_entries(path)[_sig_name(certified.key_id)])
     material = doc["verificationMaterial"]
     assert "publicKey" not in material
-    ders = [base64.b64decode(c["rawBytes"]) for c in material["x509CertificateChain"]
-            ["certificates"]]
+    ders = [
+        base64.b64decode(c["rawBytes"]) for c in material["x509CertificateChain"]["certificates"]
+    ]
     assert ders == [c.public_bytes(serialization.Encoding.DER) for c in certified.certificates]
     assert x509.load_der_x509_certificate(ders[1]) == pki.inter
     # the DSSE keyid still names the key, so the entry name can be checked
@@ -117,8 +138,11 @@ def test_chain_must_certify_the_signing_key(tmp_path: Path, pki: PKI, leaf_key: 
     with pytest.raises(KeyFileError, match="does not certify the signing key"):
         bundle.PrivateKey(other).with_certificates([pki.leaf(leaf_key), pki.inter])
     with pytest.raises(KeyFileError, match="does not certify any of the signing keys"):
-        save_tiny(tmp_path / "x.mbundle", bundle.PrivateKey(other),
-                  certificate_chain=pem(pki.leaf(leaf_key), pki.inter))
+        save_tiny(
+            tmp_path / "x.mbundle",
+            bundle.PrivateKey(other),
+            certificate_chain=pem(pki.leaf(leaf_key), pki.inter),
+        )
     assert not (tmp_path / "x.mbundle").exists()
     with pytest.raises(KeyFileError, match="certificate_chain given without"):
         save_tiny(tmp_path / "y.mbundle", None, certificate_chain=pem(pki.inter))
@@ -137,8 +161,9 @@ def test_p521_leaf_is_refused_for_signing(pki: PKI) -> None:
 # --------------------------------------------------------------------------- verifying
 
 
-def test_valid_chain_is_accepted_with_identity(tmp_path: Path, pki: PKI,
-                                               certified: bundle.PrivateKey) -> None:
+def test_valid_chain_is_accepted_with_identity(
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey
+) -> None:
     path = save_tiny(tmp_path / "ok.mbundle", certified)
     report = bundle.verify(path, trusted_roots=[pki.root])
     assert report.verified
@@ -166,10 +191,12 @@ def test_other_leaf_key_types(tmp_path: Path, pki: PKI, leaf_type: str) -> None:
 
 
 def test_expired_leaf_is_refused(tmp_path: Path, pki: PKI, leaf_key: Any) -> None:
-    leaf = pki.leaf(leaf_key, not_before=NOW - dt.timedelta(days=30),
-                    not_after=NOW - dt.timedelta(days=1))
-    path = save_tiny(tmp_path / "e.mbundle",
-                     bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter]))
+    leaf = pki.leaf(
+        leaf_key, not_before=NOW - dt.timedelta(days=30), not_after=NOW - dt.timedelta(days=1)
+    )
+    path = save_tiny(
+        tmp_path / "e.mbundle", bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter])
+    )
     with pytest.raises(SignatureError, match="is not valid at") as e:
         bundle.verify(path, trusted_roots=pki.root)
     assert "0 trusted key(s), 1 required" in str(e.value)
@@ -179,8 +206,9 @@ def test_expired_leaf_is_refused(tmp_path: Path, pki: PKI, leaf_key: Any) -> Non
 
 def test_not_yet_valid_leaf_is_refused(tmp_path: Path, pki: PKI, leaf_key: Any) -> None:
     leaf = pki.leaf(leaf_key, not_before=NOW + dt.timedelta(days=1))
-    path = save_tiny(tmp_path / "f.mbundle",
-                     bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter]))
+    path = save_tiny(
+        tmp_path / "f.mbundle", bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter])
+    )
     with pytest.raises(SignatureError, match="is not valid at"):
         bundle.verify(path, trusted_roots=pki.root)
 
@@ -200,8 +228,7 @@ def test_missing_intermediate_is_refused(tmp_path: Path, pki: PKI, leaf_key: Any
     assert bundle.verify(path, trusted_roots=pki.inter).verified
 
 
-def test_leaf_without_digital_signature_is_refused(tmp_path: Path, pki: PKI,
-                                                   leaf_key: Any) -> None:
+def test_leaf_without_digital_signature_is_refused(tmp_path: Path, pki: PKI, leaf_key: Any) -> None:
     leaf = pki.leaf(leaf_key, usage=key_usage(key_encipherment=True))
     path = _with_cert_signature(tmp_path, "noku", leaf_key, [leaf, pki.inter])
     with pytest.raises(SignatureError, match="lacks digitalSignature"):
@@ -213,8 +240,9 @@ def test_leaf_without_digital_signature_is_refused(tmp_path: Path, pki: PKI,
         bundle.verify(path, trusted_roots=pki.root)
 
 
-def test_extended_key_usage_must_allow_code_signing(tmp_path: Path, pki: PKI,
-                                                    leaf_key: Any) -> None:
+def test_extended_key_usage_must_allow_code_signing(
+    tmp_path: Path, pki: PKI, leaf_key: Any
+) -> None:
     tls = pki.leaf(leaf_key, eku=[CLIENT_AUTH])
     path = _with_cert_signature(tmp_path, "tls", leaf_key, [tls, pki.inter])
     with pytest.raises(SignatureError, match="codeSigning"):
@@ -226,8 +254,14 @@ def test_extended_key_usage_must_allow_code_signing(tmp_path: Path, pki: PKI,
 
 def test_ca_certificate_as_leaf_is_refused(tmp_path: Path, pki: PKI) -> None:
     k = ec.generate_private_key(ec.SECP256R1())
-    ca_leaf = issue("sub CA", k, pki.inter, pki.inter_key, ca=True,
-                    usage=key_usage(digital_signature=True, key_cert_sign=True))
+    ca_leaf = issue(
+        "sub CA",
+        k,
+        pki.inter,
+        pki.inter_key,
+        ca=True,
+        usage=key_usage(digital_signature=True, key_cert_sign=True),
+    )
     path = _with_cert_signature(tmp_path, "ca", k, [ca_leaf, pki.inter])
     with pytest.raises(SignatureError, match="leaf is a CA"):
         bundle.verify(path, trusted_roots=pki.root)
@@ -238,7 +272,6 @@ def test_p521_leaf_is_refused_when_verifying(tmp_path: Path, pki: PKI) -> None:
     path = _with_cert_signature(tmp_path, "p521", k, [pki.leaf(k), pki.inter])
     with pytest.raises(SignatureError, match="secp521r1"):
         bundle.verify(path, trusted_roots=pki.root)
-
 
 
 _P256_CURVE_OID = bytes.fromhex("06082a8648ce3d030107")  # DER of prime256v1 (P-256)
@@ -255,11 +288,11 @@ def _odd_leaf(pki: PKI, kind: str) -> x509.Certificate:
         "rsa": lambda: rsa.generate_private_key(65537, 2048),
         "dsa": lambda: dsa.generate_private_key(2048),
         "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1()),
-        "brainpoolP256r1": lambda: ec.generate_private_key(ec.BrainpoolP256R1())}
+        "brainpoolP256r1": lambda: ec.generate_private_key(ec.BrainpoolP256R1()),
+    }
     if kind in keys:
         return pki.leaf(keys[kind]())
-    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(
-        serialization.Encoding.DER)
+    der = pki.leaf(ec.generate_private_key(ec.SECP256R1())).public_bytes(serialization.Encoding.DER)
     if kind == "unloadable-curve":  # prime192v2
         der = der.replace(_P256_CURVE_OID, _P256_CURVE_OID[:-1] + b"\x02", 1)
     else:  # 1.2.840.10045.2.2, no key type at all
@@ -267,10 +300,13 @@ def _odd_leaf(pki: PKI, kind: str) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-@pytest.mark.parametrize("kind", ["rsa", "dsa", "secp256k1", "brainpoolP256r1",
-                                  "unloadable-curve", "unloadable-key-type"])
+@pytest.mark.parametrize(
+    "kind",
+    ["rsa", "dsa", "secp256k1", "brainpoolP256r1", "unloadable-curve", "unloadable-key-type"],
+)
 def test_leaf_key_a_signer_may_not_use_does_not_count(
-        tmp_path: Path, pki: PKI, certified: bundle.PrivateKey, kind: str) -> None:
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey, kind: str
+) -> None:
     """Not fatal beside a good signature; alone, refused saying why."""
     path = save_tiny(tmp_path / "good.mbundle", certified)
     entries = read_entries(path)
@@ -298,15 +334,23 @@ class _NoSigner:
 
 @pytest.mark.parametrize("critical", [True, False])
 def test_leaf_with_an_unknown_critical_extension_is_refused(
-        tmp_path: Path, pki: PKI, leaf_key: Any, critical: bool) -> None:
+    tmp_path: Path, pki: PKI, leaf_key: Any, critical: bool
+) -> None:
     """RFC 5280 4.2: a certificate with a critical extension the verifier does not know must
     be rejected; cryptography's path validation does so even under a permissive leaf policy."""
-    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
-                                         b"\x05\x00")
-    leaf = issue("ML release signer", leaf_key, pki.inter, pki.inter_key, ca=False,
-                 usage=key_usage(digital_signature=True), extra=[(unknown, critical)])
-    path = save_tiny(tmp_path / "x.mbundle",
-                     bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter]))
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+    leaf = issue(
+        "ML release signer",
+        leaf_key,
+        pki.inter,
+        pki.inter_key,
+        ca=False,
+        usage=key_usage(digital_signature=True),
+        extra=[(unknown, critical)],
+    )
+    path = save_tiny(
+        tmp_path / "x.mbundle", bundle.PrivateKey(leaf_key).with_certificates([leaf, pki.inter])
+    )
     if not critical:
         assert bundle.verify(path, trusted_roots=pki.root).verified
         return
@@ -314,8 +358,7 @@ def test_leaf_with_an_unknown_critical_extension_is_refused(
         bundle.verify(path, trusted_roots=pki.root)
 
 
-def test_signature_not_made_by_the_certified_key(tmp_path: Path, pki: PKI,
-                                                 leaf_key: Any) -> None:
+def test_signature_not_made_by_the_certified_key(tmp_path: Path, pki: PKI, leaf_key: Any) -> None:
     impostor = ec.generate_private_key(ec.SECP256R1())
     path = _with_cert_signature(tmp_path, "imp", impostor, [pki.leaf(leaf_key), pki.inter])
     with pytest.raises(SignatureError, match="does not verify with the key of certificate"):
@@ -329,21 +372,22 @@ def test_keyid_naming_another_key_is_refused(tmp_path: Path, pki: PKI, leaf_key:
     mbytes = entries[MANIFEST_NAME]
     statement = statement_for(Manifest.from_bytes(mbytes), mbytes)
     entries[_sig_name(other.key_id)] = _cert_signature(
-        statement, leaf_key, [pki.leaf(leaf_key), pki.inter], keyid=other.key_id)
+        statement, leaf_key, [pki.leaf(leaf_key), pki.inter], keyid=other.key_id
+    )
     path = rewrite(base, tmp_path / "k.mbundle", entries)
     with pytest.raises(SignatureError, match="mismatched key id"):
         bundle.verify(path, trusted_roots=pki.root)
 
 
-def test_malformed_certificate_material(tmp_path: Path, pki: PKI,
-                                        certified: bundle.PrivateKey) -> None:
+def test_malformed_certificate_material(
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey
+) -> None:
     path = save_tiny(tmp_path / "g.mbundle", certified)
     entries = read_entries(path)
     name = _sig_name(certified.key_id)
     doc = json.loads(entries[name])
     cases: list[tuple[Any, str]] = [
-        ({"certificates": [{"rawBytes": base64.b64encode(b"not DER").decode()}]},
-         "not valid DER"),
+        ({"certificates": [{"rawBytes": base64.b64encode(b"not DER").decode()}]}, "not valid DER"),
         ({"certificates": []}, "needs 1..8"),
         ({"certificates": [{"rawBytes": "%%%"}]}, "base64"),
         ({"certificates": ["x"]}, "not an object"),
@@ -356,9 +400,15 @@ def test_malformed_certificate_material(tmp_path: Path, pki: PKI,
         with pytest.raises(SignatureError, match=message):
             bundle.verify(bad, trusted_roots=pki.root)
     doc["verificationMaterial"]["publicKey"] = {"hint": certified.key_id}
-    doc["verificationMaterial"]["x509CertificateChain"] = {"certificates": [
-        {"rawBytes": base64.b64encode(pki.inter.public_bytes(serialization.Encoding.DER))
-         .decode()}]}
+    doc["verificationMaterial"]["x509CertificateChain"] = {
+        "certificates": [
+            {
+                "rawBytes": base64.b64encode(
+                    pki.inter.public_bytes(serialization.Encoding.DER)
+                ).decode()
+            }
+        ]
+    }
     entries[name] = _json.dumps(doc)
     with pytest.raises(SignatureError, match="both a public key hint and certificates"):
         bundle.verify(rewrite(path, tmp_path / "both.mbundle", entries), trusted_roots=pki.root)
@@ -371,9 +421,10 @@ def test_single_certificate_material_is_read(tmp_path: Path, pki: PKI, leaf_key:
     entries = read_entries(path)
     name = next(n for n in entries if n.startswith("signatures/"))
     doc = json.loads(entries[name])
-    doc["verificationMaterial"] = {"certificate": doc["verificationMaterial"]
-                                   ["x509CertificateChain"]["certificates"][0],
-                                   "tlogEntries": []}
+    doc["verificationMaterial"] = {
+        "certificate": doc["verificationMaterial"]["x509CertificateChain"]["certificates"][0],
+        "tlogEntries": [],
+    }
     entries[name] = _json.dumps(doc)
     path = rewrite(path, tmp_path / "single2.mbundle", entries)
     assert bundle.verify(path, trusted_roots=pki.inter).signers[0].identity is not None
@@ -381,8 +432,7 @@ def test_single_certificate_material_is_read(tmp_path: Path, pki: PKI, leaf_key:
         bundle.verify(path, trusted_roots=pki.root)
 
 
-def test_directly_trusted_key_needs_no_root(tmp_path: Path,
-                                            certified: bundle.PrivateKey) -> None:
+def test_directly_trusted_key_needs_no_root(tmp_path: Path, certified: bundle.PrivateKey) -> None:
     path = save_tiny(tmp_path / "d.mbundle", certified)
     (s,) = bundle.verify(path, trusted_keys=certified.public_key).signers
     assert s.key_id == certified.key_id
@@ -392,19 +442,18 @@ def test_directly_trusted_key_needs_no_root(tmp_path: Path,
 
 
 def test_certificate_signer_plus_another_key_counts_as_two(
-        tmp_path: Path, pki: PKI, certified: bundle.PrivateKey) -> None:
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey
+) -> None:
     plain = bundle.generate_key("ed25519")
     path = save_tiny(tmp_path / "two.mbundle", [certified, plain])
-    report = bundle.verify(path, trusted_keys=plain.public_key, trusted_roots=pki.root,
-                           threshold=2)
+    report = bundle.verify(path, trusted_keys=plain.public_key, trusted_roots=pki.root, threshold=2)
     assert {s.key_id for s in report.signers} == {certified.key_id, plain.key_id}
     # roots alone: one certified signer does not meet a threshold of two
     with pytest.raises(SignatureError, match="signed by 1 trusted key"):
         bundle.verify(path, trusted_roots=pki.root, threshold=2)
     # the certified key also listed as a trusted key is still one signer
     with pytest.raises(SignatureError, match="signed by 1 trusted key"):
-        bundle.verify(path, trusted_keys=certified.public_key, trusted_roots=pki.root,
-                      threshold=2)
+        bundle.verify(path, trusted_keys=certified.public_key, trusted_roots=pki.root, threshold=2)
 
 
 def test_two_certified_signers_from_one_ca(tmp_path: Path, pki: PKI) -> None:
@@ -428,13 +477,13 @@ def test_trust_store_with_roots_only() -> None:
         bundle.TrustStore(roots=[root], threshold=0)
 
 
-def test_sign_adds_a_certified_signature(tmp_path: Path, pki: PKI,
-                                         certified: bundle.PrivateKey) -> None:
+def test_sign_adds_a_certified_signature(
+    tmp_path: Path, pki: PKI, certified: bundle.PrivateKey
+) -> None:
     first = bundle.generate_key()
     path = save_tiny(tmp_path / "s.mbundle", first)
     bundle.sign(path, certified, trusted_keys=first.public_key)
-    report = bundle.verify(path, trusted_keys=first.public_key, trusted_roots=pki.root,
-                           threshold=2)
+    report = bundle.verify(path, trusted_keys=first.public_key, trusted_roots=pki.root, threshold=2)
     assert [s.identity is not None for s in report.signers].count(True) == 1
     # countersigning can require a certified signer instead of a key
     bundle.sign(path, bundle.generate_key(), trusted_roots=pki.root)
@@ -442,12 +491,12 @@ def test_sign_adds_a_certified_signature(tmp_path: Path, pki: PKI,
         bundle.sign(path, bundle.generate_key(), trusted_roots=PKI().root)
 
 
-def test_inspect_shows_the_claimed_identity(tmp_path: Path,
-                                            certified: bundle.PrivateKey) -> None:
+def test_inspect_shows_the_claimed_identity(tmp_path: Path, certified: bundle.PrivateKey) -> None:
     path = save_tiny(tmp_path / "i.mbundle", [certified, bundle.generate_key()])
     insp = bundle.inspect(path)
     assert insp.claimed_identities == {
-        certified.key_id: "CN=ML release signer,O=Example Org (email:releases@example.org)"}
+        certified.key_id: "CN=ML release signer,O=Example Org (email:releases@example.org)"
+    }
     assert insp.to_dict()["claimed_identities"] == dict(insp.claimed_identities)
 
 
@@ -460,20 +509,31 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
     return code, out, err
 
 
-def test_cli_certificate_sign_verify_inspect(tmp_path: Path, pki: PKI, leaf_key: Any,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_certificate_sign_verify_inspect(
+    tmp_path: Path, pki: PKI, leaf_key: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = pki.write(tmp_path, pki.leaf(leaf_key))
     key_path, _ = bundle.PrivateKey(leaf_key).save(tmp_path / "leaf")
     path = save_tiny(tmp_path / "cli.mbundle")
-    code, _, err = run(capsys, "sign", path, "--key", key_path, "--certificate-chain",
-                       files["leaf"], "--certificate-chain", files["inter"])
+    code, _, err = run(
+        capsys,
+        "sign",
+        path,
+        "--key",
+        key_path,
+        "--certificate-chain",
+        files["leaf"],
+        "--certificate-chain",
+        files["inter"],
+    )
     assert code == 0, err
     code, out, _ = run(capsys, "verify", path, "--trusted-root", files["root"])
     assert code == 0
     assert "certificate CN=ML release signer,O=Example Org (email:releases@example.org)" in out
     code, out, _ = run(capsys, "verify", path, "--trusted-root", files["root"], "--json")
-    assert json.loads(out)["signers"][0]["certificate"]["root"] == \
-        "CN=Example Root CA,O=Example Org"
+    assert (
+        json.loads(out)["signers"][0]["certificate"]["root"] == "CN=Example Root CA,O=Example Org"
+    )
     code, out, _ = run(capsys, "inspect", path)
     assert "(certificate CN=ML release signer" in out
     other = tmp_path / "other-root.pem"
@@ -483,18 +543,35 @@ def test_cli_certificate_sign_verify_inspect(tmp_path: Path, pki: PKI, leaf_key:
     assert "does not lead to a trusted root CA" in err
 
 
-def test_cli_export_with_chain(tmp_path: Path, pki: PKI, leaf_key: Any,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_with_chain(
+    tmp_path: Path, pki: PKI, leaf_key: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from onnx import save as save_onnx
 
     files = pki.write(tmp_path, pki.leaf(leaf_key))
     key_path, _ = bundle.PrivateKey(leaf_key).save(tmp_path / "leaf")
     save_onnx(tiny_model(), tmp_path / "m.onnx")
-    code, _, err = run(capsys, "export", tmp_path / "m.onnx", tmp_path / "m.mbundle", "--key",
-                       key_path, "--certificate-chain", files["chain"])
+    code, _, err = run(
+        capsys,
+        "export",
+        tmp_path / "m.onnx",
+        tmp_path / "m.mbundle",
+        "--key",
+        key_path,
+        "--certificate-chain",
+        files["chain"],
+    )
     assert code == 0, err
-    code, _, _ = run(capsys, "predict", tmp_path / "m.mbundle", "--trusted-root", files["root"],
-                     "--input", _npy(tmp_path), "--json")
+    code, _, _ = run(
+        capsys,
+        "predict",
+        tmp_path / "m.mbundle",
+        "--trusted-root",
+        files["root"],
+        "--input",
+        _npy(tmp_path),
+        "--json",
+    )
     assert code == 0
 
 
@@ -503,8 +580,9 @@ def _npy(tmp_path: Path) -> Path:
     return tmp_path / "x.npy"
 
 
-def test_cli_threshold_on_verify_and_predict(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_threshold_on_verify_and_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """k of n from the command line: --threshold counts distinct trusted keys."""
     a, b, c = (bundle.generate_key(t) for t in ("ecdsa-p256", "ed25519", "ecdsa-p384"))
     pubs = [k.save(tmp_path / n)[1] for k, n in ((a, "a"), (b, "b"), (c, "c"))]
@@ -519,20 +597,31 @@ def test_cli_threshold_on_verify_and_predict(tmp_path: Path,
     code, _, err = run(capsys, "predict", two, *trust, "--threshold", "3", "--input", x)
     assert code == cli_exit_code(SignatureError)
     # the same key given twice (a file and its directory) is one key: 2 of {a, b} only
-    code, _, err = run(capsys, "verify", two, "--trusted-key", pubs[0], "--trusted-key",
-                       tmp_path / "a.pub", "--threshold", "2")
+    code, _, err = run(
+        capsys,
+        "verify",
+        two,
+        "--trusted-key",
+        pubs[0],
+        "--trusted-key",
+        tmp_path / "a.pub",
+        "--threshold",
+        "2",
+    )
     assert code == 2  # a usage error: no bundle can meet it
     assert "needs between 1 and 1 distinct" in err
 
 
 def test_cli_unloadable_leaf_key_exits_with_the_signature_code(
-        tmp_path: Path, pki: PKI, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, pki: PKI, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = save_tiny(tmp_path / "u.mbundle")
     entries = read_entries(base)
     mbytes = entries[MANIFEST_NAME]
     statement = statement_for(Manifest.from_bytes(mbytes), mbytes)
     entries[_sig_name("0" * 64)] = _cert_signature(
-        statement, _NoSigner(), [_odd_leaf(pki, "unloadable-curve"), pki.inter])
+        statement, _NoSigner(), [_odd_leaf(pki, "unloadable-curve"), pki.inter]
+    )
     path = rewrite(base, tmp_path / "c.mbundle", entries)
     (tmp_path / "root.pem").write_bytes(pem(pki.root))
     code, _, err = run(capsys, "verify", path, "--trusted-root", tmp_path / "root.pem")

@@ -62,14 +62,24 @@ def _first_output(model: Any, test: Any) -> np.ndarray:
     mod = type(model).__module__.split(".")[0]
     if mod in ("keras", "tensorflow"):
         out = model(test, training=False)
-        out = out[0] if isinstance(out, (list, tuple)) else \
-            next(iter(out.values())) if isinstance(out, dict) else out
+        out = (
+            out[0]
+            if isinstance(out, (list, tuple))
+            else next(iter(out.values()))
+            if isinstance(out, dict)
+            else out
+        )
         return np.asarray(out)
     import torch
 
     with torch.no_grad():
-        out = model(**test) if isinstance(test, dict) else \
-            model(*test) if isinstance(test, tuple) else model(test)
+        out = (
+            model(**test)
+            if isinstance(test, dict)
+            else model(*test)
+            if isinstance(test, tuple)
+            else model(test)
+        )
     if isinstance(out, torch.Tensor):
         return out.numpy()
     if hasattr(out, "keys"):
@@ -107,8 +117,7 @@ def _reference(model: Any, test: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _compare_predict(reference: dict[str, np.ndarray], m: bundle.Model,
-                     test: Any) -> str | None:
+def _compare_predict(reference: dict[str, np.ndarray], m: bundle.Model, test: Any) -> str | None:
     method = "predict" if "predict" in m.manifest.methods else "transform"
     if method not in reference:
         raise _NotComparableError(f"the original's own {method}() fails on fresh rows")
@@ -116,8 +125,9 @@ def _compare_predict(reference: dict[str, np.ndarray], m: bundle.Model,
     got = m.predict(test)
     if got.shape != want.shape:
         return f"shape {got.shape} vs {want.shape}"
-    if want.dtype.kind in "OUSb" or (want.dtype.kind in "iu" and m.manifest.model.task in
-                                     ("classifier", "clusterer")):
+    if want.dtype.kind in "OUSb" or (
+        want.dtype.kind in "iu" and m.manifest.model.task in ("classifier", "clusterer")
+    ):
         bad = int((got.astype(str) != want.astype(str)).sum())
         if bad > max(1, len(want) // 20):  # a few float32 ties at class boundaries
             return f"{bad} of {len(want)} labels differ"
@@ -161,9 +171,13 @@ def run_case(case: Case, workdir: str | None = None) -> Result:
                     want = _first_output(model, test)
                     err = np.abs(got.astype(np.float64) - want.astype(np.float64))
                     tol = 1e-3 + 1e-3 * np.abs(want.astype(np.float64))
-                    problem = None if got.shape == want.shape and not np.any(err > tol) else \
-                        f"shape {got.shape} vs {want.shape}" if got.shape != want.shape else \
-                        f"max abs difference {float(err.max()):.3g}"
+                    problem = (
+                        None
+                        if got.shape == want.shape and not np.any(err > tol)
+                        else f"shape {got.shape} vs {want.shape}"
+                        if got.shape != want.shape
+                        else f"max abs difference {float(err.max()):.3g}"
+                    )
         except bundle.BundleError as e:
             return result("refused", f"{type(e).__name__}: {_one_line(e)}")
         except _NotComparableError as e:
@@ -183,9 +197,16 @@ def _sk_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score), score + X[:, 3]
 
 
-_NOT_A_MATRIX = {"DictVectorizer", "FeatureHasher", "LabelBinarizer", "LabelEncoder",
-                 "MultiLabelBinarizer", "CountVectorizer", "HashingVectorizer",
-                 "TfidfVectorizer"}
+_NOT_A_MATRIX = {
+    "DictVectorizer",
+    "FeatureHasher",
+    "LabelBinarizer",
+    "LabelEncoder",
+    "MultiLabelBinarizer",
+    "CountVectorizer",
+    "HashingVectorizer",
+    "TfidfVectorizer",
+}
 
 
 def _required(cls: type) -> list[str]:
@@ -193,8 +214,11 @@ def _required(cls: type) -> list[str]:
         params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [p.name for p in params if p.default is inspect.Parameter.empty and
-            p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
 
 
 def _sk_build(cls: type, kind: str) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
@@ -210,10 +234,14 @@ def _sk_build(cls: type, kind: str) -> Callable[[], tuple[Any, Any, Any, dict[st
             if p == "estimator":
                 args[p] = Ridge() if kind == "regressor" else LogisticRegression(max_iter=300)
             elif p == "estimators":
-                args[p] = [("a", Ridge()), ("b", DecisionTreeRegressor(max_depth=3))] \
-                    if kind == "regressor" else \
-                    [("a", LogisticRegression(max_iter=300)),
-                     ("b", DecisionTreeClassifier(max_depth=3))]
+                args[p] = (
+                    [("a", Ridge()), ("b", DecisionTreeRegressor(max_depth=3))]
+                    if kind == "regressor"
+                    else [
+                        ("a", LogisticRegression(max_iter=300)),
+                        ("b", DecisionTreeClassifier(max_depth=3)),
+                    ]
+                )
             elif p == "steps":
                 args[p] = [("s", StandardScaler()), ("m", LogisticRegression(max_iter=300))]
             elif p == "transformer_list":
@@ -222,23 +250,37 @@ def _sk_build(cls: type, kind: str) -> Callable[[], tuple[Any, Any, Any, dict[st
                 raise TypeError(f"needs {p}")
         model = cls(**args)
         if kind == "regressor":
-            y: Any = np.column_stack([yr, yr * 2]) if "MultiOutput" in cls.__name__ or \
-                "RegressorChain" in cls.__name__ else yr
+            y: Any = (
+                np.column_stack([yr, yr * 2])
+                if "MultiOutput" in cls.__name__ or "RegressorChain" in cls.__name__
+                else yr
+            )
             model.fit(X, y)
         elif kind == "classifier":
-            y = np.column_stack([y3, (y3 > 0).astype(int)]) if cls.__name__ in (
-                "MultiOutputClassifier", "ClassifierChain") else y3
+            y = (
+                np.column_stack([y3, (y3 > 0).astype(int)])
+                if cls.__name__ in ("MultiOutputClassifier", "ClassifierChain")
+                else y3
+            )
             model.fit(X, y)
         else:
-            model.fit(X, y3) if cls.__name__ in ("SelectKBest", "SelectPercentile",
-                                                 "SelectFpr", "SelectFdr", "SelectFwe",
-                                                 "GenericUnivariateSelect", "RFE", "RFECV",
-                                                 "SelectFromModel",
-                                                 "LinearDiscriminantAnalysis",
-                                                 "NeighborhoodComponentsAnalysis",
-                                                 "PLSCanonical", "PLSSVD", "CCA",
-                                                 "SequentialFeatureSelector") \
-                else model.fit(X)
+            model.fit(X, y3) if cls.__name__ in (
+                "SelectKBest",
+                "SelectPercentile",
+                "SelectFpr",
+                "SelectFdr",
+                "SelectFwe",
+                "GenericUnivariateSelect",
+                "RFE",
+                "RFECV",
+                "SelectFromModel",
+                "LinearDiscriminantAnalysis",
+                "NeighborhoodComponentsAnalysis",
+                "PLSCanonical",
+                "PLSSVD",
+                "CCA",
+                "SequentialFeatureSelector",
+            ) else model.fit(X)
         return model, X[:7], X_test, {}
 
     return build
@@ -255,15 +297,29 @@ def sklearn_cases() -> Iterator[Case]:
             continue
         if name in _NOT_A_MATRIX:
             continue  # the text cases below cover the vectorizers
-        kind = "classifier" if issubclass(cls, ClassifierMixin) else "regressor" \
-            if issubclass(cls, RegressorMixin) else "other"
+        kind = (
+            "classifier"
+            if issubclass(cls, ClassifierMixin)
+            else "regressor"
+            if issubclass(cls, RegressorMixin)
+            else "other"
+        )
         yield Case("scikit-learn", name, _sk_build(cls, kind))
     yield from _text_cases()
 
 
 def _text_cases() -> Iterator[Case]:
-    docs = np.array(["the cat sat on the mat", "dogs bark at night", "a cat and a dog",
-                     "loud music, late party", "École des chats", "the dog park"] * 8)
+    docs = np.array(
+        [
+            "the cat sat on the mat",
+            "dogs bark at night",
+            "a cat and a dog",
+            "loud music, late party",
+            "École des chats",
+            "the dog park",
+        ]
+        * 8
+    )
     labels = np.arange(len(docs)) % 3
     test = np.array(["a cat on a mat", "dogs", "party music", "école", "zebra"])
 
@@ -273,9 +329,9 @@ def _text_cases() -> Iterator[Case]:
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import make_pipeline
 
-            v = getattr(text, vec)(**({"ngram_range": (1, 2)} if vec == "CountVectorizer"
-                                       else {}))
+            v = getattr(text, vec)(**({"ngram_range": (1, 2)} if vec == "CountVectorizer" else {}))
             return make_pipeline(v, LogisticRegression()).fit(docs, labels), docs[:3], test, {}
+
         return build
 
     for vec in ("TfidfVectorizer", "CountVectorizer"):
@@ -287,8 +343,10 @@ def _text_cases() -> Iterator[Case]:
 
 def boosting_cases() -> Iterator[Case]:
     """XGBoost and LightGBM classifiers and regressors, bare and in pipelines."""
-    def make(lib: str, cls: str, target: str, pipeline: bool = False,
-             **kw: Any) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
+
+    def make(
+        lib: str, cls: str, target: str, pipeline: bool = False, **kw: Any
+    ) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
         def build() -> tuple[Any, Any, Any, dict[str, Any]]:
             import importlib
 
@@ -300,6 +358,7 @@ def boosting_cases() -> Iterator[Case]:
             X, y3, yr = _sk_data(300, 0)
             y = {"y3": y3, "y2": (y3 > 0).astype(int), "yr": yr}[target]
             return model.fit(X, y), X[:5], _sk_data(37, 1)[0], {}
+
         return build
 
     quiet: dict[str, Any] = {"verbose": -1}
@@ -316,8 +375,11 @@ def boosting_cases() -> Iterator[Case]:
         lib, cls, target = args
         kw: dict[str, Any] = quiet if lib == "lightgbm" else {}
         yield Case("boosting", name, make(lib, cls, target, n_estimators=20, **kw))
-        yield Case("boosting", f"Pipeline(scaler,{name})",
-                   make(lib, cls, target, True, n_estimators=20, **kw))
+        yield Case(
+            "boosting",
+            f"Pipeline(scaler,{name})",
+            make(lib, cls, target, True, n_estimators=20, **kw),
+        )
 
 
 # --------------------------------------------------------------------------- torch vision
@@ -334,13 +396,15 @@ def import_torchvision() -> Any:
         for mod in [m for m in sys.modules if m.startswith("torchvision")]:
             del sys.modules[mod]
         sys.modules["torchvision._meta_registrations"] = types.ModuleType(
-            "torchvision._meta_registrations")
+            "torchvision._meta_registrations"
+        )
         import torchvision
     return torchvision
 
 
 def vision_cases() -> Iterator[Case]:
     """torchvision and timm classification models, random weights, 64x64 inputs."""
+
     def make(source: str, arch: str) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
         def build() -> tuple[Any, Any, Any, dict[str, Any]]:
             import torch
@@ -353,21 +417,44 @@ def vision_cases() -> Iterator[Case]:
                 import_torchvision()
                 import timm
 
-                model = timm.create_model(arch, pretrained=False, num_classes=10,
-                                          **({"img_size": 64} if arch.startswith(
-                                              ("vit", "deit", "mixer")) else {}))
+                model = timm.create_model(
+                    arch,
+                    pretrained=False,
+                    num_classes=10,
+                    **({"img_size": 64} if arch.startswith(("vit", "deit", "mixer")) else {}),
+                )
             model.eval()
             return model, torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64), {}
+
         return build
 
-    for arch in ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5",
-                 "mnasnet0_5", "efficientnet_b0", "regnet_y_400mf", "densenet121",
-                 "convnext_tiny", "googlenet"):
-        yield Case("torchvision/timm", f"torchvision.{arch}", make("torchvision", arch),
-                   compare="first")
-    for arch in ("resnet10t", "mobilenetv3_small_050", "efficientnet_b0", "convnext_atto",
-                 "vit_tiny_patch16_224", "deit_tiny_patch16_224", "regnetx_002",
-                 "ghostnet_100", "mixer_s16_224", "levit_128s"):
+    for arch in (
+        "resnet18",
+        "mobilenet_v3_small",
+        "squeezenet1_1",
+        "shufflenet_v2_x0_5",
+        "mnasnet0_5",
+        "efficientnet_b0",
+        "regnet_y_400mf",
+        "densenet121",
+        "convnext_tiny",
+        "googlenet",
+    ):
+        yield Case(
+            "torchvision/timm", f"torchvision.{arch}", make("torchvision", arch), compare="first"
+        )
+    for arch in (
+        "resnet10t",
+        "mobilenetv3_small_050",
+        "efficientnet_b0",
+        "convnext_atto",
+        "vit_tiny_patch16_224",
+        "deit_tiny_patch16_224",
+        "regnetx_002",
+        "ghostnet_100",
+        "mixer_s16_224",
+        "levit_128s",
+    ):
         yield Case("torchvision/timm", f"timm.{arch}", make("timm", arch), compare="first")
 
 
@@ -377,8 +464,10 @@ def vision_cases() -> Iterator[Case]:
 def hf_cases() -> Iterator[Case]:
     """Hugging Face architectures from tiny configs (encoder, decoder, encoder-decoder,
     vision); causal LMs keep their default ``use_cache=True``."""
-    def make(cfg: str, cls: str, inputs: str, **kw: Any
-             ) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
+
+    def make(
+        cfg: str, cls: str, inputs: str, **kw: Any
+    ) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
         def build() -> tuple[Any, Any, Any, dict[str, Any]]:
             import torch
 
@@ -403,44 +492,146 @@ def hf_cases() -> Iterator[Case]:
 
                 def ids(b: int, s: int) -> Any:
                     return torch.randint(0, vocab, (b, s), generator=gen)
-                names = ["input_ids", "decoder_input_ids"] if inputs == "seq2seq" \
-                    else ["input_ids"]
+
+                names = ["input_ids", "decoder_input_ids"] if inputs == "seq2seq" else ["input_ids"]
                 sample = {n: ids(2, 8) for n in names}
                 test = {n: ids(3, 8) for n in names}
                 axes = {n: {0: "batch"} for n in names}
             return model, sample, test, ({"dynamic_axes": axes} if axes else {})
+
         return build
 
     small = {"vocab_size": 100, "max_position_embeddings": 64}
-    yield Case("huggingface", "BertModel (encoder)", make(
-        "BertConfig", "BertModel", "ids", num_hidden_layers=2, hidden_size=32,
-        num_attention_heads=2, intermediate_size=64, **small), compare="first")
-    yield Case("huggingface", "DistilBertForSequenceClassification (encoder)", make(
-        "DistilBertConfig", "DistilBertForSequenceClassification", "ids", n_layers=2, dim=32,
-        n_heads=2, hidden_dim=64, **small), compare="first")
-    yield Case("huggingface", "RobertaModel (encoder)", make(
-        "RobertaConfig", "RobertaModel", "ids", num_hidden_layers=2, hidden_size=32,
-        num_attention_heads=2, intermediate_size=64, vocab_size=100,
-        max_position_embeddings=70), compare="first")
-    yield Case("huggingface", "GPT2LMHeadModel (decoder)", make(
-        "GPT2Config", "GPT2LMHeadModel", "ids", n_layer=2, n_embd=32, n_head=2,
-        vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0), compare="first")
-    yield Case("huggingface", "LlamaForCausalLM (decoder)", make(
-        "LlamaConfig", "LlamaForCausalLM", "ids", hidden_size=32, intermediate_size=64,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **small),
-        compare="first")
-    yield Case("huggingface", "T5ForConditionalGeneration (encoder-decoder)", make(
-        "T5Config", "T5ForConditionalGeneration", "seq2seq", d_model=32, d_ff=64, d_kv=8,
-        num_layers=2, num_heads=4, vocab_size=100, decoder_start_token_id=0),
-        compare="first")
-    yield Case("huggingface", "BartForConditionalGeneration (encoder-decoder)", make(
-        "BartConfig", "BartForConditionalGeneration", "seq2seq", d_model=32,
-        encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, **small),
-        compare="first")
-    yield Case("huggingface", "ViTModel (vision)", make(
-        "ViTConfig", "ViTModel", "pixels", image_size=32, patch_size=8, num_hidden_layers=2,
-        hidden_size=32, num_attention_heads=2, intermediate_size=64), compare="first")
+    yield Case(
+        "huggingface",
+        "BertModel (encoder)",
+        make(
+            "BertConfig",
+            "BertModel",
+            "ids",
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            **small,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "DistilBertForSequenceClassification (encoder)",
+        make(
+            "DistilBertConfig",
+            "DistilBertForSequenceClassification",
+            "ids",
+            n_layers=2,
+            dim=32,
+            n_heads=2,
+            hidden_dim=64,
+            **small,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "RobertaModel (encoder)",
+        make(
+            "RobertaConfig",
+            "RobertaModel",
+            "ids",
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=70,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "GPT2LMHeadModel (decoder)",
+        make(
+            "GPT2Config",
+            "GPT2LMHeadModel",
+            "ids",
+            n_layer=2,
+            n_embd=32,
+            n_head=2,
+            vocab_size=100,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "LlamaForCausalLM (decoder)",
+        make(
+            "LlamaConfig",
+            "LlamaForCausalLM",
+            "ids",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **small,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "T5ForConditionalGeneration (encoder-decoder)",
+        make(
+            "T5Config",
+            "T5ForConditionalGeneration",
+            "seq2seq",
+            d_model=32,
+            d_ff=64,
+            d_kv=8,
+            num_layers=2,
+            num_heads=4,
+            vocab_size=100,
+            decoder_start_token_id=0,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "BartForConditionalGeneration (encoder-decoder)",
+        make(
+            "BartConfig",
+            "BartForConditionalGeneration",
+            "seq2seq",
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            **small,
+        ),
+        compare="first",
+    )
+    yield Case(
+        "huggingface",
+        "ViTModel (vision)",
+        make(
+            "ViTConfig",
+            "ViTModel",
+            "pixels",
+            image_size=32,
+            patch_size=8,
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        compare="first",
+    )
 
 
 # --------------------------------------------------------------------------- Keras
@@ -448,21 +639,31 @@ def hf_cases() -> Iterator[Case]:
 
 def keras_cases() -> Iterator[Case]:
     """Keras applications (weights=None, small inputs) and layer families."""
+
     def app(name: str, size: int) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
         def build() -> tuple[Any, Any, Any, dict[str, Any]]:
             import keras
 
             keras.utils.set_random_seed(0)
-            model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3),
-                                                      classes=10)
+            model = getattr(keras.applications, name)(
+                weights=None, input_shape=(size, size, 3), classes=10
+            )
             rng = np.random.default_rng(0)
             x = rng.uniform(0, 255, size=(3, size, size, 3)).astype("float32")
             return model, x[:1], x[1:], {}
+
         return build
 
-    for name, size in (("MobileNetV3Small", 32), ("MobileNetV2", 32), ("EfficientNetB0", 32),
-                       ("EfficientNetV2B0", 32), ("ResNet50", 32), ("DenseNet121", 32),
-                       ("ConvNeXtTiny", 32), ("Xception", 71)):
+    for name, size in (
+        ("MobileNetV3Small", 32),
+        ("MobileNetV2", 32),
+        ("EfficientNetB0", 32),
+        ("EfficientNetV2B0", 32),
+        ("ResNet50", 32),
+        ("DenseNet121", 32),
+        ("ConvNeXtTiny", 32),
+        ("Xception", 71),
+    ):
         yield Case("keras", f"applications.{name}", app(name, size), compare="first")
 
     def layers(kind: str) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
@@ -483,8 +684,7 @@ def keras_cases() -> Iterator[Case]:
                 x = rng.normal(size=(5, 12, 4)).astype("float32")
                 inp = keras.Input((None, 4))
                 y = getattr(L, kind)(8) if kind != "Conv1D" else L.Conv1D(8, 3)
-                out = L.Dense(2)(L.GlobalAveragePooling1D()(y(inp)) if kind == "Conv1D"
-                                 else y(inp))
+                out = L.Dense(2)(L.GlobalAveragePooling1D()(y(inp)) if kind == "Conv1D" else y(inp))
                 return keras.Model(inp, out), x[:2], x[2:], {}
             if kind == "Embedding":
                 x = rng.integers(0, 50, size=(5, 9)).astype("int64")
@@ -497,16 +697,27 @@ def keras_cases() -> Iterator[Case]:
                 out = L.MultiHeadAttention(2, 8)(inp, inp)
                 return keras.Model(inp, out), x[:2], x[2:], {}
             raise ValueError(kind)
+
         return build
 
-    for kind in ("Normalization (tabular)", "LSTM", "GRU", "Conv1D", "Embedding",
-                 "MultiHeadAttention"):
+    for kind in (
+        "Normalization (tabular)",
+        "LSTM",
+        "GRU",
+        "Conv1D",
+        "Embedding",
+        "MultiHeadAttention",
+    ):
         yield Case("keras", f"layers.{kind}", layers(kind), compare="first")
 
 
 FAMILIES: dict[str, Callable[[], Iterator[Case]]] = {
-    "scikit-learn": sklearn_cases, "boosting": boosting_cases,
-    "torchvision/timm": vision_cases, "huggingface": hf_cases, "keras": keras_cases}
+    "scikit-learn": sklearn_cases,
+    "boosting": boosting_cases,
+    "torchvision/timm": vision_cases,
+    "huggingface": hf_cases,
+    "keras": keras_cases,
+}
 
 
 def all_cases(families: list[str] | None = None) -> list[Case]:
@@ -526,4 +737,5 @@ def all_cases(families: list[str] | None = None) -> list[Case]:
 def _missing(e: ImportError) -> Callable[[], tuple[Any, Any, Any, dict[str, Any]]]:
     def build() -> tuple[Any, Any, Any, dict[str, Any]]:
         raise e
+
     return build

@@ -8,27 +8,43 @@ from __future__ import annotations
 import pytest
 from zoo.cases import Case, all_cases, run_case
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore::FutureWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
 
 SUBSET = {
-    "scikit-learn": ["LogisticRegression", "RandomForestRegressor", "LinearSVC",
-                     "OneVsOneClassifier", "KNNImputer", "PLSRegression", "StandardScaler",
-                     "Pipeline(TfidfVectorizer,LogisticRegression)"],
+    "scikit-learn": [
+        "LogisticRegression",
+        "RandomForestRegressor",
+        "LinearSVC",
+        "OneVsOneClassifier",
+        "KNNImputer",
+        "PLSRegression",
+        "StandardScaler",
+        "Pipeline(TfidfVectorizer,LogisticRegression)",
+    ],
     "boosting": ["XGBClassifier-multiclass", "Pipeline(scaler,LGBMRegressor)"],
-    "huggingface": ["BertModel (encoder)", "GPT2LMHeadModel (decoder)",
-                    "T5ForConditionalGeneration (encoder-decoder)"],
+    "huggingface": [
+        "BertModel (encoder)",
+        "GPT2LMHeadModel (decoder)",
+        "T5ForConditionalGeneration (encoder-decoder)",
+    ],
     "keras": ["layers.Normalization (tabular)", "layers.LSTM"],
 }
-REQUIRES = {"boosting": ("xgboost", "lightgbm", "onnxmltools"), "huggingface": ("transformers",
-            "torch", "onnxscript"), "keras": ("keras", "tf2onnx")}
+REQUIRES = {
+    "boosting": ("xgboost", "lightgbm", "onnxmltools"),
+    "huggingface": ("transformers", "torch", "onnxscript"),
+    "keras": ("keras", "tf2onnx"),
+}
 
 
 def _cases() -> list[Case]:
     by_name = {(c.family, c.name): c for c in all_cases(list(SUBSET))}
-    return [by_name[(fam, n)] for fam, names in SUBSET.items() for n in names
-            if (fam, n) in by_name]
+    return [
+        by_name[(fam, n)] for fam, names in SUBSET.items() for n in names if (fam, n) in by_name
+    ]
 
 
 def test_subset_is_complete() -> None:
