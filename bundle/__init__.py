@@ -61,7 +61,6 @@ from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
 from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
-from .store import Store
 from .trust.policy import TrustPolicy
 from .trust.signing import (
     PrivateKey,
@@ -75,6 +74,7 @@ from .trust.verify import Signer, VerifyReport
 
 if TYPE_CHECKING:  # at run time imported on first use (see __getattr__ below)
     from .legacy import ScanReport, migrate, scan
+    from .store import Store
 
 __all__ = [
     "ApprovalError",
@@ -132,12 +132,18 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``bundle.scan``, ``bundle.migrate`` and ``bundle.ScanReport``, imported on first use
-    from :mod:`bundle.legacy`: nothing on the load path imports that package."""
+    """``bundle.scan``, ``bundle.migrate`` and ``bundle.ScanReport`` (from
+    :mod:`bundle.legacy`) and ``bundle.Store`` (from :mod:`bundle.store`), imported on first
+    use: loading a local bundle imports neither package."""
     if name in ("scan", "migrate", "ScanReport"):
         from . import legacy
 
         value = getattr(legacy, name)
         globals()[name] = value
         return value
+    if name == "Store":
+        from .store import Store
+
+        globals()[name] = Store
+        return Store
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

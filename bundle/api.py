@@ -347,10 +347,14 @@ def load(
     (``cache_dir``, default the user cache directory) and verified from there in full.
     """
     from .runtime.session import create_session, select_providers
-    from .store.remote import fetch_url, is_remote
 
-    if is_remote(path):
-        path, _digest = fetch_url(str(path), storage_options=storage_options, cache_dir=cache_dir)
+    if "://" in os.fspath(path):  # a URL: the store's fetcher (not imported for local files)
+        from .store.remote import fetch_url, is_remote
+
+        if is_remote(path):
+            path, _digest = fetch_url(
+                str(path), storage_options=storage_options, cache_dir=cache_dir
+            )
 
     policy = resolve_policy(
         trust,

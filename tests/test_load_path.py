@@ -24,6 +24,12 @@ BANNED = (
     "cloudpickle",
     "dill",
     "tf2onnx",
+    # the operational layer is not on the load path of a local bundle either
+    "bundle.legacy",
+    "bundle.store",
+    "bundle.serve",
+    "bundle.integrations",
+    "fsspec",
 )
 
 
