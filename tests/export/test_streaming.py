@@ -419,7 +419,7 @@ def test_cli_progress_bar_only_for_large_work_on_a_terminal(
 
     from rich.console import Console
 
-    from bundle import cli
+    from bundle.cli import app as cli
 
     screens: list[io.StringIO] = []
 
@@ -427,16 +427,16 @@ def test_cli_progress_bar_only_for_large_work_on_a_terminal(
         screens.append(io.StringIO())
         return Console(file=screens[-1], force_terminal=terminal, width=100)
 
-    monkeypatch.setattr(cli, "_console", console)
+    monkeypatch.setattr(cli, "make_console", console)
     big = cli.PROGRESS_MIN_BYTES
-    with cli._hash_progress() as progress:
+    with cli.hash_progress() as progress:
         for _ in range(4):
             progress(big // 4, big)
     assert "verifying SHA-256" in screens[-1].getvalue()
-    with cli._hash_progress() as progress:
+    with cli.hash_progress() as progress:
         progress(10, big - 1)  # small: no bar
     assert screens[-1].getvalue() == ""
-    monkeypatch.setattr(cli, "_console", lambda stderr=False: console(stderr, False))
-    with cli._hash_progress() as progress:
+    monkeypatch.setattr(cli, "make_console", lambda stderr=False: console(stderr, False))
+    with cli.hash_progress() as progress:
         progress(big, big)  # not a terminal (a pipe, a log): no bar
     assert screens[-1].getvalue() == ""
