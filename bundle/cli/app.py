@@ -4,6 +4,7 @@ passphrases, trust options, input files; and :func:`main`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import math
 import os
@@ -272,7 +273,31 @@ def cli() -> None:
 
 
 def trust_options(fn: Any) -> Any:
-    """The trust and freshness options shared by verify and predict."""
+    """The trust and freshness options shared by verify, predict and serve, handed to the
+    command as one ``trust: TrustPolicy`` (with the command's own ``--allow-unsigned``)."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any,
+        trusted: tuple[str, ...],
+        threshold: int | None,
+        roots: tuple[str, ...],
+        min_version: str | None,
+        rollback_state: str | None,
+        allow_unsigned: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        trust = policy_from_options(
+            trusted,
+            threshold,
+            roots,
+            min_version=min_version,
+            rollback_state=rollback_state,
+            allow_unsigned=allow_unsigned,
+        )
+        return fn(*args, trust=trust, **kwargs)
+
+    wrapped: Any = command
     for option in reversed(
         (
             click.option(
@@ -298,8 +323,8 @@ def trust_options(fn: Any) -> Any:
             click.option("--rollback-state", type=click.Path(dir_okay=False), help=STATE_HELP),
         )
     ):
-        fn = option(fn)
-    return fn
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def read_npy(path: str) -> Any:

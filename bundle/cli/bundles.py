@@ -16,6 +16,7 @@ from ..errors import (
     SelfTestError,
 )
 from ..trust import signing
+from ..trust.policy import TrustPolicy
 from .app import (
     CHAIN_HELP,
     PASSPHRASE_ENV,
@@ -132,12 +133,7 @@ def sign(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify(
     bundle_path: str,
-    trusted: tuple[str, ...],
-    threshold: int | None,
-    roots: tuple[str, ...],
-    allow_unsigned: bool,
-    min_version: str | None,
-    rollback_state: str | None,
+    trust: TrustPolicy,
     as_json: bool,
 ) -> None:
     """Verify BUNDLE: exit 0 only if signed by a trusted key and every byte matches."""
@@ -145,14 +141,7 @@ def verify(
         report = api.verify(
             bundle_path,
             progress=progress,
-            trust=policy_from_options(
-                trusted,
-                threshold,
-                roots,
-                min_version=min_version,
-                rollback_state=rollback_state,
-                allow_unsigned=allow_unsigned,
-            ),
+            trust=trust,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -394,12 +383,7 @@ def _write_output(path: str, outputs: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def predict(
     bundle_path: str,
-    trusted: tuple[str, ...],
-    threshold: int | None,
-    roots: tuple[str, ...],
-    min_version: str | None,
-    rollback_state: str | None,
-    allow_unsigned: bool,
+    trust: TrustPolicy,
     input_path: str,
     output_path: str | None,
     method: str,
@@ -413,14 +397,7 @@ def predict(
             bundle_path,
             device=device,
             progress=progress,
-            trust=policy_from_options(
-                trusted,
-                threshold,
-                roots,
-                min_version=min_version,
-                rollback_state=rollback_state,
-                allow_unsigned=allow_unsigned,
-            ),
+            trust=trust,
         )
     data = _read_input(input_path, model)
     outputs = (

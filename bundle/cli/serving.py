@@ -10,12 +10,12 @@ import click
 from ..errors import (
     BundleError,
 )
+from ..trust.policy import TrustPolicy
 from .app import (
     PASSPHRASE_HELP,
     cli,
     load_key,
     make_console,
-    policy_from_options,
     positive_seconds,
     trust_options,
 )
@@ -88,14 +88,9 @@ from .app import (
 )
 def serve(
     bundle_paths: tuple[str, ...],
+    trust: TrustPolicy,
     store_url: str | None,
     specs: tuple[str, ...],
-    trusted: tuple[str, ...],
-    threshold: int | None,
-    roots: tuple[str, ...],
-    min_version: str | None,
-    rollback_state: str | None,
-    allow_unsigned: bool,
     host: str,
     port: int,
     poll_interval: float | None,
@@ -122,26 +117,14 @@ def serve(
         raise click.UsageError("--model needs --store")
     if probation_window < 0:
         raise click.UsageError("--probation-window must be 0 (off) or positive")
-    policy = policy_from_options(
-        trusted,
-        threshold,
-        roots,
-        min_version=min_version,
-        rollback_state=rollback_state,
-        allow_unsigned=allow_unsigned,
-    )
     sources: list[Any] = [
-        serving.FileSource(p, trust=policy, poll_interval=poll_interval or 1.0)
-        for p in bundle_paths
+        serving.FileSource(p, trust=trust, poll_interval=poll_interval or 1.0) for p in bundle_paths
     ]
     if specs:
-        store_cls = getattr(sys.modules[__package__ or "bundle"], "Store", None)  # issue 14
-        if store_cls is None:
-            raise click.UsageError(
-                "--store needs bundle.Store (the model store), which this "
-                "installation does not have"
-            )
-        store = store_cls(store_url, trust=policy)
+        from ..store import Store
+
+        assert store_url is not None  # --model without --store was refused above
+        store = Store(store_url, trust=trust)
         key = load_key(rollback_key, passphrase_env) if rollback_key else None
         sources += [
             serving.StoreSource(store, spec, signing_key=key, poll_interval=poll_interval or 5.0)

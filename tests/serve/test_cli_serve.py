@@ -99,3 +99,33 @@ def test_usage_errors_exit_2() -> None:
         proc = start(*args)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, (args, err.decode())
+
+
+def test_serve_follows_a_store_alias(bundles: Bundles, tmp_path: Path) -> None:
+    """`serve --store URL --model name@alias`: the alias's verified target answers."""
+    store = bundle.Store(tmp_path / "store", trust=bundles.trust, cache_dir=tmp_path / "cache")
+    store.push(bundles.good[2])
+    store.promote("tiny", "prod", "2", signing_key=bundles.key)
+    pub = tmp_path / "trusted.pub"
+    pub.write_bytes(bundles.key.public_key.pem())
+    port = free_port()
+    proc = start(
+        "--store", str(tmp_path / "store"), "--model", "tiny@prod", "--trusted-key", str(pub),
+        "--port", str(port), "--threads", "1", "--probation-window", "0",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        r = httpx.post(
+            f"{url}/v2/models/tiny/infer",
+            timeout=30,
+            json={
+                "inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1.0] * 4}]
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-model-version"] == "2"
+        assert r.headers["x-model-digest"] == store.resolve("tiny@prod").digest
+    finally:
+        proc.kill()
+        proc.wait()
