@@ -373,21 +373,28 @@ def load(
         model, header = _check_content(vb)
         manifest = vb.report.manifest
         # Before any session: a runtime too old for the graph is a named error saying
-        # which release (or which conversion) would do, not onnxruntime's text.
-        from .runtime.preflight import check_installed
+        # which release (or which conversion) would do, not onnxruntime's text. The
+        # full check needs onnx's operator schemas (import onnx: ~40 ms), so it runs
+        # when the graph's stamps say it may find something, or onnxruntime refuses.
+        from .runtime.preflight import check_installed, might_not_run
 
-        check_installed(model, manifest)
+        if might_not_run(model, manifest):
+            check_installed(model, manifest)
         entry = vb.reader.entries[manifest.file("weights").path]
-        session, keep = create_session(
-            model,
-            header,
-            vb.reader.path,
-            entry.data_offset,
-            vb.weights,
-            providers,
-            session_options,
-            prepack,
-        )
+        try:
+            session, keep = create_session(
+                model,
+                header,
+                vb.reader.path,
+                entry.data_offset,
+                vb.weights,
+                providers,
+                session_options,
+                prepack,
+            )
+        except FormatError:
+            check_installed(model, manifest)  # the reason, when it is the runtime's age
+            raise
         if zero_copy and _file_identity(path) != before:
             raise IntegrityError(
                 f"{path} changed while it was being loaded (zero_copy: the "
@@ -775,7 +782,8 @@ def convert_opset(
     )
     vb = _open_verified(src, policy, True)
     try:
-        model, _header = _check_content(vb)
+        checked, _header = _check_content(vb)
+        model = onnx.ModelProto.FromString(checked.SerializeToString())  # onnx's own class
         manifest = vb.report.manifest
         manifest_bytes = vb.reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
         weights = memoryview(vb.weights)

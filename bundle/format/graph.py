@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import FormatError, UntrustedContentError
 from .manifest import TensorSpec
+from .onnx_proto import ONNX_VERSION, message_class
 from .weights import WEIGHTS_NAME, Header
 
 if TYPE_CHECKING:
@@ -69,18 +70,34 @@ _ELEM_TYPES = {
 
 
 def parse_model(data: bytes, entry: str) -> onnx.ModelProto:
-    """Parse ONNX protobuf bytes; malformed bytes give a FormatError naming the entry."""
-    from google.protobuf.message import DecodeError
-    from onnx import ModelProto
+    """Parse ONNX protobuf bytes; malformed bytes give a FormatError naming the entry.
 
-    model = ModelProto()
+    Parsed with onnx's schema through the protobuf runtime alone
+    (:mod:`bundle.format.onnx_proto`: ``import onnx`` is not on the load path). A
+    field that schema does not know -- one a newer onnx added -- is refused: no check
+    here could look at it, and the onnxruntime it is handed to might act on it.
+    """
+    from google.protobuf.message import DecodeError
+
+    model_class = message_class("ModelProto")
+    model = model_class()
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise FormatError(f"{entry} is not a valid ONNX model: {e}", entry=entry) from e
     if not model.HasField("graph"):
         raise FormatError(f"{entry} holds no graph", entry=entry)
-    return model
+    known = model_class()
+    known.CopyFrom(model)
+    known.DiscardUnknownFields()
+    if known.ByteSize() != model.ByteSize():
+        raise UntrustedContentError(
+            f"{entry} holds fields onnx {ONNX_VERSION}'s schema does not define "
+            f"({model.ByteSize() - known.ByteSize()} bytes of them): written by a newer "
+            "onnx? They cannot be checked, so the graph is not loaded",
+            entry=entry,
+        )
+    return model  # type: ignore[no-any-return]
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -137,11 +154,9 @@ def _inline_fields() -> frozenset[str]:
     onnx adds is refused on an external initializer too (a hand-written list once
     missed ``uint64_data`` and ``string_data``).
     """
-    from onnx import TensorProto
-
     return frozenset(
         f.name
-        for f in TensorProto.DESCRIPTOR.fields
+        for f in message_class("TensorProto").DESCRIPTOR.fields
         if f.name.endswith("_data") and f.name != "external_data"
     )
 
@@ -173,7 +188,7 @@ def _check_no_sparse(g: onnx.GraphProto, entry: str) -> None:
 
 def check_graph(model: onnx.ModelProto, header: Header, entry: str) -> None:
     """Refuse anything a signed-but-malicious graph could use to reach outside the bundle."""
-    from onnx import TensorProto
+    TensorProto = message_class("TensorProto")  # noqa: N806 -- onnx's name for it
 
     # a non-standard domain only where an allowed operator of it is really used
     contrib = {
@@ -311,7 +326,7 @@ def inline_small_external(
     they always work. ``read(offset, length)`` returns the bytes the graph names,
     at offsets as written (relative to the weights entry).
     """
-    from onnx import TensorProto
+    TensorProto = message_class("TensorProto")  # noqa: N806 -- onnx's name for it
 
     for init in model.graph.initializer:
         if init.data_location != TensorProto.EXTERNAL:

@@ -35,6 +35,7 @@ __all__ = [
     "RuntimeLimits",
     "check_installed",
     "installed_limits",
+    "might_not_run",
     "parse_runtime",
     "preflight",
     "probe_installed",
@@ -303,9 +304,45 @@ def preflight(
     return need, problems
 
 
+def might_not_run(
+    model: onnx.ModelProto, manifest: Manifest | None = None, limits: RuntimeLimits | None = None
+) -> bool:
+    """Whether :func:`preflight` could find a problem, from what the graph states alone.
+
+    The load path's screen: the stamps (IR version, opset per domain), the imported
+    domains, every node's domain and the manifest's execution providers, checked
+    against ``limits`` without onnx's operator schemas (``import onnx`` costs a fresh
+    process more than the rest of a small bundle's load). False means
+    :func:`preflight` would report nothing, except an operator onnx does not define
+    at the stamped opset -- which onnxruntime refuses too, so the loader asks
+    :func:`check_installed` only when the session cannot be created.
+    """
+    limits = limits or installed_limits()
+    stamped = {_domain(op.domain): op.version for op in model.opset_import}
+    ops = set(compat.used_operators(model))
+    if any(d not in stamped for d, _ in ops):
+        return True
+    for d, v in stamped.items():
+        if d not in STANDARD_DOMAINS and not all(
+            (dd, o) in ALLOWED_CONTRIB_OPS for dd, o in ops if dd == d
+        ):
+            return True
+        top = limits.opsets.get(d)
+        if top is not None and v > top:
+            return True
+    if limits.ir_version is not None and model.ir_version > limits.ir_version:
+        return True
+    return (
+        manifest is not None
+        and manifest.requires is not None
+        and "CPUExecutionProvider" not in manifest.requires.execution_providers
+    )
+
+
 def check_installed(model: onnx.ModelProto, manifest: Manifest) -> Requirements:
     """:func:`preflight` on the installed runtime, raising :class:`CompatibilityError`
-    with every problem and its fix; the load path runs this before any session."""
+    with every problem and its fix. The load path runs it before any session when
+    :func:`might_not_run` says so, and when onnxruntime refuses the graph."""
     need, problems = preflight(model, manifest)
     if problems:
         raise CompatibilityError(describe(installed_limits(), problems))
