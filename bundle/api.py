@@ -391,6 +391,7 @@ def load(
                 providers,
                 session_options,
                 prepack,
+                lazy_prepack=True,
             )
         except FormatError:
             check_installed(model, manifest)  # the reason, when it is the runtime's age

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import InputError, RunTimeoutError, SelfTestError
 from ..format.manifest import Manifest, TensorSpec
 from ..trust.verify import VerifyReport
+from .session import Deferred
 
 __all__ = ["Model"]
 
@@ -224,6 +225,44 @@ class Model:
         self.manifest = manifest
         self.report = report
         self._inputs = {s.name: s for s in manifest.inputs}
+        self._prepacking: threading.Thread | None = None
+        if isinstance(keepalive, Deferred):
+            self._keepalive = keepalive.buffers
+            self._prepacking = threading.Thread(
+                target=self._prepack, args=(keepalive,), name="bundle-prepack"
+            )
+            self._prepacking.start()
+
+    def _prepack(self, deferred: Deferred) -> None:
+        """Build the prepacked session and swap it in (see runtime.session.Deferred).
+
+        A call already running on the unpacked session keeps that session object,
+        and with it (an attribute set here) the buffer it runs on, until it returns.
+        Not a daemon thread: onnxruntime must not be inside a session build while the
+        interpreter shuts down. A failure leaves the unpacked session serving.
+        """
+        try:
+            packed = deferred.build()
+        except Exception:  # the unpacked session is correct, only slower at large batches
+            return
+        old = self._session
+        old.model_bundle_weights = deferred.buffers
+        self._session, self._keepalive = packed, None
+
+    def wait_prepacked(self, timeout: float | None = None) -> bool:
+        """Wait until the session runs on prepacked weights (True), or ``timeout`` passes.
+
+        :func:`bundle.load` answers with a session over the verified weights as they
+        are, and re-lays them for faster batches on a background thread when the model
+        is small enough to prepack (``prepack=None``); a benchmark or a server that
+        wants full speed from its first request waits here. True at once when nothing
+        is pending.
+        """
+        thread = self._prepacking
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
