@@ -255,9 +255,7 @@ def create_session(
         "session.model_external_initializers_file_folder_path", os.path.dirname(abspath)
     )
     size = sum(t.end - t.begin for t in header.tensors.values())
-    cpu_only = all(
-        (p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers
-    )
+    cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
     later = (
         lazy_prepack
         and prepack is None
