@@ -413,11 +413,13 @@ def keras_case(ctx: Ctx, name: str, widths: tuple[int, ...]) -> Result:
     return result
 
 
+LOAD_PATH = "model-bundle load path (what bundle.load imports: no onnx)"
 IMPORTS = {
     "bare interpreter": "pass",
     "numpy": "import numpy",
     "onnxruntime": "import onnxruntime",
-    "model-bundle load path (bundle, onnx, onnxruntime)": "import bundle, onnx, onnxruntime",
+    LOAD_PATH: "import bundle, onnxruntime, bundle.runtime.model, bundle.runtime.preflight; "
+    "from bundle.format.onnx_proto import message_class; message_class('ModelProto')",
     "joblib + scikit-learn": "import joblib, sklearn.ensemble, sklearn.linear_model, "
     "sklearn.pipeline",
     "skops.io": "import skops.io",
@@ -441,6 +443,7 @@ def import_costs(ctx: Ctx, runs: int = 3) -> dict[str, float]:
 
 __all__ = [
     "BUNDLE",
+    "LOAD_PATH",
     "RAW_ORT",
     "Cold",
     "Ctx",

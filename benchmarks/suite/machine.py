@@ -28,6 +28,22 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def sha_extensions() -> str:
+    """Whether the CPU has SHA instructions (x86 ``sha_ni``, Arm ``sha2``): "yes"/"no"."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            lines = [line for line in f if line.startswith(("flags", "Features"))]
+        flags = {w for line in lines for w in line.split()}
+    except OSError:
+        return "unknown"
+    return "yes" if flags & {"sha_ni", "sha2"} else "no"
+
+
+def hash_note(rate: float) -> str:
+    """hashlib's single-core SHA-256 speed and the SHA extensions, beside a throughput."""
+    return f"hashlib SHA-256 {rate / 1e9:.2f} GB/s/core, SHA ext: {sha_extensions()}"
+
+
 def ram_gib() -> float:
     """Physical memory in GiB."""
     try:
@@ -116,7 +132,8 @@ def describe(packages: tuple[str, ...]) -> list[str]:
     versions = ", ".join(f"{p} {_version(p)}" for p in packages)
     return [
         f"- CPU: {cpu_model()}, {cores()} cores available "
-        f"({os.cpu_count()} logical CPUs), {ram_gib():.1f} GiB RAM",
+        f"({os.cpu_count()} logical CPUs), SHA extensions: {sha_extensions()}, "
+        f"{ram_gib():.1f} GiB RAM",
         f"- OS: {platform.system()} {platform.release()} ({platform.machine()})",
         f"- Python {platform.python_version()} ({sys.implementation.name}); {versions}",
     ]
