@@ -88,6 +88,7 @@ class Ctx:
 
 
 BUNDLE = "model-bundle"
+BUNDLE_ZERO_COPY = "model-bundle, zero_copy=True"
 RAW_ORT = "raw onnxruntime"
 
 
@@ -345,6 +346,10 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
         label: ("safetensors_meta" if big else "safetensors", {"path": str(st), **common}),
         **more,
     }
+    if big and BUNDLE in more:
+        # For reference, not a target: onnxruntime maps the weights from the bundle file
+        # (no copy into memory; a local writer could change them after the check).
+        cases[BUNDLE_ZERO_COPY] = ("bundle", {**more[BUNDLE][1], "zero_copy": True})
     if not big:
         # The 1 GB case states its baseline; here the meta-device load is a reference too.
         cases["safetensors + meta-device torch"] = ("safetensors_meta", {"path": str(st), **common})
@@ -443,6 +448,7 @@ def import_costs(ctx: Ctx, runs: int = 3) -> dict[str, float]:
 
 __all__ = [
     "BUNDLE",
+    "BUNDLE_ZERO_COPY",
     "LOAD_PATH",
     "RAW_ORT",
     "Cold",

@@ -81,7 +81,9 @@ def bundle_(a: dict[str, Any]) -> Any:
     import bundle
 
     mark("imported")
-    model = bundle.load(a["path"], trusted_keys=a["pub"], device="cpu")
+    model = bundle.load(
+        a["path"], trusted_keys=a["pub"], device="cpu", zero_copy=a.get("zero_copy", False)
+    )
     mark("loaded")
     return model.predict(_x(a))
 
