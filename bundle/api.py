@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
+from .errors import (
+    BundleError,
+    ConversionError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    KeyFileError,
+)
 from .format.archive import ALIGNMENT, ZipReader
 from .format.assets import check_assets
 from .format.manifest import (
@@ -34,6 +42,7 @@ __all__ = [
     "convert_opset",
     "inspect",
     "load",
+    "repair",
     "restore",
     "save",
     "sign",
@@ -219,20 +228,43 @@ def _open_verified(
     progress: Any = None,
     in_memory: tuple[str, ...] = (),
 ) -> Any:
-    reader = ZipReader(path)
-    try:
-        return verify_archive(
-            reader,
-            policy.trust_store,
-            allow_unsigned=policy.allow_unsigned,
-            weights_in_memory=weights_in_memory,
-            policy=policy.freshness,
-            progress=progress,
-            in_memory=in_memory,
-        )
-    except BaseException:
-        reader.close()
-        raise
+    from .export.writer import journal_path
+
+    for attempt in range(_TORN_RETRIES + 1):
+        # An in-place sign rewrites the file's tail (signatures, central directory)
+        # while its journal exists; a reader that failed meanwhile may have read a
+        # torn tail, so it reads again. The content never changes, so a pass that
+        # succeeds is sound whatever it overlapped.
+        signing_then = journal_path(path).exists()
+        before = _file_identity(path)
+        reader: ZipReader | None = None
+        try:
+            reader = ZipReader(path)
+            return verify_archive(
+                reader,
+                policy.trust_store,
+                allow_unsigned=policy.allow_unsigned,
+                weights_in_memory=weights_in_memory,
+                policy=policy.freshness,
+                progress=progress,
+                in_memory=in_memory,
+            )
+        except BundleError:
+            if reader is not None:
+                reader.close()
+            overlapped = signing_then or journal_path(path).exists()
+            if attempt == _TORN_RETRIES or not (overlapped or _file_identity(path) != before):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+_TORN_RETRIES = 3
+"""Times a verification that failed while an in-place sign was writing is retried."""
 
 
 def _check_content(vb: Any) -> tuple[Any, Any]:
@@ -563,20 +595,32 @@ def sign(
     certificate_chain: Any = None,
     trusted_roots: Any = None,
     progress: Any = None,
+    in_place: bool = True,
 ) -> VerifyReport:
-    """Add a signature to an existing bundle (atomically) after checking its integrity.
+    """Add a signature to an existing bundle after checking its integrity.
 
     With ``trust`` (or ``trusted_keys`` / ``trusted_roots``), the bundle must already
     verify against it before it is countersigned; without, only its integrity is
-    checked. ``certificate_chain``: as for :func:`save`. The content is hashed once
-    and copied in the kernel; ``progress``: as for :func:`load`.
+    checked. ``certificate_chain``: as for :func:`save`. The content is hashed once,
+    by that check; ``progress``: as for :func:`load`.
+
+    ``in_place`` (default): only the file's tail -- the signature entries and the
+    central directory, KBs -- is rewritten, behind an undo journal beside the
+    bundle, so signing a 1 GB bundle costs its verification and little more; a
+    crash leaves a journal that the next ``sign`` or :func:`repair` rolls back
+    (SECURITY.md, "Signing in place"). ``in_place=False`` writes a new file and
+    renames it over ``path`` (readers that hold the old file keep it, other hard
+    links keep the old signatures), copying the whole bundle. Both give the same
+    bytes. Refused (:class:`IntegrityError`) when the file changes between the
+    check and the write.
     """
-    from .export.writer import resign
+    from .export.writer import resign, roll_back
     from .trust.verify import check_signatures
 
     keys = _signing_keys(signing_key, passphrase, certificate_chain)
     if not keys:
         raise KeyFileError("no signing key given")
+    roll_back(path)  # an in-place sign interrupted earlier: back to the file it started from
     before = _file_identity(path)
     if trust is None and trusted_keys is None and trusted_roots is None:
         policy = TrustPolicy(allow_unsigned=True)
@@ -592,15 +636,24 @@ def sign(
         if w is not None and w.data_offset % ALIGNMENT:
             raise FormatError("weights entry is not aligned; re-export the bundle")
 
-        def unchanged() -> None:  # the copied bytes are the verified bytes
+        def unchanged() -> None:  # what is kept or copied is what was verified
             st = os.fstat(reader.fileno())
             if before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
                 raise IntegrityError(f"{path} changed while it was being signed; not signed")
 
-        resign(path, reader, vb.report.manifest, manifest_bytes, keys, existing, unchanged)
+        resign(
+            path,
+            reader,
+            vb.report.manifest,
+            manifest_bytes,
+            keys,
+            existing,
+            unchanged,
+            in_place=in_place,
+        )
     finally:
         vb.reader.close()
-    # The content was verified above and copied unchanged: check the new signatures only,
+    # The content was verified above and kept unchanged: check the new signatures only,
     # each by the whole statement rule.
     new_keys = signing.TrustStore([k.public_key for k in keys])
     with ZipReader(path) as new:
@@ -618,6 +671,20 @@ def sign(
         files=vb.report.files,
         verified=True,
     )
+
+
+def repair(path: str | os.PathLike[str]) -> bool:
+    """Roll back an in-place :func:`sign` of ``path`` that was interrupted; True if one was.
+
+    An interrupted in-place sign leaves ``.<name>.sign-journal`` beside the bundle
+    and possibly a torn tail that fails verification; this restores the bundle's
+    bytes from before that sign exactly and removes the journal. False (and nothing
+    changed) when there is no journal, or only one cut short before the bundle was
+    touched (it is removed). :func:`sign` does this first by itself.
+    """
+    from .export.writer import roll_back
+
+    return roll_back(path)
 
 
 @dataclass(frozen=True)
