@@ -321,3 +321,28 @@ def test_hard_links_see_an_in_place_signature_and_keep_a_copied_one(
     assert {s.key_id for s in bundle.verify(link, trusted_keys=k2.public_key).signers} == {
         k2.key_id
     }
+
+
+def test_cli_sign_in_place_or_copy_and_repair(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bundle.cli import main
+
+    k2 = bundle.generate_key("ed25519")
+    key_file = tmp_path / "k2.pem"
+    key_file.write_bytes(k2.private_pem())
+    copy = tmp_path / "copy.mbundle"
+    copy.write_bytes(path.read_bytes())
+    original = path.read_bytes()
+    with monkeypatch.context() as m:
+        _crash_after(m, path, 10)
+        with pytest.raises(Crash):
+            main(["sign", str(path), "--key", str(key_file)])
+    assert main(["repair", str(path)]) == 0
+    assert "rolled" in capsys.readouterr().out
+    assert path.read_bytes() == original
+    assert main(["sign", str(path), "--key", str(key_file)]) == 0
+    assert main(["sign", str(copy), "--key", str(key_file), "--copy"]) == 0
+    assert path.read_bytes() == copy.read_bytes()
+    assert main(["repair", str(path)]) == 0
+    assert "no interrupted sign" in capsys.readouterr().out
