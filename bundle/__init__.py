@@ -25,6 +25,7 @@ from ._version import __version__
 from .api import (
     CheckReport,
     Inspection,
+    Verified,
     check,
     convert_opset,
     inspect,
@@ -33,6 +34,7 @@ from .api import (
     restore,
     save,
     sign,
+    verified,
     verify,
 )
 from .errors import (
@@ -113,6 +115,7 @@ __all__ = [
     "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",
+    "Verified",
     "VerifyReport",
     "__version__",
     "check",
@@ -129,6 +132,7 @@ __all__ = [
     "save",
     "scan",
     "sign",
+    "verified",
     "verify",
 ]
 

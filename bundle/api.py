@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckReport",
     "Inspection",
+    "Verified",
     "check",
     "convert_opset",
     "inspect",
@@ -46,6 +47,7 @@ __all__ = [
     "restore",
     "save",
     "sign",
+    "verified",
     "verify",
 ]
 
@@ -585,8 +587,86 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     return Inspection(os.fspath(path), manifest, claimed, claimed_identities=identities)
 
 
-def sign(
+class Verified:
+    """A bundle verified and still held open: what :func:`verified` returns.
+
+    ``report`` is its :class:`VerifyReport`. Passed to :func:`sign` instead of a
+    path, it is signed without being hashed again: the descriptor that was hashed
+    stays open (so the inode cannot be freed and reused) and the file's identity
+    (device, inode, size, modification and change times) taken before hashing
+    must be unchanged when the signature is written, or :func:`sign` refuses
+    (:class:`IntegrityError`). Use it as a context manager (or :meth:`close` it);
+    :func:`sign` closes it.
+    """
+
+    def __init__(self, vb: Any, identity: tuple[int, ...] | None) -> None:
+        self._vb: Any = vb
+        self._identity = identity
+        self.report: VerifyReport = vb.report
+        self.path: str = vb.reader.path
+
+    def __enter__(self) -> Verified:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._vb is not None:
+            self._vb.reader.close()
+            self._vb = None
+
+    def _take(self) -> tuple[Any, tuple[int, ...] | None]:
+        if self._vb is None:
+            raise ValueError(f"this Verified handle of {self.path} is closed; verify again")
+        vb, self._vb = self._vb, None
+        return vb, self._identity
+
+
+def verified(
     path: str | os.PathLike[str],
+    *,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+) -> Verified:
+    """:func:`verify`, keeping the verified file open for :func:`sign`: a :class:`Verified`.
+
+    ``with bundle.verified(path, trusted_keys=...) as v: ... bundle.sign(v, key)``
+    hashes the bundle once: the signature is added to the very file that was
+    verified, refused if it changed since. Same arguments and errors as
+    :func:`verify`.
+    """
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+        rollback_state=rollback_state,
+    )
+    before = _file_identity(path)
+    vb = _open_verified(path, policy, False, progress)
+    try:
+        _check_content(vb)
+        vb.accept()
+    except BaseException:
+        vb.reader.close()
+        raise
+    return Verified(vb, before)
+
+
+def sign(
+    path: str | os.PathLike[str] | Verified,
     signing_key: KeyLike | Sequence[KeyLike],
     *,
     passphrase: bytes | None = None,
@@ -602,7 +682,9 @@ def sign(
     With ``trust`` (or ``trusted_keys`` / ``trusted_roots``), the bundle must already
     verify against it before it is countersigned; without, only its integrity is
     checked. ``certificate_chain``: as for :func:`save`. The content is hashed once,
-    by that check; ``progress``: as for :func:`load`.
+    by that check; ``progress``: as for :func:`load`. ``path`` may be a
+    :class:`Verified` (from :func:`verified`, whose policy then decided): it is
+    signed without hashing it again, and closed.
 
     ``in_place`` (default): only the file's tail -- the signature entries and the
     central directory, KBs -- is rewritten, behind an undo journal beside the
@@ -617,18 +699,38 @@ def sign(
     from .export.writer import resign, roll_back
     from .trust.verify import check_signatures
 
-    keys = _signing_keys(signing_key, passphrase, certificate_chain)
-    if not keys:
-        raise KeyFileError("no signing key given")
-    roll_back(path)  # an in-place sign interrupted earlier: back to the file it started from
-    before = _file_identity(path)
-    if trust is None and trusted_keys is None and trusted_roots is None:
-        policy = TrustPolicy(allow_unsigned=True)
+    if isinstance(path, Verified):
+        if trust is not None or trusted_keys is not None or trusted_roots is not None:
+            path.close()
+            raise TypeError(
+                "a Verified bundle was checked under the policy given to bundle.verified(); "
+                "give no trust arguments to sign"
+            )
+        held: Verified | None = path
+        path = path.path
     else:
-        policy = resolve_policy(trust, trusted_keys=trusted_keys, trusted_roots=trusted_roots)
-    vb = _open_verified(path, policy, False, progress)
+        held = None
     try:
-        _check_content(vb)
+        keys = _signing_keys(signing_key, passphrase, certificate_chain)
+        if not keys:
+            raise KeyFileError("no signing key given")
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    if held is not None:
+        vb, before = held._take()
+    else:
+        roll_back(path)  # an in-place sign interrupted earlier: back to the file it began from
+        before = _file_identity(path)
+        if trust is None and trusted_keys is None and trusted_roots is None:
+            policy = TrustPolicy(allow_unsigned=True)
+        else:
+            policy = resolve_policy(trust, trusted_keys=trusted_keys, trusted_roots=trusted_roots)
+        vb = _open_verified(path, policy, False, progress)
+    try:
+        if held is None:
+            _check_content(vb)
         reader = vb.reader
         manifest_bytes = reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
         existing = signature_entries(reader)

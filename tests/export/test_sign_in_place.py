@@ -346,3 +346,62 @@ def test_cli_sign_in_place_or_copy_and_repair(
     assert path.read_bytes() == copy.read_bytes()
     assert main(["repair", str(path)]) == 0
     assert "no interrupted sign" in capsys.readouterr().out
+
+
+def test_a_verified_handle_is_signed_without_hashing_again(
+    path: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundle.format import digest
+
+    k2 = bundle.generate_key("ed25519")
+    expected = path.parent / "expected.mbundle"
+    expected.write_bytes(path.read_bytes())
+    bundle.sign(expected, k2, in_place=False)
+    hashed: list[int] = []
+    real = digest.hash_ranges
+
+    def counting(fd: int, spans: Any, **kw: Any) -> Any:
+        hashed.append(sum(b - a for a, b in spans))
+        return real(fd, spans, **kw)
+
+    monkeypatch.setattr(digest, "hash_ranges", counting)
+    with bundle.verified(path, trusted_keys=key.public_key) as v:
+        assert [s.key_id for s in v.report.signers] == [key.key_id]
+        once = sum(hashed)
+        assert once > 0
+        report = bundle.sign(v, k2)
+    assert sum(hashed) == once  # the weights were hashed by the verify, not again
+    assert [s.key_id for s in report.signers] == [k2.key_id]
+    assert path.read_bytes() == expected.read_bytes()
+    with pytest.raises(ValueError, match="closed"):
+        bundle.sign(v, k2)  # a handle signs once
+
+
+@pytest.mark.parametrize("change", ["touch", "append", "replace"])
+def test_a_verified_handle_of_a_changed_file_is_not_signed(
+    path: Path, source: Path, key: bundle.PrivateKey, change: str
+) -> None:
+    with bundle.verified(path, trusted_keys=key.public_key) as v:
+        if change == "touch":
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        elif change == "append":
+            with open(path, "ab") as f:
+                f.write(b"x")
+        else:
+            other = path.parent / "other.mbundle"
+            other.write_bytes(source.read_bytes())
+            os.replace(other, path)
+        now = path.read_bytes()
+        with pytest.raises(IntegrityError, match=r"changed|replaced"):
+            bundle.sign(v, bundle.generate_key())
+    assert path.read_bytes() == now
+    assert _files(path.parent) == ["b.mbundle"]
+
+
+def test_a_verified_handle_takes_no_second_policy(path: Path, key: bundle.PrivateKey) -> None:
+    v = bundle.verified(path, trusted_keys=key.public_key)
+    with pytest.raises(TypeError, match=r"bundle\.verified"):
+        bundle.sign(v, bundle.generate_key(), trusted_keys=key.public_key)
+    with pytest.raises(ValueError, match="closed"):
+        bundle.sign(v, bundle.generate_key())
