@@ -417,8 +417,10 @@ def roll_back(path: str | os.PathLike[str]) -> bool:
     old length, fsyncs, then removes the journal: afterwards the file is byte for
     byte what it was before that sign began. Idempotent (a crash while rolling back
     is rolled back again). A journal cut short is removed unused (the bundle was
-    not yet touched); one made for another file (device, inode or the bytes before
-    the tail differ) is refused with :class:`IntegrityError` and left in place.
+    not yet touched), and so is one made for a file no longer at ``path`` (another
+    device or inode: it was replaced by rename since). One whose file was written
+    before the tail since (the 4 KB there differ) is refused with
+    :class:`IntegrityError` and left in place.
     """
     jpath = journal_path(path)
     try:
@@ -434,14 +436,16 @@ def roll_back(path: str | os.PathLike[str]) -> bool:
     fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
-        if (
-            [st.st_dev, st.st_ino] != [header["dev"], header["ino"]]
-            or st.st_size < start
-            or _guard(fd, start) != header["guard_sha256"]
-        ):
+        if [st.st_dev, st.st_ino] != [header["dev"], header["ino"]]:
+            # The file it was made for is no longer at this path (a save or a
+            # copying sign renamed another over it): there is nothing here to undo.
+            os.unlink(jpath)
+            _fsync_dir(jpath.parent)
+            return False
+        if st.st_size < start or _guard(fd, start) != header["guard_sha256"]:
             raise IntegrityError(
-                f"{jpath} was written for another file than {os.fspath(path)} (it was "
-                "replaced since); not applied. Remove the journal if the bundle verifies"
+                f"{jpath} does not match {os.fspath(path)}: the bytes before the "
+                "signatures were changed since the interrupted sign; not applied"
             )
         _write_at(fd, old, start)
         os.ftruncate(fd, old_size)

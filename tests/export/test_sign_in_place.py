@@ -255,19 +255,32 @@ def test_a_journal_cut_short_is_discarded(path: Path, monkeypatch: pytest.Monkey
 def test_a_journal_is_not_applied_to_another_file(
     path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with monkeypatch.context() as m:
-        _crash_after(m, path, 50)
-        with pytest.raises(Crash):
-            bundle.sign(path, bundle.generate_key())
+    def interrupted() -> bytes:
+        with monkeypatch.context() as m:
+            _crash_after(m, path, 50)
+            with pytest.raises(Crash):
+                bundle.sign(path, bundle.generate_key())
+        return path.read_bytes()
+
+    end = _manifest_end(path)
+    interrupted()
+    header = json.loads(writer.journal_path(path).read_bytes().split(b"\n")[1])
+    assert header["start"] == end
     replacement = path.parent / "new.mbundle"
     replacement.write_bytes(source.read_bytes())
-    os.replace(replacement, path)  # someone put another bundle there since
-    with pytest.raises(IntegrityError, match="another file"):
-        bundle.repair(path)
+    os.replace(replacement, path)  # a save put another bundle there since: stale journal
+    assert bundle.repair(path) is False
     assert path.read_bytes() == source.read_bytes()
+    assert not writer.journal_path(path).exists()
+
+    torn = interrupted()
+    with open(path, "r+b") as f:  # someone wrote into the file before the signatures
+        f.seek(end - 10)
+        f.write(b"0123456789")
+    with pytest.raises(IntegrityError, match="changed since"):
+        bundle.repair(path)
     assert writer.journal_path(path).exists()
-    header = json.loads(writer.journal_path(path).read_bytes().split(b"\n")[1])
-    assert header["start"] == _manifest_end(path)
+    assert path.read_bytes() != torn
 
 
 @pytest.mark.parametrize("in_place", [True, False])
