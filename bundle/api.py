@@ -17,7 +17,7 @@ from .errors import (
     IntegrityError,
     KeyFileError,
 )
-from .format.archive import ALIGNMENT, ZipReader
+from .format.archive import ALIGNMENT, ZipReader, journal_path
 from .format.assets import check_assets
 from .format.manifest import (
     MANIFEST_NAME,
@@ -230,8 +230,6 @@ def _open_verified(
     progress: Any = None,
     in_memory: tuple[str, ...] = (),
 ) -> Any:
-    from .export.writer import journal_path
-
     for attempt in range(_TORN_RETRIES + 1):
         # An in-place sign rewrites the file's tail (signatures, central directory)
         # while its journal exists; a reader that failed meanwhile may have read a
@@ -251,11 +249,18 @@ def _open_verified(
                 progress=progress,
                 in_memory=in_memory,
             )
-        except BundleError:
+        except BundleError as e:
             if reader is not None:
                 reader.close()
-            overlapped = signing_then or journal_path(path).exists()
+            journal = journal_path(path).exists()
+            overlapped = signing_then or journal
             if attempt == _TORN_RETRIES or not (overlapped or _file_identity(path) != before):
+                if journal and e.args:  # say how to get the bundle back
+                    e.args = (
+                        f"{e.args[0]} (an in-place sign of this bundle was interrupted: "
+                        "`model-bundle repair` / bundle.repair() rolls it back)",
+                        *e.args[1:],
+                    )
                 raise
             time.sleep(0.02 * (attempt + 1))
         except BaseException:

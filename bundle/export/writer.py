@@ -6,10 +6,13 @@ ones are written: export holds no serialized copy of the weights and makes no
 temporary copy of the bundle beside the one being written.
 
 Entry order is fixed (spec/FORMAT.md): content entries by path, then
-``manifest.json``, then ``signatures/<key id>.sig`` by key id. Every write goes
-to a temporary file in the target's directory, is fsynced, and is renamed over
+``manifest.json``, then ``signatures/<key id>.sig`` by key id. A new bundle is
+written to a temporary file in the target's directory, fsynced, and renamed over
 the target only when complete, so a crash or an exception leaves either the old
-file or the new one, never a partial bundle.
+file or the new one, never a partial bundle. Adding signatures (:func:`resign`)
+rewrites only the file's tail, after the manifest, in place behind an undo
+journal (:func:`roll_back` undoes an interrupted one), or like a new bundle with
+``in_place=False``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import FormatError, IntegrityError
-from ..format.archive import EntryData, ZipReader, ZipWriter
+from ..format.archive import EntryData, ZipReader, ZipWriter, journal_path
 from ..format.digest import (
     Digest,
     RangeDigest,
@@ -271,7 +274,7 @@ def resign(
     statement = statement_for(manifest, manifest_bytes)
     new = {e.name: e for e in _signature_entries(statement, keys)}
     names = sorted(set(existing) | new.keys())
-    if in_place:
+    if in_place and hasattr(os, "pwrite"):  # positional writes: not on Windows
         _resign_in_place(path, reader, new, names, check)
         return names
     with atomic_write(path) as f:
@@ -301,12 +304,6 @@ JOURNAL_MAGIC = b"model-bundle sign journal 1\n"
 _GUARD = 4096
 """Bytes just before the rewritten tail whose digest the journal records: a journal
 is applied only to the file (same device and inode, same bytes there) it was made for."""
-
-
-def journal_path(path: str | os.PathLike[str]) -> Path:
-    """The undo journal of an in-place sign of ``path``: ``.<name>.sign-journal`` beside it."""
-    target = Path(path)
-    return target.parent / f".{target.name}.sign-journal"
 
 
 class _Tail(io.BytesIO):

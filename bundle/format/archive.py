@@ -24,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import FormatError, IntegrityError, LimitError
@@ -35,6 +36,7 @@ __all__ = [
     "ZipReader",
     "ZipWriter",
     "check_entry_name",
+    "journal_path",
 ]
 
 ALIGNMENT = 4096
@@ -110,6 +112,16 @@ def _check_no_file_is_a_parent(names: Iterable[str]) -> None:
 
 
 # --------------------------------------------------------------------------- writer
+
+
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """The undo journal of an in-place sign of ``path``: ``.<name>.sign-journal`` beside it.
+
+    Here rather than with the signer (:mod:`bundle.export.writer`) because readers
+    look for it too: while it exists a sign may be rewriting the archive's tail.
+    """
+    target = Path(path)
+    return target.parent / f".{target.name}.sign-journal"
 
 
 @dataclass(frozen=True)

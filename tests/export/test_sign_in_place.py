@@ -230,7 +230,7 @@ def test_a_real_crash_in_another_process(path: Path, key: bundle.PrivateKey) -> 
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True)
     assert done.returncode == 9, done.stderr.decode()[-2000:]
     assert writer.journal_path(path).exists()
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match="model-bundle repair"):
         bundle.verify(path, trusted_keys=key.public_key)
     assert bundle.repair(path)
     assert path.read_bytes() == original
