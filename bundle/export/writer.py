@@ -274,7 +274,9 @@ def resign(
     statement = statement_for(manifest, manifest_bytes)
     new = {e.name: e for e in _signature_entries(statement, keys)}
     names = sorted(set(existing) | new.keys())
-    if in_place and hasattr(os, "pwrite"):  # positional writes: not on Windows
+    # Copied instead: without positional writes (Windows), or a file this user may
+    # not write (a read-only bundle in a writable directory was re-signed by rename).
+    if in_place and hasattr(os, "pwrite") and os.access(path, os.W_OK):
         _resign_in_place(path, reader, new, names, check)
         return names
     with atomic_write(path) as f:

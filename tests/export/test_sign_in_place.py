@@ -418,3 +418,20 @@ def test_a_verified_handle_takes_no_second_policy(path: Path, key: bundle.Privat
         bundle.sign(v, bundle.generate_key(), trusted_keys=key.public_key)
     with pytest.raises(ValueError, match="closed"):
         bundle.sign(v, bundle.generate_key())
+
+
+def test_a_file_that_may_not_be_written_is_signed_by_copy(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k2 = bundle.generate_key("ed25519")
+    other = tmp_path / "other.mbundle"
+    other.write_bytes(path.read_bytes())
+    bundle.sign(other, k2)
+    ino = path.stat().st_ino
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: False if Path(p) == path else real(p, mode, **kw)
+    )
+    bundle.sign(path, k2)  # a read-only file: a new one renamed over it, as before
+    assert path.stat().st_ino != ino
+    assert path.read_bytes() == other.read_bytes()
