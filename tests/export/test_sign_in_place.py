@@ -163,8 +163,9 @@ def test_a_crash_while_writing_is_rolled_back_exactly(
         for trusted in (key.public_key, k2.public_key):
             with pytest.raises(BundleError):
                 bundle.verify(path, trusted_keys=trusted)
-    assert bundle.repair(path) is True
-    assert path.read_bytes() == original
+    complete = torn == expected.read_bytes()
+    assert bundle.repair(path) is not complete  # a complete new file is kept as signed
+    assert path.read_bytes() == (expected.read_bytes() if complete else original)
     assert not journal.exists()
     assert bundle.repair(path) is False
     bundle.sign(path, k2)
@@ -435,3 +436,28 @@ def test_a_file_that_may_not_be_written_is_signed_by_copy(
     bundle.sign(path, k2)  # a read-only file: a new one renamed over it, as before
     assert path.stat().st_ino != ino
     assert path.read_bytes() == other.read_bytes()
+
+
+def test_a_sign_interrupted_after_its_fsync_is_kept(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    k2 = bundle.generate_key("ed25519")
+    expected = path.parent / "expected.mbundle"
+    expected.write_bytes(path.read_bytes())
+    bundle.sign(expected, k2, in_place=False)
+    journal = writer.journal_path(path)
+    real = os.unlink
+
+    def crash_on_journal(p: Any, *a: Any, **kw: Any) -> None:
+        if Path(p) == journal:
+            raise Crash
+        real(p, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "unlink", crash_on_journal)
+        with pytest.raises(Crash):
+            bundle.sign(path, k2)
+    assert journal.exists()
+    assert bundle.repair(path) is False  # nothing undone: the new file is complete
+    assert not journal.exists()
+    assert path.read_bytes() == expected.read_bytes()
