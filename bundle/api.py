@@ -743,9 +743,14 @@ def sign(
         if w is not None and w.data_offset % ALIGNMENT:
             raise FormatError("weights entry is not aligned; re-export the bundle")
 
-        def unchanged() -> None:  # what is kept or copied is what was verified
+        def unchanged() -> None:  # what is kept or copied is what was verified, still at path
             st = os.fstat(reader.fileno())
-            if before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            now = _file_identity(path)
+            if (
+                before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                or now is None
+                or now[:2] != before[:2]
+            ):
                 raise IntegrityError(f"{path} changed while it was being signed; not signed")
 
         resign(

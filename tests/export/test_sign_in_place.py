@@ -391,9 +391,10 @@ def test_a_verified_handle_is_signed_without_hashing_again(
         bundle.sign(v, k2)  # a handle signs once
 
 
+@pytest.mark.parametrize("in_place", [True, False])
 @pytest.mark.parametrize("change", ["touch", "append", "replace"])
 def test_a_verified_handle_of_a_changed_file_is_not_signed(
-    path: Path, source: Path, key: bundle.PrivateKey, change: str
+    path: Path, source: Path, key: bundle.PrivateKey, change: str, in_place: bool
 ) -> None:
     with bundle.verified(path, trusted_keys=key.public_key) as v:
         if change == "touch":
@@ -408,7 +409,7 @@ def test_a_verified_handle_of_a_changed_file_is_not_signed(
             os.replace(other, path)
         now = path.read_bytes()
         with pytest.raises(IntegrityError, match=r"changed|replaced"):
-            bundle.sign(v, bundle.generate_key())
+            bundle.sign(v, bundle.generate_key(), in_place=in_place)
     assert path.read_bytes() == now
     assert _files(path.parent) == ["b.mbundle"]
 
