@@ -25,13 +25,16 @@ from ._version import __version__
 from .api import (
     CheckReport,
     Inspection,
+    Verified,
     check,
     convert_opset,
     inspect,
     load,
+    repair,
     restore,
     save,
     sign,
+    verified,
     verify,
 )
 from .errors import (
@@ -112,6 +115,7 @@ __all__ = [
     "TrustPolicy",
     "TrustStore",
     "UntrustedContentError",
+    "Verified",
     "VerifyReport",
     "__version__",
     "check",
@@ -123,10 +127,12 @@ __all__ = [
     "load_public_key",
     "migrate",
     "pack_directory",
+    "repair",
     "restore",
     "save",
     "scan",
     "sign",
+    "verified",
     "verify",
 ]
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConversionError, FormatError, InputError, IntegrityError, KeyFileError
-from .format.archive import ALIGNMENT, ZipReader
+from .errors import (
+    BundleError,
+    ConversionError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    KeyFileError,
+)
+from .format.archive import ALIGNMENT, ZipReader, journal_path
 from .format.assets import check_assets
 from .format.manifest import (
     MANIFEST_NAME,
@@ -30,13 +38,16 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckReport",
     "Inspection",
+    "Verified",
     "check",
     "convert_opset",
     "inspect",
     "load",
+    "repair",
     "restore",
     "save",
     "sign",
+    "verified",
     "verify",
 ]
 
@@ -219,20 +230,48 @@ def _open_verified(
     progress: Any = None,
     in_memory: tuple[str, ...] = (),
 ) -> Any:
-    reader = ZipReader(path)
-    try:
-        return verify_archive(
-            reader,
-            policy.trust_store,
-            allow_unsigned=policy.allow_unsigned,
-            weights_in_memory=weights_in_memory,
-            policy=policy.freshness,
-            progress=progress,
-            in_memory=in_memory,
-        )
-    except BaseException:
-        reader.close()
-        raise
+    for attempt in range(_TORN_RETRIES + 1):
+        # An in-place sign rewrites the file's tail (signatures, central directory)
+        # while its journal exists; a reader that failed meanwhile may have read a
+        # torn tail, so it reads again. The content never changes, so a pass that
+        # succeeds is sound whatever it overlapped.
+        signing_then = journal_path(path).exists()
+        before = _file_identity(path)
+        reader: ZipReader | None = None
+        try:
+            reader = ZipReader(path)
+            return verify_archive(
+                reader,
+                policy.trust_store,
+                allow_unsigned=policy.allow_unsigned,
+                weights_in_memory=weights_in_memory,
+                policy=policy.freshness,
+                progress=progress,
+                in_memory=in_memory,
+            )
+        except BundleError as e:
+            if reader is not None:
+                reader.close()
+            journal = journal_path(path).exists()
+            overlapped = signing_then or journal
+            if attempt == _TORN_RETRIES or not (overlapped or _file_identity(path) != before):
+                if journal and e.args:  # say how to get the bundle back
+                    e.args = (
+                        f"{e.args[0]} (an in-place sign of this bundle was interrupted: "
+                        "`model-bundle repair` / bundle.repair() rolls it back)",
+                        *e.args[1:],
+                    )
+                raise
+            time.sleep(0.02 * (attempt + 1))
+        except BaseException:
+            if reader is not None:
+                reader.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+_TORN_RETRIES = 3
+"""Times a verification that failed while an in-place sign was writing is retried."""
 
 
 def _check_content(vb: Any) -> tuple[Any, Any]:
@@ -561,8 +600,86 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     return Inspection(os.fspath(path), manifest, claimed, claimed_identities=identities)
 
 
-def sign(
+class Verified:
+    """A bundle verified and still held open: what :func:`verified` returns.
+
+    ``report`` is its :class:`VerifyReport`. Passed to :func:`sign` instead of a
+    path, it is signed without being hashed again: the descriptor that was hashed
+    stays open (so the inode cannot be freed and reused) and the file's identity
+    (device, inode, size, modification and change times) taken before hashing
+    must be unchanged when the signature is written, or :func:`sign` refuses
+    (:class:`IntegrityError`). Use it as a context manager (or :meth:`close` it);
+    :func:`sign` closes it.
+    """
+
+    def __init__(self, vb: Any, identity: tuple[int, ...] | None) -> None:
+        self._vb: Any = vb
+        self._identity = identity
+        self.report: VerifyReport = vb.report
+        self.path: str = vb.reader.path
+
+    def __enter__(self) -> Verified:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._vb is not None:
+            self._vb.reader.close()
+            self._vb = None
+
+    def _take(self) -> tuple[Any, tuple[int, ...] | None]:
+        if self._vb is None:
+            raise ValueError(f"this Verified handle of {self.path} is closed; verify again")
+        vb, self._vb = self._vb, None
+        return vb, self._identity
+
+
+def verified(
     path: str | os.PathLike[str],
+    *,
+    trust: TrustPolicy | None = None,
+    trusted_keys: signing.TrustedKeys | None = None,
+    allow_unsigned: bool = False,
+    threshold: int | None = None,
+    trusted_roots: Any = None,
+    now: Any = None,
+    min_version: str | None = None,
+    rollback_state: str | os.PathLike[str] | None = None,
+    progress: Any = None,
+) -> Verified:
+    """:func:`verify`, keeping the verified file open for :func:`sign`: a :class:`Verified`.
+
+    ``with bundle.verified(path, trusted_keys=...) as v: ... bundle.sign(v, key)``
+    hashes the bundle once: the signature is added to the very file that was
+    verified, refused if it changed since. Same arguments and errors as
+    :func:`verify`.
+    """
+    policy = resolve_policy(
+        trust,
+        trusted_keys=trusted_keys,
+        allow_unsigned=allow_unsigned,
+        threshold=threshold,
+        trusted_roots=trusted_roots,
+        now=now,
+        min_version=min_version,
+        rollback_state=rollback_state,
+    )
+    before = _file_identity(path)
+    vb = _open_verified(path, policy, False, progress)
+    try:
+        _check_content(vb)
+        vb.accept()
+    except BaseException:
+        vb.reader.close()
+        raise
+    return Verified(vb, before)
+
+
+def sign(
+    path: str | os.PathLike[str] | Verified,
     signing_key: KeyLike | Sequence[KeyLike],
     *,
     passphrase: bytes | None = None,
@@ -571,28 +688,62 @@ def sign(
     certificate_chain: Any = None,
     trusted_roots: Any = None,
     progress: Any = None,
+    in_place: bool = True,
 ) -> VerifyReport:
-    """Add a signature to an existing bundle (atomically) after checking its integrity.
+    """Add a signature to an existing bundle after checking its integrity.
 
     With ``trust`` (or ``trusted_keys`` / ``trusted_roots``), the bundle must already
     verify against it before it is countersigned; without, only its integrity is
-    checked. ``certificate_chain``: as for :func:`save`. The content is hashed once
-    and copied in the kernel; ``progress``: as for :func:`load`.
+    checked. ``certificate_chain``: as for :func:`save`. The content is hashed once,
+    by that check; ``progress``: as for :func:`load`. ``path`` may be a
+    :class:`Verified` (from :func:`verified`, whose policy then decided): it is
+    signed without hashing it again, and closed.
+
+    ``in_place`` (default): only the file's tail -- the signature entries and the
+    central directory, KBs -- is rewritten, behind an undo journal beside the
+    bundle, so signing a 1 GB bundle costs its verification and little more; a
+    crash leaves a journal that the next ``sign`` or :func:`repair` rolls back
+    (SECURITY.md, "Signing in place"). ``in_place=False`` writes a new file and
+    renames it over ``path`` (readers that hold the old file keep it, other hard
+    links keep the old signatures), copying the whole bundle. Both give the same
+    bytes. Refused (:class:`IntegrityError`) when the file changes between the
+    check and the write.
     """
-    from .export.writer import resign
+    from .export.writer import resign, roll_back
     from .trust.verify import check_signatures
 
-    keys = _signing_keys(signing_key, passphrase, certificate_chain)
-    if not keys:
-        raise KeyFileError("no signing key given")
-    before = _file_identity(path)
-    if trust is None and trusted_keys is None and trusted_roots is None:
-        policy = TrustPolicy(allow_unsigned=True)
+    if isinstance(path, Verified):
+        if trust is not None or trusted_keys is not None or trusted_roots is not None:
+            path.close()
+            raise TypeError(
+                "a Verified bundle was checked under the policy given to bundle.verified(); "
+                "give no trust arguments to sign"
+            )
+        held: Verified | None = path
+        path = path.path
     else:
-        policy = resolve_policy(trust, trusted_keys=trusted_keys, trusted_roots=trusted_roots)
-    vb = _open_verified(path, policy, False, progress)
+        held = None
     try:
-        _check_content(vb)
+        keys = _signing_keys(signing_key, passphrase, certificate_chain)
+        if not keys:
+            raise KeyFileError("no signing key given")
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    if held is not None:
+        vb, before = held._take()
+    else:
+        roll_back(path)  # an in-place sign interrupted earlier: back to the file it began from
+        before = _file_identity(path)
+        if trust is None and trusted_keys is None and trusted_roots is None:
+            policy = TrustPolicy(allow_unsigned=True)
+        else:
+            policy = resolve_policy(trust, trusted_keys=trusted_keys, trusted_roots=trusted_roots)
+        vb = _open_verified(path, policy, False, progress)
+    try:
+        if held is None:
+            _check_content(vb)
         reader = vb.reader
         manifest_bytes = reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
         existing = signature_entries(reader)
@@ -600,15 +751,29 @@ def sign(
         if w is not None and w.data_offset % ALIGNMENT:
             raise FormatError("weights entry is not aligned; re-export the bundle")
 
-        def unchanged() -> None:  # the copied bytes are the verified bytes
+        def unchanged() -> None:  # what is kept or copied is what was verified, still at path
             st = os.fstat(reader.fileno())
-            if before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+            now = _file_identity(path)
+            if (
+                before != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                or now is None
+                or now[:2] != before[:2]
+            ):
                 raise IntegrityError(f"{path} changed while it was being signed; not signed")
 
-        resign(path, reader, vb.report.manifest, manifest_bytes, keys, existing, unchanged)
+        resign(
+            path,
+            reader,
+            vb.report.manifest,
+            manifest_bytes,
+            keys,
+            existing,
+            unchanged,
+            in_place=in_place,
+        )
     finally:
         vb.reader.close()
-    # The content was verified above and copied unchanged: check the new signatures only,
+    # The content was verified above and kept unchanged: check the new signatures only,
     # each by the whole statement rule.
     new_keys = signing.TrustStore([k.public_key for k in keys])
     with ZipReader(path) as new:
@@ -626,6 +791,20 @@ def sign(
         files=vb.report.files,
         verified=True,
     )
+
+
+def repair(path: str | os.PathLike[str]) -> bool:
+    """Roll back an in-place :func:`sign` of ``path`` that was interrupted; True if one was.
+
+    An interrupted in-place sign leaves ``.<name>.sign-journal`` beside the bundle
+    and possibly a torn tail that fails verification; this restores the bundle's
+    bytes from before that sign exactly and removes the journal. False (and nothing
+    changed) when there is no journal, or only one cut short before the bundle was
+    touched (it is removed). :func:`sign` does this first by itself.
+    """
+    from .export.writer import roll_back
+
+    return roll_back(path)
 
 
 @dataclass(frozen=True)

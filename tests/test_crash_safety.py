@@ -5,7 +5,9 @@ that saves and signs bundles to one target in a loop (save model A or B signed
 by key 1, then countersign with key 2), and the test SIGKILLs that child after
 a random delay. The target must then be byte-for-byte one of the four complete
 bundles that loop can produce (computed beforehand in this process), never a
-partial file. A kill can leave the temporary file of the write it interrupted:
+partial file once a sign journal it may leave has been rolled back
+(``bundle.repair``: an in-place sign rewrites the file's tail behind an undo
+journal). A kill can leave the temporary file of the save it interrupted:
 it is named ``.<target name>.<random>.tmp`` in the target's directory
 (``bundle/_writer.py``, ``tempfile.mkstemp``); no later write removes it, so at
 most one such file per kill may remain, and nothing else.
@@ -116,6 +118,7 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
     seen: dict[str, int] = {}
     strays: set[str] = set()
     mid_write = 0
+    mid_sign = 0
     rng = random.Random(20240601)
     try:
         assert zygote.stdout.readline().strip() == "ready"
@@ -131,6 +134,9 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
             assert os.WIFSIGNALED(status), f"trial {trial}: the writer exited by itself"
             assert os.WTERMSIG(status) == signal.SIGKILL
 
+            # a kill inside an in-place sign leaves its undo journal: rolled back here,
+            # the target is the bundle that sign began from
+            mid_sign += bundle.repair(target)
             data = target.read_bytes()
             assert data in states, (
                 f"trial {trial}: target is {len(data)} bytes, not a "
@@ -152,7 +158,8 @@ def test_killed_writer_leaves_a_complete_bundle(tmp_path: Path, keys: tuple[Path
         zygote.kill()
         zygote.wait()
     print(
-        f"{TRIALS} kills: target states {seen}; {mid_write} kills left a temporary file; "
+        f"{TRIALS} kills: target states {seen}; {mid_write} kills left a temporary file, "
+        f"{mid_sign} a sign journal; "
         f"cycle {cycle * 1000:.0f} ms"
     )
     # the kills landed in both states and inside writes, or the test proved nothing

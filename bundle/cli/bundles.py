@@ -95,6 +95,12 @@ def keygen(
     type=click.Path(dir_okay=False),
     help="Only countersign if already signed by a signer this root CA certifies.",
 )
+@click.option(
+    "--copy",
+    is_flag=True,
+    help="Write a new file and rename it over BUNDLE instead of rewriting its tail in "
+    "place (copies the whole bundle; other hard links keep the old file).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def sign(
     bundle_path: str,
@@ -103,9 +109,15 @@ def sign(
     chain: tuple[str, ...],
     trusted: tuple[str, ...],
     roots: tuple[str, ...],
+    copy: bool,
     as_json: bool,
 ) -> None:
-    """Add a signature to BUNDLE (after checking its integrity)."""
+    """Add a signature to BUNDLE (after checking its integrity).
+
+    Only the signatures and the zip directory at the end of the file are rewritten,
+    behind an undo journal; an interrupted sign is rolled back by the next one or by
+    `model-bundle repair`.
+    """
     key = load_key(key_path, passphrase_env, chain)
     with hash_progress() as progress:
         report = api.sign(
@@ -113,6 +125,7 @@ def sign(
             key,
             trust=policy_from_options(trusted, roots=roots) if trusted or roots else None,
             progress=progress,
+            in_place=not copy,
         )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -120,6 +133,16 @@ def sign(
         make_console().print(
             f"signed {bundle_path} with {key.public_key.key_type} key {short_id(key.key_id)}"
         )
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+def repair(bundle_path: str) -> None:
+    """Roll back an interrupted in-place sign of BUNDLE from its journal."""
+    if api.repair(bundle_path):
+        click.echo(f"rolled {bundle_path} back to its bytes before the interrupted sign")
+    else:
+        click.echo(f"{bundle_path}: no interrupted sign to roll back")
 
 
 @cli.command()

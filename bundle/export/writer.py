@@ -6,24 +6,31 @@ ones are written: export holds no serialized copy of the weights and makes no
 temporary copy of the bundle beside the one being written.
 
 Entry order is fixed (spec/FORMAT.md): content entries by path, then
-``manifest.json``, then ``signatures/<key id>.sig`` by key id. Every write goes
-to a temporary file in the target's directory, is fsynced, and is renamed over
+``manifest.json``, then ``signatures/<key id>.sig`` by key id. A new bundle is
+written to a temporary file in the target's directory, fsynced, and renamed over
 the target only when complete, so a crash or an exception leaves either the old
-file or the new one, never a partial bundle.
+file or the new one, never a partial bundle. Adding signatures (:func:`resign`)
+rewrites only the file's tail, after the manifest, in place behind an undo
+journal (:func:`roll_back` undoes an interrupted one), or like a new bundle with
+``in_place=False``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from ..format.archive import EntryData, ZipReader, ZipWriter
+from ..errors import FormatError, IntegrityError
+from ..format.archive import EntryData, ZipReader, ZipWriter, journal_path
 from ..format.digest import (
     Digest,
     RangeDigest,
@@ -35,15 +42,18 @@ from ..format.digest import (
 )
 from ..format.manifest import GRAPH_NAME, MANIFEST_NAME, FileEntry, Manifest
 from ..trust import dsse, signing
+from ..trust.verify import MAX_SIGNATURE_BYTES
 
 __all__ = [
     "GRAPH_NAME",
     "WRITER_REVISION",
     "StreamEntry",
     "atomic_write",
+    "journal_path",
     "min_onnxruntime",
     "pack",
     "resign",
+    "roll_back",
     "statement_for",
 ]
 
@@ -245,19 +255,30 @@ def resign(
     keys: Sequence[signing.PrivateKey],
     existing: Sequence[str],
     check: Callable[[], None] | None = None,
+    *,
+    in_place: bool = True,
 ) -> list[str]:
-    """Rewrite ``path`` with signatures by ``keys`` added to the ``existing`` ones.
+    """Give ``path`` signatures by ``keys`` added to the ``existing`` ones.
 
-    Content entries and the manifest are copied byte for byte at their original
-    offsets (so the weights stay aligned), in one in-kernel copy where the system
-    has one; a key that already signed is re-signed in place. ``check()`` runs
-    once everything is copied, before the new file replaces the old (the caller
-    makes sure the source did not change since it was verified). Returns the
-    signature entry names of the new file.
+    The result is the same bytes either way: the content entries and the manifest
+    where they were (so the weights stay aligned), then every signature in key-id
+    order (a key that already signed is re-signed in place), then the central
+    directory. ``in_place`` (the default) rewrites only that tail of the file,
+    from the first signature entry (or the central directory), behind an undo
+    journal (:func:`journal_path`, :func:`roll_back`): KBs written whatever the
+    size of the bundle. ``in_place=False`` writes a whole new file (the content
+    copied in the kernel) and renames it over ``path``. ``check()`` runs just
+    before the file is changed (the caller makes sure it is still the file it
+    verified). Returns the signature entry names of the new file.
     """
     statement = statement_for(manifest, manifest_bytes)
     new = {e.name: e for e in _signature_entries(statement, keys)}
     names = sorted(set(existing) | new.keys())
+    # Copied instead: without positional writes (Windows), or a file this user may
+    # not write (a read-only bundle in a writable directory was re-signed by rename).
+    if in_place and hasattr(os, "pwrite") and os.access(path, os.W_OK):
+        _resign_in_place(path, reader, new, names, check)
+        return names
     with atomic_write(path) as f:
         w = ZipWriter(f)
         w.copy_entries(
@@ -277,3 +298,234 @@ def resign(
         if check is not None:
             check()
     return names
+
+
+# --------------------------------------------------------------------------- in place
+
+JOURNAL_MAGIC = b"model-bundle sign journal 1\n"
+_GUARD = 4096
+"""Bytes just before the rewritten tail whose digest the journal records: a journal
+is applied only to the file (same device and inode, same bytes there) it was made for."""
+
+
+class _Tail(io.BytesIO):
+    """An in-memory file that reports positions as if it began at ``base`` in the bundle."""
+
+    def __init__(self, base: int) -> None:
+        super().__init__()
+        self.base = base
+
+    def tell(self) -> int:
+        return super().tell() + self.base
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return super().seek(pos - self.base if whence == 0 else pos, whence) + self.base
+
+
+def _new_tail(
+    reader: ZipReader, new: dict[str, EntryData], names: Sequence[str]
+) -> tuple[int, bytes]:
+    """Where the signatures begin in ``reader``'s file, and the bytes that go from there."""
+    ordered = sorted(reader.entries.values(), key=lambda e: e.header_offset)
+    kept = [e for e in ordered if not e.name.startswith("signatures/")]
+    if any(e.name.startswith("signatures/") for e in ordered[: len(kept)]):
+        raise FormatError("signature entries are not the last entries of the bundle")
+    start = kept[-1].data_offset + kept[-1].compressed_size if kept else 0
+    tail = _Tail(start)
+    w = ZipWriter.resume(tail, kept)
+    for name in names:
+        w.write(
+            new[name]
+            if name in new
+            else EntryData(name, reader.read(name, max_size=MAX_SIGNATURE_BYTES))
+        )
+    w.close()
+    return start, tail.getvalue()
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every system can open a directory
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _guard(fd: int, start: int) -> str:
+    lo = max(0, start - _GUARD)
+    return hashlib.sha256(os.pread(fd, start - lo, lo)).hexdigest()
+
+
+def _write_journal(jpath: Path, header: dict[str, object], old_tail: bytes) -> None:
+    """Create the journal (never over another one), fsync it and its directory."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(jpath, flags, 0o600)
+    except FileExistsError:
+        raise IntegrityError(
+            f"{jpath} exists: another sign of this bundle is running, or one was "
+            "interrupted (bundle.repair / model-bundle repair rolls it back); not signed"
+        ) from None
+    try:
+        _write_at(fd, JOURNAL_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n", 0)
+        _write_at(fd, old_tail, os.fstat(fd).st_size)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(jpath)
+        raise
+    os.close(fd)
+    _fsync_dir(jpath.parent)
+
+
+def _read_journal(jpath: Path) -> tuple[dict[str, Any], bytes] | None:
+    """The journal's header and old tail; None when it is incomplete (so never applied).
+
+    The journal is fsynced before the bundle's first byte is written: one that is
+    cut short or fails its digest was interrupted before the bundle was touched.
+    """
+    raw = jpath.read_bytes()
+    if not raw.startswith(JOURNAL_MAGIC) or b"\n" not in raw[len(JOURNAL_MAGIC) :]:
+        return None
+    line, _, old = raw[len(JOURNAL_MAGIC) :].partition(b"\n")
+    try:
+        header = json.loads(line)
+        start, old_size = int(header["start"]), int(header["old_size"])
+        digest = str(header["old_tail_sha256"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if len(old) != old_size - start or hashlib.sha256(old).hexdigest() != digest:
+        return None
+    return header, old
+
+
+def roll_back(path: str | os.PathLike[str], *, keep_complete: bool = True) -> bool:
+    """Undo an interrupted in-place sign of ``path`` from its journal; True if one was undone.
+
+    Writes the journal's old tail back where it was and truncates the file to its
+    old length, fsyncs, then removes the journal: afterwards the file is byte for
+    byte what it was before that sign began. Idempotent (a crash while rolling back
+    is rolled back again). With ``keep_complete``, a file whose whole new tail is
+    there (the sign was interrupted after its fsync, before the journal was gone)
+    is kept as signed and only the journal removed. A journal cut short is
+    removed unused (the bundle was not yet touched), and so is one made for a file
+    no longer at ``path`` (another device or inode: it was replaced by rename
+    since). One whose file was written before the tail since (the 4 KB there
+    differ) is refused with :class:`IntegrityError` and left in place.
+    """
+    jpath = journal_path(path)
+    try:
+        found = _read_journal(jpath)
+    except FileNotFoundError:
+        return False
+    if found is None:
+        os.unlink(jpath)
+        _fsync_dir(jpath.parent)
+        return False
+    header, old = found
+    start, old_size = int(header["start"]), int(header["old_size"])
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if [st.st_dev, st.st_ino] != [header["dev"], header["ino"]]:
+            # The file it was made for is no longer at this path (a save or a
+            # copying sign renamed another over it): there is nothing here to undo.
+            os.unlink(jpath)
+            _fsync_dir(jpath.parent)
+            return False
+        if st.st_size < start or _guard(fd, start) != header["guard_sha256"]:
+            raise IntegrityError(
+                f"{jpath} does not match {os.fspath(path)}: the bytes before the "
+                "signatures were changed since the interrupted sign; not applied"
+            )
+        new_size = int(header["new_size"])
+        done = (
+            keep_complete
+            and st.st_size == new_size
+            and hashlib.sha256(os.pread(fd, new_size - start, start)).hexdigest()
+            == header["new_tail_sha256"]
+        )
+        if not done:
+            _write_at(fd, old, start)
+            os.ftruncate(fd, old_size)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(jpath)
+    _fsync_dir(jpath.parent)
+    return not done
+
+
+def _resign_in_place(
+    path: str | os.PathLike[str],
+    reader: ZipReader,
+    new: dict[str, EntryData],
+    names: Sequence[str],
+    check: Callable[[], None] | None,
+) -> None:
+    """Rewrite the tail of ``path`` from its first signature entry, behind an undo journal.
+
+    Order (spec/FORMAT.md 2.7, "Adding a signature"): the journal -- the old
+    bytes from the first rewritten offset to the end, the old length, their
+    digest -- is written and fsynced with its directory; the new tail is written
+    in place, the file truncated to its new length and fsynced; the journal is
+    removed (a crash that loses the removal leaves the new file, which
+    :func:`roll_back` recognises and keeps). A crash leaves the old file, the new
+    one, or a torn tail (which fails verification: no end record where one must
+    be, or a central directory that does not match) with a complete journal that
+    :func:`roll_back` applies. The
+    content entries and the manifest are never written.
+    """
+    start, tail = _new_tail(reader, new, names)
+    rfd = reader.fileno()
+    before = os.fstat(rfd)
+    old = b"".join(reader.iter_range(start, before.st_size))
+    if old == tail:
+        return  # the same signatures again (signing is deterministic): nothing to write
+    jpath = journal_path(path)
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise IntegrityError(f"{os.fspath(path)} was replaced while it was being signed")
+        if check is not None:
+            check()
+        header = {
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "start": start,
+            "old_size": st.st_size,
+            "old_tail_sha256": hashlib.sha256(old).hexdigest(),
+            "new_size": start + len(tail),
+            "new_tail_sha256": hashlib.sha256(tail).hexdigest(),
+            "guard_sha256": _guard(fd, start),
+        }
+        _write_journal(jpath, header, old)
+        try:
+            _write_at(fd, tail, start)
+            os.ftruncate(fd, start + len(tail))
+            os.fsync(fd)
+        except BaseException:
+            _undo(path)
+            raise
+    finally:
+        os.close(fd)
+    # No directory fsync: a removal lost in a crash leaves a journal whose new tail
+    # is all there, which roll_back keeps (one fsync fewer on every sign).
+    os.unlink(jpath)
+
+
+def _undo(path: str | os.PathLike[str]) -> None:
+    """After a failed in-place write: roll back now (the journal stays if that fails too)."""
+    with contextlib.suppress(Exception):
+        roll_back(path, keep_complete=False)

@@ -22,8 +22,9 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import FormatError, IntegrityError, LimitError
@@ -35,6 +36,7 @@ __all__ = [
     "ZipReader",
     "ZipWriter",
     "check_entry_name",
+    "journal_path",
 ]
 
 ALIGNMENT = 4096
@@ -110,6 +112,16 @@ def _check_no_file_is_a_parent(names: Iterable[str]) -> None:
 
 
 # --------------------------------------------------------------------------- writer
+
+
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """The undo journal of an in-place sign of ``path``: ``.<name>.sign-journal`` beside it.
+
+    Here rather than with the signer (:mod:`bundle.export.writer`) because readers
+    look for it too: while it exists a sign may be rewriting the archive's tail.
+    """
+    target = Path(path)
+    return target.parent / f".{target.name}.sign-journal"
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,37 @@ class ZipWriter:
         self._entries: list[_Written] = []
         self._names: set[str] = set()
         self._open: _Open | None = None
+
+    @classmethod
+    def resume(cls, fp: BinaryIO, kept: Sequence[Entry]) -> ZipWriter:
+        """A writer continuing an archive after ``kept``, its first entries in file order.
+
+        ``kept`` are entries of a checked :class:`ZipReader` lying back to back from
+        offset 0; ``fp.tell()`` must be where the last one ends. What is written next,
+        and the central directory :meth:`close` writes, are the bytes a writer that
+        had written ``kept`` itself would write there: adding or replacing the last
+        entries (the signatures) rewrites only the archive's tail, never the content.
+        """
+        w = cls(fp)
+        end = 0
+        for e in kept:
+            if e.header_offset != end:
+                raise ValueError(f"entry {e.name} does not follow the previous kept entry")
+            w._claim(e.name)
+            w._entries.append(
+                _Written(
+                    e.name.encode("utf-8"),
+                    e.method,
+                    e.crc32,
+                    e.compressed_size,
+                    e.size,
+                    e.header_offset,
+                )
+            )
+            end = e.data_offset + e.compressed_size
+        if fp.tell() != end:
+            raise ValueError(f"the writer is at {fp.tell()}, the kept entries end at {end}")
+        return w
 
     def _claim(self, name: str) -> None:
         if self._open is not None:
