@@ -60,8 +60,6 @@ from .errors import (
     StoreNotFoundError,
     UntrustedContentError,
 )
-from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
-from .export.pack import pack_directory
 from .format.manifest import Manifest
 from .runtime.model import Model
 from .trust.policy import TrustPolicy
@@ -76,6 +74,8 @@ from .trust.signing import (
 from .trust.verify import Signer, VerifyReport
 
 if TYPE_CHECKING:  # at run time imported on first use (see __getattr__ below)
+    from .export.options import SklearnOptions, TensorFlowOptions, TorchOptions
+    from .export.pack import pack_directory
     from .legacy import ScanReport, migrate, scan
     from .store import Store
 
@@ -137,19 +137,29 @@ __all__ = [
 ]
 
 
+# Names whose modules the load path does not need: imported on first use, so that
+# ``import bundle`` + ``bundle.load`` costs little more than onnxruntime's own import
+# (benchmarks: the import row) and loading a local bundle imports neither the store nor
+# the migration package.
+_LAZY = {
+    "scan": "legacy",
+    "migrate": "legacy",
+    "ScanReport": "legacy",
+    "Store": "store",
+    "SklearnOptions": "export.options",
+    "TensorFlowOptions": "export.options",
+    "TorchOptions": "export.options",
+    "pack_directory": "export.pack",
+}
+
+
 def __getattr__(name: str) -> object:
-    """``bundle.scan``, ``bundle.migrate`` and ``bundle.ScanReport`` (from
-    :mod:`bundle.legacy`) and ``bundle.Store`` (from :mod:`bundle.store`), imported on first
-    use: loading a local bundle imports neither package."""
-    if name in ("scan", "migrate", "ScanReport"):
-        from . import legacy
+    """The names of ``_LAZY``, imported from their module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        value = getattr(legacy, name)
-        globals()[name] = value
-        return value
-    if name == "Store":
-        from .store import Store
-
-        globals()[name] = Store
-        return Store
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
