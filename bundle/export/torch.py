@@ -24,11 +24,19 @@ manifest's ``model.converter`` says which one produced the graph.
 The graph is exported without onnxscript's optimizer, so parameters and buffers
 reach the ONNX initializers verbatim under their ``state_dict`` names
 (onnxruntime does the constant folding and fusions itself when it loads the
-graph). Initializers that are bit-identical to a parameter but carry an
-exporter name (``onnx::MatMul_12``) are renamed to the parameter's name; one that
-carries a parameter's name but holds something else (a fused or transposed
-weight) is renamed away from it, so a name in ``weights.safetensors`` always
-means that parameter's exact value.
+graph). A name in ``weights.safetensors`` always means that parameter's exact
+value. On the dynamo path the exporter names each initializer from torch.export's
+graph signature and keeps the tensor itself as its value: the tensor's storage
+(and its version counter, unchanged since the training state was captured)
+proves which parameter it is, no bytes are compared, and the initializer leaves
+the graph before it is serialized -- its bytes go from the tensor's memory
+straight into the bundle (:attr:`bundle.export.Converted.buffers`), so no
+ModelProto ever holds the weights, at any size. The TorchScript exporter gives no
+such map: there, initializers bit-identical to a parameter but carrying an
+exporter name (``onnx::MatMul_12``) are renamed to the parameter's name by
+comparing values. On both paths one that carries a parameter's name but holds
+something else (a fused or transposed weight, a buffer ``forward()`` updated) is
+renamed away from it (``<name>.folded``).
 """
 
 from __future__ import annotations
