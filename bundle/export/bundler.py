@@ -151,22 +151,15 @@ def write_converted(
         )
 
     contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True)]
-    contents += [
-        EntryData(
-            n,
-            data,
-            compress=is_deflated(n, "training_state"),
-            align=not is_deflated(n, "training_state"),
-        )
-        for n, data in training
-        if isinstance(data, bytes)
-    ]
     streams = [StreamEntry(WEIGHTS_NAME, split.size, split.chunks)]
-    streams += [
-        StreamEntry(n, data.size, data.chunks)
-        for n, data in training
-        if isinstance(data, weights_mod.TensorFile)
-    ]
+    for n, data in training:
+        if isinstance(data, weights_mod.TensorFile):
+            streams.append(StreamEntry(n, data.size, data.chunks))
+        elif isinstance(data, bytes):
+            deflated = is_deflated(n, "training_state")
+            contents.append(EntryData(n, data, compress=deflated, align=not deflated))
+        else:
+            raise TypeError(f"training entry {n}: {type(data).__name__}, not bytes or TensorFile")
     return pack(
         path,
         contents,
