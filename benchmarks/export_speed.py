@@ -154,10 +154,15 @@ def measure(size: str, runs: int, directory: Path, key: Any) -> None:
         "safetensors save_file + SHA-256": floor,
         "bundle.save (signed, defaults)": save,
     }
+    outputs = dict(zip(cases, (floor_path, bundle_path), strict=True))
     times: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(runs):
         for name in names[r % 2 :] + names[: r % 2]:  # alternate who goes first
+            # Each side writes a new file: overwriting its last output in place would
+            # let the kernel drop that file's unwritten pages, which only one side can
+            # do (the bundle is written beside its target and renamed over it).
+            outputs[name].unlink(missing_ok=True)
             t = time.perf_counter()
             cases[name]()
             times[name].append(time.perf_counter() - t)
