@@ -486,7 +486,7 @@ def _hold_tensors(torch: Any, program: Any) -> tuple[dict[str, Any], set[str]]:
     serialized, so the ModelProto never holds their bytes (at any model size) and
     they are written from the tensors themselves.
     """
-    import onnx_ir as ir
+    from onnxscript import ir  # the IR torch.onnx builds the program in (onnx_ir today)
 
     from ..format.weights import IN_MEMORY, moves_onnx_type
 
