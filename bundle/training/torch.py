@@ -572,10 +572,11 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
 
-    from ..format.weights import parse_header
+    from ..format.weights import header_size, parse_header
 
-    header = parse_header(bytes(data), len(data), entry=entry)
     view = memoryview(data)
+    # only the header is parsed from a copy: bytes(data) would copy every tensor once more
+    header = parse_header(bytes(view[: header_size(bytes(view[:8]))]), len(data), entry=entry)
     out = {}
     for name, info in header.tensors.items():
         dtype = getattr(torch, DTYPE_OF_SAFETENSORS[info.dtype])
