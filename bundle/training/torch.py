@@ -42,6 +42,14 @@ object in a state is refused at save time, naming its key.
 Keras models use the same two entries with ``"framework": {"name": "keras"}`` and
 their own ``model``/``optimizer`` listings (:mod:`bundle.training.keras`).
 
+Saving captures the state when ``bundle.save`` is called, without copying what
+export leaves alone: parameters and optimizer/scheduler/RNG tensors on the CPU are
+referenced (their version counters are checked before they are written, and one
+changed in place meanwhile is refused with :class:`ConversionError`), buffers are
+copied (``forward()``, which export runs, may update them), GPU tensors are copied
+to the CPU. ``training/state.safetensors`` is then streamed from those tensors like
+the weights, never assembled in memory.
+
 Restoring (:func:`restore`) reads both entries from the verified archive,
 checks the given model, optimizer and scheduler against them completely, and
 only then assigns anything.
