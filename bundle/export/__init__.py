@@ -59,6 +59,13 @@ class Converted:
     extra_checks: tuple[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], ...] = ()
     """More (feeds, reference) pairs the graph must reproduce, beyond the sample itself
     (the PyTorch exporter's widened copy of a batch-1 sample, which it traced)."""
+    buffers: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    """Initializer data the converter holds in memory instead of in ``model``: name -> a
+    callable returning the tensor's little-endian bytes as a contiguous buffer. Those
+    initializers carry only dtype, dims and the external location
+    :data:`bundle.format.weights.IN_MEMORY`; the writer streams their bytes from the
+    buffer into ``weights.safetensors`` (the PyTorch exporter's parameters: no proto,
+    serialized copy or numpy round trip of them is ever made, at any size)."""
 
 
 _CONVERTERS: dict[str, str] = {

@@ -50,9 +50,15 @@ def write_converted(
     from . import precision as precision_mod
     from .writer import GRAPH_NAME, StreamEntry, pack
 
+    buffers = converted.buffers
     if precision != "fp32" and apply_precision:
         # The converters work on tensors in memory: read external data in first.
-        weights_mod.inline_external_data(converted.model)
+        weights_mod.inline_external_data(converted.model, buffers)
+        buffers = {}  # the new graph's initializers are its own
+        if getattr(converted.training, "proven", None) is not None:
+            # The exporter proved which weights are which parameters for the fp32
+            # graph; the training state is matched against the new weights by value.
+            converted.training.proven = None
         if not converted.reference and converted.feeds is not None:
             # Plain ONNX has no original framework: the fp32 graph is the reference.
             converted.reference = run_onnx(converted.model, converted.feeds)
@@ -71,7 +77,8 @@ def write_converted(
 
     # The weights go straight from the model into the bundle (no serialized copy);
     # parity is then measured on the graph and weights as written.
-    split = weights_mod.split_weights(onx)
+    split = weights_mod.split_weights(onx, buffers)
+    # A training entry comes as bytes, or as a TensorFile streamed like the weights.
     training = converted.training.entries(split.arrays) if converted.training is not None else []
     graph_bytes = split.model.SerializeToString()
     inputs, outputs = io_specs(onx)
@@ -144,15 +151,15 @@ def write_converted(
         )
 
     contents = [EntryData(GRAPH_NAME, graph_bytes, compress=True)]
-    contents += [
-        EntryData(
-            n,
-            data,
-            compress=is_deflated(n, "training_state"),
-            align=not is_deflated(n, "training_state"),
-        )
-        for n, data in training
-    ]
+    streams = [StreamEntry(WEIGHTS_NAME, split.size, split.chunks)]
+    for n, data in training:
+        if isinstance(data, weights_mod.TensorFile):
+            streams.append(StreamEntry(n, data.size, data.chunks))
+        elif isinstance(data, bytes):
+            deflated = is_deflated(n, "training_state")
+            contents.append(EntryData(n, data, compress=deflated, align=not deflated))
+        else:
+            raise TypeError(f"training entry {n}: {type(data).__name__}, not bytes or TensorFile")
     return pack(
         path,
         contents,
@@ -163,7 +170,7 @@ def write_converted(
             WEIGHTS_NAME: "weights",
             **{n: "training_state" for n, _ in training},
         },
-        streams=[StreamEntry(WEIGHTS_NAME, split.size, split.chunks)],
+        streams=streams,
         before_manifest=measure_parity,
     )
 

@@ -22,6 +22,7 @@ __all__ = [
     "all_graphs",
     "drop_non_tensor_outputs",
     "inline_functions",
+    "rename_aside",
     "rename_values",
     "run_converted",
     "tidy",
@@ -185,12 +186,7 @@ def adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> Non
         if name in state:
             want = state[name]
             if want is None or not same_tensor(value(name), want):
-                new, n = f"{name}.folded", 1
-                while new in taken:
-                    n += 1
-                    new = f"{name}.folded{n}"
-                taken.add(new)
-                mapping[name] = new
+                mapping[name] = _aside(name, taken)
     claimed = {n for n in inits if n in state and n not in mapping}
     # 2. an exporter-named initializer holding a parameter's exact value: give it that name
     layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
@@ -215,6 +211,34 @@ def adopt_state_names(model: Any, state: Mapping[str, np.ndarray | None]) -> Non
                 break
     if mapping:
         rename_values(model.graph, mapping)
+
+
+def _aside(name: str, taken: set[str]) -> str:
+    new, n = f"{name}.folded", 1
+    while new in taken:
+        n += 1
+        new = f"{name}.folded{n}"
+    taken.add(new)
+    return new
+
+
+def rename_aside(model: Any, names: set[str]) -> dict[str, str]:
+    """Rename the initializers ``names`` to ``<name>.folded`` (or ``.folded2``...).
+
+    For an initializer that carries a framework tensor's name but is known not to
+    hold exactly its value (the rule of :func:`adopt_state_names`, decided by the
+    caller). Returns old -> new name.
+    """
+    if not names:
+        return {}
+    graph = model.graph
+    taken = {i.name for i in graph.initializer}
+    taken |= {v.name for v in (*graph.input, *graph.output)}
+    taken |= {o for n in graph.node for o in n.output}
+    mapping = {i.name: _aside(i.name, taken) for i in graph.initializer if i.name in names}
+    if mapping:
+        rename_values(graph, mapping)
+    return mapping
 
 
 def run_converted(

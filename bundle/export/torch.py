@@ -24,11 +24,19 @@ manifest's ``model.converter`` says which one produced the graph.
 The graph is exported without onnxscript's optimizer, so parameters and buffers
 reach the ONNX initializers verbatim under their ``state_dict`` names
 (onnxruntime does the constant folding and fusions itself when it loads the
-graph). Initializers that are bit-identical to a parameter but carry an
-exporter name (``onnx::MatMul_12``) are renamed to the parameter's name; one that
-carries a parameter's name but holds something else (a fused or transposed
-weight) is renamed away from it, so a name in ``weights.safetensors`` always
-means that parameter's exact value.
+graph). A name in ``weights.safetensors`` always means that parameter's exact
+value. On the dynamo path the exporter names each initializer from torch.export's
+graph signature and keeps the tensor itself as its value: the tensor's storage
+(and its version counter, unchanged since the training state was captured)
+proves which parameter it is, no bytes are compared, and the initializer leaves
+the graph before it is serialized -- its bytes go from the tensor's memory
+straight into the bundle (:attr:`bundle.export.Converted.buffers`), so no
+ModelProto ever holds the weights, at any size. The TorchScript exporter gives no
+such map: there, initializers bit-identical to a parameter but carrying an
+exporter name (``onnx::MatMul_12``) are renamed to the parameter's name by
+comparing values. On both paths one that carries a parameter's name but holds
+something else (a fused or transposed weight, a buffer ``forward()`` updated) is
+renamed away from it (``<name>.folded``).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import numpy as np
 from ..errors import ConversionError, ExportFallbackWarning
 from ..format.manifest import Method
 from . import Converted, axis_bounds, axis_names, check_dynamic_axes, named_outputs
-from .onnx_graph import NonStandardOperatorError, adopt_state_names, tidy
+from .onnx_graph import NonStandardOperatorError, adopt_state_names, rename_aside, tidy
 from .options import TorchOptions
 
 _INSTALL = "install the torch extra: pip install 'model-bundle[torch]'"
@@ -456,13 +464,140 @@ def _dynamo(
         raise _DynamoFailedError(
             f"the dynamo exporter could not translate {type(module).__name__}: {_first_line(e)}", e
         ) from e
-    model = program.model_proto
+    tensors, moved = _hold_tensors(torch, program)
+    model = program.model_proto  # without the moved tensors' bytes: see _hold_tensors
     _rename_dims(model, names, axes)
     try:
         tidy(model)
     except NonStandardOperatorError as e:
         raise _DynamoFailedError(str(e), e) from e
-    return model
+    return model, tensors, moved
+
+
+def _hold_tensors(torch: Any, program: Any) -> tuple[dict[str, Any], set[str]]:
+    """The torch tensors behind the ONNX program's initializers, by initializer name,
+    and the names of those taken out of the graph.
+
+    The exporter names each initializer made from a parameter, buffer or lifted
+    constant after it, from torch.export's graph signature (``inputs_to_parameters``,
+    ``inputs_to_buffers``, ``inputs_to_lifted_tensor_constants``), and keeps the
+    tensor itself as its value. Every one of a type ``weights.safetensors`` holds
+    becomes an external reference to :data:`IN_MEMORY` before the program is
+    serialized, so the ModelProto never holds their bytes (at any model size) and
+    they are written from the tensors themselves.
+    """
+    from onnxscript import ir  # the IR torch.onnx builds the program in (onnx_ir today)
+
+    from ..format.weights import IN_MEMORY, moves_onnx_type
+
+    tensors: dict[str, Any] = {}
+    moved: set[str] = set()
+    for name, value in program.model.graph.initializers.items():
+        const = value.const_value
+        raw = getattr(const, "raw", None)
+        if not isinstance(raw, torch.Tensor) or raw.is_sparse or raw.is_quantized:
+            continue
+        tensors[name] = raw
+        if raw.numel() == 0 or not moves_onnx_type(const.dtype.value) or sys.byteorder != "little":
+            continue  # stays in the graph, as the exporter wrote it
+        value.const_value = ir.ExternalTensor(
+            IN_MEMORY,
+            offset=None,
+            length=raw.numel() * raw.element_size(),
+            dtype=const.dtype,
+            shape=const.shape,
+            name=name,
+        )
+        moved.add(name)
+    return tensors, moved
+
+
+def _same_bytes(torch: Any, a: Any, b: Any) -> bool:
+    """Bit-identical tensors (dtype, shape, every byte); for the rare initializer whose
+    storage does not prove it."""
+    if a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape):
+        return False
+    flat = [t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8) for t in (a, b)]
+    return bool(torch.equal(flat[0], flat[1]))
+
+
+def _bind_tensors(
+    torch: Any,
+    onx: Any,
+    tensors: dict[str, Any],
+    moved: set[str],
+    module: Any,
+    state: Any,
+) -> dict[str, Any]:
+    """Name the dynamo graph's initializers by proof, and say where each moved one's
+    bytes come from; returns :attr:`Converted.buffers`.
+
+    An initializer carrying a ``state_dict`` name keeps it when its tensor is that
+    state tensor -- the same storage, unchanged since the training state was
+    captured (or, without one, the module's live tensor). The graph signature gives
+    the names; storage identity proves the values, so no bytes are compared. Only
+    where storage does not prove it are the bytes compared (an exporter that copied
+    a tensor), and one that differs is renamed ``<name>.folded``. With a training
+    state, each state tensor proven to be a weights tensor is recorded in
+    ``state.proven`` and the weights are written from the captured tensor itself.
+    """
+    from ..format.weights import IN_MEMORY
+    from ..training.torch import byte_view, storage_key
+
+    if state is not None:
+        current = {n: origin[0] for n, origin in state.origins.items()}
+    else:
+        current = dict(module.state_dict(keep_vars=True))
+    proven: dict[str, str] = {}
+    aside: set[str] = set()
+    for init in onx.graph.initializer:
+        name = init.name
+        if name not in current:
+            continue
+        t = tensors.get(name)
+        if t is None:  # an exporter constant under a state name: not that tensor
+            aside.add(name)
+        elif state is not None and state.unchanged(name, t):
+            proven[name] = name
+        elif state is None and storage_key(t) == storage_key(current[name]):
+            pass
+        elif _same_bytes(torch, t, state.model[name] if state is not None else current[name]):
+            proven[name] = name  # compared just now
+        else:
+            aside.add(name)
+    if state is not None:
+        # tied or aliased state tensors: proven by the storage of a moved initializer
+        by_storage: dict[tuple[Any, ...], str] = {}
+        for name in sorted(moved - aside):
+            by_storage.setdefault(storage_key(tensors[name]), name)
+        for name, (_, key, _) in state.origins.items():
+            other = by_storage.get(key)
+            if name not in proven and other is not None and state.unchanged(name, tensors[other]):
+                proven[name] = other
+        state.proven = {n: w for n, w in proven.items() if w in moved}
+    source: dict[str, Any] = {}
+    for name, weights_name in proven.items():
+        if weights_name in moved:
+            source.setdefault(weights_name, state.model[name] if state is not None else None)
+    renamed = rename_aside(onx, aside)
+    if state is not None and state.proven is not None:
+        state.proven = {n: renamed.get(w, w) for n, w in state.proven.items()}
+    buffers: dict[str, Any] = {}
+    for name in moved:
+        captured = source.get(name)
+        t = tensors[name]
+        if captured is not None:
+            get = lambda c=captured: byte_view(c)  # noqa: E731
+        elif t.device.type == "cpu" and t.is_contiguous():
+            get = lambda t=t: byte_view(t)  # noqa: E731
+        else:  # off a GPU (or strided): one tensor's copy at a time, while it is written
+            get = lambda t=t: byte_view(t.detach().to("cpu").contiguous())  # noqa: E731
+        buffers[renamed.get(name, name)] = get
+    for init in onx.graph.initializer:
+        if init.name in buffers:
+            location = {e.key: e.value for e in init.external_data}.get("location")
+            assert location == IN_MEMORY, init.name
+    return buffers
 
 
 def _torchscript(
@@ -606,10 +741,12 @@ def convert(
                 )
             )
         onx = None
+        held: dict[str, Any] = {}
+        moved: set[str] = set()
         if used == "dynamo":
             try:
                 with _quiet(torch, caught):
-                    onx = _dynamo(
+                    onx, held, moved = _dynamo(
                         torch,
                         model,
                         ex_args,
@@ -669,13 +806,20 @@ def convert(
         for m, mode in modes.items():
             m.training = mode
 
-    if state is not None:
-        snapshot = {k: training_mod.as_numpy(t) for k, t in state.model.items()}
+    buffers: dict[str, Any] = {}
+    if used == "dynamo":
+        buffers = _bind_tensors(torch, onx, held, moved, model, state)
     else:
-        snapshot = {
-            k: training_mod.as_numpy(t.detach().to("cpu")) for k, t in model.state_dict().items()
-        }
-    adopt_state_names(onx, snapshot)
+        # The TorchScript exporter gives no map from initializers to parameters (and
+        # names some after the operator): they are matched to parameters by value.
+        if state is not None:
+            snapshot = {k: training_mod.as_numpy(t) for k, t in state.model.items()}
+        else:
+            snapshot = {
+                k: training_mod.as_numpy(t.detach().to("cpu"))
+                for k, t in model.state_dict().items()
+            }
+        adopt_state_names(onx, snapshot)
     graph_inputs = [i.name for i in onx.graph.input]
     if graph_inputs != names:
         raise ConversionError(
@@ -697,6 +841,7 @@ def convert(
         training=state,
         extra_checks=tuple(checks),
         notes=tuple(notes),
+        buffers=buffers,
     )
 
 

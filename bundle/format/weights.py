@@ -30,15 +30,20 @@ if TYPE_CHECKING:
     from .archive import ZipReader
 
 __all__ = [
+    "IN_MEMORY",
     "MAX_HEADER_BYTES",
     "WEIGHTS_NAME",
     "SplitWeights",
+    "TensorFile",
     "TensorInfo",
     "TensorSource",
+    "buffer_chunks",
     "inline_external_data",
+    "moves_onnx_type",
     "parse_header",
     "read_header",
     "split_weights",
+    "tensor_file",
 ]
 
 WEIGHTS_NAME = "weights.safetensors"
@@ -249,6 +254,13 @@ def serialize(
     return save(dict(tensors), metadata=dict(metadata) if metadata else None)
 
 
+def moves_onnx_type(data_type: int) -> bool:
+    """Whether :func:`split_weights` moves initializers of this ONNX data type into
+    ``weights.safetensors`` (numeric types numpy has; bfloat16 stays in the graph)."""
+    st = _BY_ONNX.get(data_type)
+    return st is not None and _DTYPES[st][2] is not None
+
+
 def numpy_dtype(info: TensorInfo) -> Any:
     """The numpy dtype of a tensor (None for bfloat16, which numpy lacks)."""
     return _DTYPES[info.dtype][2]
@@ -265,6 +277,11 @@ _LAYOUT_RANK = {
     )
 }
 _CHUNK = 8 << 20
+
+IN_MEMORY = "model-bundle:in-memory"
+"""The external-data ``location`` of an initializer whose bytes a converter holds in
+memory (:attr:`bundle.export.Converted.buffers`) rather than in the proto: the graph
+never carries them, at any size. Not a path, so a reader that meets it fails."""
 
 
 @dataclass(frozen=True)
@@ -330,19 +347,76 @@ class SplitWeights:
 
     def chunks(self) -> Any:
         """The safetensors bytes, in bounded pieces; each tensor's length is checked."""
-        yield self.header_bytes
-        for s in self.sources:
-            written = 0
-            for chunk in s.chunks():
-                written += len(chunk)
-                if written > s.nbytes:
-                    break
-                yield chunk
-            if written != s.nbytes:
-                raise FormatError(
-                    f"initializer {s.name!r} holds {written} bytes, its dtype and "
-                    f"shape need {s.nbytes}"
-                )
+        return _stream(self.header_bytes, self.sources, "initializer")
+
+
+def _stream(header_bytes: bytes, sources: list[TensorSource], what: str) -> Any:
+    yield header_bytes
+    for s in sources:
+        written = 0
+        for chunk in s.chunks():
+            written += len(chunk)
+            if written > s.nbytes:
+                break
+            yield chunk
+        if written != s.nbytes:
+            raise FormatError(
+                f"{what} {s.name!r} holds {written} bytes, its dtype and shape need {s.nbytes}"
+            )
+
+
+@dataclass(frozen=True)
+class TensorFile:
+    """A safetensors file to be streamed: its header and its tensors in data order.
+
+    Made by :func:`tensor_file`; the bytes are those ``safetensors`` would write for
+    the same tensors, produced one bounded piece at a time by :meth:`chunks`.
+    """
+
+    header_bytes: bytes
+    sources: list[TensorSource]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole file."""
+        return len(self.header_bytes) + sum(s.nbytes for s in self.sources)
+
+    def chunks(self) -> Any:
+        """The file's bytes, in bounded pieces; each tensor's length is checked."""
+        return _stream(self.header_bytes, self.sources, "tensor")
+
+
+def tensor_file(
+    sources: list[TensorSource], metadata: Mapping[str, str] | None = None
+) -> TensorFile:
+    """Lay ``sources`` out as safetensors does (byte for byte), without reading them."""
+    by_name = {s.name: s for s in sources}
+    if len(by_name) != len(sources):
+        raise FormatError("duplicate tensor names in a safetensors file")
+    header_bytes, order = safetensors_layout(
+        [(s.name, s.dtype, s.shape, s.nbytes) for s in sources], metadata
+    )
+    return TensorFile(header_bytes, [by_name[n] for n in order])
+
+
+def buffer_chunks(get: Any) -> Any:
+    """A ``TensorSource.chunks`` over a C-contiguous buffer, sliced without copying.
+
+    ``get()`` returns the buffer (a numpy array, a tensor's ``numpy()`` view, any
+    object with the buffer protocol) and is called when the tensor is written, so
+    that a tensor that must first be copied (off a GPU) is copied only then, one at
+    a time. The slices keep the hashing threads fed while a large tensor is written.
+    """
+
+    def gen() -> Any:
+        view = memoryview(get())
+        if not view.c_contiguous:
+            raise FormatError("a tensor's buffer is not contiguous")
+        view = view.cast("B") if view.ndim != 1 or view.format != "B" else view
+        for i in range(0, len(view), _CHUNK):
+            yield view[i : i + _CHUNK]
+
+    return gen
 
 
 def safetensors_layout(
@@ -434,17 +508,22 @@ def _proto_chunks(init: onnx.TensorProto) -> Any:
     return gen
 
 
-def split_weights(model: onnx.ModelProto) -> SplitWeights:
+def split_weights(model: onnx.ModelProto, buffers: Mapping[str, Any] | None = None) -> SplitWeights:
     """Plan ``weights.safetensors`` for ``model`` without copying any tensor data.
 
     Moves the same initializers as :func:`externalize` (numeric, non-empty, of a
     dtype numpy has) into safetensors, in safetensors' own layout, so the bytes are
     those ``safetensors.numpy.save`` would write. Initializers whose external
     data location is an absolute path (see ``bundle.export.onnx_model``) are read
-    from that file while being written.
+    from that file while being written; those named in ``buffers`` (name -> a
+    callable returning the tensor's little-endian bytes as a contiguous buffer, see
+    :func:`buffer_chunks`) are written straight from that buffer, whatever their
+    proto holds -- how the PyTorch exporter hands over parameters the graph never
+    held (see :data:`IN_MEMORY`).
     """
     from onnx import TensorProto
 
+    buffers = buffers or {}
     plan: dict[str, tuple[str, tuple[int, ...], int, Any]] = {}
     for init in model.graph.initializer:
         st = _BY_ONNX.get(init.data_type)
@@ -457,7 +536,9 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
         if init.name in plan:
             raise FormatError(f"duplicate initializer name {init.name!r}")
         nbytes = count * _DTYPES[st][0]
-        if init.data_location == TensorProto.EXTERNAL:
+        if init.name in buffers:
+            chunks = buffer_chunks(buffers[init.name])
+        elif init.data_location == TensorProto.EXTERNAL:
             path, offset, length = _external_file(init)
             if length is not None and length != nbytes:
                 raise FormatError(
@@ -486,16 +567,22 @@ def split_weights(model: onnx.ModelProto) -> SplitWeights:
     return SplitWeights(skeleton, header_bytes, header, sources)
 
 
-def inline_external_data(model: onnx.ModelProto) -> None:
-    """Read the data of every initializer that still points at a file into the model.
+def inline_external_data(model: onnx.ModelProto, buffers: Mapping[str, Any] | None = None) -> None:
+    """Read the data of every initializer that still points at a file (or, named in
+    ``buffers``, at memory: see :func:`split_weights`) into the model.
 
     For the in-memory transforms (``precision``): the streaming writer itself never
     needs it. Only resolved (absolute) locations are read, see ``convert.onnx_model``.
     """
     from onnx import TensorProto
 
+    buffers = buffers or {}
     for init in model.graph.initializer:
-        if init.data_location == TensorProto.EXTERNAL:
+        if init.name in buffers:
+            init.raw_data = memoryview(buffers[init.name]()).cast("B").tobytes()
+            init.data_location = TensorProto.DEFAULT
+            del init.external_data[:]
+        elif init.data_location == TensorProto.EXTERNAL:
             _inline_from_file(init)
 
 

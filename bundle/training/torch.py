@@ -42,6 +42,14 @@ object in a state is refused at save time, naming its key.
 Keras models use the same two entries with ``"framework": {"name": "keras"}`` and
 their own ``model``/``optimizer`` listings (:mod:`bundle.training.keras`).
 
+Saving captures the state when ``bundle.save`` is called, without copying what
+export leaves alone: parameters and optimizer/scheduler/RNG tensors on the CPU are
+referenced (their version counters are checked before they are written, and one
+changed in place meanwhile is refused with :class:`ConversionError`), buffers are
+copied (``forward()``, which export runs, may update them), GPU tensors are copied
+to the CPU. ``training/state.safetensors`` is then streamed from those tensors like
+the weights, never assembled in memory.
+
 Restoring (:func:`restore`) reads both entries from the verified archive,
 checks the given model, optimizer and scheduler against them completely, and
 only then assigns anything.
@@ -83,8 +91,10 @@ __all__ = [
     "STATE_TENSORS",
     "TrainingState",
     "as_numpy",
+    "byte_view",
     "capture",
     "restore_verified",
+    "storage_key",
 ]
 
 
@@ -98,6 +108,7 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.tensors: dict[str, Any] = {}
+        self.watched: list[tuple[Any, int, str]] = []
 
     def key_for(self, path: tuple[Any, ...]) -> str:
         base = "/".join(str(p) for p in path)
@@ -109,7 +120,9 @@ class _Encoder:
 
     def add_tensor(self, path: tuple[Any, ...], tensor: Any) -> str:
         key = self.key_for(path)
-        self.tensors[key] = _cpu_copy(tensor, _where(path))
+        # Referenced, not copied: nothing in an export runs the optimizer, and the
+        # version counter proves at write time that nothing changed the tensor.
+        self.tensors[key] = _cpu_tensor(tensor, _where(path), self.watched)
         return key
 
     def encode(self, value: Any, path: tuple[Any, ...], depth: int = 0) -> dict[str, Any]:
@@ -183,13 +196,56 @@ class _Encoder:
         )
 
 
-def _cpu_copy(tensor: Any, where: str) -> Any:
+def _cpu_tensor(tensor: Any, where: str, watched: list[tuple[Any, int, str]] | None) -> Any:
+    """The tensor on the CPU, contiguous: a view of it where it already is so and
+    ``watched`` is given (its version counter is recorded there, so that a change
+    before it is written is caught), else a copy.
+
+    A view keeps a multi-gigabyte state from being held twice; the copies are what a
+    GPU tensor needs anyway, and what a buffer that ``forward()`` may update needs.
+    """
     name = str(tensor.dtype).removeprefix("torch.")
     if name not in SAFETENSORS_DTYPE:
         raise ConversionError(f"{where}: tensor of dtype {tensor.dtype} cannot be stored")
     if tensor.is_sparse or getattr(tensor, "is_quantized", False):
         raise ConversionError(f"{where}: sparse and quantized tensors cannot be stored")
+    version = _version(tensor)
+    if watched is not None and version is not None and tensor.device.type == "cpu":
+        view = tensor.detach()
+        if view.is_contiguous():
+            watched.append((tensor, version, where))
+            return view
     return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def _version(tensor: Any) -> int | None:
+    """The tensor's version counter (bumped by every in-place change), if it has one."""
+    try:
+        return int(tensor._version)
+    except (RuntimeError, AttributeError):  # inference-mode tensors have none
+        return None
+
+
+def storage_key(tensor: Any) -> tuple[Any, ...]:
+    """What makes two tensors the same bytes by construction: device, dtype, storage
+    address, offset, shape and strides."""
+    return (
+        str(tensor.device),
+        tensor.dtype,
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tuple(tensor.shape),
+        tuple(tensor.stride()),
+    )
+
+
+def byte_view(tensor: Any) -> np.ndarray:
+    """A contiguous CPU tensor's bytes as a flat uint8 array sharing its memory (any
+    dtype, bfloat16 included; little-endian on the machines torch runs on)."""
+    import torch
+
+    view: np.ndarray = tensor.detach().reshape(-1).view(torch.uint8).numpy()
+    return view
 
 
 class _Decoder:
@@ -308,30 +364,77 @@ class TrainingState:
     rng: Any = None
     tensors: dict[str, Any] = field(default_factory=dict)
     """Tensors of the optimizer/scheduler/rng trees by key."""
+    origins: dict[str, tuple[Any, tuple[Any, ...], int | None]] = field(default_factory=dict)
+    """state_dict name -> (the module's tensor, its :func:`storage_key`, its version
+    at capture): what :meth:`unchanged` checks."""
+    watched: list[tuple[Any, int, str]] = field(default_factory=list)
+    """Tensors captured as views, not copies, with their versions at capture."""
+    proven: dict[str, str] | None = None
+    """Set by the exporter: state_dict name -> the ``weights.safetensors`` tensor that
+    holds exactly its bytes because it is written from the very tensor captured here
+    (same storage, unchanged since). With it, :meth:`entries` compares nothing by value."""
 
-    def entries(self, weights: Mapping[str, np.ndarray]) -> list[tuple[str, bytes]]:
-        """The two entries, given the final ``weights.safetensors`` tensors by name.
+    def unchanged(self, name: str, tensor: Any) -> bool:
+        """Whether ``tensor`` is the module tensor captured as ``name`` (same storage),
+        not changed in place since: then its bytes are the captured ones."""
+        origin = self.origins.get(name)
+        if origin is None or origin[2] is None or storage_key(tensor) != origin[1]:
+            return False
+        return _version(origin[0]) == origin[2]
 
-        A model tensor bit-identical to a weights tensor is referenced there (by
-        its own name when it has one, else any identical tensor); every other is
-        stored once in the training tensors (tied parameters share one copy).
+    def check_unchanged(self) -> None:
+        """Refuse to write a state whose viewed tensors changed since capture."""
+        for tensor, version, where in self.watched:
+            if _version(tensor) != version:
+                raise ConversionError(
+                    f"{where} changed in place while the model was being saved (forward() "
+                    "or another thread modified it); the training state would not be the "
+                    "one captured. Save again without modifying it, or with "
+                    "training_state=False"
+                )
+
+    def entries(self, weights: Mapping[str, np.ndarray]) -> list[tuple[str, Any]]:
+        """The two entries, given the final ``weights.safetensors`` tensors by name:
+        ``state.json`` as bytes and ``state.safetensors`` as a
+        :class:`bundle.format.weights.TensorFile` streamed from the tensors.
+
+        A model tensor in :attr:`proven` is referenced in the weights without
+        looking at its bytes. Otherwise (the TorchScript exporter, which gives no
+        such map) one bit-identical to a weights tensor is referenced there (by its
+        own name when it has one, else any identical tensor). Every other is stored
+        once in the training tensors (tied parameters share one copy).
         """
-        from safetensors.torch import save
-
+        self.check_unchanged()
+        proven = self.proven
         by_layout: dict[tuple[str, tuple[int, ...]], list[str]] = {}
-        for name, w in weights.items():
-            by_layout.setdefault((w.dtype.str, w.shape), []).append(name)
+        if proven is None:
+            for name, w in weights.items():
+                by_layout.setdefault((w.dtype.str, w.shape), []).append(name)
         tensors = dict(self.tensors)
         stored: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+        same_storage: dict[tuple[Any, ...], str] = {}
         listing = []
         for name, t in self.model.items():
-            arr = as_numpy(t)
-            entry = {
+            entry: dict[str, Any] = {
                 "name": name,
                 "dtype": str(t.dtype).removeprefix("torch."),
                 "shape": list(t.shape),
             }
             source = key = None
+            if proven is not None:
+                if name in proven:
+                    source, key = "weights", proven[name]
+                else:
+                    skey = storage_key(t)
+                    if skey in same_storage:  # tied: stored once
+                        source, key = "training", same_storage[skey]
+                    else:
+                        source, key = "training", f"model/{name}"
+                        tensors[key] = t
+                        same_storage[skey] = key
+                listing.append({**entry, "source": source, "key": key})
+                continue
+            arr = as_numpy(t)
             if arr is not None:
                 if name in weights and same_tensor(weights[name], arr):
                     source, key = "weights", name
@@ -361,7 +464,25 @@ class TrainingState:
             "scheduler": self.scheduler,
             "rng": self.rng,
         }
-        return [(STATE_JSON, _json.dumps(doc)), (STATE_TENSORS, save(tensors))]
+        return [(STATE_JSON, _json.dumps(doc)), (STATE_TENSORS, _tensor_file(tensors))]
+
+
+def _tensor_file(tensors: Mapping[str, Any]) -> Any:
+    """``state.safetensors`` to be streamed from the tensors themselves (the bytes
+    ``safetensors.torch.save`` makes, without its in-memory copy of them all)."""
+    from ..format.weights import TensorSource, buffer_chunks, tensor_file
+
+    sources = [
+        TensorSource(
+            key,
+            SAFETENSORS_DTYPE[str(t.dtype).removeprefix("torch.")],
+            tuple(int(d) for d in t.shape),
+            t.numel() * t.element_size(),
+            buffer_chunks(lambda t=t: byte_view(t)),
+        )
+        for key, t in tensors.items()
+    ]
+    return tensor_file(sources)
 
 
 def capture(
@@ -371,7 +492,16 @@ def capture(
     import torch
 
     enc = _Encoder()
-    model = {name: _cpu_copy(t, f"model state {name!r}") for name, t in module.state_dict().items()}
+    # Parameters are viewed (the bulk of a large model); buffers are copied, because
+    # forward() -- which export runs -- may update them (running statistics, counters)
+    # and the state is the one before it ran.
+    model: dict[str, Any] = {}
+    origins: dict[str, tuple[Any, tuple[Any, ...], int | None]] = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        where = f"model state {name!r}"
+        watch = enc.watched if isinstance(t, torch.nn.Parameter) else None
+        model[name] = _cpu_tensor(t, where, watch)
+        origins[name] = (t, storage_key(t), _version(t))
     opt_doc = None
     if optimizer is not None:
         opt_doc = _encode_optimizer(module, optimizer, enc)
@@ -403,6 +533,8 @@ def capture(
         sched_doc,
         rng_doc,
         enc.tensors,
+        origins,
+        enc.watched,
     )
 
 
@@ -448,10 +580,11 @@ def _tensors_of(data: bytes | bytearray | mmap.mmap, entry: str) -> dict[str, An
     """Every tensor of verified safetensors bytes, as torch tensors (copies)."""
     import torch
 
-    from ..format.weights import parse_header
+    from ..format.weights import header_size, parse_header
 
-    header = parse_header(bytes(data), len(data), entry=entry)
     view = memoryview(data)
+    # only the header is parsed from a copy: bytes(data) would copy every tensor once more
+    header = parse_header(bytes(view[: header_size(bytes(view[:8]))]), len(data), entry=entry)
     out = {}
     for name, info in header.tensors.items():
         dtype = getattr(torch, DTYPE_OF_SAFETENSORS[info.dtype])
