@@ -1,6 +1,6 @@
 """Verify-into-memory of a 1 GB bundle: sealed memfd copy vs anonymous memory (issue 19).
 
-    python benchmarks/verify_memory.py [--mib 1024] [--runs 7] [--bundle PATH]
+    python benchmarks/verify_memory.py [--mib 1024] [--runs 7] [--bundle PATH] [--fresh N]
 
 In one process, round-robin, each run verifies the same bundle (held in the page
 cache) with the weights read into memory, as ``bundle.load`` does, by two paths:
@@ -12,7 +12,10 @@ cache) with the weights read into memory, as ``bundle.load`` does, by two paths:
   anonymous memory and hash that buffer (the path before this change).
 
 It prints the medians of wall and process CPU time (user + system, all threads)
-and their ratios, beside hashlib's single-core SHA-256 speed and how busy the machine
+and their ratios. ``--fresh N`` adds N round-robin cold starts of each path in a
+fresh interpreter (``bundle.load(path, allow_unsigned=True, device="cpu")`` + a
+1-row predict, timed from just before the spawn to the prediction's return),
+also beside hashlib's single-core SHA-256 speed and how busy the machine
 was. The bundle (an ONNX MatMul chain, ``--mib`` MiB of float32 weights, unsigned) is
 built once under the temporary directory and reused.
 """
@@ -24,6 +27,7 @@ import hashlib
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,12 +117,43 @@ def verify_once(path: Path, memfd: bool) -> tuple[float, float]:
     return wall, cpu
 
 
+CHILD = """
+import sys, time
+import numpy as np
+import bundle
+from bundle.format import digest
+if sys.argv[2] == "anon":
+    def off(*a, **k):
+        raise OSError("memfd path switched off for the comparison")
+    digest.sealed_copy = off
+m = bundle.load(sys.argv[1], allow_unsigned=True, device="cpu")
+m.predict(np.zeros((1, 4096), dtype=np.float32))
+print(time.time())
+"""
+
+
+def cold_once(path: Path, kind: str) -> float:
+    """Seconds from spawning a fresh interpreter to its first prediction's return."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    t0 = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split()[-1]) - t0
+
+
 def main() -> None:
     """Build (once) and measure; print a markdown summary."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--bundle", type=Path, default=None)
+    ap.add_argument("--fresh", type=int, default=0, help="cold starts of each path")
     args = ap.parse_args()
     path = args.bundle or Path(tempfile.gettempdir()) / f"verify-memory-{args.mib}.mbundle"
     if not path.exists():
@@ -137,6 +172,10 @@ def main() -> None:
     for _ in range(args.runs):
         for k, f in paths.items():
             got[k].append(f())
+    cold: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(args.fresh):
+        for k in paths:
+            cold[k].append(cold_once(path, k))
     rate1 = hashlib_rate()
     med = {
         k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
@@ -151,6 +190,12 @@ def main() -> None:
     (wa, ca), (wm, cm) = med["anon"], med["memfd"]
     saved = (ca - cm) / size * 1e9
     print(f"\nmemfd / anon: wall {wm / wa:.2f}x, CPU {cm / ca:.2f}x ({saved:+.2f} core-s/GB saved)")
+    if args.fresh:
+        ca_, cm_ = (statistics.median(cold[k]) for k in ("anon", "memfd"))
+        print(
+            f"\nfresh process, verify + load + 1-row predict, median of {args.fresh}: "
+            f"anon {ca_:.3f} s, memfd {cm_:.3f} s = {cm_ / ca_:.2f}x"
+        )
     print(f"- hashlib after the runs: {rate1 / 1e9:.2f} GB/s/core")
     print(other.note())
 
