@@ -455,7 +455,7 @@ def _hash_files(
             # fresh anonymous memory), or else anonymous memory the hashing threads
             # read into. Either is page-aligned as a mapping of the file would be, so
             # the tensors onnxruntime runs on keep the alignment they have on disk.
-            weights = _sealed_weights(reader.fileno(), e.data_offset, e.size)
+            weights = _sealed_entry(reader.fileno(), e.data_offset, e.size)
             if weights is not None:
                 src = memoryview(weights)
             else:
@@ -463,8 +463,13 @@ def _hash_files(
                 buf = memoryview(weights)[: e.size]
         elif f.role != "weights" and f.path in in_memory:
             _check_weights_entry(e, f)  # the same size limit as for weights read into memory
-            whole[f.path] = mmap.mmap(-1, max(e.size, 1))
-            buf = memoryview(whole[f.path])[: e.size]
+            kept_copy = _sealed_entry(reader.fileno(), e.data_offset, e.size)
+            if kept_copy is not None:  # sealed as the weights are, for the same reasons
+                whole[f.path] = kept_copy
+                src = memoryview(kept_copy)
+            else:
+                whole[f.path] = mmap.mmap(-1, max(e.size, 1))
+                buf = memoryview(whole[f.path])[: e.size]
         elif _text_asset(f):
             text[f.path] = bytearray(e.size)
             buf = memoryview(text[f.path])
@@ -517,8 +522,9 @@ def _hash_files(
     return inflated, weights, head, kept, whole
 
 
-def _sealed_weights(fd: int, offset: int, size: int) -> mmap.mmap | None:
-    """The weights entry's sealed private copy, or None where the platform has none.
+def _sealed_entry(fd: int, offset: int, size: int) -> mmap.mmap | None:
+    """An entry's sealed private copy (weights, or training state kept whole), or None
+    where the platform has none.
 
     A file that ends inside the entry is the named error it is on the other path.
     """
