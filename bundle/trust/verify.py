@@ -430,6 +430,7 @@ def _hash_files(
     text: dict[str, bytearray] = {}
     spans: list[tuple[int, int]] = []
     into: list[memoryview | None] = []
+    source: list[memoryview | None] = []
     keep: list[int] = []
     owners: list[FileEntry] = []
     head_want: dict[str, int] = {}
@@ -448,15 +449,27 @@ def _hash_files(
             advance(len(data))
             continue
         buf: memoryview | None = None
+        src: memoryview | None = None
         if f.role == "weights" and weights_in_memory:
-            # Anonymous memory, page-aligned as a mapping of the file would be, so
+            # A private copy, sealed before it is hashed (Linux; cheaper than filling
+            # fresh anonymous memory), or else anonymous memory the hashing threads
+            # read into. Either is page-aligned as a mapping of the file would be, so
             # the tensors onnxruntime runs on keep the alignment they have on disk.
-            weights = mmap.mmap(-1, max(e.size, 1))
-            buf = memoryview(weights)[: e.size]
+            weights = _sealed_entry(reader.fileno(), e.data_offset, e.size)
+            if weights is not None:
+                src = memoryview(weights)
+            else:
+                weights = mmap.mmap(-1, max(e.size, 1))
+                buf = memoryview(weights)[: e.size]
         elif f.role != "weights" and f.path in in_memory:
             _check_weights_entry(e, f)  # the same size limit as for weights read into memory
-            whole[f.path] = mmap.mmap(-1, max(e.size, 1))
-            buf = memoryview(whole[f.path])[: e.size]
+            kept_copy = _sealed_entry(reader.fileno(), e.data_offset, e.size)
+            if kept_copy is not None:  # sealed as the weights are, for the same reasons
+                whole[f.path] = kept_copy
+                src = memoryview(kept_copy)
+            else:
+                whole[f.path] = mmap.mmap(-1, max(e.size, 1))
+                buf = memoryview(whole[f.path])[: e.size]
         elif _text_asset(f):
             text[f.path] = bytearray(e.size)
             buf = memoryview(text[f.path])
@@ -467,10 +480,13 @@ def _hash_files(
         for a, b in f.spans:
             spans.append((e.data_offset + a, e.data_offset + b))
             into.append(buf[a:b] if buf is not None else None)
+            source.append(src[a:b] if src is not None else None)
             keep.append(max(0, min(head_want.get(f.path, 0) - a, b - a)))
             owners.append(f)
     try:
-        results = hash_ranges(reader.fileno(), spans, into=into, keep=keep, progress=advance)
+        results = hash_ranges(
+            reader.fileno(), spans, into=into, keep=keep, progress=advance, source=source
+        )
     except ShortReadError as err:
         raise IntegrityError(
             f"the bundle file changed while it was being verified ({err})"
@@ -504,6 +520,26 @@ def _hash_files(
         elif f.path in text:
             kept[f.path] = bytes(text.pop(f.path))
     return inflated, weights, head, kept, whole
+
+
+def _sealed_entry(fd: int, offset: int, size: int) -> mmap.mmap | None:
+    """An entry's sealed private copy (weights, or training state kept whole), or None
+    where the platform has none.
+
+    A file that ends inside the entry is the named error it is on the other path.
+    """
+    from ..format.digest import ShortReadError, sealed_copy
+
+    if size <= 0:
+        return None
+    try:
+        return sealed_copy(fd, offset, size)
+    except ShortReadError as err:
+        raise IntegrityError(
+            f"the bundle file changed while it was being verified ({err})"
+        ) from err
+    except OSError:
+        return None  # no memfd/sendfile/seals here: read into anonymous memory
 
 
 def _compare(f: FileEntry, digests: list[str]) -> None:
