@@ -277,6 +277,9 @@ def test_in_memory_load_shares_the_verified_buffer(
 
 
 def _prepack(m: Any) -> str:
+    """The session's prepacking setting once any background prepacking has finished
+    (load answers first with an unprepacked session when the weights are in memory)."""
+    assert m.wait_prepacked(120)
     return str(
         m._session.get_session_options().get_session_config_entry("session.disable_prepacking")
     )
