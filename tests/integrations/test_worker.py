@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -187,7 +188,7 @@ def test_store_alias_resolved_once_on_the_driver(pipeline_bundle: Signed, tmp_pa
     )
 
 
-def _arrow(df: object) -> object:
+def _arrow(df: Any) -> Any:
     import pyarrow as pa
 
     return pa.Table.from_pandas(df, preserve_index=False)
