@@ -505,6 +505,11 @@ def _stack(name: str, values: Any) -> np.ndarray:
     """A column whose cells are arrays (Spark ArrayType, Ray tensors) as one N-D array."""
     if isinstance(values, np.ndarray) and values.dtype != object:
         return values
+    if hasattr(getattr(values, "dtype", None), "pyarrow_dtype"):
+        # a pandas ArrowDtype column (list cells): read through Arrow, no object per row
+        import pyarrow as pa
+
+        return np.asarray(_arrow_numpy(name, pa.array(values)))
     to_numpy = getattr(values, "to_numpy", None)
     arr = np.asarray(to_numpy() if to_numpy is not None else values)
     if arr.dtype == object and len(arr) and isinstance(arr[0], (np.ndarray, list, tuple)):
@@ -552,6 +557,8 @@ def _arrow_numpy(name: str, column: Any) -> Any:
         return np.asarray(arr.to_pandas().to_numpy())
     if pa.types.is_dictionary(kind):
         return _arrow_numpy(name, arr.dictionary_decode())
+    if isinstance(kind, pa.ExtensionType):  # e.g. Ray's tensor columns: their own to_numpy
+        return np.asarray(arr.to_numpy())
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         n = len(arr)
         if n == 0:

@@ -303,3 +303,21 @@ def test_string_columns_converted_only_when_not_str(pipeline_bundle: Signed) -> 
     np.testing.assert_allclose(
         model.predict_proba(df), pipeline_bundle.model.predict_proba(df), rtol=1e-4, atol=1e-5
     )
+
+
+def test_pandas_arrow_list_column_feeds_a_tensor_input(torch_bundle: Signed) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    x = torch_bundle.data
+    offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * x.shape[1])
+    column = pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
+    df = pd.DataFrame({"data": pd.arrays.ArrowExtensionArray(column)})
+    scorer = Scorer.create(
+        torch_bundle.path, trusted_keys=torch_bundle.key.public_key, features=["data"]
+    )
+    out = scorer.score(df)
+    output = scorer.model().outputs[0].name
+    np.testing.assert_allclose(
+        np.stack(out[output].to_numpy()), torch_expected(torch_bundle, x), rtol=1e-4, atol=1e-5
+    )
