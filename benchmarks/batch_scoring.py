@@ -16,10 +16,12 @@ LogisticRegression) and a PyTorch MLP (256 -> 1024 -> 1024 -> 8, ~5 MB) -- it pr
   loop's time;
 * per engine (local mode, ``--workers`` workers of one CPU each), rows/s per core
   (rows / wall / workers) and the ratio to the plain loop for: the first job
-  (engine running, workers verifying the bundle on first use), the second job
-  (warm: the steady state), and the engine's floor -- the same job with a no-op
-  function that returns the same columns (zeros) without touching the model -- so
-  what is the engine's data movement and what is ours can be told apart;
+  (engine running, workers verifying the bundle on first use), the warm job (the
+  steady state; median of ``--engine-reps``), and the engine's floor -- the same job
+  with a no-op function that returns the same columns (zeros) without touching the
+  model, run alternately with the warm job -- so what is the engine's data movement
+  and what is ours can be told apart; and scoring's cost over the floor
+  ((warm - floor) x workers) against the plain loop's time for the same rows;
 * fetches and verifications of the bundle per worker process (target 1);
 * the driver's memory (RSS sampled every 5 ms during the job, peak minus start;
   psutil) and the bytes shipped per task: the bundle by reference against the
@@ -183,6 +185,23 @@ def timed(fn: Callable[[], Any]) -> tuple[float, int, Any]:
     return wall, p.grown, out
 
 
+ENGINE_REPS = 3
+
+
+def round_robin(
+    scoring: Callable[[], Any], floor: Callable[[], Any]
+) -> tuple[float, int, Any, float]:
+    """The warm scoring job and the engine's no-op floor, alternately ENGINE_REPS
+    times: (median wall, peak driver RSS growth, last result, median floor wall)."""
+    walls, floors, mem, out = [], [], 0, None
+    for _ in range(ENGINE_REPS):
+        wall, grown, out = timed(scoring)
+        walls.append(wall)
+        mem = max(mem, grown)
+        floors.append(timed(floor)[0])
+    return median(walls), mem, out, median(floors)
+
+
 # ----------------------------------------------------------------------------- in process
 
 
@@ -331,20 +350,18 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) 
         def job(s: Scorer) -> Callable[[], int]:
             return lambda: int(bdask.score(ddf, s).map_partitions(len).compute().sum())
 
-        walls, mems = [], []
-        for s in (arrow, arrow, scorer):  # cold (plugin verifies), warm, warm with object cells
-            w, m, n = timed(job(s))
-            walls.append(w)
-            mems.append(m)
+        cold, _, _ = timed(job(arrow))  # the plugin verifies on each worker
         meta = bdask.score(ddf, arrow)._meta
-        floor, _, _ = timed(
+        warm, mem, n, floor = round_robin(
+            job(arrow),
             lambda: int(
                 ddf.map_partitions(lambda p: noop_score(arrow, p), meta=meta)
                 .map_partitions(len)
                 .compute()
                 .sum()
-            )
+            ),
         )
+        objects, _, _ = timed(job(scorer))  # [N, k] outputs as an array per row
         stats = list(client.run(cache_stats).values())
         ours = len(cloudpickle.dumps(dict(bdask.score(ddf, arrow).__dask_graph__())))
         by_value = ddf.map_partitions(
@@ -354,13 +371,13 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) 
         value_wall, value_mem, _ = timed(lambda: int(by_value.map_partitions(len).compute().sum()))
     return {
         "rows": n,
-        "walls": walls[:2],
+        "walls": [cold, warm],
         "floor": floor,
-        "extra": f"warm job with [N,k] outputs as an array per row: "
-        f"{n / walls[2] / workers:,.0f} rows/s/core",
+        "extra": f"warm job with [N,k] outputs as an array per row (arrays='objects'): "
+        f"{n / objects / workers:,.0f} rows/s/core",
         "stats": stats,
         "graph": (ours, theirs),
-        "mem": (mems[1], value_mem),
+        "mem": (mem, value_mem),
         "value_wall": value_wall,
     }
 
@@ -449,8 +466,8 @@ def run_spark(
         def job(fn: Any) -> Callable[[], list[Any]]:
             return lambda: sdf.mapInArrow(fn, schema).select("worker").distinct().collect()
 
-        (cold, _, _), (warm, mem, seen_rows) = timed(job(probe)), timed(job(probe))
-        floor, _, _ = timed(job(SparkProbe(SparkNoop(scorer))))
+        cold, _, _ = timed(job(probe))
+        warm, mem, seen_rows, floor = round_robin(job(probe), job(SparkProbe(SparkNoop(scorer))))
         seen: dict[str, tuple[int, int]] = {}
         for row in seen_rows:
             pid, f, v = row["worker"].split(":")
@@ -625,8 +642,8 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
 
         # each job starts a new actor pool: both verify once per actor; the second job
         # finds the workers' processes and imports warm
-        (cold, _, _), (warm, mem, out) = timed(job(False)), timed(job(False))
-        floor, _, _ = timed(job(True))
+        cold, _, _ = timed(job(False))
+        warm, mem, out, floor = round_robin(job(False), job(True))
         tags = out.unique("worker")
         stats = []
         for t in tags:
@@ -666,12 +683,17 @@ def main() -> None:
     ap.add_argument("--engines", default="dask,spark,ray")
     ap.add_argument("--reps", type=int, default=5, help="in-process repetitions")
     ap.add_argument(
+        "--engine-reps", type=int, default=3, help="warm and floor jobs per engine (medians)"
+    )
+    ap.add_argument(
         "--mlflow-path",
         type=Path,
         default=ROOT / ".venv-mlflow",
         help="a folder with mlflow installed (pip install --target); appended to sys.path",
     )
     args = ap.parse_args()
+    global ENGINE_REPS
+    ENGINE_REPS = args.engine_reps
     mlflow_dir = args.mlflow_path if args.mlflow_path.is_dir() else None
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     if mlflow_dir is not None:
@@ -756,12 +778,23 @@ def main() -> None:
                 )
                 if r["extra"]:
                     print(f"        {r['extra']}", flush=True)
-                summary.append((name, engine, warm / base, floor / base, warm / floor))
+                # what scoring adds to the engine's own job, in core-seconds, against the
+                # plain loop's seconds for the same rows
+                marginal = (r["walls"][1] - r["floor"]) * w / (r["rows"] / base)
+                print(
+                    f"        scoring's cost over the floor: {marginal:.2f}x the plain loop's "
+                    f"time for the same rows (per core)",
+                    flush=True,
+                )
+                summary.append((name, engine, warm / base, floor / base, warm / floor, marginal))
         print(
-            "\nwarm job, rows/s per core: ratio to plain onnxruntime | floor's ratio | ours/floor"
+            "\nwarm job, rows/s per core: ratio to plain onnxruntime | the no-op floor's "
+            "ratio | warm/floor | scoring's cost over the floor / plain loop"
         )
-        for name, engine, ratio, fratio, of in summary:
-            print(f"  {name:8s} {engine:5s} {ratio:.2f}x | {fratio:.2f}x | {of:.2f}")
+        for name, engine, ratio, fratio, of, marginal in summary:
+            print(
+                f"  {name:8s} {engine:5s} {ratio:.2f}x | {fratio:.2f}x | {of:.2f} | {marginal:.2f}x"
+            )
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
