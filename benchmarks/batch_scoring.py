@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 import bundle  # noqa: E402
 from bundle.integrations import Scorer, cache_stats, reference  # noqa: E402
-from bundle.integrations.worker import to_arrow  # noqa: E402
+from bundle.integrations.worker import scoring_stats, to_arrow  # noqa: E402
 
 BATCH = 50_000
 
@@ -272,12 +272,16 @@ def in_process(sess: Any, scorer: Scorer, data: Any, tensor: bool, reps: int) ->
     if dict_parts:
         jobs["Scorer, dict of numpy"] = lambda: [plain_scorer.score(p) for p in dict_parts]
     times: dict[str, list[float]] = {k: [] for k in jobs}
+    cpu: dict[str, list[float]] = {k: [] for k in jobs}
     for _ in range(reps):
         for k, job in jobs.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             job()
             times[k].append(time.perf_counter() - t)
-    return {k: median(v) for k, v in times.items()}
+            cpu[k].append(time.thread_time() - c)
+    out = {k: median(v) for k, v in times.items()}
+    out.update({f"cpu {k}": median(v) for k, v in cpu.items()})
+    return out
 
 
 # ----------------------------------------------------------------------------- no-op jobs
@@ -352,6 +356,7 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) 
 
         cold, _, _ = timed(job(arrow))  # the plugin verifies on each worker
         meta = bdask.score(ddf, arrow)._meta
+        before = client.run(scoring_stats)
         warm, mem, n, floor = round_robin(
             job(arrow),
             lambda: int(
@@ -361,6 +366,11 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) 
                 .sum()
             ),
         )
+        after = client.run(scoring_stats)
+        inside = {
+            k: sum(after[w][k] - before[w][k] for w in after) / ENGINE_REPS
+            for k in ("rows", "seconds", "cpu_seconds")
+        }
         objects, _, _ = timed(job(scorer))  # [N, k] outputs as an array per row
         stats = list(client.run(cache_stats).values())
         ours = len(cloudpickle.dumps(dict(bdask.score(ddf, arrow).__dask_graph__())))
@@ -376,6 +386,7 @@ def run_dask(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) 
         "extra": f"warm job with [N,k] outputs as an array per row (arrays='objects'): "
         f"{n / objects / workers:,.0f} rows/s/core",
         "stats": stats,
+        "inside": inside,
         "graph": (ours, theirs),
         "mem": (mem, value_mem),
         "value_wall": value_wall,
@@ -418,6 +429,32 @@ def sink(df: Any) -> Callable[[], None]:
     return lambda: df.write.format("noop").mode("overwrite").save()
 
 
+def batch_tag(index: int, before: dict[str, float]) -> str:
+    """pid, fetches, verifications, then this batch's index, rows, and the wall and CPU
+    seconds the library spent scoring it (its counters' growth since ``before``)."""
+    s, now = cache_stats(), scoring_stats()
+    return (
+        f"{s['pid']}:{s['fetches']}:{s['verifications']}:{index}:"
+        f"{int(now['rows'] - before['rows'])}:{now['seconds'] - before['seconds']:.6f}:"
+        f"{now['cpu_seconds'] - before['cpu_seconds']:.6f}"
+    )
+
+
+def read_tags(tags: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per worker (fetches, verifications), and the job's scoring totals, from the
+    distinct batch tags of one job."""
+    seen: dict[str, tuple[int, int]] = {}
+    totals = {"rows": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+    for t in tags:
+        pid, f, v, _, rows, wall, cpu = t.split(":")
+        seen[pid] = max(seen.get(pid, (0, 0)), (int(f), int(v)))
+        totals["rows"] += int(rows)
+        totals["seconds"] += float(wall)
+        totals["cpu_seconds"] += float(cpu)
+    stats = [{"pid": p, "fetches": f, "verifications": v} for p, (f, v) in seen.items()]
+    return stats, totals
+
+
 class SparkProbe:
     """A ``mapInArrow`` function that appends the worker's pid and counters."""
 
@@ -427,9 +464,10 @@ class SparkProbe:
     def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        for out in self.fn(batches):
-            s = cache_stats()
-            tag = pa.array([f"{s['pid']}:{s['fetches']}:{s['verifications']}"])
+        before = scoring_stats()
+        for i, out in enumerate(self.fn(batches)):
+            tag = pa.array([batch_tag(i, before)])
+            before = scoring_stats()
             yield pa.RecordBatch.from_arrays(
                 [*out.columns, tag.take(np.zeros(out.num_rows, np.int32))],
                 names=[*out.schema.names, "worker"],
@@ -468,11 +506,7 @@ def run_spark(
 
         cold, _, _ = timed(job(probe))
         warm, mem, seen_rows, floor = round_robin(job(probe), job(SparkProbe(SparkNoop(scorer))))
-        seen: dict[str, tuple[int, int]] = {}
-        for row in seen_rows:
-            pid, f, v = row["worker"].split(":")
-            seen[pid] = max(seen.get(pid, (0, 0)), (int(f), int(v)))
-        stats = [{"pid": p, "fetches": f, "verifications": v} for p, (f, v) in seen.items()]
+        stats, inside = read_tags(row["worker"] for row in seen_rows)
         ours = len(spark_pickle.dumps(probe))
         theirs = len(spark_pickle.dumps(lambda it, m=model: it))
         by_value_schema = types.StructType(
@@ -506,6 +540,7 @@ def run_spark(
         "floor": floor,
         "extra": extra,
         "stats": stats,
+        "inside": inside,
         "graph": (ours, theirs),
         "mem": (mem, value_mem),
         "value_wall": value_wall,
@@ -570,9 +605,10 @@ class RayProbe:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        before = scoring_stats()
         out = noop_score(self.scorer, batch) if self.inner is None else self.inner(batch)
-        s = cache_stats()
-        tag = f"{s['pid']}:{s['fetches']}:{s['verifications']}"
+        self.count = getattr(self, "count", 0) + 1
+        tag = batch_tag(self.count, before)
         if isinstance(out, dict):
             rows = len(next(iter(out.values())))
             out["worker"] = np.full(rows, tag, dtype=object)
@@ -609,7 +645,9 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        logging_level=logging.WARNING,
     )
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -644,11 +682,7 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
         # finds the workers' processes and imports warm
         cold, _, _ = timed(job(False))
         warm, mem, out, floor = round_robin(job(False), job(True))
-        tags = out.unique("worker")
-        stats = []
-        for t in tags:
-            pid, f, v = t.split(":")
-            stats.append({"pid": pid, "fetches": int(f), "verifications": int(v)})
+        stats, inside = read_tags(out.unique("worker"))
         value_job = lambda: ds.map_batches(  # noqa: E731
             RayByValue,
             fn_constructor_args=(model, tensor),
@@ -669,6 +703,7 @@ def run_ray(scorer: Scorer, data: Any, workers: int, model: Any, tensor: bool) -
         "floor": floor,
         "extra": "",
         "stats": stats,
+        "inside": inside,
         "graph": (ours, theirs),
         "mem": (mem, value_mem),
         "value_wall": value_wall,
@@ -735,10 +770,13 @@ def main() -> None:
             )
             same = secs["plain loop, the bundle's session"]
             for k, s in secs.items():
+                if k.startswith("cpu "):
+                    continue
                 print(
                     f"    {k:32s} {s * 1e3:8.1f} ms  {len(data) / s:12,.0f} rows/s  "
                     f"{s / secs['plain onnxruntime']:.2f}x the plain loop's time, "
-                    f"{s / same:.2f}x on the same session"
+                    f"{s / same:.2f}x on the same session; CPU "
+                    f"{secs['cpu ' + k] / secs['cpu plain onnxruntime']:.2f}x"
                 )
             for engine in engines:
                 frame_data = data if not tensor else tensor_frame(data)
@@ -776,6 +814,18 @@ def main() -> None:
                     f"+{mem_ref / 1e6:.0f} MB (warm job){value}",
                     flush=True,
                 )
+                inside = r["inside"]
+                if inside["rows"]:
+                    per_row = inside["cpu_seconds"] / inside["rows"]
+                    plain_row = secs["cpu plain onnxruntime"] / len(data)
+                    print(
+                        f"        inside the library's scoring (warm job, all workers): "
+                        f"{inside['rows']:,.0f} rows, {per_row * 1e6:.2f} us CPU/row "
+                        f"({inside['seconds'] / inside['rows'] * 1e6:.2f} us wall/row) vs the "
+                        f"plain loop's {plain_row * 1e6:.2f} us CPU/row: "
+                        f"{per_row / plain_row:.2f}x",
+                        flush=True,
+                    )
                 if r["extra"]:
                     print(f"        {r['extra']}", flush=True)
                 # what scoring adds to the engine's own job, in core-seconds, against the
@@ -786,14 +836,25 @@ def main() -> None:
                     f"time for the same rows (per core)",
                     flush=True,
                 )
-                summary.append((name, engine, warm / base, floor / base, warm / floor, marginal))
+                cpu_ratio = (
+                    inside["cpu_seconds"]
+                    / inside["rows"]
+                    / (secs["cpu plain onnxruntime"] / len(data))
+                    if inside["rows"]
+                    else float("nan")
+                )
+                summary.append(
+                    (name, engine, warm / base, floor / base, warm / floor, marginal, cpu_ratio)
+                )
         print(
             "\nwarm job, rows/s per core: ratio to plain onnxruntime | the no-op floor's "
-            "ratio | warm/floor | scoring's cost over the floor / plain loop"
+            "ratio | warm/floor | scoring's cost over the floor / plain loop | the library's "
+            "CPU per row / the plain loop's"
         )
-        for name, engine, ratio, fratio, of, marginal in summary:
+        for name, engine, ratio, fratio, of, marginal, cpu_ratio in summary:
             print(
-                f"  {name:8s} {engine:5s} {ratio:.2f}x | {fratio:.2f}x | {of:.2f} | {marginal:.2f}x"
+                f"  {name:8s} {engine:5s} {ratio:.2f}x | {fratio:.2f}x | {of:.2f} | "
+                f"{marginal:.2f}x | {cpu_ratio:.2f}x"
             )
     finally:
         shutil.rmtree(d, ignore_errors=True)

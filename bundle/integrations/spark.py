@@ -139,28 +139,18 @@ def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:
 
 def _arrow_batch(scorer: Scorer, batch: Any, threads: int, manifest: Any) -> Any:
     """One Arrow batch (``mapInArrow``) with the output columns appended, each in
-    the Arrow type Spark expects for its Spark type."""
+    the Arrow type Spark's own conversion gives its Spark type (a cast that keeps
+    the buffers: only the type's names and nullability differ)."""
     import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
 
-    specs = dict(scorer.output_columns(manifest))
     out = scorer.score_arrow(batch, threads)
     columns = list(out.columns)
-    for i, name in enumerate(out.schema.names[batch.num_columns :], batch.num_columns):
-        spec = specs.get(name)
-        if spec is not None and _SPARK_TYPES[spec.dtype][1] is not object:
-            want = _arrow_type(spec)
-            if columns[i].type != want:
-                columns[i] = columns[i].cast(want)
+    for i, field in enumerate(_fields(scorer, manifest), batch.num_columns):
+        want = to_arrow_type(field.dataType)
+        if columns[i].type != want:
+            columns[i] = columns[i].cast(want)
     return pa.RecordBatch.from_arrays(columns, names=out.schema.names)
-
-
-def _arrow_type(spec: TensorSpec) -> Any:
-    import pyarrow as pa
-
-    kind: Any = pa.from_numpy_dtype(_SPARK_TYPES[spec.dtype][1])
-    for _ in spec.shape[1:]:
-        kind = pa.list_(kind)
-    return kind
 
 
 class PartitionScorer:

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,7 @@ __all__ = [
     "pandas_dtype",
     "reference",
     "release",
+    "scoring_stats",
     "session_options",
     "to_arrow",
 ]
@@ -311,6 +313,10 @@ class _Stats:
     verifications: int = 0
     hits: int = 0
     failures: int = 0
+    batches: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 _LOCK = threading.Lock()
@@ -334,6 +340,43 @@ def cache_stats() -> dict[str, int]:
             "failures": _STATS.failures,
             "cached": len(_MODELS),
         }
+
+
+def scoring_stats() -> dict[str, float]:
+    """This process's scoring so far: ``batches`` and ``rows`` scored by
+    :meth:`Scorer.score` / :meth:`Scorer.score_arrow`, ``seconds`` spent in them
+    (wall) and ``cpu_seconds`` (CPU time of the calling thread, where onnxruntime
+    runs when it has one intra-op thread; a larger pool's other threads are not
+    counted). What an engine adds -- moving batches, scheduling -- is the rest of a
+    job's time."""
+    with _LOCK:
+        return {
+            "pid": float(os.getpid()),
+            "batches": float(_STATS.batches),
+            "rows": float(_STATS.rows),
+            "seconds": _STATS.seconds,
+            "cpu_seconds": _STATS.cpu_seconds,
+        }
+
+
+class _Accounted:
+    """Adds one batch's rows and time to the process's scoring counters."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __enter__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall
+        cpu = time.thread_time() - self.cpu
+        with _LOCK:
+            _STATS.batches += 1
+            _STATS.rows += self.rows
+            _STATS.seconds += wall
+            _STATS.cpu_seconds += cpu
 
 
 def release(digest: str | None = None) -> int:
@@ -798,6 +841,10 @@ class Scorer:
         output becomes an Arrow list column over the output's own buffer, not a
         Python object per row. A column with nulls is converted as pandas would.
         """
+        with _Accounted(batch.num_rows):
+            return self._score_arrow(batch, granted_threads)
+
+    def _score_arrow(self, batch: Any, granted_threads: int) -> Any:
         import pyarrow as pa
 
         model = self.model(granted_threads)
@@ -831,6 +878,10 @@ class Scorer:
         """
         if hasattr(batch, "schema") and hasattr(batch, "num_rows"):
             return self.score_arrow(batch, granted_threads)
+        with _Accounted(_rows(batch)):
+            return self._score(batch, granted_threads)
+
+    def _score(self, batch: Any, granted_threads: int) -> Any:
         model = self.model(granted_threads)
         values = self.outputs_for(model, batch)
         self._check_free(batch, values)
