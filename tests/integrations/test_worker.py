@@ -321,3 +321,18 @@ def test_pandas_arrow_list_column_feeds_a_tensor_input(torch_bundle: Signed) -> 
     np.testing.assert_allclose(
         np.stack(out[output].to_numpy()), torch_expected(torch_bundle, x), rtol=1e-4, atol=1e-5
     )
+
+
+def test_scoring_stats_count_batches_and_rows(pipeline_bundle: Signed) -> None:
+    from bundle.integrations.worker import scoring_stats
+
+    scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
+    df = pipeline_bundle.data
+    before = scoring_stats()
+    scorer.score(df)
+    scorer.score(_arrow(df.iloc[:100]))  # an Arrow batch is counted once, not twice
+    after = scoring_stats()
+    assert after["batches"] - before["batches"] == 2
+    assert after["rows"] - before["rows"] == len(df) + 100
+    assert after["seconds"] > before["seconds"]
+    assert after["cpu_seconds"] >= before["cpu_seconds"]
