@@ -137,17 +137,22 @@ def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:
     return out
 
 
-def _arrow_batch(scorer: Scorer, batch: Any, threads: int, manifest: Any) -> Any:
-    """One Arrow batch (``mapInArrow``) with the output columns appended, each in
-    the Arrow type Spark's own conversion gives its Spark type (a cast that keeps
-    the buffers: only the type's names and nullability differ)."""
-    import pyarrow as pa
+def _arrow_types(scorer: Scorer, manifest: Any) -> list[Any]:
+    """The Arrow type Spark's own conversion gives each new column's Spark type."""
     from pyspark.sql.pandas.types import to_arrow_type
+
+    return [to_arrow_type(field.dataType) for field in _fields(scorer, manifest)]
+
+
+def _arrow_batch(scorer: Scorer, batch: Any, threads: int, types: list[Any]) -> Any:
+    """One Arrow batch (``mapInArrow``) with the output columns appended, each cast
+    to its type in ``types`` (a cast that keeps the buffers: only the type's field
+    names and nullability differ)."""
+    import pyarrow as pa
 
     out = scorer.score_arrow(batch, threads)
     columns = list(out.columns)
-    for i, field in enumerate(_fields(scorer, manifest), batch.num_columns):
-        want = to_arrow_type(field.dataType)
+    for i, want in enumerate(types, batch.num_columns):
         if columns[i].type != want:
             columns[i] = columns[i].cast(want)
     return pa.RecordBatch.from_arrays(columns, names=out.schema.names)
@@ -168,9 +173,12 @@ class PartitionScorer:
         import pandas as pd
 
         threads = task_cpus()
+        types: list[Any] | None = None  # once per partition, not per batch
         for pdf in batches:
             if not hasattr(pdf, "iloc"):  # a pyarrow RecordBatch
-                yield _arrow_batch(self.scorer, pdf, threads, self.manifest)
+                if types is None:
+                    types = _arrow_types(self.scorer, self.manifest)
+                yield _arrow_batch(self.scorer, pdf, threads, types)
                 continue
             new = _frame(self.scorer, pdf, threads, self.manifest)
             taken = set(pdf.columns) & set(new.columns)
