@@ -28,9 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from .worker import BundleRef, Scorer, manifest_for, numpy_dtype, release
+from .worker import BundleRef, Scorer, manifest_for, pandas_dtype, release
 
 __all__ = ["BundlePlugin", "score", "score_partition", "task_threads"]
 
@@ -97,7 +95,7 @@ def _meta(frame_meta: Any, scorer: Scorer, manifest: Any) -> Any:
             "would write; choose output columns with outputs={output: column}"
         )
     for column, spec in scorer.output_columns(manifest):
-        meta[column] = pd.Series(np.empty(0, dtype=numpy_dtype(spec)), dtype=numpy_dtype(spec))
+        meta[column] = pd.Series([], dtype=pandas_dtype(spec, scorer.arrays))
     if scorer.lineage:
         meta[scorer.lineage] = pd.Series([], dtype=object)
     return meta
@@ -119,6 +117,7 @@ def score(
     intra_op_threads: int | None = None,
     cache_dir: str | None = None,
     preload: bool = True,
+    arrays: str | None = None,
     **reference_options: Any,
 ) -> Any:
     """``ddf`` with one column per model output (and the lineage column), lazily.
@@ -127,7 +126,9 @@ def score(
     a :class:`BundleRef` or a :class:`Scorer`. ``meta`` comes from the manifest, read
     here (not the weights). ``client``: the ``distributed`` client (default: the
     current one, if any); with one and ``preload``, :class:`BundlePlugin` verifies
-    the bundle on every worker before this returns.
+    the bundle on every worker before this returns. ``arrays="arrow"``: ``[N, k]``
+    outputs as Arrow list columns rather than a numpy array per row (see
+    :attr:`Scorer.arrays`).
     """
     options = {
         "outputs": outputs,
@@ -135,6 +136,7 @@ def score(
         "lineage": lineage,
         "intra_op_threads": intra_op_threads,
         "cache_dir": cache_dir,
+        "arrays": arrays,
         **reference_options,
     }
     if isinstance(ref, Scorer):

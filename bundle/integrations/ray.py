@@ -83,7 +83,7 @@ def score(
     concurrency: int = 1,
     num_cpus: float = 1,
     batch_size: int | None = 4096,
-    batch_format: str = "pandas",
+    batch_format: str = "pyarrow",
     outputs: Sequence[str] | Mapping[str, str] | None = None,
     features: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     lineage: str | None = None,
@@ -98,7 +98,9 @@ def score(
     (unless ``intra_op_threads``). ``ref``: a URI with ``digest``/trust keywords (see
     :func:`bundle.integrations.reference`), a :class:`BundleRef`, or a ready
     :class:`Scorer`. ``outputs``, ``features``, ``lineage``, ``cache_dir``: see
-    :class:`~bundle.integrations.Scorer`.
+    :class:`~bundle.integrations.Scorer`. ``batch_format``: ``"pyarrow"`` (Ray's
+    blocks as they are: numeric columns reach onnxruntime without a copy and
+    ``[N, k]`` outputs go back as Arrow list columns), ``"pandas"`` or ``"numpy"``.
     """
     import ray.data
 

@@ -7,7 +7,8 @@
     ...                          trusted_keys="me.pub")
     >>> df.withColumn("prediction", udf(*df.columns))
 
-:func:`score` runs ``mapInPandas`` and adds one column per model output;
+:func:`score` runs ``mapInArrow`` (Arrow batches in and out, no pandas) and adds
+one column per model output;
 :func:`predict_udf` is a pandas UDF whose return type is derived from the
 manifest's outputs (a struct when there are several). Both ship only the
 :class:`~bundle.integrations.Scorer` (URI, digest, PEM keys) in the task closure;
@@ -30,7 +31,7 @@ import numpy as np
 from .. import errors
 from ..errors import BundleError, InputError
 from ..format.manifest import TensorSpec
-from .worker import BundleRef, Scorer, manifest_for
+from .worker import BundleRef, Scorer, manifest_for, to_arrow
 
 __all__ = [
     "PartitionScorer",
@@ -106,14 +107,21 @@ def return_type(scorer: Scorer, manifest: Any) -> Any:
     return fields[0].dataType if len(fields) == 1 else types.StructType(fields)
 
 
-def _spark_values(arr: np.ndarray, spec: TensorSpec) -> Any:
-    """An output column as Arrow converts it into the Spark type of :func:`_field_type`."""
+def _spark_numpy(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """An output in the numpy dtype of its Spark type (:func:`_field_type`)."""
     want = _SPARK_TYPES[spec.dtype][1]
-    if want is not object and arr.dtype != want:
-        arr = arr.astype(want)
+    return arr if want is object or arr.dtype == want else arr.astype(want)
+
+
+def _spark_values(arr: np.ndarray, spec: TensorSpec) -> Any:
+    """An output column as Spark's pandas-to-Arrow conversion takes it: numpy for a
+    scalar output, a pandas Arrow list column (over the output's buffer) for N-D."""
+    arr = _spark_numpy(arr, spec)
     if arr.ndim == 1:
         return arr
-    return arr.tolist()  # nested lists, built in C; Arrow takes them as array cells
+    import pandas as pd
+
+    return pd.arrays.ArrowExtensionArray(to_arrow(arr))
 
 
 def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:
@@ -129,20 +137,49 @@ def _frame(scorer: Scorer, pdf: Any, threads: int, manifest: Any) -> Any:
     return out
 
 
+def _arrow_types(scorer: Scorer, manifest: Any) -> list[Any]:
+    """The Arrow type Spark's own conversion gives each new column's Spark type."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return [to_arrow_type(field.dataType) for field in _fields(scorer, manifest)]
+
+
+def _arrow_batch(scorer: Scorer, batch: Any, threads: int, types: list[Any]) -> Any:
+    """One Arrow batch (``mapInArrow``) with the output columns appended, each cast
+    to its type in ``types`` (a cast that keeps the buffers: only the type's field
+    names and nullability differ)."""
+    import pyarrow as pa
+
+    out = scorer.score_arrow(batch, threads)
+    columns = list(out.columns)
+    for i, want in enumerate(types, batch.num_columns):
+        if columns[i].type != want:
+            columns[i] = columns[i].cast(want)
+    return pa.RecordBatch.from_arrays(columns, names=out.schema.names)
+
+
 class PartitionScorer:
-    """The function ``mapInPandas`` runs: each pandas batch of a partition, with the
-    output columns appended. Holds only the Scorer and the manifest's output specs."""
+    """The function ``mapInArrow`` (or ``mapInPandas``) runs: each batch of a
+    partition, with the output columns appended. Holds only the Scorer and the
+    manifest's output specs."""
 
     def __init__(self, scorer: Scorer, manifest: Any) -> None:
         self.scorer = scorer
         self.manifest = manifest  # outputs and types only: a few hundred bytes of JSON
 
     def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
-        """Score each batch of a partition."""
+        """Score each batch of a partition: Arrow RecordBatches (``mapInArrow``,
+        no pandas conversion either way) or pandas DataFrames (``mapInPandas``)."""
         import pandas as pd
 
         threads = task_cpus()
+        types: list[Any] | None = None  # once per partition, not per batch
         for pdf in batches:
+            if not hasattr(pdf, "iloc"):  # a pyarrow RecordBatch
+                if types is None:
+                    types = _arrow_types(self.scorer, self.manifest)
+                yield _arrow_batch(self.scorer, pdf, threads, types)
+                continue
             new = _frame(self.scorer, pdf, threads, self.manifest)
             taken = set(pdf.columns) & set(new.columns)
             if taken:
@@ -202,7 +239,9 @@ def score(
             "would write; choose output columns with outputs={output: column}"
         )
     schema = types.StructType([*df.schema.fields, *new])
-    return df.mapInPandas(PartitionScorer(scorer, manifest), schema)
+    # Arrow batches both ways: no pandas conversion of the input columns, and N-D
+    # outputs go back as list arrays over their buffer, not a Python list per row.
+    return df.mapInArrow(PartitionScorer(scorer, manifest), schema)
 
 
 class _ColumnsUDF:

@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ from ..trust.policy import TrustPolicy, resolve_policy
 from ..trust.signing import load_public_key
 
 __all__ = [
+    "ARRAY_LAYOUTS",
     "MAX_CACHED_MODELS",
     "BundleRef",
     "Scorer",
@@ -53,10 +55,16 @@ __all__ = [
     "manifest_digest",
     "manifest_for",
     "numpy_dtype",
+    "pandas_dtype",
     "reference",
     "release",
+    "scoring_stats",
     "session_options",
+    "to_arrow",
 ]
+
+ARRAY_LAYOUTS = ("objects", "arrow")
+"""The values of :attr:`Scorer.arrays`."""
 
 MAX_CACHED_MODELS = 4
 """Verified models one process keeps (least recently used dropped first): a long-lived
@@ -305,6 +313,10 @@ class _Stats:
     verifications: int = 0
     hits: int = 0
     failures: int = 0
+    batches: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 _LOCK = threading.Lock()
@@ -328,6 +340,43 @@ def cache_stats() -> dict[str, int]:
             "failures": _STATS.failures,
             "cached": len(_MODELS),
         }
+
+
+def scoring_stats() -> dict[str, float]:
+    """This process's scoring so far: ``batches`` and ``rows`` scored by
+    :meth:`Scorer.score` / :meth:`Scorer.score_arrow`, ``seconds`` spent in them
+    (wall) and ``cpu_seconds`` (CPU time of the calling thread, where onnxruntime
+    runs when it has one intra-op thread; a larger pool's other threads are not
+    counted). What an engine adds -- moving batches, scheduling -- is the rest of a
+    job's time."""
+    with _LOCK:
+        return {
+            "pid": float(os.getpid()),
+            "batches": float(_STATS.batches),
+            "rows": float(_STATS.rows),
+            "seconds": _STATS.seconds,
+            "cpu_seconds": _STATS.cpu_seconds,
+        }
+
+
+class _Accounted:
+    """Adds one batch's rows and time to the process's scoring counters."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __enter__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall
+        cpu = time.thread_time() - self.cpu
+        with _LOCK:
+            _STATS.batches += 1
+            _STATS.rows += self.rows
+            _STATS.seconds += wall
+            _STATS.cpu_seconds += cpu
 
 
 def release(digest: str | None = None) -> int:
@@ -499,6 +548,11 @@ def _stack(name: str, values: Any) -> np.ndarray:
     """A column whose cells are arrays (Spark ArrayType, Ray tensors) as one N-D array."""
     if isinstance(values, np.ndarray) and values.dtype != object:
         return values
+    if hasattr(getattr(values, "dtype", None), "pyarrow_dtype"):
+        # a pandas ArrowDtype column (list cells): read through Arrow, no object per row
+        import pyarrow as pa
+
+        return np.asarray(_arrow_numpy(name, pa.array(values)))
     to_numpy = getattr(values, "to_numpy", None)
     arr = np.asarray(to_numpy() if to_numpy is not None else values)
     if arr.dtype == object and len(arr) and isinstance(arr[0], (np.ndarray, list, tuple)):
@@ -512,14 +566,84 @@ def _stack(name: str, values: Any) -> np.ndarray:
 
 
 def _columns(batch: Any) -> list[str]:
+    if hasattr(batch, "schema") and hasattr(batch, "num_rows"):  # pyarrow
+        return [str(c) for c in batch.schema.names]
     cols = batch.columns if hasattr(batch, "columns") else batch.keys()
     return [str(c) for c in cols]
 
 
 def _rows(batch: Any) -> int:
+    if isinstance(batch, _ArrowBatch):
+        return batch.rows
     if hasattr(batch, "columns"):
         return len(batch)
     return len(next(iter(batch.values()))) if batch else 0
+
+
+class _ArrowBatch(dict[str, np.ndarray]):
+    """The numpy columns read from an Arrow batch, and its row count."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray], rows: int) -> None:
+        super().__init__((k, v) for k, v in columns.items() if k)
+        self.rows = rows
+
+
+def _arrow_numpy(name: str, column: Any) -> Any:
+    """An Arrow column as numpy: without a copy for numbers without nulls; list
+    cells of one length as one N-D array over the child buffer; strings as an object
+    array of ``str``; anything with nulls as pandas converts it (NaN, None)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = arr.type
+    if arr.null_count:
+        return np.asarray(arr.to_pandas().to_numpy())
+    if pa.types.is_dictionary(kind):
+        return _arrow_numpy(name, arr.dictionary_decode())
+    if isinstance(kind, pa.ExtensionType):  # e.g. Ray's tensor columns: their own to_numpy
+        return np.asarray(arr.to_numpy())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        n = len(arr)
+        if n == 0:
+            return np.empty((0, 0), dtype=np.float32)
+        if pa.types.is_fixed_size_list(kind):
+            width = kind.list_size
+        else:
+            offsets = arr.offsets.to_numpy()
+            lengths = np.diff(offsets)
+            width = int(lengths[0])
+            if (lengths != width).any():
+                raise InputError(
+                    f"column {name!r} holds arrays of different lengths "
+                    f"({int(lengths.min())} to {int(lengths.max())})",
+                    entry=name,
+                )
+        inner = _arrow_numpy(name, arr.flatten())
+        return inner.reshape(n, width, *inner.shape[1:])
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # As a pandas string Series (no copy): Model then knows every cell is a str
+        # and skips the scan it does for an object array.
+        import pandas as pd
+
+        return pd.Series(pd.arrays.ArrowStringArray(arr), copy=False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False))
+
+
+def to_arrow(values: np.ndarray) -> Any:
+    """An output column as a pyarrow array: numbers over their own buffer, an N-D
+    output as nested list arrays (offsets built by numpy, no object per row)."""
+    import pyarrow as pa
+
+    if values.ndim <= 1:
+        return pa.array(values)
+    out: Any = pa.array(np.ascontiguousarray(values).reshape(-1))
+    large = values.size >= 1 << 31  # past int32 offsets
+    for axis in range(values.ndim - 1, 0, -1):
+        count = int(np.prod(values.shape[:axis]))
+        offsets = np.arange(count + 1, dtype=np.int64 if large else np.int32) * values.shape[axis]
+        kind = pa.LargeListArray if large else pa.ListArray
+        out = kind.from_arrays(pa.array(offsets), out)
+    return out
 
 
 def _fmt(spec: TensorSpec) -> str:
@@ -548,6 +672,12 @@ class Scorer:
     intra_op_threads: int | None = None
     """Fixed thread count; None: the engine's CPU grant for the task."""
     cache_dir: str | None = None
+    arrays: str = "objects"
+    """How an ``[N, k]`` output goes into a pandas DataFrame: ``"objects"``, a numpy
+    array per row (what pandas, Parquet and Spark take everywhere; a Python object
+    per row), or ``"arrow"``, a pandas ``ArrowDtype`` list column over the output's
+    buffer (no per-row cost; but pandas and Dask cannot read such a column back from
+    a Parquet file pandas wrote). Arrow batches always get Arrow list columns."""
 
     @classmethod
     def create(
@@ -559,11 +689,14 @@ class Scorer:
         lineage: str | None = None,
         intra_op_threads: int | None = None,
         cache_dir: str | None = None,
+        arrays: str = "objects",
         **reference_options: Any,
     ) -> Scorer:
         """Check and normalize the options; ``ref`` may be a URI, with the keywords
         of :func:`reference`. A sequence of ``features`` feeds the model's single
         input."""
+        if arrays not in ARRAY_LAYOUTS:
+            raise ValueError(f"arrays must be one of {ARRAY_LAYOUTS}, not {arrays!r}")
         bref = reference(ref, **reference_options) if not isinstance(ref, BundleRef) else ref
         if isinstance(ref, BundleRef) and reference_options:
             raise TypeError(
@@ -593,7 +726,7 @@ class Scorer:
             raise ValueError("lineage must be a column name")
         if intra_op_threads is not None:
             session_options(intra_op_threads)  # checks the value here, on the driver
-        return cls(bref, outs, feats, lineage, intra_op_threads, cache_dir)
+        return cls(bref, outs, feats, lineage, intra_op_threads, cache_dir, arrays)
 
     def model(self, granted_threads: int = 1) -> Model:
         """The verified model, from this process's cache (see :func:`load_model`)."""
@@ -677,13 +810,20 @@ class Scorer:
             out[column] = arr
         return out
 
-    def score(self, batch: Any, granted_threads: int = 1) -> Any:
-        """``batch`` with the output (and lineage) columns added: a pandas DataFrame
-        for a DataFrame (or pyarrow Table), a dict of arrays for a dict."""
-        model = self.model(granted_threads)
-        if hasattr(batch, "to_pandas") and not hasattr(batch, "iloc"):
-            batch = batch.to_pandas()  # a pyarrow Table
-        values = self.outputs_for(model, batch)
+    def columns_read(self, model: Model) -> list[str]:
+        """The batch columns scoring reads: the model's named columns, the
+        ``features`` columns, or the columns named after its inputs."""
+        if model.manifest.columns:
+            return [c.name for c in model.manifest.columns]
+        features = dict(self.features)
+        if "" in features and len(model.inputs) == 1:
+            features = {model.inputs[0].name: features[""]}
+        names: list[str] = []
+        for spec in model.inputs:
+            names.extend(features.get(spec.name) or (spec.name,))
+        return names
+
+    def _check_free(self, batch: Any, values: Mapping[str, Any]) -> None:
         taken = set(_columns(batch)) & (set(values) | {self.lineage})
         if taken:
             raise InputError(
@@ -691,12 +831,72 @@ class Scorer:
                 " that scoring would write; rename them or choose output "
                 "columns with outputs={output: column}"
             )
+
+    def score_arrow(self, batch: Any, granted_threads: int = 1) -> Any:
+        """A pyarrow Table or RecordBatch with the output (and lineage) columns
+        appended, of the same kind.
+
+        The columns the model reads become numpy arrays without a copy where Arrow
+        allows (numbers without nulls, list cells of one length); an ``[N, k]``
+        output becomes an Arrow list column over the output's own buffer, not a
+        Python object per row. A column with nulls is converted as pandas would.
+        """
+        with _Accounted(batch.num_rows):
+            return self._score_arrow(batch, granted_threads)
+
+    def _score_arrow(self, batch: Any, granted_threads: int) -> Any:
+        import pyarrow as pa
+
+        model = self.model(granted_threads)
+        have = set(batch.schema.names)
+        columns = {
+            c: _arrow_numpy(c, batch.column(c)) for c in self.columns_read(model) if c in have
+        }
+        values = self.outputs_for(model, _ArrowBatch(columns, batch.num_rows))
+        self._check_free(batch, values)
+        arrays = [to_arrow(v) for v in values.values()]
+        names = list(values)
+        if self.lineage:
+            arrays.append(pa.array([self.ref.lineage]).take(np.zeros(batch.num_rows, np.int32)))
+            names.append(self.lineage)
+        if isinstance(batch, pa.RecordBatch):
+            return pa.RecordBatch.from_arrays(
+                [*batch.columns, *arrays], names=[*batch.schema.names, *names]
+            )
+        for name, arr in zip(names, arrays, strict=True):
+            batch = batch.append_column(name, arr)
+        return batch
+
+    def score(self, batch: Any, granted_threads: int = 1) -> Any:
+        """``batch`` with the output (and lineage) columns added: a pandas DataFrame
+        for a DataFrame, the same kind for a pyarrow Table or RecordBatch (see
+        :meth:`score_arrow`), a dict of arrays for a dict.
+
+        In a DataFrame an ``[N, k]`` output is a column of arrays (one numpy view
+        per row: pandas has no 2-D cell type that survives Parquet); score Arrow
+        batches to avoid that per-row cost.
+        """
+        if hasattr(batch, "schema") and hasattr(batch, "num_rows"):
+            return self.score_arrow(batch, granted_threads)
+        with _Accounted(_rows(batch)):
+            return self._score(batch, granted_threads)
+
+    def _score(self, batch: Any, granted_threads: int) -> Any:
+        model = self.model(granted_threads)
+        values = self.outputs_for(model, batch)
+        self._check_free(batch, values)
         n = _rows(batch)
         if hasattr(batch, "columns"):
             out = batch.copy(deep=False)
             for column, arr in values.items():
-                # an [N, k] output: one array per row (views, built by list() in C)
-                out[column] = arr if arr.ndim == 1 else list(arr)
+                if arr.ndim == 1:
+                    out[column] = arr
+                elif self.arrays == "arrow":
+                    import pandas as pd
+
+                    out[column] = pd.arrays.ArrowExtensionArray(to_arrow(arr))
+                else:  # one array per row (views, built by list() in C)
+                    out[column] = list(arr)
             if self.lineage:
                 out[self.lineage] = self.ref.lineage
             return out
@@ -730,6 +930,18 @@ def _empty_shape(spec: TensorSpec) -> tuple[int, ...]:
 
 def _numpy_dtype(spec: TensorSpec) -> Any:
     return _NUMPY.get(spec.dtype, object)
+
+
+def pandas_dtype(spec: TensorSpec, arrays: str = "objects") -> Any:
+    """The pandas dtype of an output column (``meta``): numpy's for a scalar output,
+    object for strings and, with ``arrays="objects"``, for N-D outputs; an Arrow list
+    dtype for N-D outputs with ``arrays="arrow"``."""
+    if len(spec.shape) <= 1 or arrays != "arrow":
+        return numpy_dtype(spec)
+    import pandas as pd
+
+    empty = np.empty(_empty_shape(spec), dtype=_numpy_dtype(spec))
+    return pd.ArrowDtype(to_arrow(empty).type)
 
 
 def numpy_dtype(spec: TensorSpec) -> Any:

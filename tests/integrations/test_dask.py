@@ -107,3 +107,22 @@ def test_bad_batch_is_input_error_in_the_client(client: Any, pipeline_bundle: Si
     scored = bdask.score(ddf, pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
     with pytest.raises(bundle.InputError, match="city"):
         scored.compute()
+
+
+def test_arrow_list_outputs_with_their_meta(client: Any, pipeline_bundle: Signed) -> None:
+    df = pipeline_bundle.data
+    scored = bdask.score(
+        dd.from_pandas(df, npartitions=3),
+        pipeline_bundle.path,
+        trusted_keys=pipeline_bundle.key.public_key,
+        arrays="arrow",
+    )
+    assert isinstance(scored.dtypes["probabilities"], pd.ArrowDtype)
+    out = scored.compute().sort_index()
+    assert out.dtypes["probabilities"] == scored.dtypes["probabilities"]
+    np.testing.assert_allclose(
+        np.stack(out["probabilities"].to_numpy()),
+        pipeline_bundle.model.predict_proba(df),
+        rtol=1e-4,
+        atol=1e-5,
+    )

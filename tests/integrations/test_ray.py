@@ -173,3 +173,28 @@ def test_bad_batch_is_input_error(local_ray: None, pipeline_bundle: Signed) -> N
         ).materialize()
     # Ray Data's default: the UDF's exception wrapped, its traceback in the message
     assert "bundle.errors.InputError: missing column(s) ['city']" in str(info.value)
+
+
+def test_score_helper_arrow_batches(local_ray: None, pipeline_bundle: Signed) -> None:
+    """The default batch format is Ray's own Arrow blocks: [N, 2] probabilities come
+    back as an Arrow list column, the same values as scikit-learn's."""
+    import pyarrow as pa
+
+    df = pipeline_bundle.data
+    out = bray.score(
+        ray.data.from_pandas(df),
+        pipeline_bundle.path,
+        trusted_keys=pipeline_bundle.key.public_key,
+        batch_size=200,
+    ).to_arrow_refs()
+    table = pa.concat_tables(ray.get(out))
+    assert pa.types.is_list(table.schema.field("probabilities").type)
+    got = table.to_pandas().sort_values(["age", "income"]).reset_index(drop=True)
+    expected = df.sort_values(["age", "income"]).reset_index(drop=True)
+    np.testing.assert_array_equal(got["label"].to_numpy(), pipeline_bundle.model.predict(expected))
+    np.testing.assert_allclose(
+        np.stack(got["probabilities"].to_numpy()),
+        pipeline_bundle.model.predict_proba(expected),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -175,3 +175,25 @@ def test_existing_column_refused_on_the_driver(spark: Any, pipeline_bundle: Sign
     with pytest.raises(ValueError, match="label"):
         bspark.score(sdf, pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
     assert os.environ["PYSPARK_PYTHON"]
+
+
+def test_arrow_partition_in_spark_arrow_types(pipeline_bundle: Signed) -> None:
+    """What mapInArrow hands back: the input batch's columns untouched, then each output
+    in the Arrow type Spark's schema for it converts to (a list array for [N, 2])."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    scorer = Scorer.create(
+        pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key, lineage="model"
+    )
+    manifest = manifest_for(scorer.ref)
+    df = pipeline_bundle.data
+    batch = pa.RecordBatch.from_pandas(df, preserve_index=False)
+    (out,) = list(bspark.PartitionScorer(scorer, manifest)(iter([batch])))
+    assert isinstance(out, pa.RecordBatch)
+    assert out.schema.names[: batch.num_columns] == batch.schema.names
+    assert all(out.column(i).equals(batch.column(i)) for i in range(batch.num_columns))
+    want = to_arrow_schema(bspark.return_type(scorer, manifest))  # a struct: 3 columns
+    for field in want:
+        assert out.schema.field(field.name).type == field.type, field.name
+    np.testing.assert_array_equal(out.column("label").to_numpy(), pipeline_bundle.model.predict(df))

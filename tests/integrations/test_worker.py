@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -185,3 +186,153 @@ def test_store_alias_resolved_once_on_the_driver(pipeline_bundle: Signed, tmp_pa
     np.testing.assert_array_equal(
         model.predict(pipeline_bundle.data), pipeline_bundle.model.predict(pipeline_bundle.data)
     )
+
+
+def _arrow(df: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def test_arrow_batch_in_arrow_batch_out(pipeline_bundle: Signed) -> None:
+    pa = pytest.importorskip("pyarrow")
+    scorer = Scorer.create(
+        pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key, lineage="model"
+    )
+    df = pipeline_bundle.data
+    table = _arrow(df)
+    for batch in (table, table.to_batches(max_chunksize=len(df))[0]):
+        out = scorer.score(batch)
+        assert type(out) is type(batch)
+        assert out.schema.names == [*df.columns, "label", "probabilities", "model"]
+        # [N, 2] probabilities: an Arrow list column, not a Python object per row
+        assert out.schema.field("probabilities").type == pa.list_(pa.float32())
+        assert out.schema.field("model").type == pa.string()
+        np.testing.assert_array_equal(
+            out.column("label").to_numpy(), pipeline_bundle.model.predict(df)
+        )
+        probabilities = np.asarray(out.column("probabilities").to_pylist(), dtype=np.float32)
+        np.testing.assert_allclose(
+            probabilities, pipeline_bundle.model.predict_proba(df), rtol=1e-4, atol=1e-5
+        )
+        assert set(out.column("model").to_pylist()) == {pipeline_bundle.digest}
+
+
+def test_arrow_batch_with_nulls_and_dictionary_scored_like_pandas(pipeline_bundle: Signed) -> None:
+    pa = pytest.importorskip("pyarrow")
+    scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
+    df = pipeline_bundle.data.astype({"city": object})
+    df.loc[3, "city"] = None
+    df.loc[5, "age"] = np.nan
+    table = _arrow(df)
+    table = table.set_column(
+        table.schema.get_field_index("city"), "city", table.column("city").dictionary_encode()
+    )
+    got = scorer.score(table)
+    want = scorer.score(df)
+    np.testing.assert_array_equal(got.column("label").to_numpy(), want["label"].to_numpy())
+    assert pa.types.is_list(got.schema.field("probabilities").type)
+
+
+def test_arrow_tensor_column_of_fixed_or_variable_lists(torch_bundle: Signed) -> None:
+    pa = pytest.importorskip("pyarrow")
+    x = torch_bundle.data
+    expected = torch_expected(torch_bundle, x)
+    scorer = Scorer.create(
+        torch_bundle.path, trusted_keys=torch_bundle.key.public_key, features=["data"]
+    )
+    output = scorer.model().outputs[0].name
+    flat = pa.array(x.reshape(-1))
+    fixed = pa.FixedSizeListArray.from_arrays(flat, x.shape[1])
+    offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * x.shape[1])
+    for column in (fixed, pa.ListArray.from_arrays(offsets, flat)):
+        out = scorer.score(pa.table({"data": column}))
+        got = np.asarray(out.column(output).to_pylist(), dtype=np.float32)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    ragged = pa.array([[1.0] * x.shape[1], [1.0] * (x.shape[1] - 1)], type=pa.list_(pa.float32()))
+    with pytest.raises(bundle.InputError, match="different lengths"):
+        scorer.score(pa.table({"data": ragged}))
+
+
+def test_arrow_batch_that_does_not_fit_is_input_error(pipeline_bundle: Signed) -> None:
+    pytest.importorskip("pyarrow")
+    scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
+    df = pipeline_bundle.data
+    with pytest.raises(bundle.InputError, match="missing column"):
+        scorer.score(_arrow(df.drop(columns=["city"])))
+    with pytest.raises(bundle.InputError, match=r"'age' expects numbers"):
+        scorer.score(_arrow(df.assign(age=df["city"])))
+    with pytest.raises(bundle.InputError, match="already has column"):
+        scorer.score(_arrow(df.assign(label=1)))
+
+
+def test_pandas_arrays_layouts(pipeline_bundle: Signed) -> None:
+    import pandas as pd
+
+    key = pipeline_bundle.key.public_key
+    df = pipeline_bundle.data
+    cells = Scorer.create(pipeline_bundle.path, trusted_keys=key).score(df)
+    arrow = Scorer.create(pipeline_bundle.path, trusted_keys=key, arrays="arrow").score(df)
+    assert cells["probabilities"].dtype == object
+    assert isinstance(arrow["probabilities"].dtype, pd.ArrowDtype)
+    np.testing.assert_array_equal(
+        np.stack(arrow["probabilities"].to_numpy()), np.stack(cells["probabilities"].to_numpy())
+    )
+    with pytest.raises(ValueError, match="arrays must be one of"):
+        Scorer.create(pipeline_bundle.path, trusted_keys=key, arrays="columns")
+
+
+def test_string_columns_converted_only_when_not_str(pipeline_bundle: Signed) -> None:
+    """A column of str goes to onnxruntime as it is; anything else (None, NaN, numpy
+    strings, numbers as categories) is converted with str() as before."""
+    model = bundle.load(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
+    df = pipeline_bundle.data
+    as_str = df.assign(city=df["city"].astype(object))
+    labels = model.predict(df)
+    np.testing.assert_array_equal(model.predict(as_str), labels)
+    np.testing.assert_array_equal(model.predict(df.assign(city=df["city"].to_numpy(str))), labels)
+    with_none = as_str.copy()
+    with_none.loc[0, "city"] = None
+    np.testing.assert_array_equal(
+        model.predict(with_none), model.predict(with_none.assign(city=with_none["city"].map(str)))
+    )
+    numbers = df.assign(city=np.arange(len(df)) % 3)
+    np.testing.assert_array_equal(
+        model.predict(numbers), model.predict(numbers.assign(city=numbers["city"].map(str)))
+    )
+    np.testing.assert_allclose(
+        model.predict_proba(df), pipeline_bundle.model.predict_proba(df), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_pandas_arrow_list_column_feeds_a_tensor_input(torch_bundle: Signed) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    x = torch_bundle.data
+    offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * x.shape[1])
+    column = pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
+    df = pd.DataFrame({"data": pd.arrays.ArrowExtensionArray(column)})
+    scorer = Scorer.create(
+        torch_bundle.path, trusted_keys=torch_bundle.key.public_key, features=["data"]
+    )
+    out = scorer.score(df)
+    output = scorer.model().outputs[0].name
+    np.testing.assert_allclose(
+        np.stack(out[output].to_numpy()), torch_expected(torch_bundle, x), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_scoring_stats_count_batches_and_rows(pipeline_bundle: Signed) -> None:
+    from bundle.integrations.worker import scoring_stats
+
+    scorer = Scorer.create(pipeline_bundle.path, trusted_keys=pipeline_bundle.key.public_key)
+    df = pipeline_bundle.data
+    before = scoring_stats()
+    scorer.score(df)
+    scorer.score(_arrow(df.iloc[:100]))  # an Arrow batch is counted once, not twice
+    after = scoring_stats()
+    assert after["batches"] - before["batches"] == 2
+    assert after["rows"] - before["rows"] == len(df) + 100
+    assert after["seconds"] > before["seconds"]
+    assert after["cpu_seconds"] >= before["cpu_seconds"]
