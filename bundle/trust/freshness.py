@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,6 +302,8 @@ def _write_state(path: Path, floors: dict[str, Floor]) -> None:
     text = json.dumps({"format": STATE_FORMAT, "models": models}, sort_keys=True, indent=1)
     directory = path.parent if str(path.parent) else Path(".")
     try:
+        import tempfile  # here: the load path verifies far more often than it records
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as e:
         raise FreshnessError(f"cannot write rollback state {path}: {e.strerror}") from e
