@@ -27,7 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 OLDEST = "1.20.0"
 NEWEST = "1.32.0"
 # The load path's dependencies (pyproject's core) at their newest; onnxruntime pinned.
-OTHERS = ("numpy", "onnx>=1.16", "safetensors>=0.4", "cryptography>=45", "click>=8.1", "rich>=13")
+OTHERS = (
+    "numpy",
+    "onnx>=1.16",
+    "safetensors>=0.4",
+    "zlib-ng>=0.5",
+    "cryptography>=45",
+    "click>=8.1",
+    "rich>=13",
+)
 READY = ".model-bundle-ready"
 
 

@@ -148,15 +148,16 @@ class _Ready:
         """``value`` as the input wants it, or None (then :func:`_to_input` decides)."""
         if type(value) is not np.ndarray or self.dtype is None or value.ndim != self.ndim:
             return None
-        if value.dtype != self.dtype:
-            if value.dtype.kind not in self.kinds:
+        arr: np.ndarray = value
+        if arr.dtype != self.dtype:
+            if arr.dtype.kind not in self.kinds:
                 return None
-            value = value.astype(self.dtype)
-        shape = value.shape
+            arr = arr.astype(self.dtype)
+        shape = arr.shape
         for i, d in self.fixed:  # a loop: all(generator) costs ~0.3 µs a call
             if shape[i] != d:
                 return None
-        return value
+        return arr
 
 
 def _fmt(shape: Sequence[Any]) -> str:

@@ -358,20 +358,28 @@ TrustedKeys = Union[
     TrustStore,
     PublicKey,
     str,
+    bytes,
     "os.PathLike[str]",
-    Sequence[Union[PublicKey, str, "os.PathLike[str]"]],
+    Sequence[Union[PublicKey, str, bytes, "os.PathLike[str]"]],
 ]
 
 
 def as_trust_store(trusted: TrustedKeys) -> TrustStore:
-    """Accept a store, a key, a path (file or directory) or a list of keys/paths."""
+    """Accept a store, a key, PEM bytes, a path (file or directory) or a list of those."""
     if isinstance(trusted, TrustStore):
         return trusted
-    items = [trusted] if isinstance(trusted, (PublicKey, str, os.PathLike)) else list(trusted)
+    one = (PublicKey, str, os.PathLike, bytes, bytearray, memoryview)
+    items = [trusted] if isinstance(trusted, one) else list(trusted)
     keys: list[PublicKey] = []
     for item in items:
         if isinstance(item, PublicKey):
             keys.append(item)
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            keys.append(load_public_key(bytes(item)))  # PEM, as keys travel to workers
+        elif not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"trusted keys are PublicKey objects, PEM bytes or paths, not {type(item).__name__}"
+            )
         else:
             keys.extend(TrustStore.from_paths([item]).keys)
     return TrustStore(keys)

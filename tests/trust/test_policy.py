@@ -111,3 +111,19 @@ def test_unsigned_needs_saying_so(tmp_path: Path) -> None:
         bundle.verify(path, trust=bundle.TrustPolicy())
     report = bundle.verify(path, trust=bundle.TrustPolicy(allow_unsigned=True))
     assert not report.verified
+
+
+def test_keys_may_be_given_as_pem_bytes(
+    tmp_path: Path, key: bundle.PrivateKey, other: bundle.PrivateKey
+) -> None:
+    """How keys travel to batch workers: one PEM, or a list mixing PEM and keys."""
+    path = save_tiny(tmp_path / "m.mbundle", key)
+    assert bundle.verify(path, trusted_keys=key.public_key.pem()).signers[0].key_id == key.key_id
+    mixed = bundle.TrustPolicy([other.public_key, key.public_key.pem()])
+    assert sorted(mixed.key_ids()) == sorted([key.key_id, other.key_id])
+    with pytest.raises(SignatureError):
+        bundle.verify(path, trusted_keys=other.public_key.pem())
+    with pytest.raises(bundle.KeyFileError, match="not a PEM/DER public key"):
+        bundle.TrustPolicy(b"-----BEGIN PUBLIC KEY-----\nnonsense\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(TypeError, match="PEM bytes or paths, not int"):
+        bundle.TrustPolicy([key.public_key, 7])  # type: ignore[list-item]
