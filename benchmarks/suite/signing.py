@@ -44,12 +44,25 @@ def hashlib_rate(size: int = 256 << 20, runs: int = 3) -> float:
     return size / median([timed(lambda: hashlib.sha256(buf).digest())[0] for _ in range(runs)])
 
 
-def oms_cli(log: Callable[[str], None]) -> Path | None:
-    """model_signing's CLI from an existing venv, else a new ``.venv-oms``; None if none."""
+def oms_cli(log: Callable[[str], None]) -> list[str] | None:
+    """The command running model_signing's CLI (``python -m model_signing`` in an
+    existing venv, else a new ``.venv-oms``); None if none.
+
+    Run through the venv's interpreter, not its console script: a venv built in a
+    temporary folder and renamed (the interop tests do that) keeps scripts whose
+    first line names the temporary folder.
+    """
+
+    def command(venv: Path) -> list[str] | None:
+        python = venv / "bin" / "python"
+        if python.exists() and any(venv.glob("lib/python*/site-packages/model_signing")):
+            return [str(python), "-m", "model_signing"]
+        return None
+
     for venv in (OMS_VENV, *OTHER_VENVS):
-        if (venv / "bin" / "model_signing").exists():
-            return venv / "bin" / "model_signing"
-    cli = OMS_VENV / "bin" / "model_signing"
+        found = command(venv)
+        if found is not None:
+            return found
     log(f"  creating {OMS_VENV} with {', '.join(OMS_PACKAGES)}")
     base = getattr(sys, "_base_executable", sys.executable)
     try:
@@ -62,7 +75,7 @@ def oms_cli(log: Callable[[str], None]) -> Path | None:
     except (OSError, subprocess.CalledProcessError) as e:
         log(f"  could not set up model_signing: {e}")
         return None
-    return cli if cli.exists() else None
+    return command(OMS_VENV)
 
 
 def _oms_env() -> dict[str, str]:
@@ -101,7 +114,7 @@ def measure(
     key_path: Path,
     pub_path: Path,
     runs: int,
-    oms: Path | None,
+    oms: list[str] | None,
     tmp: Path,
     log: Callable[[str], None],
 ) -> SignResult:
@@ -139,7 +152,7 @@ def measure(
     sig = tmp / f"{weights_dir.parent.name}.oms.sig"
     env = _oms_env()
     sign = [
-        str(oms),
+        *oms,
         "sign",
         "key",
         "--private_key",
@@ -149,7 +162,7 @@ def measure(
         str(weights_dir),
     ]
     verify = [
-        str(oms),
+        *oms,
         "verify",
         "key",
         "--public_key",
@@ -165,6 +178,6 @@ def measure(
     res.seconds["model_signing sign key (CLI)"] = median(s)
     res.seconds["model_signing verify key (CLI)"] = median(v)
     res.seconds["model_signing --version (CLI start-up)"] = median(
-        [command([str(oms), "--version"], env) for _ in range(runs)]
+        [command([*oms, "--version"], env) for _ in range(runs)]
     )
     return res
