@@ -16,6 +16,7 @@ from .errors import (
     InputError,
     IntegrityError,
     KeyFileError,
+    SignatureError,
 )
 from .format.archive import ALIGNMENT, ZipReader, journal_path
 from .format.assets import check_assets
@@ -253,7 +254,10 @@ def _open_verified(
             if reader is not None:
                 reader.close()
             journal = journal_path(path).exists()
-            overlapped = signing_then or journal
+            # A torn tail fails the structure or a signature entry, never a content
+            # hash: only those are retried for a journal (one planted beside a bad
+            # bundle must not make refusing it cost four full verifications).
+            overlapped = (signing_then or journal) and isinstance(e, (FormatError, SignatureError))
             if attempt == _TORN_RETRIES or not (overlapped or _file_identity(path) != before):
                 if journal and e.args:  # say how to get the bundle back
                     e.args = (
@@ -702,14 +706,14 @@ def sign(
     ``in_place`` (default): only the file's tail -- the signature entries and the
     central directory, KBs -- is rewritten, behind an undo journal beside the
     bundle, so signing a 1 GB bundle costs its verification and little more; a
-    crash leaves a journal that the next ``sign`` or :func:`repair` rolls back
-    (SECURITY.md, "Signing in place"). ``in_place=False`` writes a new file and
+    crash leaves a journal that :func:`repair` rolls back; until then ``sign``
+    refuses the bundle (SECURITY.md, "Signing in place"). ``in_place=False`` writes a new file and
     renames it over ``path`` (readers that hold the old file keep it, other hard
     links keep the old signatures), copying the whole bundle. Both give the same
     bytes. Refused (:class:`IntegrityError`) when the file changes between the
     check and the write.
     """
-    from .export.writer import resign, roll_back
+    from .export.writer import refuse_journal, resign
     from .trust.verify import check_signatures
 
     if isinstance(path, Verified):
@@ -734,7 +738,7 @@ def sign(
     if held is not None:
         vb, before = held._take()
     else:
-        roll_back(path)  # an in-place sign interrupted earlier: back to the file it began from
+        refuse_journal(path)  # an interrupted sign is undone by repair(), never implicitly
         before = _file_identity(path)
         if trust is None and trusted_keys is None and trusted_roots is None:
             policy = TrustPolicy(allow_unsigned=True)
@@ -745,7 +749,7 @@ def sign(
         if held is None:
             _check_content(vb)
         reader = vb.reader
-        manifest_bytes = reader.read(MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES)
+        manifest_bytes = vb.manifest_bytes  # the bytes verified, not a second read
         existing = signature_entries(reader)
         w = reader.entries.get(WEIGHTS_NAME)
         if w is not None and w.data_offset % ALIGNMENT:
@@ -800,7 +804,9 @@ def repair(path: str | os.PathLike[str]) -> bool:
     and possibly a torn tail that fails verification; this restores the bundle's
     bytes from before that sign exactly and removes the journal. False (and nothing
     changed) when there is no journal, or only one cut short before the bundle was
-    touched (it is removed). :func:`sign` does this first by itself.
+    touched (it is removed). Only a journal this user wrote, a regular file with one
+    link and no write permission for others, is applied (:class:`IntegrityError`
+    otherwise): whoever else can write the directory cannot plant one.
     """
     from .export.writer import roll_back
 

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -388,25 +389,98 @@ def _write_journal(jpath: Path, header: dict[str, object], old_tail: bytes) -> N
     _fsync_dir(jpath.parent)
 
 
+_MAX_JOURNAL_BYTES = 1 << 30
+"""Signatures (4 MiB each at most) and a central directory: far less than this."""
+
+
+def _journal_bytes(jpath: Path) -> bytes:
+    """The journal file's bytes, if it is one this user could have written and no one else.
+
+    Opened without following a link and without blocking (a FIFO), it must be a
+    regular file with one link, owned by this user, writable by no one else, and of
+    a sane size: a journal is applied to the bundle, so one planted by whoever
+    else may write the directory must never be (:class:`IntegrityError`).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(jpath, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise IntegrityError(f"{jpath}: not a journal this package wrote ({e.strerror})") from e
+    try:
+        st = os.fstat(fd)
+        owner = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
+        why = (
+            "not a regular file"
+            if not stat.S_ISREG(st.st_mode)
+            else "it has other links"
+            if st.st_nlink != 1
+            else "another user owns it"
+            if st.st_uid != owner
+            else "others may write it"
+            if st.st_mode & 0o022
+            else "it is too large"
+            if st.st_size > _MAX_JOURNAL_BYTES
+            else ""
+        )
+        if why:
+            raise IntegrityError(
+                f"{jpath} is not a journal this package wrote ({why}); not applied, "
+                "left in place: remove it once you know where it came from"
+            )
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_journal(jpath: Path) -> tuple[dict[str, Any], bytes] | None:
     """The journal's header and old tail; None when it is incomplete (so never applied).
 
     The journal is fsynced before the bundle's first byte is written: one that is
-    cut short or fails its digest was interrupted before the bundle was touched.
+    cut short or fails its digest was interrupted before the bundle was touched. A
+    complete one whose fields are not what this package writes is refused.
     """
-    raw = jpath.read_bytes()
+    raw = _journal_bytes(jpath)
     if not raw.startswith(JOURNAL_MAGIC) or b"\n" not in raw[len(JOURNAL_MAGIC) :]:
         return None
     line, _, old = raw[len(JOURNAL_MAGIC) :].partition(b"\n")
     try:
         header = json.loads(line)
-        start, old_size = int(header["start"]), int(header["old_size"])
         digest = str(header["old_tail_sha256"])
     except (ValueError, KeyError, TypeError):
         return None
-    if len(old) != old_size - start or hashlib.sha256(old).hexdigest() != digest:
+    if not isinstance(header, dict) or hashlib.sha256(old).hexdigest() != digest:
         return None
+    ints = ("dev", "ino", "start", "old_size", "new_size")
+    hexes = ("old_tail_sha256", "new_tail_sha256", "guard_sha256")
+    if (
+        any(type(header.get(k)) is not int or header[k] < 0 for k in ints)
+        or any(not isinstance(header.get(k), str) or len(header[k]) != 64 for k in hexes)
+        or header["start"] < 1
+        or header["start"] > min(header["old_size"], header["new_size"])
+        or len(old) != header["old_size"] - header["start"]
+    ):
+        raise IntegrityError(f"{jpath} is not a journal this package wrote; not applied")
     return header, old
+
+
+def refuse_journal(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`IntegrityError` if an interrupted in-place sign left its journal.
+
+    :func:`sign` never rolls one back by itself: whoever left it (a crash, or a
+    process that could write the directory) is for the user to judge, with
+    :func:`bundle.repair`.
+    """
+    jpath = journal_path(path)
+    if os.path.lexists(jpath):
+        raise IntegrityError(
+            f"{jpath} exists: a sign of {os.fspath(path)} was interrupted (or is running); "
+            "`model-bundle repair` / bundle.repair() rolls it back; not signed"
+        )
 
 
 def roll_back(path: str | os.PathLike[str], *, keep_complete: bool = True) -> bool:
@@ -434,9 +508,16 @@ def roll_back(path: str | os.PathLike[str], *, keep_complete: bool = True) -> bo
         return False
     header, old = found
     start, old_size = int(header["start"]), int(header["old_size"])
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:  # the bundle itself, never what a link at its name points to
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise IntegrityError(
+            f"cannot roll back {os.fspath(path)}: {e.strerror} (a link is not followed)"
+        ) from e
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IntegrityError(f"cannot roll back {os.fspath(path)}: not a regular file")
         if [st.st_dev, st.st_ino] != [header["dev"], header["ino"]]:
             # The file it was made for is no longer at this path (a save or a
             # copying sign renamed another over it): there is nothing here to undo.

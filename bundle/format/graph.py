@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, UntrustedContentError
 from .manifest import TensorSpec
@@ -87,6 +87,12 @@ def parse_model(data: bytes, entry: str) -> onnx.ModelProto:
         raise FormatError(f"{entry} is not a valid ONNX model: {e}", entry=entry) from e
     if not model.HasField("graph"):
         raise FormatError(f"{entry} holds no graph", entry=entry)
+    if _deeper_than(model, MAX_NESTING):
+        raise FormatError(
+            f"{entry} nests messages more than {MAX_NESTING} deep (subgraphs in "
+            "subgraphs, or types in types): refused, as no check could see all of it",
+            entry=entry,
+        )
     known = model_class()
     known.CopyFrom(model)
     known.DiscardUnknownFields()
@@ -98,6 +104,53 @@ def parse_model(data: bytes, entry: str) -> onnx.ModelProto:
             entry=entry,
         )
     return model  # type: ignore[no-any-return]
+
+
+MAX_NESTING = 60
+"""How deeply messages may nest in a graph. The protobuf runtime parses up to 100
+levels but ``DiscardUnknownFields`` (the unknown-field check above) looks only 64
+deep: a field hidden below that would reach onnxruntime unchecked."""
+
+
+def _static_depth(desc: Any, seen: frozenset[str] = frozenset()) -> int | None:
+    """How deep a message of this type can nest, or None when it can recurse."""
+    cached = _DEPTHS.get(desc.full_name, -1)
+    if cached != -1:
+        return cached
+    if desc.full_name in seen:
+        return None
+    deepest: int | None = 1
+    for f in desc.fields:
+        if f.message_type is not None:
+            d = _static_depth(f.message_type, seen | {desc.full_name})
+            if d is None:
+                deepest = None
+                break
+            deepest = max(deepest, 1 + d)  # type: ignore[type-var]
+    _DEPTHS[desc.full_name] = deepest  # None only for a type on a cycle: true anywhere
+    return deepest
+
+
+_DEPTHS: dict[str, int | None] = {}
+
+
+def _deeper_than(message: Any, limit: int, depth: int = 1) -> bool:
+    """Whether ``message`` nests more than ``limit`` levels; walks only the fields whose
+    type can recurse (graphs, nodes, attributes, types), others count by their type."""
+    if depth > limit:
+        return True
+    for fd, value in message.ListFields():
+        if fd.message_type is None:
+            continue
+        static = _static_depth(fd.message_type)
+        if static is not None:
+            if depth + static > limit:
+                return True
+            continue
+        for item in value if not hasattr(value, "ListFields") else (value,):
+            if _deeper_than(item, limit, depth + 1):
+                return True
+    return False
 
 
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:

@@ -126,6 +126,9 @@ class VerifiedBundle:
     accept: Callable[[], None] = field(default=lambda: None)
     """Records the bundle in the rollback state; the caller calls it once the graph
     and weights have passed their checks too (a bundle refused later is not 'seen')."""
+    manifest_bytes: bytes = b""
+    """The manifest exactly as verified (what a countersignature must sign: never a
+    second read of the file)."""
 
 
 def signature_entries(reader: ZipReader) -> list[str]:
@@ -332,6 +335,7 @@ def verify_archive(
         stored,
         whole,
         lambda: policy.record(manifest.model.name, manifest.model.version, signer_ids),
+        manifest_bytes,
     )
 
 

@@ -172,7 +172,7 @@ def test_a_crash_while_writing_is_rolled_back_exactly(
     assert path.read_bytes() == expected.read_bytes()
 
 
-def test_sign_rolls_back_an_interrupted_sign_first(
+def test_sign_refuses_after_an_interrupted_sign_until_repaired(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     k2, k3 = bundle.generate_key(), bundle.generate_key("ed25519")
@@ -183,9 +183,97 @@ def test_sign_rolls_back_an_interrupted_sign_first(
         _crash_after(m, path, 40)
         with pytest.raises(Crash):
             bundle.sign(path, k2)
+    torn = path.read_bytes()
+    with pytest.raises(bundle.IntegrityError, match="repair"):
+        bundle.sign(path, k3)  # never rolled back implicitly: the user judges the journal
+    assert path.read_bytes() == torn
+    assert bundle.repair(path)
     bundle.sign(path, k3)  # the interrupted k2 signature is gone, k3's added
     assert path.read_bytes() == expected.read_bytes()
     assert not writer.journal_path(path).exists()
+
+
+def _plant(path: Path, tail: bytes, start: int = 1) -> Path:
+    """A journal as writer.py writes one, claiming ``tail`` was the file's old end."""
+    import hashlib
+    import json
+
+    st = path.stat()
+    with path.open("rb") as f:
+        guard = hashlib.sha256(f.read(start)[-4096:]).hexdigest()
+    header = {
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "start": start,
+        "old_size": start + len(tail),
+        "old_tail_sha256": hashlib.sha256(tail).hexdigest(),
+        "new_size": st.st_size,
+        "new_tail_sha256": "0" * 64,
+        "guard_sha256": guard,
+    }
+    jpath = writer.journal_path(path)
+    jpath.write_bytes(
+        writer.JOURNAL_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + tail
+    )
+    return jpath
+
+
+@pytest.mark.parametrize("how", ["group-writable", "hard link", "symlink", "fifo", "bad fields"])
+def test_a_planted_journal_is_never_applied(path: Path, how: str) -> None:
+    """Whoever else may write the directory cannot make repair write their bytes."""
+    original = path.read_bytes()
+    jpath = _plant(path, b"ATTACKER BYTES")
+    if how == "group-writable":
+        jpath.chmod(0o664)
+    elif how == "hard link":
+        os.link(jpath, path.parent / "elsewhere")
+    elif how == "symlink":
+        real = path.parent / "real-journal"
+        jpath.rename(real)
+        jpath.symlink_to(real)
+    elif how == "fifo":
+        jpath.unlink()
+        os.mkfifo(jpath)
+    else:
+        raw = jpath.read_bytes().replace(b'"start": 1', b'"start": -1')
+        jpath.write_bytes(raw)
+    with pytest.raises(bundle.IntegrityError, match="not a journal this package wrote"):
+        bundle.repair(path)
+    assert path.read_bytes() == original
+    assert os.path.lexists(jpath)  # left for the user to look at
+    with pytest.raises(bundle.IntegrityError, match="repair"):
+        bundle.sign(path, bundle.generate_key())
+    assert path.read_bytes() == original
+
+
+def test_repair_does_not_follow_a_link_at_the_bundles_name(path: Path) -> None:
+    victim = path.parent / "victim.txt"
+    victim.write_bytes(b"precious")
+    link = path.parent / "link.mbundle"
+    link.symlink_to(victim)
+    st = victim.stat()
+    jpath = writer.journal_path(link)
+    import hashlib
+    import json
+
+    tail = b"ATTACKER BYTES"
+    header = {
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "start": 1,
+        "old_size": 1 + len(tail),
+        "old_tail_sha256": hashlib.sha256(tail).hexdigest(),
+        "new_size": st.st_size,
+        "new_tail_sha256": "0" * 64,
+        "guard_sha256": hashlib.sha256(b"p").hexdigest(),
+    }
+    jpath.write_bytes(
+        writer.JOURNAL_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + tail
+    )
+    jpath.chmod(0o600)
+    with pytest.raises(bundle.IntegrityError, match="link is not followed"):
+        bundle.repair(link)
+    assert victim.read_bytes() == b"precious"
 
 
 def test_a_failed_write_is_undone_at_once(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,6 +88,61 @@ def test_a_field_the_schema_does_not_know_is_refused_at_any_depth() -> None:
         parse_model(deep, "model.onnx")
 
 
+def _nested_sequence_type(levels: int, hidden: bytes = b"") -> onnx.TypeProto:
+    """seq(seq(...seq(tensor(float)))) ``levels`` deep; ``hidden`` appended innermost."""
+    inner = helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [1])
+    if hidden:
+        inner.ParseFromString(inner.SerializeToString() + hidden)
+    for _ in range(levels):
+        inner = helper.make_sequence_type_proto(inner)
+    return inner
+
+
+@pytest.mark.parametrize("levels", [31, 40, 45])
+def test_a_field_below_the_unknown_field_checks_reach_is_refused(levels: int) -> None:
+    """upb's DiscardUnknownFields looks 64 messages deep, parsing accepts 100: a field
+    hidden between the two must not reach onnxruntime (refused by depth)."""
+    model = tiny_model()
+    vi = helper.make_value_info("deep", onnx.TypeProto())
+    vi.type.CopyFrom(_nested_sequence_type(levels, _unknown_field(902)))
+    model.graph.value_info.append(vi)
+    with pytest.raises(bundle.FormatError, match="nests messages more than 60 deep"):
+        parse_model(model.SerializeToString(), "model.onnx")
+
+
+def test_subgraphs_nested_too_deep_are_refused_and_shallow_ones_parse() -> None:
+    def wrapped(depth: int) -> onnx.ModelProto:
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g0",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+        leaf = body  # the else branches stay one level deep: the size grows linearly
+        for i in range(depth):
+            node = helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=leaf)
+            body = helper.make_graph(
+                [node],
+                f"g{i + 1}",
+                [helper.make_tensor_value_info("c", onnx.TensorProto.BOOL, [])],
+                [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+            )
+        return helper.make_model(body)
+
+    assert parse_model(wrapped(5).SerializeToString(), "m").graph.name == "g5"
+    assert parse_model(_model_with(_nested_sequence_type(10)), "m")
+    with pytest.raises(bundle.FormatError, match="more than 60 deep"):
+        parse_model(wrapped(21).SerializeToString(), "model.onnx")
+
+
+def _model_with(t: onnx.TypeProto) -> bytes:
+    model = tiny_model()
+    vi = helper.make_value_info("typed", onnx.TypeProto())
+    vi.type.CopyFrom(t)
+    model.graph.value_info.append(vi)
+    return bytes(model.SerializeToString())
+
+
 LOAD_CHILD = """
 import json, sys
 import numpy as np
