@@ -337,6 +337,31 @@ def torch_case(ctx: Ctx, name: str, widths: tuple[int, ...], *, big: bool = Fals
 
         result.extra["save_file+sha256_s"], _ = _save_timed(ctx, save_and_hash, st)
     saved = _save_bundle(ctx, module, torch.from_numpy(x[:16]), bp, result)
+    if big and saved:
+        # The export target's figures: the floor and the bundle's save timed
+        # alternately after a warm-up of each (benchmarks/export_speed.py's method;
+        # one after the other, the writeback of one 1 GB file lands on the next).
+        import bundle
+
+        sample = torch.from_numpy(x[:16])
+        pairs: dict[str, list[float]] = {"floor": [], "bundle": []}
+        jobs = (
+            ("floor", save_and_hash, st),
+            (
+                "bundle",
+                lambda: bundle.save(module, bp, sample_input=sample, signing_key=ctx.key),
+                bp,
+            ),
+        )
+        for i in range(1 + ctx.save_runs):
+            for label_, fn, path in jobs:
+                path.unlink(missing_ok=True)
+                gc.collect()
+                seconds = timed(fn)[0]
+                if i:
+                    pairs[label_].append(seconds)
+        result.extra["export_floor_rr_s"] = median(pairs["floor"])
+        result.extra["export_bundle_rr_s"] = median(pairs["bundle"])
     if saved:
         ctx.artifacts[name] = {"bundle": bp, "weights_dir": st.parent}
     more, fns = _bundle_cases(ctx, result, saved, bp, d, xpath)
