@@ -86,9 +86,26 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _events: list[str] | None = None
 
 
+def _private_memory(fd_or_path: object) -> bool:
+    """Whether this is the verifier's own sealed memory file (``memfd:model-bundle-*``,
+    bundle.format.digest.sealed_copy): writing it fills process memory, not a file."""
+    if isinstance(fd_or_path, int):
+        link = f"/proc/self/fd/{fd_or_path}"
+    elif isinstance(fd_or_path, str) and fd_or_path.startswith("/proc/self/fd/"):
+        link = fd_or_path
+    else:
+        return False
+    try:
+        return os.readlink(link).startswith("/memfd:model-bundle-")
+    except OSError:
+        return False
+
+
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     """Record side effects while a case runs (the hook is inert between cases)."""
     if _events is None:
+        return
+    if event in ("open", "os.truncate") and args and _private_memory(args[0]):
         return
     if event == "open":
         path, mode, flags = args
