@@ -353,6 +353,27 @@ def _fsync_dir(directory: Path) -> None:
             os.close(dfd)
 
 
+def _lock(fd: int, path: str | os.PathLike[str]) -> None:
+    """Hold the file's exclusive advisory lock (released when ``fd`` closes), or refuse.
+
+    The lock is on the inode: two in-place signs (or a sign and a repair) of one
+    file never interleave, even through two names of it (hard links), whose
+    journals are two files. Where the system has no ``flock``, the journal
+    created exclusively is the only guard, as before.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise IntegrityError(
+            f"{os.fspath(path)} is being signed or repaired by another process (it is "
+            "locked); not changed"
+        ) from None
+
+
 def _write_at(fd: int, data: bytes, offset: int) -> None:
     """Write all of ``data`` at ``offset`` (pwrite may write less than asked)."""
     view = memoryview(data)
@@ -483,7 +504,9 @@ def refuse_journal(path: str | os.PathLike[str]) -> None:
         )
 
 
-def roll_back(path: str | os.PathLike[str], *, keep_complete: bool = True) -> bool:
+def roll_back(
+    path: str | os.PathLike[str], *, keep_complete: bool = True, locked: bool = False
+) -> bool:
     """Undo an interrupted in-place sign of ``path`` from its journal; True if one was undone.
 
     Writes the journal's old tail back where it was and truncates the file to its
@@ -515,6 +538,8 @@ def roll_back(path: str | os.PathLike[str], *, keep_complete: bool = True) -> bo
             f"cannot roll back {os.fspath(path)}: {e.strerror} (a link is not followed)"
         ) from e
     try:
+        if not locked:  # (the failing sign that calls this holds the lock itself)
+            _lock(fd, path)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IntegrityError(f"cannot roll back {os.fspath(path)}: not a regular file")
@@ -576,6 +601,7 @@ def _resign_in_place(
     jpath = journal_path(path)
     fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
+        _lock(fd, path)
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
             raise IntegrityError(f"{os.fspath(path)} was replaced while it was being signed")
@@ -609,4 +635,4 @@ def _resign_in_place(
 def _undo(path: str | os.PathLike[str]) -> None:
     """After a failed in-place write: roll back now (the journal stays if that fails too)."""
     with contextlib.suppress(Exception):
-        roll_back(path, keep_complete=False)
+        roll_back(path, keep_complete=False, locked=True)

@@ -262,6 +262,13 @@ def load_public_key(source: str | os.PathLike[str] | bytes | PublicKey) -> Publi
     if isinstance(source, PublicKey):
         return source
     data, name = _read_key_bytes(source, "public key")
+    if data.count(b"-----BEGIN") > 1:
+        # The PEM loader reads the first block only: the others would be trusted by
+        # nobody, silently. One key per file (or per bytes); a list for several.
+        raise KeyFileError(
+            f"public key {name} holds {data.count(b'-----BEGIN')} PEM blocks; give one "
+            "key per file or bytes (a directory or a list for several keys)"
+        )
     try:
         key = (
             serialization.load_pem_public_key(data)

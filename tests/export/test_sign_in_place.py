@@ -550,3 +550,23 @@ def test_a_sign_interrupted_after_its_fsync_is_kept(
     assert bundle.repair(path) is False  # nothing undone: the new file is complete
     assert not journal.exists()
     assert path.read_bytes() == expected.read_bytes()
+
+
+def test_a_sign_never_interleaves_with_another_through_any_name(path: Path) -> None:
+    """The in-place write holds the inode's lock: another sign, even through a hard
+    link (whose journal is another file), is refused, not interleaved."""
+    import fcntl
+
+    other_name = path.parent / "same-inode.mbundle"
+    os.link(path, other_name)
+    original = path.read_bytes()
+    with path.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a running sign holds
+        for name in (path, other_name):
+            with pytest.raises(bundle.IntegrityError, match="locked"):
+                bundle.sign(name, bundle.generate_key())
+        assert path.read_bytes() == original
+    late = bundle.generate_key()
+    signed = bundle.sign(other_name, late)  # released: signs
+    assert [s.key_id for s in signed.signers] == [late.key_id]
+    assert path.read_bytes() == other_name.read_bytes() != original

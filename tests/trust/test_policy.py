@@ -125,5 +125,8 @@ def test_keys_may_be_given_as_pem_bytes(
         bundle.verify(path, trusted_keys=other.public_key.pem())
     with pytest.raises(bundle.KeyFileError, match="not a PEM/DER public key"):
         bundle.TrustPolicy(b"-----BEGIN PUBLIC KEY-----\nnonsense\n-----END PUBLIC KEY-----\n")
+    two = key.public_key.pem() + other.public_key.pem()
+    with pytest.raises(bundle.KeyFileError, match="holds 2 PEM blocks"):
+        bundle.TrustPolicy(two)  # never the first key only, silently
     with pytest.raises(TypeError, match="PEM bytes or paths, not int"):
         bundle.TrustPolicy([key.public_key, 7])  # type: ignore[list-item]
