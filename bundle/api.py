@@ -337,14 +337,25 @@ def verify(
         min_version=min_version,
         rollback_state=rollback_state,
     )
-    vb = _open_verified(path, policy, False, progress)
+    vb = _verified_bundle(path, policy, progress)
     try:
-        _check_content(vb)
-        vb.accept()
         report: VerifyReport = vb.report
         return report
     finally:
         vb.reader.close()
+
+
+def _verified_bundle(path: str | os.PathLike[str], policy: TrustPolicy, progress: Any) -> Any:
+    """What :func:`verify` and :func:`verified` check: the archive, then its content,
+    recorded as seen; the reader stays open for the caller (closed on failure)."""
+    vb = _open_verified(path, policy, False, progress)
+    try:
+        _check_content(vb)
+        vb.accept()
+    except BaseException:
+        vb.reader.close()
+        raise
+    return vb
 
 
 def load(
@@ -672,14 +683,7 @@ def verified(
         rollback_state=rollback_state,
     )
     before = _file_identity(path)
-    vb = _open_verified(path, policy, False, progress)
-    try:
-        _check_content(vb)
-        vb.accept()
-    except BaseException:
-        vb.reader.close()
-        raise
-    return Verified(vb, before)
+    return Verified(_verified_bundle(path, policy, progress), before)
 
 
 def sign(
