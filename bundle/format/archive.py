@@ -152,6 +152,11 @@ class _Written:
     size: int
     offset: int
 
+    @classmethod
+    def of(cls, e: Entry, offset: int) -> _Written:
+        """The central-directory record of an entry kept or copied to ``offset``."""
+        return cls(e.name.encode("utf-8"), e.method, e.crc32, e.compressed_size, e.size, offset)
+
 
 @dataclass
 class _Open:
@@ -218,16 +223,7 @@ class ZipWriter:
             if e.header_offset != end:
                 raise ValueError(f"entry {e.name} does not follow the previous kept entry")
             w._claim(e.name)
-            w._entries.append(
-                _Written(
-                    e.name.encode("utf-8"),
-                    e.method,
-                    e.crc32,
-                    e.compressed_size,
-                    e.size,
-                    e.header_offset,
-                )
-            )
+            w._entries.append(_Written.of(e, e.header_offset))
             end = e.data_offset + e.compressed_size
         if fp.tell() != end:
             raise ValueError(f"the writer is at {fp.tell()}, the kept entries end at {end}")
@@ -364,16 +360,7 @@ class ZipWriter:
                 self._fp,
             )
             for e in run:
-                self._entries.append(
-                    _Written(
-                        e.name.encode("utf-8"),
-                        e.method,
-                        e.crc32,
-                        e.compressed_size,
-                        e.size,
-                        start + e.header_offset - run[0].header_offset,
-                    )
-                )
+                self._entries.append(_Written.of(e, start + e.header_offset - run[0].header_offset))
 
     @staticmethod
     def _local_header(
