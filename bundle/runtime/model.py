@@ -49,6 +49,11 @@ _NP_DTYPES = {
 }
 
 
+_CONVERTS_FROM = {"f": "fiub", "i": "iub", "u": "iub"}
+"""For an input of each numpy kind, the kinds of array converted to it (bool and numbers
+become floats; bool and integers become integers); other inputs take their dtype only."""
+
+
 def _as_array(name: str, value: Any) -> np.ndarray:
     """np.asarray, with a ragged or absurdly nested sequence reported as the caller's input."""
     try:
@@ -98,13 +103,13 @@ def _to_input(name: str, value: Any, spec: TensorSpec, strings: bool = False) ->
         if not (strings and arr.dtype == object) and not _all_str(arr):
             arr = arr.astype(str).astype(object)
     elif np.dtype(want).kind == "f":
-        if arr.dtype.kind not in "fiub":
+        if arr.dtype.kind not in _CONVERTS_FROM["f"]:
             raise InputError(
                 f"input {name!r} expects numbers ({spec.dtype}), got {arr.dtype}", entry=name
             )
         arr = arr.astype(want, copy=False)
     elif np.dtype(want).kind in "iu":
-        if arr.dtype.kind not in "iub":
+        if arr.dtype.kind not in _CONVERTS_FROM["i"]:
             raise InputError(
                 f"input {name!r} expects integers ({spec.dtype}), got {arr.dtype}", entry=name
             )
@@ -140,7 +145,7 @@ class _Ready:
         want = _NP_DTYPES.get(spec.dtype)
         self.dtype = None if want is None or want is object else np.dtype(want)
         kind = self.dtype.kind if self.dtype is not None else ""
-        self.kinds = {"f": "fiub", "i": "iub", "u": "iub"}.get(kind, "")
+        self.kinds = _CONVERTS_FROM.get(kind, "")
         self.ndim = len(spec.shape)
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int))
 
