@@ -180,6 +180,21 @@ def swap_after_hashing(monkeypatch: Any, names: Sequence[str]) -> list[str]:
     return reads
 
 
+def count_hashed(monkeypatch: Any) -> list[int]:
+    """Record the bytes each ``hash_ranges`` call hashes (one total per call)."""
+    from bundle.format import digest
+
+    hashed: list[int] = []
+    real = digest.hash_ranges
+
+    def counting(fd: int, spans: Any, **kw: Any) -> Any:
+        hashed.append(sum(b - a for a, b in spans))
+        return real(fd, spans, **kw)
+
+    monkeypatch.setattr(digest, "hash_ranges", counting)
+    return hashed
+
+
 def manifest_of(path: str | Path) -> Manifest:
     return Manifest.from_bytes(read_entries(path)[MANIFEST_NAME])
 

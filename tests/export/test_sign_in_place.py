@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import save_tiny
+from helpers import count_hashed, save_tiny
 
 import bundle
 from bundle.errors import BundleError, IntegrityError
@@ -195,9 +196,6 @@ def test_sign_refuses_after_an_interrupted_sign_until_repaired(
 
 def _plant(path: Path, tail: bytes, start: int = 1) -> Path:
     """A journal as writer.py writes one, claiming ``tail`` was the file's old end."""
-    import hashlib
-    import json
-
     st = path.stat()
     with path.open("rb") as f:
         guard = hashlib.sha256(f.read(start)[-4096:]).hexdigest()
@@ -251,25 +249,7 @@ def test_repair_does_not_follow_a_link_at_the_bundles_name(path: Path) -> None:
     victim.write_bytes(b"precious")
     link = path.parent / "link.mbundle"
     link.symlink_to(victim)
-    st = victim.stat()
-    jpath = writer.journal_path(link)
-    import hashlib
-    import json
-
-    tail = b"ATTACKER BYTES"
-    header = {
-        "dev": st.st_dev,
-        "ino": st.st_ino,
-        "start": 1,
-        "old_size": 1 + len(tail),
-        "old_tail_sha256": hashlib.sha256(tail).hexdigest(),
-        "new_size": st.st_size,
-        "new_tail_sha256": "0" * 64,
-        "guard_sha256": hashlib.sha256(b"p").hexdigest(),
-    }
-    jpath.write_bytes(
-        writer.JOURNAL_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + tail
-    )
+    jpath = _plant(link, b"ATTACKER BYTES")  # for the file the link points to
     jpath.chmod(0o600)
     with pytest.raises(bundle.IntegrityError, match="link is not followed"):
         bundle.repair(link)
@@ -453,20 +433,12 @@ def test_cli_sign_in_place_or_copy_and_repair(
 def test_a_verified_handle_is_signed_without_hashing_again(
     path: Path, key: bundle.PrivateKey, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bundle.format import digest
 
     k2 = bundle.generate_key("ed25519")
     expected = path.parent / "expected.mbundle"
     expected.write_bytes(path.read_bytes())
     bundle.sign(expected, k2, in_place=False)
-    hashed: list[int] = []
-    real = digest.hash_ranges
-
-    def counting(fd: int, spans: Any, **kw: Any) -> Any:
-        hashed.append(sum(b - a for a, b in spans))
-        return real(fd, spans, **kw)
-
-    monkeypatch.setattr(digest, "hash_ranges", counting)
+    hashed = count_hashed(monkeypatch)
     with bundle.verified(path, trusted_keys=key.public_key) as v:
         assert [s.key_id for s in v.report.signers] == [key.key_id]
         once = sum(hashed)

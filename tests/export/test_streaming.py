@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import count_hashed
 
 import bundle
 from bundle.errors import FormatError, IntegrityError
@@ -330,18 +331,10 @@ def test_sign_hashes_once_and_keeps_the_content(
     key: bundle.PrivateKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bundle.format import digest
 
     path = tmp_path / "s.mbundle"
     path.write_bytes(mid[0].read_bytes())
-    hashed: list[int] = []
-    real = digest.hash_ranges
-
-    def counting(fd: int, spans: Any, **kw: Any) -> Any:
-        hashed.append(sum(b - a for a, b in spans))
-        return real(fd, spans, **kw)
-
-    monkeypatch.setattr(digest, "hash_ranges", counting)
+    hashed = count_hashed(monkeypatch)
     k2 = bundle.generate_key()
     report = bundle.sign(path, k2, trusted_keys=key.public_key)
     assert [s.key_id for s in report.signers] == [k2.key_id]
