@@ -432,19 +432,14 @@ def _journal_bytes(jpath: Path) -> bytes:
     try:
         st = os.fstat(fd)
         owner = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
-        why = (
-            "not a regular file"
-            if not stat.S_ISREG(st.st_mode)
-            else "it has other links"
-            if st.st_nlink != 1
-            else "another user owns it"
-            if st.st_uid != owner
-            else "others may write it"
-            if st.st_mode & 0o022
-            else "it is too large"
-            if st.st_size > _MAX_JOURNAL_BYTES
-            else ""
+        refused = (
+            (not stat.S_ISREG(st.st_mode), "not a regular file"),
+            (st.st_nlink != 1, "it has other links"),
+            (st.st_uid != owner, "another user owns it"),
+            (bool(st.st_mode & 0o022), "others may write it"),
+            (st.st_size > _MAX_JOURNAL_BYTES, "it is too large"),
         )
+        why = next((reason for bad, reason in refused if bad), "")
         if why:
             raise IntegrityError(
                 f"{jpath} is not a journal this package wrote ({why}); not applied, "
