@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import FormatError, IntegrityError, LimitError, SignatureError
-from ..format.archive import ALIGNMENT, ZipReader
+from ..format.archive import ALIGNMENT, Entry, ZipReader
 from ..format.digest import sha256_bytes
 from ..format.manifest import (
     GRAPH_NAME,
@@ -459,21 +459,11 @@ def _hash_files(
             # fresh anonymous memory), or else anonymous memory the hashing threads
             # read into. Either is page-aligned as a mapping of the file would be, so
             # the tensors onnxruntime runs on keep the alignment they have on disk.
-            weights = _sealed_entry(reader.fileno(), e.data_offset, e.size)
-            if weights is not None:
-                src = memoryview(weights)
-            else:
-                weights = mmap.mmap(-1, max(e.size, 1))
-                buf = memoryview(weights)[: e.size]
+            weights, src, buf = _private_copy(reader.fileno(), e)
         elif f.role != "weights" and f.path in in_memory:
             _check_weights_entry(e, f)  # the same size limit as for weights read into memory
-            kept_copy = _sealed_entry(reader.fileno(), e.data_offset, e.size)
-            if kept_copy is not None:  # sealed as the weights are, for the same reasons
-                whole[f.path] = kept_copy
-                src = memoryview(kept_copy)
-            else:
-                whole[f.path] = mmap.mmap(-1, max(e.size, 1))
-                buf = memoryview(whole[f.path])[: e.size]
+            # sealed as the weights are, for the same reasons
+            whole[f.path], src, buf = _private_copy(reader.fileno(), e)
         elif _text_asset(f):
             text[f.path] = bytearray(e.size)
             buf = memoryview(text[f.path])
@@ -524,6 +514,19 @@ def _hash_files(
         elif f.path in text:
             kept[f.path] = bytes(text.pop(f.path))
     return inflated, weights, head, kept, whole
+
+
+def _private_copy(fd: int, e: Entry) -> tuple[mmap.mmap, memoryview | None, memoryview | None]:
+    """Memory for an entry kept whole: ``(memory, hash from, read into)``.
+
+    The sealed private copy, already filled (hash from it), or where the platform
+    has none, anonymous memory the hashing threads read into.
+    """
+    sealed = _sealed_entry(fd, e.data_offset, e.size)
+    if sealed is not None:
+        return sealed, memoryview(sealed), None
+    memory = mmap.mmap(-1, max(e.size, 1))
+    return memory, None, memoryview(memory)[: e.size]
 
 
 def _sealed_entry(fd: int, offset: int, size: int) -> mmap.mmap | None:
